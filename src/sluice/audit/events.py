@@ -1,0 +1,261 @@
+"""Audit events: what happened, to whom, and why, for SIEMs.
+
+Every event has the common fields of `AuditEvent`; each type adds its own.
+Events never carry secrets (token values, passwords, keys) or result values.
+Statement text is included as the client sent it (callers must pass it
+unchanged; literals in it are the client's own input, not database data).
+The schema is documented in docs/audit-schema.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sluice.events import Identity, SessionContext
+
+SCHEMA_VERSION = 1
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"  # the action happened
+    DENIED = "denied"  # policy or a person refused it
+    PENDING = "pending"  # waiting for a decision
+    FAILURE = "failure"  # it could not happen (error, timeout)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """Fields common to every audit event."""
+
+    TYPE: ClassVar[str] = ""
+
+    id: str = field(default_factory=_new_id)
+    timestamp: dt.datetime = field(default_factory=_now)
+    identity: Identity | None = None
+    connection: str | None = None
+    session_id: str | None = None
+    outcome: Outcome = Outcome.SUCCESS
+    rule: str | None = None
+    reason: str = ""
+    client_addr: str | None = None
+
+    @property
+    def type(self) -> str:
+        return self.TYPE
+
+
+def context_fields(context: SessionContext) -> dict[str, Any]:
+    """Common fields from a session context: `SessionStart(**context_fields(ctx), ...)`."""
+    return {
+        "identity": context.identity,
+        "connection": context.connection,
+        "session_id": context.session_id,
+        "client_addr": context.client_addr,
+    }
+
+
+# -- sessions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStart(AuditEvent):
+    TYPE: ClassVar[str] = "session.start"
+    protocol: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEnd(AuditEvent):
+    TYPE: ClassVar[str] = "session.end"
+    protocol: str = ""
+    duration_ms: int = 0
+    statements: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+# -- statements -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementAllowed(AuditEvent):
+    TYPE: ClassVar[str] = "statement.allowed"
+    statement: str = ""
+    origin: str = ""
+    mask_profiles: tuple[str, ...] = ()
+    approval_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementBlocked(AuditEvent):
+    TYPE: ClassVar[str] = "statement.blocked"
+    outcome: Outcome = Outcome.DENIED
+    statement: str = ""
+    origin: str = ""
+
+
+# -- approvals ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRequested(AuditEvent):
+    TYPE: ClassVar[str] = "approval.requested"
+    outcome: Outcome = Outcome.PENDING
+    approval_id: str = ""
+    statement: str = ""
+    approver_groups: tuple[str, ...] = ()
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalApproved(AuditEvent):
+    TYPE: ClassVar[str] = "approval.approved"
+    approval_id: str = ""
+    approver: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDenied(AuditEvent):
+    TYPE: ClassVar[str] = "approval.denied"
+    outcome: Outcome = Outcome.DENIED
+    approval_id: str = ""
+    approver: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalExpired(AuditEvent):
+    TYPE: ClassVar[str] = "approval.expired"
+    outcome: Outcome = Outcome.FAILURE
+    approval_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalWithdrawn(AuditEvent):
+    TYPE: ClassVar[str] = "approval.withdrawn"
+    outcome: Outcome = Outcome.FAILURE
+    approval_id: str = ""
+
+
+# -- tokens ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenCreated(AuditEvent):
+    """A token was issued. `identity` is who issued it; the token value is never included."""
+
+    TYPE: ClassVar[str] = "token.created"
+    token_id: str = ""
+    subject: str = ""
+    subject_groups: tuple[str, ...] = ()
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenRevoked(AuditEvent):
+    TYPE: ClassVar[str] = "token.revoked"
+    token_id: str = ""
+    subject: str = ""
+
+
+# -- policy, masking, recording -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyReloaded(AuditEvent):
+    TYPE: ClassVar[str] = "policy.reloaded"
+    source: str = ""
+    digest: str = ""  # SHA-256 of the policy text
+    rules: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaskingCount:
+    column: str
+    detector: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaskingApplied(AuditEvent):
+    """Values were masked in one result: counts only, never values."""
+
+    TYPE: ClassVar[str] = "masking.applied"
+    profiles: tuple[str, ...] = ()
+    counts: tuple[MaskingCount, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingFailed(AuditEvent):
+    TYPE: ClassVar[str] = "recording.failed"
+    outcome: Outcome = Outcome.FAILURE
+    path: str = ""
+    error: str = ""
+
+
+EVENT_TYPES: dict[str, type[AuditEvent]] = {
+    cls.TYPE: cls
+    for cls in (
+        SessionStart,
+        SessionEnd,
+        StatementAllowed,
+        StatementBlocked,
+        ApprovalRequested,
+        ApprovalApproved,
+        ApprovalDenied,
+        ApprovalExpired,
+        ApprovalWithdrawn,
+        TokenCreated,
+        TokenRevoked,
+        PolicyReloaded,
+        MaskingApplied,
+        RecordingFailed,
+    )
+}
+
+
+# -- serialisation --------------------------------------------------------------
+
+
+def format_timestamp(ts: dt.datetime) -> str:
+    """UTC ISO 8601 with microseconds and a Z suffix."""
+    if ts.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return format_timestamp(value)
+    if isinstance(value, Identity):
+        return {"user": value.user, "groups": list(value.groups), "token_id": value.token_id}
+    if isinstance(value, MaskingCount):
+        return {"column": value.column, "detector": value.detector, "count": value.count}
+    if isinstance(value, tuple | list):
+        return [_value(v) for v in value]
+    return value
+
+
+def to_dict(event: AuditEvent) -> dict[str, Any]:
+    """The event as JSON-ready members: `type` and `schema` first, then fields in order."""
+    out: dict[str, Any] = {"type": event.TYPE, "schema": SCHEMA_VERSION}
+    for f in dataclasses.fields(event):
+        out[f.name] = _value(getattr(event, f.name))
+    return out
+
+
+def to_json(event: AuditEvent) -> str:
+    """One line of compact JSON (no newline)."""
+    return json.dumps(to_dict(event), ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,167 @@
+"""The audit trail: one `emit` fans an event out to every configured sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from sluice.audit.errors import AuditError
+from sluice.audit.events import AuditEvent, to_json
+from sluice.audit.sinks.base import Sink
+from sluice.audit.sinks.file import FileSink
+from sluice.audit.sinks.stdout import StdoutSink
+from sluice.audit.sinks.syslog import SyslogSink
+from sluice.audit.sinks.webhook import WebhookSink
+from sluice.audit.spec import (
+    AuditSpec,
+    FileSinkSpec,
+    SinkSpec,
+    StdoutSinkSpec,
+    SyslogSinkSpec,
+)
+from sluice.errors import ConfigError
+from sluice.notify.http import Backoff
+
+log = logging.getLogger("sluice.audit")
+
+
+def _resolve(path: Path, base_dir: Path | None) -> Path:
+    return path if base_dir is None or path.is_absolute() else base_dir / path
+
+
+def build_sink(spec: SinkSpec, *, base_dir: Path | None = None) -> Sink:
+    """Create one sink from its configuration."""
+    if isinstance(spec, FileSinkSpec):
+        return FileSink(
+            _resolve(spec.path, base_dir),
+            required=spec.required,
+            fsync=spec.fsync,
+            fsync_interval=spec.fsync_interval_seconds,
+        )
+    if isinstance(spec, StdoutSinkSpec):
+        return StdoutSink(queue_size=spec.queue_size)
+    if isinstance(spec, SyslogSinkSpec):
+        return SyslogSink(
+            host=spec.host,
+            port=spec.port,
+            transport=spec.transport,
+            tls=spec.tls,
+            ca_file=spec.ca_file,
+            facility=spec.facility,
+            app_name=spec.app_name,
+            hostname=spec.hostname,
+            max_message_bytes=spec.max_message_bytes,
+            connect_timeout=spec.connect_timeout_seconds,
+            queue_size=spec.queue_size,
+        )
+    headers = dict(spec.headers)
+    if spec.bearer_token_env is not None:
+        token = os.environ.get(spec.bearer_token_env)
+        if not token:
+            raise ConfigError(
+                f"audit webhook: environment variable {spec.bearer_token_env} is not set"
+            )
+        headers["Authorization"] = f"Bearer {token}"
+    return WebhookSink(
+        url=str(spec.url),
+        spool_dir=_resolve(spec.spool_dir, base_dir),
+        headers=headers,
+        timeout=spec.timeout_seconds,
+        backoff=Backoff(initial=spec.backoff_initial_seconds, maximum=spec.backoff_max_seconds),
+        fsync=spec.fsync,
+        max_spool_events=spec.max_spool_events,
+    )
+
+
+class AuditLog:
+    """Fan-out of audit events. Thread-safe; `emit` may be called from the event loop.
+
+    `emit` returns after the file sinks have written the event and the webhook
+    sinks have spooled it; syslog and stdout deliver from worker threads. It
+    raises only AuditError, and only for a file sink configured `required`.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], *, close_timeout: float = 5.0) -> None:
+        self.sinks = tuple(sinks)
+        self.close_timeout = close_timeout
+        self._required = any(isinstance(s, FileSink) and s.required for s in self.sinks)
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    @classmethod
+    def from_spec(cls, spec: AuditSpec, *, base_dir: Path | None = None) -> AuditLog:
+        sinks: list[Sink] = []
+        try:
+            for sink_spec in spec.sinks:
+                sinks.append(build_sink(sink_spec, base_dir=base_dir))
+        except BaseException:
+            deadline = time.monotonic()
+            for sink in sinks:
+                sink.close(deadline)
+            raise
+        return cls(sinks, close_timeout=spec.close_timeout_seconds)
+
+    def emit(self, event: AuditEvent) -> None:
+        if self._closed:
+            if self._required:
+                raise AuditError(f"audit event {event.TYPE} emitted after close")
+            log.error("audit event %s %s emitted after close, lost", event.TYPE, event.id)
+            return
+        try:
+            line = to_json(event)
+        except (TypeError, ValueError) as exc:
+            if self._required:
+                raise AuditError(f"audit event {event.TYPE} cannot be serialised: {exc}") from exc
+            log.exception("audit event %s cannot be serialised", event.TYPE)
+            return
+        for sink in self.sinks:
+            try:
+                sink.emit(event, line)
+            except AuditError:
+                raise
+            except Exception:
+                log.exception("audit sink %s failed", sink.name)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush files and give network sinks up to `timeout` seconds to deliver."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
+        threads = [
+            threading.Thread(target=self._close_one, args=(sink, deadline), daemon=True)
+            for sink in self.sinks
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    @staticmethod
+    def _close_one(sink: Sink, deadline: float) -> None:
+        try:
+            sink.close(deadline)
+        except Exception:
+            log.exception("audit sink %s failed to close", sink.name)
+
+    async def aclose(self, wait_seconds: float | None = None) -> None:
+        """`close` without blocking the event loop."""
+        await asyncio.to_thread(self.close, wait_seconds)
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

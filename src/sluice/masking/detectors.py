@@ -1,0 +1,262 @@
+"""Detectors: what PII and secrets look like.
+
+A detector is one or more patterns. Each pattern has two regexes over bytes:
+
+- `prefilter`, for the multi-pattern scanner (hyperscan/RE2 syntax, no
+  lookarounds): a superset of the exact regex that starts where it starts
+  (or at most `lookback` bytes later);
+- `regex`, Python `re` syntax, run only at prefilter hits. If it has named
+  groups starting with "v", the first one that matched is the span to mask
+  (`password=VALUE` masks VALUE only).
+
+A validator then rejects look-alikes. No pattern may match the NUL byte: the
+scanner joins many values with NUL and relies on matches never crossing it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sluice.masking import validators as v
+from sluice.masking.errors import MaskingConfigError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pattern:
+    regex: bytes
+    prefilter: bytes
+    validator: v.Validator = v.always
+    # When > 0, the prefilter hit may start up to `lookback` bytes after the real
+    # start (cheap anchors such as "::" or "password"); the exact regex is then
+    # searched in [hit - lookback, hit + window).
+    lookback: int = 0
+    window: int = 0
+    compiled: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
+    value_groups: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            compiled = re.compile(self.regex)
+        except re.error as exc:
+            raise MaskingConfigError(f"invalid detector regex {self.regex!r}: {exc}") from exc
+        object.__setattr__(self, "compiled", compiled)
+        groups = tuple(sorted(n for n in compiled.groupindex if n.startswith("v")))
+        object.__setattr__(self, "value_groups", groups)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Detector:
+    name: str
+    patterns: tuple[Pattern, ...]
+    # Overlapping findings are merged; the highest priority names the merged span.
+    priority: int = 50
+    # Whether `fake` can produce a format-valid value of this kind (else: redact).
+    fakeable: bool = False
+
+
+def _p(body: bytes, *, before: bytes = b"", after: bytes = b"", **kw: v.Validator) -> Pattern:
+    """A pattern whose prefilter is its body without lookarounds or group names."""
+    prefilter = re.sub(rb"\(\?P<\w+>", b"(", body)
+    return Pattern(regex=before + body + after, prefilter=prefilter, validator=kw["validator"])
+
+
+_EMAIL = _p(
+    rb"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+    rb"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}",
+    before=rb"(?<![A-Za-z0-9._%+\-])",
+    after=rb"(?![A-Za-z0-9\-]|\.[A-Za-z0-9])",
+    validator=v.email_ok,
+)
+# Short anchor for the scanner: one report per address, not one per label.
+_EMAIL = Pattern(
+    regex=_EMAIL.regex, prefilter=rb"[A-Za-z0-9._%+\-]+@[A-Za-z0-9]", validator=v.email_ok
+)
+
+_PHONE_US = _p(
+    rb"(?:\+?1[ .\-]?)?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}"
+    rb"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,6})?",
+    before=rb"(?<![\w+.\-])",
+    after=rb"(?![\w\-]|\.\d)",
+    validator=v.phone_ok,
+)
+_PHONE_INTL = _p(
+    rb"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}",
+    before=rb"(?<![\w+])",
+    after=rb"(?![\w\-]|\.\d)",
+    validator=v.phone_ok,
+)
+
+_SSN = _p(
+    rb"\d{3}([ \-])\d{2}\1\d{4}",
+    before=rb"(?<![\w\-.])",
+    after=rb"(?![\w\-]|\.\d)",
+    validator=v.ssn_ok,
+)
+_SSN = Pattern(regex=_SSN.regex, prefilter=rb"\d{3}[ \-]\d{2}[ \-]\d{4}", validator=v.ssn_ok)
+_SSN_CONTEXT = _p(
+    rb"(?i:ssn|social security(?: number| no\.?)?)[\s:#=\"']{1,4}(?P<v>\d{9})",
+    after=rb"(?!\d)",
+    validator=v.ssn_ok,
+)
+
+_CARD = _p(
+    rb"\d(?:[ \-]?\d){11,18}",
+    before=rb"(?<![\w\-.])",
+    after=rb"(?![\w\-]|\.\d)",
+    validator=v.card_ok,
+)
+
+_IBAN = _p(
+    rb"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?",
+    before=rb"(?<![\w])",
+    after=rb"(?![\w])",
+    validator=v.iban_ok,
+)
+
+_IPV4_BODY = rb"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+_IPV6_BODY = (
+    rb"(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}"
+    rb"|(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*)?::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*)?)"
+    rb"(?:%[0-9A-Za-z]{1,16})?"
+)
+
+
+def _ip_patterns(validator: v.Validator) -> tuple[Pattern, ...]:
+    return (
+        _p(_IPV4_BODY, before=rb"(?<![\w.])", after=rb"(?![\w]|\.\d)", validator=validator),
+        Pattern(
+            regex=rb"(?<![\w:.])" + _IPV6_BODY + rb"(?![\w:])",
+            prefilter=rb"::|[0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4}){7}",
+            validator=validator,
+            lookback=40,
+            window=80,
+        ),
+    )
+
+
+_AWS_KEY_ID = _p(
+    rb"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA)[A-Z2-7]{16}",
+    before=rb"(?<![A-Za-z0-9])",
+    after=rb"(?![A-Za-z0-9])",
+    validator=v.always,
+)
+_AWS_SECRET = Pattern(
+    regex=rb"(?i:aws|secret[_ \-]?access[_ \-]?key)[^\x00]{0,48}?(?<![A-Za-z0-9/+])"
+    rb"(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+    prefilter=rb"(?i)(aws|secret[_ \-]?access[_ \-]?key)",
+    validator=v.aws_secret_ok,
+)
+_GITHUB = (
+    Pattern(
+        regex=rb"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36,255}(?![A-Za-z0-9_])",
+        prefilter=rb"gh[pousr]_[A-Za-z0-9]{36}",
+    ),
+    Pattern(
+        regex=rb"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{22,255}(?![A-Za-z0-9_])",
+        prefilter=rb"github_pat_[A-Za-z0-9_]{22}",
+    ),
+)
+_GITLAB = _p(
+    rb"glpat-[A-Za-z0-9_\-]{20,}", before=rb"(?<![\w\-])", after=rb"", validator=v.always
+)
+_SLACK = _p(
+    rb"xox[baprs]-[A-Za-z0-9\-]{10,}", before=rb"(?<![\w\-])", after=rb"", validator=v.always
+)
+_STRIPE = _p(
+    rb"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}",
+    before=rb"(?<![\w])",
+    after=rb"",
+    validator=v.always,
+)
+_JWT = Pattern(
+    regex=rb"(?<![\w\-])eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*(?![\w\-])",
+    prefilter=rb"eyJ[A-Za-z0-9_\-]{2,}\.",
+    validator=v.jwt_ok,
+)
+_PEM = Pattern(
+    # A block without its END line (truncated value) is masked to the end of the value.
+    regex=rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+    rb"(?:[^\x00]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[^\x00]*)",
+    prefilter=rb"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----",
+    validator=v.always,
+)
+_PASSWORD_KEYS = (
+    rb"[\w.\-]*(?:password|passwd|passphrase|pwd|secret|api[_\-]?key|token|credentials?)[\w\-]*"
+)
+_PASSWORD_PAIR = Pattern(
+    regex=rb"(?i)(?<![\w.\-])" + _PASSWORD_KEYS + rb"[\"']?[ \t]*[=:][ \t]*"
+    rb"(?:\"(?P<v1>[^\"\x00\n]{1,256})\"|'(?P<v2>[^'\x00\n]{1,256})'"
+    rb"|(?P<v3>[^\s&;,'\"\x00<>\[\]{}()]{1,256}))",
+    prefilter=rb"(?i)(password|passwd|passphrase|pwd|secret|api[_\-]?key|token|credential)",
+    validator=v.always,
+    lookback=64,
+    window=400,
+)
+_CONN_PASSWORD = Pattern(
+    regex=rb"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\x00]*:(?P<v>[^\s@/\x00]+)@[^\s@/\x00]",
+    prefilter=rb"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\x00]*:[^\s@/\x00]+@",
+    validator=v.always,
+)
+
+
+BUILTIN_DETECTORS: Mapping[str, Detector] = {
+    d.name: d
+    for d in (
+        Detector(name="email", patterns=(_EMAIL,), priority=50, fakeable=True),
+        Detector(name="phone", patterns=(_PHONE_US, _PHONE_INTL), priority=40, fakeable=True),
+        Detector(name="ssn", patterns=(_SSN, _SSN_CONTEXT), priority=60, fakeable=True),
+        Detector(name="credit_card", patterns=(_CARD,), priority=70, fakeable=True),
+        Detector(name="iban", patterns=(_IBAN,), priority=65, fakeable=True),
+        Detector(
+            name="ip_address", patterns=_ip_patterns(v.ip_public_ok), priority=30, fakeable=True
+        ),
+        Detector(
+            name="ip_private", patterns=_ip_patterns(v.ip_private_ok), priority=30, fakeable=True
+        ),
+        Detector(name="aws_access_key", patterns=(_AWS_KEY_ID,), priority=85),
+        Detector(name="aws_secret_key", patterns=(_AWS_SECRET,), priority=86),
+        Detector(name="github_token", patterns=_GITHUB, priority=85),
+        Detector(name="gitlab_token", patterns=(_GITLAB,), priority=85),
+        Detector(name="slack_token", patterns=(_SLACK,), priority=85),
+        Detector(name="stripe_key", patterns=(_STRIPE,), priority=85),
+        Detector(name="jwt", patterns=(_JWT,), priority=90),
+        Detector(name="private_key", patterns=(_PEM,), priority=100),
+        Detector(name="password", patterns=(_PASSWORD_PAIR, _CONN_PASSWORD), priority=80),
+    )
+}
+
+
+def regex_detector(name: str, regex: str, *, validator: str | None = None) -> Detector:
+    """A custom detector from a profile: a Python regex, optionally validated."""
+    check = v.always
+    if validator is not None:
+        if validator not in v.NAMED_VALIDATORS:
+            known = ", ".join(sorted(v.NAMED_VALIDATORS))
+            raise MaskingConfigError(
+                f"custom detector {name!r}: unknown validator {validator!r} (known: {known})"
+            )
+        check = v.NAMED_VALIDATORS[validator]
+    raw = regex.encode("utf-8")
+    return Detector(name=name, patterns=(Pattern(regex=raw, prefilter=raw, validator=check),))
+
+
+def wordlist_detector(name: str, words: Iterable[str], *, case_sensitive: bool = False) -> Detector:
+    """A custom detector matching whole words from a list."""
+    alts = sorted({w for w in words if w}, key=len, reverse=True)
+    if not alts:
+        raise MaskingConfigError(f"custom detector {name!r}: empty word list")
+    body = b"(?:" + b"|".join(re.escape(w.encode("utf-8")) for w in alts) + b")"
+    flags = b"" if case_sensitive else b"(?i)"
+    return Detector(
+        name=name,
+        patterns=(
+            Pattern(
+                regex=flags + rb"(?<![\w])" + body + rb"(?![\w])",
+                prefilter=flags + body,
+                validator=v.always,
+            ),
+        ),
+        priority=75,
+    )

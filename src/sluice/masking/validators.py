@@ -1,0 +1,286 @@
+"""Validators: run only on regex hits, so look-alikes are not masked.
+
+Each validator takes the candidate bytes and up to `CONTEXT_BYTES` bytes that
+precede it in the same value, and answers whether the candidate is real.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+import phonenumbers
+
+# How far back a validator may look for context ("version", "aws ..."): enough
+# for a key name and a separator, small enough to stay in the same sentence.
+CONTEXT_BYTES = 48
+
+Validator = Callable[[bytes, bytes], bool]
+
+_SEPARATORS = re.compile(rb"[ \-]")
+
+
+def luhn_ok(digits: bytes) -> bool:
+    total = 0
+    parity = len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ch - 48
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card_issuer_ok(d: bytes) -> bool:
+    n = len(d)
+    p2 = int(d[:2])
+    p3 = int(d[:3])
+    p4 = int(d[:4])
+    p6 = int(d[:6])
+    if d[:1] == b"4":  # Visa
+        return n in (13, 16, 19)
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:  # Mastercard
+        return n == 16
+    if p2 in (34, 37):  # American Express
+        return n == 15
+    if p4 == 6011 or 644 <= p3 <= 649 or p2 == 65 or 622126 <= p6 <= 622925:  # Discover
+        return 16 <= n <= 19
+    if 3528 <= p4 <= 3589:  # JCB
+        return 16 <= n <= 19
+    if 300 <= p3 <= 305 or p2 in (36, 38, 39) or p4 == 3095:  # Diners Club
+        return 14 <= n <= 19
+    if p2 == 62 or p2 == 81:  # UnionPay
+        return 16 <= n <= 19
+    if p2 == 50 or 56 <= p2 <= 69:  # Maestro
+        return 12 <= n <= 19
+    return 2200 <= p4 <= 2204 and n == 16  # Mir
+
+
+def card_ok(value: bytes, before: bytes) -> bool:
+    digits = _SEPARATORS.sub(b"", value)
+    if not 12 <= len(digits) <= 19:
+        return False
+    # Separators, if any, must be of one kind ("4111 1111-1111" is not a card).
+    if b" " in value and b"-" in value:
+        return False
+    return _card_issuer_ok(digits) and luhn_ok(digits)
+
+
+def ssn_ok(value: bytes, before: bytes) -> bool:
+    digits = _SEPARATORS.sub(b"", value)
+    if len(digits) != 9:
+        return False
+    if b" " in value and b"-" in value:
+        return False
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    if area in (b"000", b"666") or area[:1] == b"9":
+        return False
+    return group != b"00" and serial != b"0000"
+
+
+# Country code -> IBAN length (ISO 13616 registry).
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,
+    "BH": 22, "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24,
+    "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
+    "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27,
+    "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27,
+    "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
+    "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27,
+    "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28,
+    "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
+    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}  # fmt: skip
+
+
+def iban_mod97(iban: str) -> int:
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97
+
+
+def iban_ok(value: bytes, before: bytes) -> bool:
+    iban = value.replace(b" ", b"").decode("ascii").upper()
+    expected = IBAN_LENGTHS.get(iban[:2])
+    if expected is None or len(iban) != expected or not iban.isalnum():
+        return False
+    return iban_mod97(iban) == 1
+
+
+def email_ok(value: bytes, before: bytes) -> bool:
+    local, _, domain = value.rpartition(b"@")
+    if not local or local[:1] == b"." or local[-1:] == b"." or b".." in value:
+        return False
+    tld = domain.rsplit(b".", 1)[-1].lower()
+    # "icon@2x.png" and "module@1.2.js" are file names, not addresses.
+    return tld not in _FILE_EXTENSIONS
+
+
+_FILE_EXTENSIONS = frozenset(
+    b"png jpg jpeg gif svg webp bmp ico js mjs css map json txt py rb go rs ts tsx jsx "
+    b"html htm xml yaml yml toml lock gz zip tar whl jar so dll exe md csv log".split()
+)
+
+_PHONE_CHARS = re.compile(rb"[^0-9+]")
+_PHONE_DATE_LIKE = re.compile(rb"^\d{4}[-./]\d{2}[-./]\d{2}")
+
+
+@lru_cache(maxsize=8192)
+def _phone_valid(digits: str) -> bool:
+    try:
+        number = phonenumbers.parse(digits, "US")
+    except phonenumbers.NumberParseException:
+        return False
+    return bool(phonenumbers.is_valid_number(number))
+
+
+def phone_ok(value: bytes, before: bytes) -> bool:
+    if _PHONE_DATE_LIKE.match(value):
+        return False
+    digits = _PHONE_CHARS.sub(b"", value).decode("ascii")
+    if not 7 <= len(digits.lstrip("+")) <= 15:
+        return False
+    # NANP shape check first: it is cheap and rejects most look-alikes.
+    if not digits.startswith("+"):
+        national = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
+        if len(national) != 10 or national[0] in "01" or national[3] in "01":
+            return False
+    return _phone_valid(digits)
+
+
+# Private, internal and otherwise non-routable networks: `ip_private`.
+PRIVATE_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "::1/128",
+        "::/128",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+    )
+)
+
+_VERSION_CONTEXT = re.compile(rb"(?i)(?:\bv|version|ver\.?|release|build|rev|firmware|fw)[\s:=]*$")
+
+
+def _parse_ip(value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = value.decode("ascii")
+    if "%" in text:  # IPv6 zone id
+        text = text.split("%", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv4Address):
+        # Leading zeros ("01.02.03.04") are ambiguous (octal), and no tool prints them.
+        if any(len(p) > 1 and p[0] == "0" for p in text.split(".")):
+            return None
+    else:
+        groups = [g for g in text.split(":") if g]
+        if len(groups) < 2 and text != "::1":
+            return None  # "d::" in "std::vector" and similar
+    return addr
+
+
+def _is_private(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == n.version and addr in n for n in PRIVATE_NETWORKS)
+
+
+_PRIVATE_V4 = tuple(
+    (int(n.network_address), int(n.netmask)) for n in PRIVATE_NETWORKS if n.version == 4
+)
+
+
+@lru_cache(maxsize=8192)
+def ip_class(value: bytes) -> bool | None:
+    """True for a private/internal address, False for a public one, None if not an IP."""
+    if b":" not in value:
+        parts = value.split(b".")
+        if len(parts) != 4:
+            return None
+        n = 0
+        for p in parts:
+            if not p.isdigit() or (len(p) > 1 and p[:1] == b"0"):
+                return None
+            octet = int(p)
+            if octet > 255:
+                return None
+            n = (n << 8) | octet
+        return any(n & mask == net for net, mask in _PRIVATE_V4)
+    addr = _parse_ip(value)
+    return None if addr is None else _is_private(addr)
+
+
+def _ip_context_ok(value: bytes, before: bytes) -> bool:
+    return b":" in value or not _VERSION_CONTEXT.search(before)
+
+
+def ip_public_ok(value: bytes, before: bytes) -> bool:
+    return ip_class(value) is False and _ip_context_ok(value, before)
+
+
+def ip_private_ok(value: bytes, before: bytes) -> bool:
+    return ip_class(value) is True and _ip_context_ok(value, before)
+
+
+def _b64url_decode(part: bytes) -> bytes:
+    return base64.urlsafe_b64decode(part + b"=" * (-len(part) % 4))
+
+
+def jwt_ok(value: bytes, before: bytes) -> bool:
+    parts = value.split(b".")
+    if len(parts) != 3:
+        return False
+    try:
+        header = json.loads(_b64url_decode(parts[0]))
+        payload = json.loads(_b64url_decode(parts[1]))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict) and "alg" in header and isinstance(payload, dict)
+
+
+def aws_secret_ok(value: bytes, before: bytes) -> bool:
+    # Real secret keys mix cases and digits; hex digests and words do not.
+    has_upper = any(65 <= c <= 90 for c in value)
+    has_lower = any(97 <= c <= 122 for c in value)
+    has_other = any(48 <= c <= 57 or c in (43, 47) for c in value)
+    return has_upper and has_lower and has_other
+
+
+def _digits_luhn_ok(digits: bytes) -> bool:
+    return digits.isdigit() and luhn_ok(digits)
+
+
+def always(value: bytes, before: bytes) -> bool:
+    return True
+
+
+# Validators a custom detector may name in its config.
+NAMED_VALIDATORS: dict[str, Validator] = {
+    "luhn": lambda v, b: _digits_luhn_ok(_SEPARATORS.sub(b"", v)),
+    "card": card_ok,
+    "ssn": ssn_ok,
+    "iban": iban_ok,
+    "email": email_ok,
+    "phone": phone_ok,
+    "ip": lambda v, b: ip_class(v) is not None,
+    "jwt": jwt_ok,
+}

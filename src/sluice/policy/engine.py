@@ -1,0 +1,491 @@
+"""The policy engine: compiled policies and the pure decision function.
+
+Usage::
+
+    engine = PolicyEngine.compile(specs)            # raises PolicyError
+    verdict = engine.decide(event, policy_name="agents", prepared=session_prepared)
+
+- ``PolicyEngine.compile(specs, *, presets=None)`` resolves ``extends`` chains
+  (a policy's own rules first, then its parent's, and so on), checks unknown
+  names and cycles, and freezes everything. A rule whose name repeats an
+  inherited rule's name replaces it.
+- ``decide(event, *, policy_name, prepared=None) -> Verdict`` is pure: it
+  reads `prepared` (statement name -> SQL, e.g. `PreparedStatements`) and
+  never raises: any error becomes ``Block(rule="engine-error")``.
+- ``explain(...)`` returns the verdict plus, per statement, its classification
+  and the rule that decided it (for ``sluice policy test``).
+- ``replay(queries, *, policy_name, context)`` judges a recorded session under
+  the current policy, tracking prepared statements as the recording ran them.
+
+Judging: each statement is matched against the rules in order; the first
+allow/block/require_approval rule that matches decides it, else the policy
+default. Mask rules never decide: every matching mask rule (before the
+deciding rule) adds its profiles, attached to the statement's Allow or
+RequireApproval. The query's verdict is the strictest over its statements:
+block > require_approval > allow; approvals need a group common to all of
+them (none in common: block), the shortest timeout wins, mask profiles add up.
+
+Prepared statements: Parse (origin PARSE) and SQL ``PREPARE`` are judged as
+the statement they prepare; ``EXECUTE`` (origin EXECUTE or SQL) is judged as
+the prepared text again; a name Sluice never saw is blocked. ``PREPARE``,
+``DEALLOCATE`` and ``DISCARD ALL`` earlier in the same query string are taken
+into account for later statements.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from sluice.events import Event, Identity, QueryOrigin, QueryRequested, SessionContext
+from sluice.policy.config import PolicySpec, RuleSpec, builtin_presets
+from sluice.policy.errors import PolicyError
+from sluice.policy.prepared import PreparedStatements
+from sluice.policy.rules import CompiledRule, Condition, RuleAction, Subjects, table_names
+from sluice.policy.sql import (
+    Category,
+    Deallocate,
+    Execute,
+    Prepare,
+    StatementInfo,
+    classify,
+    merge_execution,
+)
+from sluice.policy.verdict import Allow, Block, MaskPlan, RequireApproval, Verdict
+
+ENGINE_ERROR_RULE = "engine-error"
+DEFAULT_RULE = "default"
+UNKNOWN_PREPARED_RULE = "unknown-prepared-statement"
+APPROVAL_CONFLICT_RULE = "approval-conflict"
+UNSUPPORTED_EVENT_RULE = "unsupported-event"
+EMPTY_QUERY_RULE = "empty-query"
+
+MAX_EXECUTE_DEPTH = 4
+"""A prepared text may itself be an EXECUTE (protocol Parse of ``EXECUTE p``);
+deeper chains than this are blocked rather than followed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompiledPolicy:
+    name: str
+    chain: tuple[str, ...]
+    """This policy, then every policy it extends."""
+    default: RuleAction
+    rules: tuple[CompiledRule, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementDecision:
+    """How one statement was judged."""
+
+    statement: StatementInfo
+    """As judged: an EXECUTE carries the prepared statement's classification."""
+    verdict: Verdict
+    rule: str
+    policy: str | None
+    """The policy declaring `rule`; None for the engine's own rules."""
+    mask_rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    verdict: Verdict
+    statements: tuple[StatementDecision, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedQuery:
+    """One query of a recorded session, for `PolicyEngine.replay`."""
+
+    sql: str
+    origin: QueryOrigin
+    statement_name: str | None = None
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+class PolicyEngine:
+    """Immutable compiled policies; see the module docstring."""
+
+    __slots__ = ("_policies",)
+
+    def __init__(self, policies: Mapping[str, CompiledPolicy]) -> None:
+        self._policies: Mapping[str, CompiledPolicy] = MappingProxyType(dict(policies))
+
+    @classmethod
+    def compile(
+        cls, specs: Iterable[PolicySpec], *, presets: Mapping[str, PolicySpec] | None = None
+    ) -> PolicyEngine:
+        """Compile `specs` together with the presets (built-in ones by default)."""
+        known: dict[str, PolicySpec] = dict(builtin_presets() if presets is None else presets)
+        preset_names = set(known)
+        for spec in specs:
+            if spec.name in preset_names:
+                raise PolicyError(
+                    f"policy {spec.name!r} has the name of a built-in preset; "
+                    f"choose another name and use `extends: {spec.name}`"
+                )
+            if spec.name in known:
+                raise PolicyError(f"policy {spec.name!r} is defined twice")
+            known[spec.name] = spec
+        return cls({name: _compile_policy(name, known) for name in known})
+
+    @property
+    def policy_names(self) -> tuple[str, ...]:
+        return tuple(self._policies)
+
+    def policy(self, name: str) -> CompiledPolicy:
+        try:
+            return self._policies[name]
+        except KeyError:
+            raise PolicyError(f"unknown policy {name!r}") from None
+
+    def decide(
+        self, event: Event, *, policy_name: str, prepared: Mapping[str, str] | None = None
+    ) -> Verdict:
+        """The verdict for `event` under `policy_name`; never raises."""
+        return self.explain(event, policy_name=policy_name, prepared=prepared).verdict
+
+    def explain(
+        self, event: Event, *, policy_name: str, prepared: Mapping[str, str] | None = None
+    ) -> Explanation:
+        """The verdict and how each statement was judged; never raises."""
+        try:
+            return self._explain(event, policy_name, prepared or {})
+        except Exception as exc:
+            reason = f"policy engine error ({type(exc).__name__}: {exc}); blocked to be safe"
+            return Explanation(verdict=Block(rule=ENGINE_ERROR_RULE, reason=reason))
+
+    def explain_sql(
+        self,
+        sql: str,
+        *,
+        policy_name: str,
+        identity: Identity,
+        connection: str = "",
+        prepared: Mapping[str, str] | None = None,
+    ) -> Explanation:
+        """`explain` for one-shot SQL text, as `sluice policy test` runs it."""
+        from sluice.events import Protocol
+
+        context = SessionContext(
+            session_id="policy-test",
+            identity=identity,
+            connection=connection,
+            protocol=Protocol.POSTGRES,
+            client_addr="",
+        )
+        event = QueryRequested(context=context, sql=sql, origin=QueryOrigin.ONE_SHOT)
+        return self.explain(event, policy_name=policy_name, prepared=prepared)
+
+    def replay(
+        self, queries: Iterable[RecordedQuery], *, policy_name: str, context: SessionContext
+    ) -> tuple[Explanation, ...]:
+        """Judge a recorded session's queries in order under the current policy."""
+        prepared = PreparedStatements()
+        results: list[Explanation] = []
+        for query in queries:
+            event = QueryRequested(
+                context=context,
+                sql=query.sql,
+                origin=query.origin,
+                statement_name=query.statement_name,
+                at=query.at,
+            )
+            results.append(self.explain(event, policy_name=policy_name, prepared=prepared))
+            if query.origin is QueryOrigin.PARSE:
+                prepared.parse(query.statement_name or "", query.sql)
+            elif query.origin in {QueryOrigin.SIMPLE, QueryOrigin.ONE_SHOT}:
+                prepared.observe(query.sql)
+        return tuple(results)
+
+    def _explain(
+        self, event: Event, policy_name: str, prepared: Mapping[str, str]
+    ) -> Explanation:
+        if not isinstance(event, QueryRequested):
+            reason = f"{type(event).__name__} events have no SQL policy; blocked"
+            return Explanation(verdict=Block(rule=UNSUPPORTED_EVENT_RULE, reason=reason))
+        policy = self._policies.get(policy_name)
+        if policy is None:
+            reason = f"unknown policy {policy_name!r}; blocked to be safe"
+            return Explanation(verdict=Block(rule=ENGINE_ERROR_RULE, reason=reason))
+        texts = [event.sql]
+        if event.origin is QueryOrigin.EXECUTE:
+            name = event.statement_name or ""
+            stored = prepared.get(name)
+            texts = [t for t in (stored, event.sql) if t is not None and t.strip()]
+            if stored is not None and stored == event.sql:
+                texts = [stored]
+            if not texts:
+                return Explanation(verdict=_unknown_prepared(name))
+        session = _SessionPrepared(prepared)
+        identity = event.context.identity
+        decisions: list[StatementDecision] = []
+        for text in texts:
+            for statement in classify(text).statements:
+                decisions.extend(_judge(policy, statement, identity, session))
+                session.apply(statement)
+        if not decisions:
+            if event.origin in {QueryOrigin.EXECUTE, QueryOrigin.FUNCTION_CALL}:
+                reason = f"{event.origin.value} event without any SQL to judge; blocked"
+                return Explanation(verdict=Block(rule=EMPTY_QUERY_RULE, reason=reason))
+            verdict: Verdict = Allow(rule=EMPTY_QUERY_RULE, reason="empty query")
+            return Explanation(verdict=verdict)
+        return Explanation(verdict=_combine(decisions), statements=tuple(decisions))
+
+
+def _compile_policy(name: str, known: Mapping[str, PolicySpec]) -> CompiledPolicy:
+    chain: list[PolicySpec] = []
+    current: str | None = name
+    while current is not None:
+        if current in (spec.name for spec in chain):
+            path = " -> ".join([*(spec.name for spec in chain), current])
+            raise PolicyError(f"policy {name!r} extends itself: {path}")
+        spec = known.get(current)
+        if spec is None:
+            child = chain[-1].name
+            raise PolicyError(
+                f"policy {child!r} extends unknown policy {current!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        chain.append(spec)
+        current = spec.extends
+    default = next((spec.default for spec in chain if spec.default is not None), "block")
+    approvers = next((spec.approvers for spec in chain if spec.approvers is not None), [])
+    rules: list[CompiledRule] = []
+    seen: set[str] = set()
+    for spec in chain:
+        for rule in spec.rules:
+            if rule.name not in seen:
+                seen.add(rule.name)
+                rules.append(_compile_rule(rule, spec.name, name, approvers))
+    return CompiledPolicy(
+        name=name,
+        chain=tuple(spec.name for spec in chain),
+        default=RuleAction(default),
+        rules=tuple(rules),
+    )
+
+
+def _compile_rule(
+    rule: RuleSpec, declared_in: str, compiling: str, approvers: list[str]
+) -> CompiledRule:
+    action = RuleAction(rule.action)
+    groups = tuple(rule.approvers or approvers) if action is RuleAction.REQUIRE_APPROVAL else ()
+    if action is RuleAction.REQUIRE_APPROVAL and not groups:
+        raise PolicyError(
+            f"policy {compiling!r}: rule {rule.name!r} (from {declared_in!r}) requires approval "
+            "but names no approvers; set `approvers` on the rule or the policy"
+        )
+    return CompiledRule(
+        name=rule.name,
+        policy=declared_in,
+        action=action,
+        condition=Condition.compile(rule.when),
+        subjects=Subjects.compile(rule.subjects),
+        approvers=groups,
+        timeout=rule.timeout,
+        mask_profiles=tuple(rule.mask_profiles),
+        reason=rule.reason,
+    )
+
+
+class _SessionPrepared:
+    """Prepared statements as seen mid-query: the session's, plus the PREPARE /
+    DEALLOCATE / DISCARD ALL statements earlier in the same query string."""
+
+    __slots__ = ("_base", "_changes", "_cleared")
+
+    def __init__(self, base: Mapping[str, str]) -> None:
+        self._base = base
+        self._changes: dict[str, str | None] = {}
+        self._cleared = False
+
+    def get(self, name: str) -> str | None:
+        if name in self._changes:
+            return self._changes[name]
+        return None if self._cleared else self._base.get(name)
+
+    def apply(self, statement: StatementInfo) -> None:
+        effect = statement.effect
+        if isinstance(effect, Prepare):
+            self._changes[effect.name] = statement.text
+        elif isinstance(effect, Deallocate):
+            if effect.name is None:
+                self._changes.clear()
+                self._cleared = True
+            else:
+                self._changes[effect.name] = None
+
+
+def _resolve(
+    statement: StatementInfo, session: _SessionPrepared, depth: int = 0
+) -> list[StatementInfo] | None:
+    """The statements an EXECUTE runs, merged with it; None if unknown."""
+    if not isinstance(statement.effect, Execute) or depth > MAX_EXECUTE_DEPTH:
+        return None
+    name = statement.effect.name
+    text = session.get(name)
+    if text is None:
+        return None
+    resolved: list[StatementInfo] = []
+    for inner in classify(text).statements:
+        merged = merge_execution(statement, inner, name)
+        if isinstance(merged.effect, Execute):
+            deeper = _resolve(merged, session, depth + 1)
+            if deeper is None:
+                return None
+            resolved.extend(deeper)
+        else:
+            resolved.append(merged)
+    return resolved
+
+
+def _unknown_prepared(name: str) -> Block:
+    return Block(
+        rule=UNKNOWN_PREPARED_RULE,
+        reason=f"prepared statement {name!r} is unknown to Sluice (never prepared, "
+        "deallocated, or nested too deep); blocked",
+    )
+
+
+def _judge(
+    policy: CompiledPolicy,
+    statement: StatementInfo,
+    identity: Identity,
+    session: _SessionPrepared,
+) -> list[StatementDecision]:
+    if isinstance(statement.effect, Execute):
+        resolved = _resolve(statement, session)
+        if resolved is None:
+            verdict = _unknown_prepared(statement.effect.name)
+            return [
+                StatementDecision(
+                    statement=statement, verdict=verdict, rule=verdict.rule, policy=None
+                )
+            ]
+        return [_judge_one(policy, inner, identity) for inner in resolved]
+    return [_judge_one(policy, statement, identity)]
+
+
+def _judge_one(
+    policy: CompiledPolicy, statement: StatementInfo, identity: Identity
+) -> StatementDecision:
+    masks: list[CompiledRule] = []
+    for rule in policy.rules:
+        if not rule.subjects.include(identity) or not rule.matches(statement):
+            continue
+        if rule.action is RuleAction.MASK:
+            masks.append(rule)
+            continue
+        return StatementDecision(
+            statement=statement,
+            verdict=_rule_verdict(rule, statement, masks),
+            rule=rule.name,
+            policy=rule.policy,
+            mask_rules=tuple(m.name for m in masks),
+        )
+    what = describe(statement)
+    verdict: Verdict
+    if policy.default is RuleAction.ALLOW:
+        reason = f'no rule of policy "{policy.name}" matched {what}; the default allows it'
+        verdict = Allow(rule=DEFAULT_RULE, reason=reason, mask=_mask_plan(masks))
+    else:
+        reason = f'no rule of policy "{policy.name}" matched {what}; the default blocks it'
+        verdict = Block(rule=DEFAULT_RULE, reason=reason)
+    return StatementDecision(
+        statement=statement,
+        verdict=verdict,
+        rule=DEFAULT_RULE,
+        policy=policy.name,
+        mask_rules=tuple(m.name for m in masks),
+    )
+
+
+def _rule_verdict(
+    rule: CompiledRule, statement: StatementInfo, masks: list[CompiledRule]
+) -> Verdict:
+    what = describe(statement)
+    why = f": {rule.reason}" if rule.reason else ""
+    if rule.action is RuleAction.BLOCK:
+        return Block(rule=rule.name, reason=f'rule "{rule.name}" blocked {what}{why}')
+    if rule.action is RuleAction.REQUIRE_APPROVAL:
+        return RequireApproval(
+            rule=rule.name,
+            reason=f'rule "{rule.name}" requires approval for {what}{why}',
+            approver_groups=rule.approvers,
+            timeout=rule.timeout,
+            mask=_mask_plan(masks),
+        )
+    return Allow(
+        rule=rule.name, reason=f'rule "{rule.name}" allowed {what}{why}', mask=_mask_plan(masks)
+    )
+
+
+def _mask_plan(masks: list[CompiledRule]) -> MaskPlan | None:
+    if not masks:
+        return None
+    profiles = dict.fromkeys(p for rule in masks for p in rule.mask_profiles)
+    return MaskPlan(rule=masks[0].name, profiles=tuple(profiles))
+
+
+_NOTABLE_CALLS = {Category.ADMIN, Category.FILE_PROGRAM, Category.PROCEDURAL}
+_MAX_NAMES_IN_REASON = 5
+
+
+def describe(statement: StatementInfo) -> str:
+    """``DELETE on public.customers without a restricting WHERE``, for reasons."""
+    if statement.category is Category.UNPARSABLE:
+        return f"unparsable SQL ({statement.error})"
+    parts = [statement.kind.replace("_", " ").upper()]
+    tables = sorted(table_names(statement))
+    if tables:
+        shown = ", ".join(tables[:_MAX_NAMES_IN_REASON])
+        more = len(tables) - _MAX_NAMES_IN_REASON
+        parts.append(f"on {shown}" + (f" and {more} more" if more > 0 else ""))
+    if statement.functions and statement.category in _NOTABLE_CALLS:
+        calls = sorted(statement.functions)[:_MAX_NAMES_IN_REASON]
+        parts.append("calling " + ", ".join(f"{name}()" for name in calls))
+    if statement.has_restricting_where is False:
+        parts.append("without a restricting WHERE")
+    if statement.via:
+        parts.append(f"(via {', '.join(statement.via).replace('_', ' ').upper()})")
+    parts.append(f"[{statement.category.value}]")
+    return " ".join(parts)
+
+
+def _combine(decisions: list[StatementDecision]) -> Verdict:
+    """The strictest verdict over all statements of one query."""
+    count = len(decisions)
+    for index, decision in enumerate(decisions):
+        if isinstance(decision.verdict, Block):
+            prefix = f"statement {index + 1} of {count}: " if count > 1 else ""
+            return Block(rule=decision.verdict.rule, reason=prefix + decision.verdict.reason)
+    verdicts = [d.verdict for d in decisions]
+    plans = [v.mask for v in verdicts if not isinstance(v, Block) and v.mask is not None]
+    mask = None
+    if plans:
+        profiles = dict.fromkeys(p for plan in plans for p in plan.profiles)
+        mask = MaskPlan(rule=plans[0].rule, profiles=tuple(profiles))
+    reasons = "; ".join(dict.fromkeys(v.reason for v in verdicts if v.reason))
+    approvals = [v for v in verdicts if isinstance(v, RequireApproval)]
+    if approvals:
+        groups = tuple(
+            g for g in approvals[0].approver_groups if all(g in a.approver_groups for a in approvals)
+        )
+        if not groups:
+            everyone = sorted({g for a in approvals for g in a.approver_groups})
+            return Block(
+                rule=APPROVAL_CONFLICT_RULE,
+                reason="the statements need approval from different groups "
+                f"({', '.join(everyone)}); send them separately",
+            )
+        return RequireApproval(
+            rule=approvals[0].rule,
+            reason=reasons,
+            approver_groups=groups,
+            timeout=min(a.timeout for a in approvals),
+            mask=mask,
+        )
+    return Allow(rule=verdicts[0].rule, reason=reasons, mask=mask)

@@ -1,0 +1,65 @@
+"""Per-session memory of prepared statements.
+
+PostgreSQL keeps protocol-level (Parse) and SQL-level (PREPARE) statements in
+one namespace, so one map serves both. The I/O layer mutates it as the session
+runs; the decision function only reads it (it is a `Mapping`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from sluice.policy.sql import Deallocate, Prepare, classify
+
+MAX_PREPARED_STATEMENTS = 10_000
+"""Per-session bound on remembered statements; the oldest is forgotten first,
+and EXECUTE of a forgotten statement is blocked (fail closed)."""
+
+
+class PreparedStatements(Mapping[str, str]):
+    """Statement name -> SQL text. The unnamed protocol statement is ``""``.
+
+    For SQL PREPARE the stored text is the whole ``PREPARE name AS ...``
+    statement, which classifies as the statement it prepares.
+    """
+
+    __slots__ = ("_texts",)
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        return self._texts[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._texts)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def parse(self, name: str, sql: str) -> None:
+        """Protocol Parse: remember `sql` under `name` (replacing the unnamed one)."""
+        self._texts.pop(name, None)
+        self._texts[name] = sql
+        while len(self._texts) > MAX_PREPARED_STATEMENTS:
+            del self._texts[next(iter(self._texts))]
+
+    def close(self, name: str) -> None:
+        """Protocol Close of a statement."""
+        self._texts.pop(name, None)
+
+    def clear(self) -> None:
+        self._texts.clear()
+
+    def observe(self, sql: str) -> None:
+        """Apply the PREPARE / DEALLOCATE [ALL] / DISCARD ALL statements of `sql`,
+        in order. Call it once the query string was allowed and sent upstream."""
+        for statement in classify(sql).statements:
+            effect = statement.effect
+            if isinstance(effect, Prepare):
+                self.parse(effect.name, statement.text)
+            elif isinstance(effect, Deallocate):
+                if effect.name is None:
+                    self.clear()
+                else:
+                    self.close(effect.name)

@@ -1,0 +1,821 @@
+"""SQL classification with PostgreSQL's own parser (pglast).
+
+`classify(sql)` splits a query string into statements and describes each one:
+its kind (``select``, ``delete``, ``drop_table`` ...), its category (read,
+write, ddl ...), the tables it reads and writes, the functions it calls and
+whether its UPDATE/DELETE statements have a restricting WHERE. It never raises:
+text the parser rejects becomes one statement of category ``unparsable``.
+
+What classification sees through:
+
+- comments, case and quoting: the parser folds them away;
+- ``EXPLAIN ANALYZE`` runs its statement, so it is classified as that statement
+  (plain ``EXPLAIN`` only plans: category read);
+- data-modifying CTEs (``WITH d AS (DELETE ...) SELECT ...``) and any other
+  nested INSERT/UPDATE/DELETE/MERGE add their kind and category;
+- admin, file and dynamic-SQL functions anywhere in the tree (select lists,
+  subqueries, FROM, defaults) raise the category;
+- ``PREPARE p AS ...`` is classified as the statement it prepares (a statement
+  that would be refused cannot even be prepared); ``EXECUTE p`` (also inside
+  ``EXPLAIN ANALYZE`` and ``CREATE TABLE AS``) carries an `Execute` effect the
+  engine resolves against the session's prepared statements.
+
+Design calls documented here:
+
+- ``SELECT ... FOR UPDATE/SHARE`` (and ``LOCK``) take locks that block other
+  writers: category write, kind ``select_for_update``.
+- ``SELECT INTO`` / ``CREATE TABLE AS`` are ddl and write; the category is ddl.
+- VACUUM/ANALYZE/CLUSTER/REINDEX are their own category, ``maintenance``.
+- ``file_program`` is everything that leaves the SQL sandbox: server files,
+  programs, large-object import/export and other servers (dblink).
+- ``NOTIFY`` and ``pg_notify()`` signal other sessions: write.
+- A statement has one `category`, the most severe of its `categories`
+  (see `SEVERITY`); policy conditions match on that one.
+- Unqualified table names keep ``schema=None``; policy resolves them with the
+  default search path (``public``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pglast import ast, enums, parse_sql
+
+PARSE_CACHE_SIZE = 4096
+"""Distinct statement texts whose analysis is kept: ORMs and agents repeat a
+small set of texts, so this covers the hot set while bounding memory."""
+
+MAX_CACHED_SQL_CHARS = 16 * 1024
+"""Longer texts (bulk inserts) are analysed but not cached: they rarely repeat
+and would dominate the cache's memory."""
+
+MAX_CLASSIFIED_SQL_CHARS = 8 * 1024 * 1024
+"""Longer texts are not parsed and classify as unparsable (hence blocked): the
+parse tree of a bigger text costs too much memory and time on the hot path."""
+
+
+class Category(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    DDL = "ddl"
+    DCL = "dcl"
+    ADMIN = "admin"
+    FILE_PROGRAM = "file_program"
+    PROCEDURAL = "procedural"
+    MAINTENANCE = "maintenance"
+    TRANSACTION = "transaction"
+    SESSION = "session"
+    UNKNOWN = "unknown"
+    UNPARSABLE = "unparsable"
+
+
+SEVERITY: tuple[Category, ...] = (
+    Category.UNPARSABLE,
+    Category.UNKNOWN,
+    Category.FILE_PROGRAM,
+    Category.ADMIN,
+    Category.DCL,
+    Category.PROCEDURAL,
+    Category.DDL,
+    Category.WRITE,
+    Category.MAINTENANCE,
+    Category.READ,
+    Category.SESSION,
+    Category.TRANSACTION,
+)
+"""Categories, most severe first; a statement's `category` is the first of its
+`categories` in this order."""
+
+_SEVERITY_RANK = {category: rank for rank, category in enumerate(SEVERITY)}
+
+
+def most_severe(categories: frozenset[Category]) -> Category:
+    """The most severe category of a set (unknown for an empty set)."""
+    if not categories:
+        return Category.UNKNOWN
+    return min(categories, key=_SEVERITY_RANK.__getitem__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TableRef:
+    """A relation as written: ``schema`` is None when the name is unqualified."""
+
+    schema: str | None
+    name: str
+
+    def qualified(self, default_schema: str = "public") -> str:
+        return f"{self.schema or default_schema}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prepare:
+    """The statement creates the prepared statement `name` (SQL PREPARE)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Execute:
+    """The statement runs the prepared statement `name`."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deallocate:
+    """The statement forgets prepared statement `name`, or all of them if None
+    (DEALLOCATE ALL, DISCARD ALL)."""
+
+    name: str | None
+
+
+PreparedEffect = Prepare | Execute | Deallocate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementInfo:
+    """What one statement does, as far as policy is concerned."""
+
+    text: str
+    kind: str
+    """The main kind: for EXPLAIN ANALYZE the inner statement's, for a SELECT
+    hiding a data-modifying CTE the first data-modifying kind."""
+    kinds: frozenset[str]
+    """Every kind this statement runs (the main kind plus nested DML)."""
+    categories: frozenset[Category]
+    tables_read: frozenset[TableRef] = frozenset()
+    tables_written: frozenset[TableRef] = frozenset()
+    functions: frozenset[str] = frozenset()
+    """Called function names, lower case, without schema."""
+    has_restricting_where: bool | None = None
+    """None without UPDATE/DELETE/MERGE; False if any of them lacks a WHERE
+    (or ON) that restricts rows (``WHERE true``, ``WHERE 1=1``, ``id = id``)."""
+    effect: PreparedEffect | None = None
+    via: tuple[str, ...] = ()
+    """Wrappers seen through, outermost first (``explain_analyze``, ``prepare``,
+    ``execute p``)."""
+    error: str | None = None
+    """The parser's message, for unparsable statements."""
+
+    @property
+    def category(self) -> Category:
+        return most_severe(self.categories)
+
+    @property
+    def tables(self) -> frozenset[TableRef]:
+        return self.tables_read | self.tables_written
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SqlAnalysis:
+    """The statements of one query string, in order."""
+
+    sql: str
+    statements: tuple[StatementInfo, ...]
+    error: str | None = None
+
+    @property
+    def unparsable(self) -> bool:
+        return self.error is not None
+
+
+def classify(sql: str) -> SqlAnalysis:
+    """Classify every statement of `sql`; never raises."""
+    if len(sql) > MAX_CACHED_SQL_CHARS:
+        return _classify(sql)
+    return _classify_cached(sql)
+
+
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _classify_cached(sql: str) -> SqlAnalysis:
+    return _classify(sql)
+
+
+def _classify(sql: str) -> SqlAnalysis:
+    if len(sql) > MAX_CLASSIFIED_SQL_CHARS:
+        return _unparsable(sql, f"statement longer than {MAX_CLASSIFIED_SQL_CHARS} characters")
+    try:
+        raw_statements = parse_sql(sql)
+        statements = tuple(_analyse_raw(sql, raw) for raw in raw_statements)
+    except Exception as exc:  # the parser's error or a tree too deep to walk
+        return _unparsable(sql, f"{type(exc).__name__}: {exc}")
+    return SqlAnalysis(sql=sql, statements=statements)
+
+
+def _unparsable(sql: str, message: str) -> SqlAnalysis:
+    info = StatementInfo(
+        text=sql,
+        kind="unparsable",
+        kinds=frozenset({"unparsable"}),
+        categories=frozenset({Category.UNPARSABLE}),
+        error=message,
+    )
+    return SqlAnalysis(sql=sql, statements=(info,), error=message)
+
+
+def _analyse_raw(sql: str, raw: ast.RawStmt) -> StatementInfo:
+    start = raw.stmt_location or 0
+    end = start + raw.stmt_len if raw.stmt_len else len(sql)
+    facts = _Facts()
+    _classify_statement(raw.stmt, facts)
+    return facts.freeze(sql[start:end].strip())
+
+
+def merge_execution(outer: StatementInfo, inner: StatementInfo, name: str) -> StatementInfo:
+    """`outer` (an EXECUTE, or CREATE TABLE AS / EXPLAIN ANALYZE of one) with the
+    prepared statement `inner` it runs, as one statement to judge."""
+    inner_kinds = inner.kinds - {"prepare"}
+    outer_kinds = outer.kinds - {"execute"}
+    wheres = (outer.has_restricting_where, inner.has_restricting_where)
+    restricting: bool | None = None
+    if False in wheres:
+        restricting = False
+    elif True in wheres:
+        restricting = True
+    return StatementInfo(
+        text=outer.text,
+        kind=inner.kind if outer.kind == "execute" else outer.kind,
+        kinds=outer_kinds | inner_kinds,
+        categories=outer.categories | inner.categories,
+        tables_read=outer.tables_read | inner.tables_read,
+        tables_written=outer.tables_written | inner.tables_written,
+        functions=outer.functions | inner.functions,
+        has_restricting_where=restricting,
+        effect=inner.effect if isinstance(inner.effect, Execute) else None,
+        via=(*outer.via, f"execute {name}", *(v for v in inner.via if v != "prepare")),
+        error=inner.error,
+    )
+
+
+@dataclass(slots=True)
+class _Facts:
+    """Mutable accumulator while one statement's tree is walked."""
+
+    kind: str = "unknown"
+    nested_kinds: list[str] = field(default_factory=list)
+    categories: set[Category] = field(default_factory=set)
+    relations: list[ast.RangeVar] = field(default_factory=list)
+    written_ids: set[int] = field(default_factory=set)
+    extra_written: set[TableRef] = field(default_factory=set)
+    cte_names: set[str] = field(default_factory=set)
+    functions: set[str] = field(default_factory=set)
+    where_checks: list[bool] = field(default_factory=list)
+    effect: PreparedEffect | None = None
+    via: list[str] = field(default_factory=list)
+
+    def freeze(self, text: str) -> StatementInfo:
+        read: set[TableRef] = set()
+        written: set[TableRef] = set(self.extra_written)
+        for rel in self.relations:
+            if rel.relname is None:
+                continue
+            if rel.schemaname is None and rel.relname in self.cte_names:
+                continue
+            ref = TableRef(schema=rel.schemaname, name=rel.relname)
+            (written if id(rel) in self.written_ids else read).add(ref)
+        kind = self.kind
+        if kind == "select" and self.nested_kinds:
+            kind = self.nested_kinds[0]
+        return StatementInfo(
+            text=text,
+            kind=kind,
+            kinds=frozenset({kind, *self.nested_kinds}),
+            categories=frozenset(self.categories),
+            tables_read=frozenset(read - written),
+            tables_written=frozenset(written),
+            functions=frozenset(self.functions),
+            has_restricting_where=all(self.where_checks) if self.where_checks else None,
+            effect=self.effect,
+            via=tuple(self.via),
+        )
+
+
+def _snake(name: str) -> str:
+    base = name.removesuffix("Stmt")
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", base).lower()
+
+
+_DML_KINDS: dict[type[ast.Node], str] = {
+    ast.InsertStmt: "insert",
+    ast.UpdateStmt: "update",
+    ast.DeleteStmt: "delete",
+    ast.MergeStmt: "merge",
+}
+
+_FIXED: dict[type[ast.Node], tuple[str, tuple[Category, ...]]] = {
+    ast.TruncateStmt: ("truncate", (Category.WRITE,)),
+    ast.DoStmt: ("do", (Category.PROCEDURAL,)),
+    ast.CallStmt: ("call", (Category.PROCEDURAL,)),
+    ast.VariableShowStmt: ("show", (Category.SESSION,)),
+    ast.AlterSystemStmt: ("alter_system", (Category.ADMIN,)),
+    ast.ConstraintsSetStmt: ("set_constraints", (Category.TRANSACTION,)),
+    ast.ListenStmt: ("listen", (Category.SESSION,)),
+    ast.UnlistenStmt: ("unlisten", (Category.SESSION,)),
+    ast.NotifyStmt: ("notify", (Category.WRITE,)),
+    ast.LockStmt: ("lock", (Category.WRITE,)),
+    ast.ClosePortalStmt: ("close", (Category.SESSION,)),
+    ast.DeclareCursorStmt: ("declare_cursor", (Category.READ,)),
+    ast.AlterRoleStmt: ("alter_role", (Category.DCL,)),
+    ast.AlterRoleSetStmt: ("alter_role", (Category.DCL,)),
+    ast.DropRoleStmt: ("drop_role", (Category.DCL,)),
+    ast.AlterDefaultPrivilegesStmt: ("alter_default_privileges", (Category.DCL,)),
+    ast.ReassignOwnedStmt: ("reassign_owned", (Category.DCL,)),
+    ast.DropOwnedStmt: ("drop_owned", (Category.DCL,)),
+    ast.AlterOwnerStmt: ("alter_owner", (Category.DCL,)),
+    ast.CreatePolicyStmt: ("create_policy", (Category.DCL,)),
+    ast.AlterPolicyStmt: ("alter_policy", (Category.DCL,)),
+    ast.LoadStmt: ("load", (Category.ADMIN,)),
+    ast.CreateExtensionStmt: ("create_extension", (Category.ADMIN,)),
+    ast.AlterExtensionStmt: ("alter_extension", (Category.ADMIN,)),
+    ast.AlterExtensionContentsStmt: ("alter_extension", (Category.ADMIN,)),
+    ast.CreatePLangStmt: ("create_language", (Category.ADMIN,)),
+    ast.CreateEventTrigStmt: ("create_event_trigger", (Category.ADMIN,)),
+    ast.AlterEventTrigStmt: ("alter_event_trigger", (Category.ADMIN,)),
+    ast.CreateTableSpaceStmt: ("create_tablespace", (Category.ADMIN,)),
+    ast.DropTableSpaceStmt: ("drop_tablespace", (Category.ADMIN,)),
+    ast.AlterTableSpaceOptionsStmt: ("alter_tablespace", (Category.ADMIN,)),
+    ast.AlterTableMoveAllStmt: ("alter_tablespace", (Category.ADMIN,)),
+    ast.CreateFdwStmt: ("create_foreign_data_wrapper", (Category.ADMIN,)),
+    ast.AlterFdwStmt: ("alter_foreign_data_wrapper", (Category.ADMIN,)),
+    ast.CreateForeignServerStmt: ("create_server", (Category.ADMIN,)),
+    ast.AlterForeignServerStmt: ("alter_server", (Category.ADMIN,)),
+    ast.CreateUserMappingStmt: ("create_user_mapping", (Category.ADMIN,)),
+    ast.AlterUserMappingStmt: ("alter_user_mapping", (Category.ADMIN,)),
+    ast.DropUserMappingStmt: ("drop_user_mapping", (Category.ADMIN,)),
+    ast.CreateSubscriptionStmt: ("create_subscription", (Category.ADMIN,)),
+    ast.AlterSubscriptionStmt: ("alter_subscription", (Category.ADMIN,)),
+    ast.DropSubscriptionStmt: ("drop_subscription", (Category.ADMIN,)),
+    ast.CreatePublicationStmt: ("create_publication", (Category.ADMIN,)),
+    ast.AlterPublicationStmt: ("alter_publication", (Category.ADMIN,)),
+    ast.CheckPointStmt: ("checkpoint", (Category.ADMIN,)),
+    ast.CreatedbStmt: ("create_database", (Category.ADMIN,)),
+    ast.DropdbStmt: ("drop_database", (Category.DDL,)),
+    ast.AlterDatabaseStmt: ("alter_database", (Category.ADMIN,)),
+    ast.AlterDatabaseSetStmt: ("alter_database", (Category.ADMIN,)),
+    ast.AlterDatabaseRefreshCollStmt: ("alter_database", (Category.ADMIN,)),
+    ast.ClusterStmt: ("cluster", (Category.MAINTENANCE,)),
+    ast.ReindexStmt: ("reindex", (Category.MAINTENANCE,)),
+    ast.RefreshMatViewStmt: ("refresh_materialized_view", (Category.WRITE,)),
+    ast.CreateStmt: ("create_table", (Category.DDL,)),
+    ast.IndexStmt: ("create_index", (Category.DDL,)),
+    ast.ViewStmt: ("create_view", (Category.DDL,)),
+    ast.AlterTableStmt: ("alter_table", (Category.DDL,)),
+    ast.RenameStmt: ("rename", (Category.DDL,)),
+    ast.CreateSchemaStmt: ("create_schema", (Category.DDL,)),
+    ast.CreateSeqStmt: ("create_sequence", (Category.DDL,)),
+    ast.AlterSeqStmt: ("alter_sequence", (Category.DDL,)),
+    ast.CreateTrigStmt: ("create_trigger", (Category.DDL,)),
+    ast.RuleStmt: ("create_rule", (Category.DDL,)),
+    ast.CommentStmt: ("comment", (Category.DDL,)),
+    ast.AlterFunctionStmt: ("alter_function", (Category.DDL,)),
+}
+
+_DDL_PREFIXES = ("Create", "Alter", "Define", "Drop", "Comment", "SecLabel", "Import", "Composite")
+
+_ADMIN_DROPS = {
+    enums.ObjectType.OBJECT_EXTENSION,
+    enums.ObjectType.OBJECT_EVENT_TRIGGER,
+    enums.ObjectType.OBJECT_LANGUAGE,
+    enums.ObjectType.OBJECT_FDW,
+    enums.ObjectType.OBJECT_FOREIGN_SERVER,
+    enums.ObjectType.OBJECT_PUBLICATION,
+    enums.ObjectType.OBJECT_SUBSCRIPTION,
+    enums.ObjectType.OBJECT_TABLESPACE,
+}
+
+_RELATION_DROPS = {
+    enums.ObjectType.OBJECT_TABLE,
+    enums.ObjectType.OBJECT_VIEW,
+    enums.ObjectType.OBJECT_MATVIEW,
+    enums.ObjectType.OBJECT_INDEX,
+    enums.ObjectType.OBJECT_SEQUENCE,
+    enums.ObjectType.OBJECT_FOREIGN_TABLE,
+}
+
+_TRANSACTION_KINDS = {
+    enums.TransactionStmtKind.TRANS_STMT_BEGIN: "begin",
+    enums.TransactionStmtKind.TRANS_STMT_START: "begin",
+    enums.TransactionStmtKind.TRANS_STMT_COMMIT: "commit",
+    enums.TransactionStmtKind.TRANS_STMT_ROLLBACK: "rollback",
+    enums.TransactionStmtKind.TRANS_STMT_SAVEPOINT: "savepoint",
+    enums.TransactionStmtKind.TRANS_STMT_RELEASE: "release_savepoint",
+    enums.TransactionStmtKind.TRANS_STMT_ROLLBACK_TO: "rollback_to_savepoint",
+    enums.TransactionStmtKind.TRANS_STMT_PREPARE: "prepare_transaction",
+    enums.TransactionStmtKind.TRANS_STMT_COMMIT_PREPARED: "commit_prepared",
+    enums.TransactionStmtKind.TRANS_STMT_ROLLBACK_PREPARED: "rollback_prepared",
+}
+
+_ROLE_KINDS = {
+    enums.RoleStmtType.ROLESTMT_ROLE: "create_role",
+    enums.RoleStmtType.ROLESTMT_USER: "create_user",
+    enums.RoleStmtType.ROLESTMT_GROUP: "create_group",
+}
+
+ADMIN_SETTINGS = frozenset({"role", "session_authorization", "session_replication_role"})
+"""Settings whose change is privilege or server administration, not session taste."""
+
+_SET_ADMIN_KINDS = {"role": "set_role", "session_authorization": "set_session_authorization"}
+
+FILE_PROGRAM_FUNCTIONS = frozenset(
+    {
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_stat_file",
+        "pg_ls_logdir",
+        "pg_ls_waldir",
+        "pg_ls_tmpdir",
+        "pg_ls_archive_statusdir",
+        "pg_ls_logicalsnapdir",
+        "pg_ls_logicalmapdir",
+        "pg_ls_replslotdir",
+        "pg_ls_summariesdir",
+        "lo_import",
+        "lo_export",
+        "pg_file_write",
+        "pg_file_rename",
+        "pg_file_unlink",
+        "pg_file_sync",
+        "pg_logdir_ls",
+    }
+)
+FILE_PROGRAM_FUNCTION_PREFIXES = ("dblink",)
+
+ADMIN_FUNCTIONS = frozenset(
+    {
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_signal_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_rotate_logfile_old",
+        "pg_promote",
+        "pg_switch_wal",
+        "pg_switch_xlog",
+        "pg_create_restore_point",
+        "pg_start_backup",
+        "pg_stop_backup",
+        "pg_backup_start",
+        "pg_backup_stop",
+        "pg_wal_replay_pause",
+        "pg_wal_replay_resume",
+        "pg_create_physical_replication_slot",
+        "pg_create_logical_replication_slot",
+        "pg_drop_replication_slot",
+        "pg_copy_physical_replication_slot",
+        "pg_copy_logical_replication_slot",
+        "pg_replication_slot_advance",
+        "pg_logical_emit_message",
+        "pg_log_backend_memory_contexts",
+        "pg_import_system_collations",
+        "pg_sync_replication_slots",
+    }
+)
+ADMIN_FUNCTION_PREFIXES = ("pg_stat_reset", "pg_replication_origin_")
+
+DYNAMIC_SQL_FUNCTIONS = frozenset(
+    {"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema"}
+)
+"""Functions that run SQL text given as an argument: procedural."""
+
+WRITE_FUNCTIONS = frozenset(
+    {
+        "nextval",
+        "setval",
+        "pg_notify",
+        "lo_create",
+        "lo_creat",
+        "lo_unlink",
+        "lo_put",
+        "lo_from_bytea",
+        "lo_truncate",
+        "lowrite",
+    }
+)
+
+
+def _function_category(name: str, call: ast.FuncCall) -> Category | None:
+    if name in FILE_PROGRAM_FUNCTIONS or name.startswith(FILE_PROGRAM_FUNCTION_PREFIXES):
+        return Category.FILE_PROGRAM
+    if name in ADMIN_FUNCTIONS or name.startswith(ADMIN_FUNCTION_PREFIXES):
+        return Category.ADMIN
+    if name in DYNAMIC_SQL_FUNCTIONS:
+        return Category.PROCEDURAL
+    if name in WRITE_FUNCTIONS:
+        return Category.WRITE
+    if name == "set_config":
+        setting = _string_constant(call.args[0] if call.args else None)
+        if setting is None or setting.lower() in ADMIN_SETTINGS:
+            return Category.ADMIN  # a computed setting name could be anything
+        return Category.SESSION
+    return None
+
+
+def _string_constant(node: Any) -> str | None:
+    if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
+        return node.val.sval
+    if isinstance(node, ast.TypeCast):
+        return _string_constant(node.arg)
+    return None
+
+
+def _classify_statement(node: ast.Node, facts: _Facts) -> None:
+    """Set the statement-level kind and category, then walk the tree."""
+    if isinstance(node, ast.ExplainStmt):
+        if _explain_analyzes(node):
+            facts.via.append("explain_analyze")
+            _classify_statement(node.query, facts)
+            return
+        facts.kind = "explain"
+        facts.categories.add(Category.READ)
+        _walk(node.query, facts, executing=False)
+        return
+    if isinstance(node, ast.PrepareStmt):
+        facts.via.append("prepare")
+        _classify_statement(node.query, facts)
+        facts.effect = Prepare(name=node.name or "")
+        return
+    facts.kind, categories = _statement_kind(node, facts)
+    facts.categories.update(categories)
+    _walk(node, facts, executing=True)
+
+
+def _explain_analyzes(node: ast.ExplainStmt) -> bool:
+    for option in node.options or ():
+        if isinstance(option, ast.DefElem) and option.defname == "analyze":
+            return _option_enabled(option.arg)
+    return False
+
+
+def _option_enabled(arg: Any) -> bool:
+    """An EXPLAIN option's value; anything unrecognised counts as on."""
+    if isinstance(arg, ast.String):
+        return (arg.sval or "").lower() not in {"false", "off", "0", "no"}
+    if isinstance(arg, ast.Integer):
+        return arg.ival != 0
+    if isinstance(arg, ast.Boolean):
+        return bool(arg.boolval)
+    return True
+
+
+def _statement_kind(node: ast.Node, facts: _Facts) -> tuple[str, tuple[Category, ...]]:
+    if isinstance(node, ast.SelectStmt):
+        if node.intoClause is not None:
+            return "select_into", (Category.DDL, Category.WRITE)
+        return "select", (Category.READ,)
+    if isinstance(node, tuple(_DML_KINDS)):
+        return _DML_KINDS[type(node)], (Category.WRITE,)
+    if isinstance(node, ast.CopyStmt):
+        direction = Category.WRITE if node.is_from else Category.READ
+        if node.is_program or node.filename is not None:
+            return "copy", (Category.FILE_PROGRAM, direction)
+        return "copy", (direction,)
+    if isinstance(node, ast.ExecuteStmt):
+        facts.effect = Execute(name=node.name or "")
+        return "execute", ()
+    if isinstance(node, ast.DeallocateStmt):
+        facts.effect = Deallocate(name=None if node.isall else node.name)
+        return "deallocate", (Category.SESSION,)
+    if isinstance(node, ast.DiscardStmt):
+        if node.target == enums.DiscardMode.DISCARD_ALL:
+            facts.effect = Deallocate(name=None)
+        return "discard", (Category.SESSION,)
+    if isinstance(node, ast.CreateTableAsStmt):
+        if node.is_select_into:
+            return "select_into", (Category.DDL, Category.WRITE)
+        if node.objtype == enums.ObjectType.OBJECT_MATVIEW:
+            return "create_materialized_view", (Category.DDL, Category.WRITE)
+        return "create_table_as", (Category.DDL, Category.WRITE)
+    if isinstance(node, ast.VariableSetStmt):
+        return _set_kind(node)
+    if isinstance(node, ast.TransactionStmt):
+        return _TRANSACTION_KINDS.get(node.kind, "transaction"), (Category.TRANSACTION,)
+    if isinstance(node, ast.GrantStmt | ast.GrantRoleStmt):
+        return ("grant" if node.is_grant else "revoke"), (Category.DCL,)
+    if isinstance(node, ast.CreateRoleStmt):
+        return _ROLE_KINDS.get(node.stmt_type, "create_role"), (Category.DCL,)
+    if isinstance(node, ast.CreateFunctionStmt):
+        kind = "create_procedure" if node.is_procedure else "create_function"
+        return kind, (Category.PROCEDURAL, Category.DDL)
+    if isinstance(node, ast.DropStmt):
+        return _drop_kind(node, facts)
+    if isinstance(node, ast.VacuumStmt):
+        return ("vacuum" if node.is_vacuumcmd else "analyze"), (Category.MAINTENANCE,)
+    if isinstance(node, ast.FetchStmt):
+        return ("move" if node.ismove else "fetch"), (Category.READ,)
+    fixed = _FIXED.get(type(node))
+    if fixed is not None:
+        return fixed
+    name = type(node).__name__
+    if name.startswith(_DDL_PREFIXES):
+        return _snake(name), (Category.DDL,)
+    return _snake(name), (Category.UNKNOWN,)
+
+
+def _set_kind(node: ast.VariableSetStmt) -> tuple[str, tuple[Category, ...]]:
+    setting = (node.name or "").lower()
+    resetting = node.kind in {enums.VariableSetKind.VAR_RESET, enums.VariableSetKind.VAR_RESET_ALL}
+    if setting in ADMIN_SETTINGS:
+        base = _SET_ADMIN_KINDS.get(setting, "set")
+        kind = base.replace("set_", "reset_", 1) if resetting and base != "set" else base
+        return kind, (Category.ADMIN,)
+    return ("reset" if resetting else "set"), (Category.SESSION,)
+
+
+def _drop_kind(node: ast.DropStmt, facts: _Facts) -> tuple[str, tuple[Category, ...]]:
+    object_type = node.removeType
+    kind = "drop_" + object_type.name.removeprefix("OBJECT_").lower()
+    if object_type in _RELATION_DROPS:
+        for names in node.objects or ():
+            parts = [n.sval for n in names if isinstance(n, ast.String)]
+            if parts:
+                schema = parts[-2] if len(parts) >= 2 else None
+                facts.extra_written.add(TableRef(schema=schema, name=parts[-1]))
+    elif object_type == enums.ObjectType.OBJECT_SCHEMA:
+        for schema_name in node.objects or ():
+            if isinstance(schema_name, ast.String) and schema_name.sval:
+                facts.extra_written.add(TableRef(schema=schema_name.sval, name="*"))
+    if object_type in _ADMIN_DROPS:
+        return kind, (Category.ADMIN,)
+    if object_type == enums.ObjectType.OBJECT_ROLE:
+        return kind, (Category.DCL,)
+    return kind, (Category.DDL,)
+
+
+_WRITTEN_ATTRS: dict[type[ast.Node], tuple[str, ...]] = {
+    ast.InsertStmt: ("relation",),
+    ast.UpdateStmt: ("relation",),
+    ast.DeleteStmt: ("relation",),
+    ast.MergeStmt: ("relation",),
+    ast.TruncateStmt: ("relations",),
+    ast.LockStmt: ("relations",),
+    ast.IntoClause: ("rel",),
+    ast.CreateStmt: ("relation",),
+    ast.AlterTableStmt: ("relation",),
+    ast.IndexStmt: ("relation",),
+    ast.RenameStmt: ("relation",),
+    ast.CreateTrigStmt: ("relation",),
+    ast.RuleStmt: ("relation",),
+    ast.ViewStmt: ("view",),
+    ast.RefreshMatViewStmt: ("relation",),
+    ast.ClusterStmt: ("relation",),
+    ast.ReindexStmt: ("relation",),
+}
+
+
+def _children(node: ast.Node) -> Iterator[Any]:
+    for attr in node:
+        value = getattr(node, attr)
+        if isinstance(value, ast.Node | tuple):
+            yield value
+
+
+def _walk(root: Any, facts: _Facts, *, executing: bool) -> None:
+    """Collect relations, calls and nested DML anywhere under `root`.
+
+    Iterative, so deeply nested expressions cannot exhaust the Python stack.
+    With `executing` false (plain EXPLAIN) only names are collected.
+    """
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple):
+            stack.extend(node)
+            continue
+        if not isinstance(node, ast.Node):
+            continue
+        stack.extend(_children(node))
+        if isinstance(node, ast.RangeVar):
+            facts.relations.append(node)
+        elif isinstance(node, ast.CommonTableExpr) and node.ctename:
+            facts.cte_names.add(node.ctename)
+        elif isinstance(node, ast.FuncCall):
+            _note_call(node, facts, executing=executing)
+        if not executing:
+            continue
+        _note_written(node, facts)
+        if isinstance(node, ast.CopyStmt) and node.is_from and node.relation is not None:
+            facts.written_ids.add(id(node.relation))
+        if isinstance(node, ast.ExecuteStmt):
+            facts.effect = Execute(name=node.name or "")
+        elif isinstance(node, ast.LockingClause):
+            facts.nested_kinds.append("select_for_update")
+            facts.categories.add(Category.WRITE)
+        elif isinstance(node, ast.AlterTableCmd):
+            if node.subtype == enums.AlterTableType.AT_DropColumn:
+                facts.nested_kinds.append("drop_column")
+        elif type(node) in _DML_KINDS:
+            _note_dml(node, facts)
+
+
+def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
+    parts = [p.sval for p in call.funcname or () if isinstance(p, ast.String) and p.sval]
+    if not parts:
+        return
+    name = parts[-1].lower()
+    facts.functions.add(name)
+    if executing:
+        category = _function_category(name, call)
+        if category is not None:
+            facts.categories.add(category)
+
+
+def _note_written(node: ast.Node, facts: _Facts) -> None:
+    for attr in _WRITTEN_ATTRS.get(type(node), ()):
+        value = getattr(node, attr)
+        for rel in value if isinstance(value, tuple) else (value,):
+            if isinstance(rel, ast.RangeVar):
+                facts.written_ids.add(id(rel))
+
+
+def _note_dml(node: ast.Node, facts: _Facts) -> None:
+    kind = _DML_KINDS[type(node)]
+    if kind != facts.kind or facts.nested_kinds:
+        facts.nested_kinds.append(kind)
+    facts.categories.add(Category.WRITE)
+    if isinstance(node, ast.UpdateStmt | ast.DeleteStmt):
+        facts.where_checks.append(is_restricting(node.whereClause))
+    elif isinstance(node, ast.MergeStmt):
+        facts.where_checks.append(is_restricting(node.joinCondition))
+
+
+def is_restricting(expr: Any) -> bool:
+    """Whether a WHERE (or MERGE ON) condition can restrict rows.
+
+    A heuristic that errs towards "not restricting": a condition without any
+    column reference (``true``, ``1=1``, ``random() < 2``, ``$1``) and a
+    comparison of an expression with itself (``id = id``) do not restrict;
+    OR restricts only if every branch does, AND if any branch does.
+    """
+    if expr is None:
+        return False
+    if isinstance(expr, ast.BoolExpr):
+        args = expr.args or ()
+        if expr.boolop == enums.BoolExprType.OR_EXPR:
+            return bool(args) and all(is_restricting(a) for a in args)
+        if expr.boolop == enums.BoolExprType.AND_EXPR:
+            return any(is_restricting(a) for a in args)
+    if isinstance(expr, ast.A_Expr) and expr.lexpr is not None and expr.lexpr == expr.rexpr:
+        return False
+    return _mentions_column(expr)
+
+
+def _mentions_column(root: Any) -> bool:
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple):
+            stack.extend(node)
+        elif isinstance(node, ast.ColumnRef | ast.CurrentOfExpr):
+            return True
+        elif isinstance(node, ast.Node):
+            stack.extend(_children(node))
+    return False
+
+
+def _known_kinds() -> frozenset[str]:
+    kinds = {
+        "select",
+        "select_into",
+        "select_for_update",
+        "copy",
+        "explain",
+        "execute",
+        "prepare",
+        "create_table_as",
+        "create_materialized_view",
+        "set",
+        "reset",
+        "grant",
+        "revoke",
+        "create_function",
+        "create_procedure",
+        "vacuum",
+        "analyze",
+        "fetch",
+        "move",
+        "drop_column",
+        "transaction",
+        "unparsable",
+        "unknown",
+    }
+    kinds.update(_DML_KINDS.values())
+    kinds.update(kind for kind, _ in _FIXED.values())
+    kinds.update(_TRANSACTION_KINDS.values())
+    kinds.update(_ROLE_KINDS.values())
+    kinds.update(_SET_ADMIN_KINDS.values())
+    kinds.update(k.replace("set_", "reset_", 1) for k in _SET_ADMIN_KINDS.values())
+    kinds.update("drop_" + t.name.removeprefix("OBJECT_").lower() for t in enums.ObjectType)
+    for name in dir(ast):
+        if name.endswith("Stmt"):
+            kinds.add(_snake(name))
+    return frozenset(kinds)
+
+
+KNOWN_KINDS = _known_kinds()
+"""Every kind `classify` can report; policy rejects kind patterns matching none."""

@@ -1,0 +1,515 @@
+"""PostgreSQL messages: typed decoding and encoding, pure functions.
+
+Only the messages the gateway must understand are decoded into objects; the
+rest pass through as frames. Decoders raise `RemoteProtocolError` on any
+malformed body, never anything else.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from sluice.protocols.postgres.errors import RemoteProtocolError
+from sluice.protocols.postgres.framing import frame, untyped_frame
+
+PROTOCOL_3_0 = 196608
+SSL_REQUEST_CODE = 80877103
+GSSENC_REQUEST_CODE = 80877104
+CANCEL_REQUEST_CODE = 80877102
+
+# Frontend message types.
+QUERY = ord("Q")
+PARSE = ord("P")
+BIND = ord("B")
+EXECUTE = ord("E")
+DESCRIBE = ord("D")
+CLOSE = ord("C")
+SYNC = ord("S")
+FLUSH = ord("H")
+TERMINATE = ord("X")
+FUNCTION_CALL = ord("F")
+PASSWORD = ord("p")
+COPY_DATA = ord("d")
+COPY_DONE = ord("c")
+COPY_FAIL = ord("f")
+
+# Backend message types.
+AUTHENTICATION = ord("R")
+PARAMETER_STATUS = ord("S")
+BACKEND_KEY_DATA = ord("K")
+READY_FOR_QUERY = ord("Z")
+ROW_DESCRIPTION = ord("T")
+DATA_ROW = ord("D")
+COMMAND_COMPLETE = ord("C")
+EMPTY_QUERY = ord("I")
+ERROR_RESPONSE = ord("E")
+NOTICE_RESPONSE = ord("N")
+NOTIFICATION_RESPONSE = ord("A")
+PARSE_COMPLETE = ord("1")
+BIND_COMPLETE = ord("2")
+CLOSE_COMPLETE = ord("3")
+NO_DATA = ord("n")
+PARAMETER_DESCRIPTION = ord("t")
+PORTAL_SUSPENDED = ord("s")
+COPY_IN_RESPONSE = ord("G")
+COPY_OUT_RESPONSE = ord("H")
+COPY_BOTH_RESPONSE = ord("W")
+FUNCTION_CALL_RESPONSE = ord("V")
+NEGOTIATE_PROTOCOL_VERSION = ord("v")
+
+# Authentication request codes.
+AUTH_OK = 0
+AUTH_CLEARTEXT = 3
+AUTH_MD5 = 5
+AUTH_SASL = 10
+AUTH_SASL_CONTINUE = 11
+AUTH_SASL_FINAL = 12
+
+_I32 = struct.Struct("!i")
+_U32 = struct.Struct("!I")
+_I16 = struct.Struct("!h")
+_KEY = struct.Struct("!iii")
+
+
+# Startup-phase packets (client to server, untyped).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SSLRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GSSENCRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRequest:
+    process_id: int
+    secret_key: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartupMessage:
+    protocol: int
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def user(self) -> str:
+        return self.parameters.get("user", "")
+
+    @property
+    def database(self) -> str:
+        return self.parameters.get("database") or self.user
+
+
+StartupPacket = SSLRequest | GSSENCRequest | CancelRequest | StartupMessage
+
+
+def _cstring(body: bytes, pos: int) -> tuple[str, int]:
+    end = body.find(b"\0", pos)
+    if end < 0:
+        raise RemoteProtocolError("unterminated string in message")
+    try:
+        return body[pos:end].decode(), end + 1
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError("string in message is not valid UTF-8") from exc
+
+
+def decode_startup(body: bytes) -> StartupPacket:
+    if len(body) < 4:
+        raise RemoteProtocolError("startup packet too short")
+    (code,) = _I32.unpack_from(body, 0)
+    if code == SSL_REQUEST_CODE and len(body) == 4:
+        return SSLRequest()
+    if code == GSSENC_REQUEST_CODE and len(body) == 4:
+        return GSSENCRequest()
+    if code == CANCEL_REQUEST_CODE:
+        if len(body) != 12:
+            raise RemoteProtocolError("CancelRequest must be 16 bytes")
+        _, pid, key = _KEY.unpack_from(body, 0)
+        return CancelRequest(process_id=pid, secret_key=key)
+    if code >> 16 != 3:
+        raise RemoteProtocolError(
+            f"unsupported frontend protocol {code >> 16}.{code & 0xFFFF}: "
+            "this gateway speaks protocol 3.0"
+        )
+    params: dict[str, str] = {}
+    pos = 4
+    while True:
+        if pos >= len(body):
+            raise RemoteProtocolError("startup packet is missing its terminator")
+        if body[pos] == 0:
+            break
+        key_name, pos = _cstring(body, pos)
+        value, pos = _cstring(body, pos)
+        params[key_name] = value
+    if "user" not in params or not params["user"]:
+        raise RemoteProtocolError("no PostgreSQL user name specified in startup packet")
+    return StartupMessage(protocol=code, parameters=params)
+
+
+def encode_startup(parameters: dict[str, str], protocol: int = PROTOCOL_3_0) -> bytes:
+    body = bytearray(_I32.pack(protocol))
+    for key, value in parameters.items():
+        body += key.encode() + b"\0" + value.encode() + b"\0"
+    body += b"\0"
+    return untyped_frame(bytes(body))
+
+
+def encode_ssl_request() -> bytes:
+    return untyped_frame(_I32.pack(SSL_REQUEST_CODE))
+
+
+def encode_cancel_request(process_id: int, secret_key: int) -> bytes:
+    return untyped_frame(_KEY.pack(CANCEL_REQUEST_CODE, process_id, secret_key))
+
+
+# Frontend messages.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Query:
+    sql: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Parse:
+    name: str
+    sql: str
+    param_types: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bind:
+    portal: str
+    statement: str
+    result_formats: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Execute:
+    portal: str
+    max_rows: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Describe:
+    kind: str  # "S" statement or "P" portal
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Close:
+    kind: str
+    name: str
+
+
+def decode_query(body: bytes) -> Query:
+    sql, pos = _cstring(body, 0)
+    if pos != len(body):
+        raise RemoteProtocolError("trailing bytes after Query string")
+    return Query(sql=sql)
+
+
+def decode_parse(body: bytes) -> Parse:
+    name, pos = _cstring(body, 0)
+    sql, pos = _cstring(body, pos)
+    if len(body) < pos + 2:
+        raise RemoteProtocolError("Parse message truncated")
+    (count,) = _I16.unpack_from(body, pos)
+    pos += 2
+    if count < 0 or len(body) != pos + 4 * count:
+        raise RemoteProtocolError("Parse parameter type count does not match its length")
+    types = struct.unpack_from(f"!{count}I", body, pos) if count else ()
+    return Parse(name=name, sql=sql, param_types=tuple(types))
+
+
+def decode_bind(body: bytes) -> Bind:
+    portal, pos = _cstring(body, 0)
+    statement, pos = _cstring(body, pos)
+    try:
+        (nfmt,) = _I16.unpack_from(body, pos)
+        pos += 2 + 2 * max(nfmt, 0)
+        (nparams,) = _I16.unpack_from(body, pos)
+        pos += 2
+        if nfmt < 0 or nparams < 0:
+            raise RemoteProtocolError("negative count in Bind")
+        for _ in range(nparams):
+            (plen,) = _I32.unpack_from(body, pos)
+            pos += 4
+            if plen > 0:
+                pos += plen
+            elif plen < -1:
+                raise RemoteProtocolError("invalid parameter length in Bind")
+        (nres,) = _I16.unpack_from(body, pos)
+        pos += 2
+        if nres < 0:
+            raise RemoteProtocolError("negative result format count in Bind")
+        formats = struct.unpack_from(f"!{nres}h", body, pos) if nres else ()
+        pos += 2 * nres
+    except struct.error as exc:
+        raise RemoteProtocolError("Bind message truncated") from exc
+    if pos != len(body):
+        raise RemoteProtocolError("Bind message length does not match its contents")
+    return Bind(portal=portal, statement=statement, result_formats=tuple(formats))
+
+
+def decode_execute(body: bytes) -> Execute:
+    portal, pos = _cstring(body, 0)
+    if len(body) != pos + 4:
+        raise RemoteProtocolError("Execute message has the wrong length")
+    (max_rows,) = _I32.unpack_from(body, pos)
+    return Execute(portal=portal, max_rows=max_rows)
+
+
+def _decode_target(body: bytes, what: str) -> tuple[str, str]:
+    if not body or body[0:1] not in (b"S", b"P"):
+        raise RemoteProtocolError(f"{what} must target 'S' (statement) or 'P' (portal)")
+    name, pos = _cstring(body, 1)
+    if pos != len(body):
+        raise RemoteProtocolError(f"trailing bytes in {what}")
+    return chr(body[0]), name
+
+
+def decode_describe(body: bytes) -> Describe:
+    kind, name = _decode_target(body, "Describe")
+    return Describe(kind=kind, name=name)
+
+
+def decode_close(body: bytes) -> Close:
+    kind, name = _decode_target(body, "Close")
+    return Close(kind=kind, name=name)
+
+
+def decode_password(body: bytes) -> str:
+    value, pos = _cstring(body, 0)
+    if pos != len(body):
+        raise RemoteProtocolError("trailing bytes after password")
+    return value
+
+
+def encode_query(sql: str) -> bytes:
+    return frame(b"Q", sql.encode() + b"\0")
+
+
+def encode_password(password: str) -> bytes:
+    return frame(b"p", password.encode() + b"\0")
+
+
+def encode_sasl_initial(mechanism: str, data: bytes) -> bytes:
+    return frame(b"p", mechanism.encode() + b"\0" + _I32.pack(len(data)) + data)
+
+
+def encode_sasl_response(data: bytes) -> bytes:
+    return frame(b"p", data)
+
+
+TERMINATE_MESSAGE = frame(b"X")
+
+
+# Backend messages.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthenticationRequest:
+    code: int
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendKeyData:
+    process_id: int
+    secret_key: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldDescription:
+    name: str
+    table_oid: int
+    column: int
+    type_oid: int
+    type_size: int
+    type_modifier: int
+    format: int
+
+
+def decode_authentication(body: bytes) -> AuthenticationRequest:
+    if len(body) < 4:
+        raise RemoteProtocolError("Authentication message truncated")
+    (code,) = _I32.unpack_from(body, 0)
+    return AuthenticationRequest(code=code, payload=bytes(body[4:]))
+
+
+def decode_sasl_mechanisms(payload: bytes) -> list[str]:
+    names = []
+    pos = 0
+    while pos < len(payload) and payload[pos] != 0:
+        name, pos = _cstring(payload, pos)
+        names.append(name)
+    return names
+
+
+def decode_backend_key(body: bytes) -> BackendKeyData:
+    if len(body) != 8:
+        raise RemoteProtocolError("BackendKeyData must be 8 bytes")
+    pid, key = struct.unpack("!ii", body)
+    return BackendKeyData(process_id=pid, secret_key=key)
+
+
+def decode_parameter_status(body: bytes) -> tuple[str, str]:
+    name, pos = _cstring(body, 0)
+    value, _ = _cstring(body, pos)
+    return name, value
+
+
+def decode_fields(body: bytes) -> dict[str, str]:
+    """ErrorResponse / NoticeResponse: one-letter field code to value."""
+    fields: dict[str, str] = {}
+    pos = 0
+    while pos < len(body) and body[pos] != 0:
+        code = chr(body[pos])
+        end = body.find(b"\0", pos + 1)
+        if end < 0:
+            raise RemoteProtocolError("unterminated field in error or notice")
+        fields[code] = body[pos + 1 : end].decode("utf-8", "replace")
+        pos = end + 1
+    return fields
+
+
+def encode_fields(kind: bytes, fields: dict[str, str]) -> bytes:
+    body = bytearray()
+    for code, value in fields.items():
+        body += code.encode() + value.encode() + b"\0"
+    body += b"\0"
+    return frame(kind, bytes(body))
+
+
+def error_response(
+    sqlstate: str,
+    message: str,
+    *,
+    severity: str = "ERROR",
+    detail: str | None = None,
+    hint: str | None = None,
+) -> bytes:
+    fields = {"S": severity, "V": severity, "C": sqlstate, "M": message}
+    if detail:
+        fields["D"] = detail
+    if hint:
+        fields["H"] = hint
+    return encode_fields(b"E", fields)
+
+
+def notice_response(message: str, *, severity: str = "NOTICE", sqlstate: str = "00000",
+                    detail: str | None = None, hint: str | None = None) -> bytes:
+    fields = {"S": severity, "V": severity, "C": sqlstate, "M": message}
+    if detail:
+        fields["D"] = detail
+    if hint:
+        fields["H"] = hint
+    return encode_fields(b"N", fields)
+
+
+def decode_row_description(body: bytes) -> list[FieldDescription]:
+    try:
+        (count,) = _I16.unpack_from(body, 0)
+        pos = 2
+        result = []
+        for _ in range(count):
+            name, pos = _cstring(body, pos)
+            table, col, typ, size, mod, fmt = struct.unpack_from("!IhIhih", body, pos)
+            pos += 18
+            result.append(
+                FieldDescription(
+                    name=name, table_oid=table, column=col, type_oid=typ,
+                    type_size=size, type_modifier=mod, format=fmt,
+                )
+            )
+    except struct.error as exc:
+        raise RemoteProtocolError("RowDescription truncated") from exc
+    return result
+
+
+def encode_row_description(fields: list[FieldDescription]) -> bytes:
+    body = bytearray(_I16.pack(len(fields)))
+    for f in fields:
+        body += f.name.encode() + b"\0"
+        body += struct.pack("!IhIhih", f.table_oid, f.column, f.type_oid, f.type_size,
+                            f.type_modifier, f.format)
+    return frame(b"T", bytes(body))
+
+
+def decode_data_row(body: bytes | memoryview) -> list[bytes | None]:
+    try:
+        (count,) = _I16.unpack_from(body, 0)
+        pos = 2
+        values: list[bytes | None] = []
+        for _ in range(count):
+            (length,) = _I32.unpack_from(body, pos)
+            pos += 4
+            if length < 0:
+                values.append(None)
+            else:
+                end = pos + length
+                if end > len(body):
+                    raise RemoteProtocolError("DataRow value runs past the message")
+                values.append(bytes(body[pos:end]))
+                pos = end
+    except struct.error as exc:
+        raise RemoteProtocolError("DataRow truncated") from exc
+    return values
+
+
+def encode_data_row(values: list[bytes | None]) -> bytes:
+    parts = [_I16.pack(len(values))]
+    for value in values:
+        if value is None:
+            parts.append(_I32.pack(-1))
+        else:
+            parts.append(_I32.pack(len(value)))
+            parts.append(value)
+    return frame(b"D", b"".join(parts))
+
+
+def decode_notification(body: bytes) -> tuple[int, str, str]:
+    if len(body) < 4:
+        raise RemoteProtocolError("NotificationResponse truncated")
+    (pid,) = _I32.unpack_from(body, 0)
+    channel, pos = _cstring(body, 4)
+    payload, _ = _cstring(body, pos)
+    return pid, channel, payload
+
+
+def encode_notification(pid: int, channel: str, payload: str) -> bytes:
+    return frame(b"A", _I32.pack(pid) + channel.encode() + b"\0" + payload.encode() + b"\0")
+
+
+def authentication(code: int, payload: bytes = b"") -> bytes:
+    return frame(b"R", _I32.pack(code) + payload)
+
+
+def parameter_status(name: str, value: str) -> bytes:
+    return frame(b"S", name.encode() + b"\0" + value.encode() + b"\0")
+
+
+def backend_key_data(process_id: int, secret_key: int) -> bytes:
+    return frame(b"K", struct.pack("!ii", process_id, secret_key))
+
+
+def ready_for_query(status: str) -> bytes:
+    return frame(b"Z", status.encode())
+
+
+def command_complete(tag: str) -> bytes:
+    return frame(b"C", tag.encode() + b"\0")
+
+
+def decode_command_complete(body: bytes) -> str:
+    tag, _ = _cstring(body, 0)
+    return tag
+
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,223 @@
+"""Which request each server response answers, for the extended protocol.
+
+The server answers client messages strictly in order, so a FIFO of the
+messages the gateway forwarded tells what a response belongs to: which
+statement's RowDescription arrived, which portal's rows are flowing (and in
+which formats), and where an error's discard-until-Sync ends. This is what
+lets masking know the columns of rows that arrive with no RowDescription in
+front of them (a Bind/Execute of a statement described earlier).
+
+Sans-IO: the caller reports forwarded client messages and received server
+message types; the tracker never touches bytes beyond the few it decodes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum, auto
+
+from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.messages import FieldDescription
+
+# A client may pipeline without limit in principle; a gateway must not track
+# unboundedly. libpq and drivers pipeline far fewer messages than this.
+MAX_PENDING_REQUESTS = 100_000
+
+
+class Pending(Enum):
+    QUERY = auto()
+    PARSE = auto()
+    BIND = auto()
+    DESCRIBE_STATEMENT = auto()
+    DESCRIBE_PORTAL = auto()
+    EXECUTE = auto()
+    CLOSE = auto()
+    SYNC = auto()
+    FUNCTION_CALL = auto()
+
+
+@dataclass(slots=True)
+class ResultShape:
+    """The columns of the rows currently flowing, and the SQL behind them."""
+
+    fields: list[FieldDescription]
+    sql: str
+    statement_index: int = 0
+
+
+@dataclass(slots=True)
+class _Request:
+    kind: Pending
+    name: str = ""
+    sql: str = ""
+    formats: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class _Portal:
+    statement: str
+    formats: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class QueryTracker:
+    statements: dict[str, tuple[str, list[FieldDescription] | None]] = field(default_factory=dict)
+    portals: dict[str, _Portal] = field(default_factory=dict)
+    pending: deque[_Request] = field(default_factory=deque)
+    current: ResultShape | None = None
+    _query_sql: str = ""
+    _query_results: int = 0
+    _discarding: bool = False
+
+    # Client side
+
+    def _push(self, request: _Request) -> None:
+        if len(self.pending) >= MAX_PENDING_REQUESTS:
+            raise OverflowError("too many pipelined requests awaiting responses")
+        self.pending.append(request)
+
+    def on_query(self, sql: str) -> None:
+        self._push(_Request(kind=Pending.QUERY, sql=sql))
+
+    def on_parse(self, name: str, sql: str) -> None:
+        self._push(_Request(kind=Pending.PARSE, name=name, sql=sql))
+
+    def on_bind(self, portal: str, statement: str, formats: tuple[int, ...]) -> None:
+        self._push(_Request(kind=Pending.BIND, name=portal, sql=statement, formats=formats))
+
+    def on_describe(self, kind: str, name: str) -> None:
+        pending = Pending.DESCRIBE_STATEMENT if kind == "S" else Pending.DESCRIBE_PORTAL
+        self._push(_Request(kind=pending, name=name))
+
+    def on_execute(self, portal: str) -> None:
+        self._push(_Request(kind=Pending.EXECUTE, name=portal))
+
+    def on_close(self, kind: str, name: str) -> None:
+        self._push(_Request(kind=Pending.CLOSE, name=f"{kind}{name}"))
+
+    def on_sync(self) -> None:
+        self._push(_Request(kind=Pending.SYNC))
+
+    def on_function_call(self) -> None:
+        self._push(_Request(kind=Pending.FUNCTION_CALL))
+
+    def statement_sql(self, name: str) -> str | None:
+        entry = self.statements.get(name)
+        return entry[0] if entry else None
+
+    def portal_statement(self, portal: str) -> str | None:
+        found = self.portals.get(portal)
+        return found.statement if found else None
+
+    # Server side
+
+    def _head(self) -> _Request | None:
+        return self.pending[0] if self.pending else None
+
+    def _pop(self, *kinds: Pending) -> _Request | None:
+        if self.pending and self.pending[0].kind in kinds:
+            return self.pending.popleft()
+        return None
+
+    def on_server(self, kind: int, body: bytes | None = None) -> None:
+        """Advance on one server message; `body` is needed for 'T' only."""
+        if kind == m.PARSE_COMPLETE:
+            req = self._pop(Pending.PARSE)
+            if req is not None:
+                self.statements[req.name] = (req.sql, None)
+        elif kind == m.BIND_COMPLETE:
+            req = self._pop(Pending.BIND)
+            if req is not None:
+                self.portals[req.name] = _Portal(statement=req.sql, formats=req.formats)
+        elif kind == m.CLOSE_COMPLETE:
+            req = self._pop(Pending.CLOSE)
+            if req is not None:
+                target, name = req.name[:1], req.name[1:]
+                if target == "S":
+                    self.statements.pop(name, None)
+                else:
+                    self.portals.pop(name, None)
+        elif kind == m.PARAMETER_DESCRIPTION:
+            pass
+        elif kind == m.ROW_DESCRIPTION:
+            self._on_row_description(m.decode_row_description(body or b""))
+        elif kind == m.NO_DATA:
+            self._pop(Pending.DESCRIBE_STATEMENT, Pending.DESCRIBE_PORTAL)
+        elif kind in (m.COMMAND_COMPLETE, m.EMPTY_QUERY, m.PORTAL_SUSPENDED):
+            head = self._head()
+            if head is not None and head.kind is Pending.EXECUTE:
+                self.pending.popleft()
+            self.current = None
+        elif kind == m.FUNCTION_CALL_RESPONSE:
+            self._pop(Pending.FUNCTION_CALL)
+        elif kind == m.ERROR_RESPONSE:
+            self._on_error()
+        elif kind == m.READY_FOR_QUERY:
+            self._pop(Pending.SYNC, Pending.QUERY, Pending.FUNCTION_CALL)
+            self.current = None
+            self._query_results = 0
+            self.portals.pop("", None)
+
+    def _on_row_description(self, fields: list[FieldDescription]) -> None:
+        head = self._head()
+        if head is None:
+            return
+        if head.kind is Pending.QUERY:
+            self.current = ResultShape(
+                fields=fields, sql=head.sql, statement_index=self._query_results
+            )
+            self._query_results += 1
+        elif head.kind is Pending.DESCRIBE_STATEMENT:
+            self.pending.popleft()
+            sql = self.statement_sql(head.name) or ""
+            self.statements[head.name] = (sql, fields)
+        elif head.kind is Pending.DESCRIBE_PORTAL:
+            self.pending.popleft()
+            portal = self.portals.get(head.name)
+            if portal is not None:
+                sql = self.statement_sql(portal.statement) or ""
+                self.statements.setdefault(portal.statement, (sql, fields))
+                # The portal's own description carries its real formats.
+                portal.formats = tuple(f.format for f in fields)
+
+    def rows_shape(self) -> ResultShape | None:
+        """The shape of DataRows arriving now (simple or extended protocol)."""
+        if self.current is not None:
+            return self.current
+        head = self._head()
+        if head is None or head.kind is not Pending.EXECUTE:
+            return None
+        portal = self.portals.get(head.name)
+        if portal is None:
+            return None
+        sql, fields = self.statements.get(portal.statement, ("", None))
+        if fields is None:
+            return None
+        self.current = ResultShape(fields=_with_formats(fields, portal.formats), sql=sql)
+        return self.current
+
+    def _on_error(self) -> None:
+        self.current = None
+        head = self._head()
+        if head is not None and head.kind is Pending.QUERY:
+            return  # the simple query's ReadyForQuery still follows
+        # Extended protocol: the server discards everything up to Sync.
+        while self.pending and self.pending[0].kind not in (Pending.SYNC, Pending.QUERY):
+            self.pending.popleft()
+
+
+def _with_formats(fields: list[FieldDescription], formats: tuple[int, ...]) -> list[FieldDescription]:
+    if not formats:
+        chosen = [0] * len(fields)
+    elif len(formats) == 1:
+        chosen = [formats[0]] * len(fields)
+    else:
+        chosen = list(formats[: len(fields)]) + [0] * (len(fields) - len(formats))
+    return [
+        FieldDescription(
+            name=f.name, table_oid=f.table_oid, column=f.column, type_oid=f.type_oid,
+            type_size=f.type_size, type_modifier=f.type_modifier, format=fmt,
+        )
+        for f, fmt in zip(fields, chosen, strict=True)
+    ]

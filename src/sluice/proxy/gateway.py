@@ -1,0 +1,40 @@
+"""What every listener needs, passed explicitly (no global service locator)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sluice.config import Config, ConnectionSpec
+from sluice.credentials.vault import Vault, resolve_credential
+from sluice.errors import CredentialError
+from sluice.proxy.cancel import CancelRegistry
+from sluice.store.db import Store
+
+if TYPE_CHECKING:
+    from sluice.proxy.governance import Governor
+
+
+@dataclass(slots=True)
+class Gateway:
+    config: Config
+    store: Store
+    vault: Vault
+    client_tls: ssl.SSLContext
+    governor: Governor
+    cancels: CancelRegistry = field(default_factory=CancelRegistry)
+    active_sessions: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def backend_password(self, conn: ConnectionSpec) -> str | None:
+        def load_stored(name: str) -> str:
+            ciphertext = self.store.get_credential(name)
+            if ciphertext is None:
+                raise CredentialError(
+                    f"connection {conn.name!r} uses stored credential {name!r}, which is not set",
+                    hint=f"store it with `sluice credentials set {name}`",
+                )
+            return self.vault.decrypt(ciphertext)
+
+        return resolve_credential(conn.password, load_stored=load_stored)

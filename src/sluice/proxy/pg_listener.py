@@ -1,0 +1,452 @@
+"""The PostgreSQL listener: TLS, token authentication, backend connection.
+
+A client connects with its own tools (`psql "host=... port=15432
+dbname=<connection> user=<user> password=<sluice token>"`). The gateway
+answers SSLRequest with TLS, refuses GSSENCRequest, asks for the token in
+cleartext (only over TLS or loopback), resolves it to an identity, picks the
+connection by dbname, connects to the backend with the real credential and
+hands both sockets to the data phase (`PgSession`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import logging
+import socket
+import uuid
+from collections.abc import Callable
+
+from sluice.config import ConnectionSpec
+from sluice.errors import AuthenticationError, CredentialError, SluiceError, StoreError
+from sluice.events import Identity, Protocol, SessionContext
+from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.backend_auth import BackendAuthError, BackendHandshake
+from sluice.protocols.postgres.errors import PgProtocolError, RemoteProtocolError
+from sluice.proxy.cancel import CancelTarget
+from sluice.proxy.gateway import Gateway
+from sluice.proxy.governance import SessionGovernance
+from sluice.proxy.pg_session import BackendSide, ClientSide, PgSession
+from sluice.proxy.wire import FrameReceiver, PeerClosed
+from sluice.tls import backend_context
+
+log = logging.getLogger(__name__)
+
+# Startup parameters the gateway sets itself or never passes to the backend.
+_RESERVED_PARAMETERS = frozenset({"user", "database", "replication"})
+
+
+class ClientRejected(SluiceError):
+    """The client is told why, in its protocol, and the connection closes."""
+
+
+def _is_loopback(peer: object) -> bool:
+    if isinstance(peer, tuple) and peer:
+        try:
+            return ipaddress.ip_address(str(peer[0]).split("%")[0]).is_loopback
+        except ValueError:
+            return False
+    return isinstance(peer, str)  # a Unix socket path
+
+
+def _format_peer(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "unix")
+
+
+class _ClientReceiver(FrameReceiver):
+    def __init__(self, *, max_message: int, on_connect: Callable[[_ClientReceiver], None]):
+        super().__init__(max_message=max_message)
+        self._on_connect = on_connect
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._on_connect(self)
+
+
+class PostgresListener:
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.sessions: set[PgSession] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        limits = self.gateway.config.limits
+        return await loop.create_server(
+            lambda: _ClientReceiver(max_message=limits.max_startup_message,
+                                    on_connect=self._spawn),
+            host, port, reuse_port=reuse_port or None, backlog=1024,
+        )
+
+    def _spawn(self, receiver: _ClientReceiver) -> None:
+        task = asyncio.get_running_loop().create_task(self._handle(receiver))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for session in list(self.sessions):
+            session.fail_client("57P01", "the gateway is shutting down", reason="gateway_shutdown")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # One client connection
+
+    async def _handle(self, client: _ClientReceiver) -> None:
+        assert client.transport is not None
+        peer = client.transport.get_extra_info("peername")
+        sock = client.transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client_addr = _format_peer(peer)
+        limits = self.gateway.config.limits
+        try:
+            async with asyncio.timeout(limits.auth_timeout):
+                startup = await self._startup(client, peer)
+                if startup is None:
+                    return
+                identity, conn = await self._authenticate(client, startup)
+        except TimeoutError:
+            self._reject(client, "08006", "authentication timed out",
+                         hint=f"finish the startup within {limits.auth_timeout:.0f}s")
+            return
+        except ClientRejected as exc:
+            self._reject(client, exc.sqlstate, exc.message, hint=exc.hint)
+            return
+        except RemoteProtocolError as exc:
+            self._reject(client, "08P01", f"invalid startup: {exc.message}")
+            return
+        except PeerClosed:
+            client.close()
+            return
+        except Exception as exc:
+            log.exception("startup failed")
+            self._reject(client, "XX000", f"the gateway failed during startup: {exc}")
+            return
+        await self._run_session(client, client_addr, startup, identity, conn)
+
+    async def _startup(self, client: _ClientReceiver, peer: object) -> m.StartupMessage | None:
+        while True:
+            packet = m.decode_startup(await client.read_startup())
+            if isinstance(packet, m.SSLRequest):
+                if client.peer_ssl:
+                    raise RemoteProtocolError("SSLRequest on a connection that is already TLS")
+                client.write(b"S")
+                await client.start_tls(self.gateway.client_tls, server_side=True)
+            elif isinstance(packet, m.GSSENCRequest):
+                client.write(b"N")
+            elif isinstance(packet, m.CancelRequest):
+                await self._cancel(packet)
+                client.close()
+                return None
+            else:
+                if "replication" in packet.parameters:
+                    raise ClientRejected(
+                        "replication connections are not allowed through the gateway",
+                        sqlstate="28000",
+                        hint="connect without the replication parameter",
+                    )
+                if not client.peer_ssl and not _is_loopback(peer):
+                    raise ClientRejected(
+                        "the gateway accepts tokens only over TLS on non-loopback connections",
+                        sqlstate="28000",
+                        hint='connect with sslmode=require (e.g. psql "... sslmode=require")',
+                    )
+                return packet
+
+    async def _authenticate(
+        self, client: _ClientReceiver, startup: m.StartupMessage
+    ) -> tuple[Identity, ConnectionSpec]:
+        client.write(m.authentication(m.AUTH_CLEARTEXT))
+        client.begin_typed()
+        kind, body = await client.read_frame()
+        if kind != m.PASSWORD:
+            raise RemoteProtocolError(f"expected a password message, got {chr(kind)!r}")
+        token = m.decode_password(body)
+        try:
+            identity, _ = await asyncio.to_thread(self.gateway.store.authenticate, token)
+        except AuthenticationError as exc:
+            raise ClientRejected(exc.message, sqlstate="28P01", hint=exc.hint) from exc
+        except StoreError as exc:
+            log.error("store unavailable during authentication: %s", exc)
+            raise ClientRejected(
+                "the gateway cannot check tokens right now", sqlstate="08006",
+                hint="try again; the operator should check the store",
+            ) from exc
+        if startup.user != identity.user:
+            raise ClientRejected(
+                f"this token belongs to user {identity.user!r}, not {startup.user!r}",
+                sqlstate="28P01",
+                hint=f"connect with user={identity.user}",
+            )
+        config = self.gateway.config
+        allowed = [c.name for c in config.connections
+                   if c.access.permits(identity.user, identity.groups)]
+        conn = config.connection(startup.database)
+        if conn is None or conn.name not in allowed:
+            choices = ", ".join(allowed) if allowed else "none"
+            raise ClientRejected(
+                f'connection "{startup.database}" does not exist or you may not use it',
+                sqlstate="3D000",
+                hint=f"set dbname to one of the connections you may use: {choices}",
+            )
+        return identity, conn
+
+    def _reject(self, client: FrameReceiver, sqlstate: str, message: str,
+                hint: str | None = None) -> None:
+        try:
+            client.write(m.error_response(sqlstate, message, severity="FATAL", hint=hint))
+        except PeerClosed:
+            pass
+        client.close()
+
+    async def _cancel(self, request: m.CancelRequest) -> None:
+        target = self.gateway.cancels.lookup(request.process_id, request.secret_key)
+        if target is None:
+            return  # PostgreSQL itself says nothing about unknown keys.
+        for session in self.sessions:
+            if session.governance.context.session_id == target.session_id:
+                if session.cancel_requested():
+                    return
+        conn = target.connection
+        try:
+            async with asyncio.timeout(conn.connect_timeout):
+                _, writer = await asyncio.open_connection(conn.host, conn.port)
+                writer.write(m.encode_cancel_request(target.process_id, target.secret_key))
+                await writer.drain()
+                writer.close()
+        except (OSError, TimeoutError) as exc:
+            log.warning("could not forward a cancel request to %s: %s", conn.name, exc)
+
+    # The established session
+
+    async def _run_session(
+        self,
+        client: _ClientReceiver,
+        client_addr: str,
+        startup: m.StartupMessage,
+        identity: Identity,
+        conn: ConnectionSpec,
+    ) -> None:
+        gateway = self.gateway
+        session_id = str(uuid.uuid4())
+        context = SessionContext(
+            session_id=session_id, identity=identity, connection=conn.name,
+            protocol=Protocol.POSTGRES, client_addr=client_addr,
+        )
+        started = dt.datetime.now(dt.UTC)
+        try:
+            await asyncio.to_thread(
+                gateway.store.start_session, session_id=session_id, identity=identity,
+                connection=conn.name, protocol="postgres", client_addr=client_addr,
+                started_at=started,
+            )
+        except StoreError as exc:
+            log.error("cannot record session start: %s", exc)
+            self._reject(client, "58030", "the gateway cannot record this session",
+                         hint="the operator should check the store")
+            return
+        end = _SessionEnd(gateway, session_id)
+        governance: SessionGovernance | None = None
+        try:
+            governance = gateway.governor.session(context, conn)
+            backend, handshake = await self._connect_backend(conn, startup)
+        except ClientRejected as exc:
+            self._reject(client, exc.sqlstate, exc.message, hint=exc.hint)
+            await end.record(reason="backend_unavailable", detail=exc.message)
+            if governance is not None:
+                governance.close(reason="backend_unavailable", detail=exc.message)
+            return
+        except SluiceError as exc:
+            self._reject(client, exc.sqlstate, exc.message, hint=exc.hint)
+            await end.record(reason="gateway_error", detail=exc.message)
+            return
+        except Exception as exc:
+            log.exception("cannot start session governance")
+            self._reject(client, "58030", f"the gateway cannot govern this session: {exc}")
+            await end.record(reason="gateway_error", detail=str(exc))
+            return
+
+        assert handshake.key is not None or True
+        key = gateway.cancels.register(CancelTarget(
+            connection=conn,
+            process_id=handshake.key.process_id if handshake.key else 0,
+            secret_key=handshake.key.secret_key if handshake.key else 0,
+            session_id=session_id,
+        ))
+        hello = bytearray(m.authentication(m.AUTH_OK))
+        for name, value in handshake.parameters.items():
+            hello += m.parameter_status(name, value)
+        hello += m.backend_key_data(*key)
+        for notice in handshake.notices:
+            hello += notice
+        hello += m.ready_for_query(handshake.transaction_status)
+
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_finish(session: PgSession) -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        assert client.transport is not None and backend.transport is not None
+        session = PgSession(
+            client=client.transport, backend=backend.transport, governance=governance,
+            limits=gateway.config.limits, transaction_status=handshake.transaction_status,
+            on_finish=on_finish,
+        )
+        self.sessions.add(session)
+        client_leftover = client.detach()
+        backend_leftover = backend.detach()
+        client.transport.set_protocol(ClientSide(session))
+        backend.transport.set_protocol(BackendSide(session))
+        session.bytes_to_client += len(hello)
+        client.transport.write(bytes(hello))
+        if client.transport.is_closing():
+            session.finish("client_disconnected")
+        if backend_leftover:
+            session.backend_data(backend_leftover)
+        if client_leftover:
+            session.client_data(client_leftover)
+        try:
+            await finished
+        except asyncio.CancelledError:
+            session.fail_client("57P01", "the gateway is shutting down", reason="gateway_shutdown")
+        finally:
+            self.sessions.discard(session)
+            gateway.cancels.unregister(key)
+            reason = session.end_reason or "unknown"
+            try:
+                governance.close(reason=reason, detail=session.end_detail)
+            except Exception:
+                log.exception("closing session governance failed")
+            await end.record(
+                reason=reason, detail=session.end_detail,
+                bytes_from_client=session.bytes_from_client,
+                bytes_to_client=session.bytes_to_client, statements=session.statements,
+            )
+
+    async def _connect_backend(
+        self, conn: ConnectionSpec, startup: m.StartupMessage
+    ) -> tuple[FrameReceiver, BackendHandshake]:
+        try:
+            password = await asyncio.to_thread(self.gateway.backend_password, conn)
+        except CredentialError as exc:
+            log.error("credential for %s: %s", conn.name, exc.message)
+            raise ClientRejected(
+                f"the gateway cannot read the credential of connection {conn.name!r}",
+                sqlstate="08001", hint="the operator should check the credential reference",
+            ) from exc
+        parameters = {k: v for k, v in startup.parameters.items()
+                      if k not in _RESERVED_PARAMETERS}
+        parameters = {"database": conn.database, **parameters}
+        handshake = BackendHandshake(user=conn.user, password=password, parameters=parameters)
+        loop = asyncio.get_running_loop()
+        limit = self.gateway.config.limits.max_client_message
+        backend: FrameReceiver | None = None
+        try:
+            async with asyncio.timeout(conn.connect_timeout):
+                try:
+                    _, proto = await loop.create_connection(
+                        lambda: FrameReceiver(max_message=limit), conn.host, conn.port
+                    )
+                except OSError as exc:
+                    raise ClientRejected(
+                        f"cannot reach the backend of connection {conn.name!r}: "
+                        f"{exc.strerror or exc}",
+                        sqlstate="08001", hint="the backend may be down; try again later",
+                    ) from exc
+                backend = proto
+                assert backend.transport is not None
+                sock = backend.transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await self._backend_tls(backend, conn)
+                backend.write(handshake.startup)
+                backend.begin_typed()
+                while not handshake.done:
+                    kind, body = await backend.read_frame()
+                    reply = handshake.handle(kind, body)
+                    if reply:
+                        backend.write(reply)
+        except TimeoutError as exc:
+            if backend is not None:
+                backend.close()
+            raise ClientRejected(
+                f"the backend of connection {conn.name!r} did not answer within "
+                f"{conn.connect_timeout:.0f}s", sqlstate="08001",
+            ) from exc
+        except BackendAuthError as exc:
+            if backend is not None:
+                backend.close()
+            log.error("backend refused %s: %s", conn.name, exc.message)
+            code = exc.fields.get("C", "08001")
+            raise ClientRejected(
+                f"the backend of connection {conn.name!r} refused the gateway: "
+                f"{exc.fields.get('M', exc.message)}",
+                sqlstate="08006" if code.startswith("08") is False else code,
+                hint="the operator should check the connection's user and credential",
+            ) from exc
+        except (PeerClosed, PgProtocolError) as exc:
+            if backend is not None:
+                backend.close()
+            raise ClientRejected(
+                f"the backend of connection {conn.name!r} closed or broke the connection "
+                f"during startup: {exc}", sqlstate="08006",
+            ) from exc
+        return backend, handshake
+
+    async def _backend_tls(self, backend: FrameReceiver, conn: ConnectionSpec) -> None:
+        mode = conn.tls.mode
+        if mode == "disable":
+            return
+        backend.write(m.encode_ssl_request())
+        answer = await backend.read_exact_byte()
+        if answer == b"S":
+            hostname = conn.tls.server_name or conn.host
+            ctx = backend_context(mode, conn.tls.ca_file)
+            try:
+                await backend.start_tls(ctx, server_side=False, server_hostname=hostname,
+                                        timeout=conn.connect_timeout)
+            except (OSError, ValueError) as exc:
+                raise ClientRejected(
+                    f"TLS to the backend of connection {conn.name!r} failed: {exc}",
+                    sqlstate="08001", hint="check tls.mode, tls.ca_file and tls.server_name",
+                ) from exc
+        elif answer == b"N":
+            if mode != "prefer":
+                raise ClientRejected(
+                    f"the backend of connection {conn.name!r} does not support TLS "
+                    f"but tls.mode is {mode}",
+                    sqlstate="08001",
+                    hint="enable ssl on the server, or set tls.mode: prefer / disable",
+                )
+        else:
+            raise RemoteProtocolError(f"unexpected answer {answer!r} to SSLRequest")
+
+
+class _SessionEnd:
+    """Writes the end of a session to the store, once."""
+
+    def __init__(self, gateway: Gateway, session_id: str):
+        self.gateway = gateway
+        self.session_id = session_id
+        self.done = False
+
+    async def record(self, *, reason: str, detail: str | None, bytes_from_client: int = 0,
+                     bytes_to_client: int = 0, statements: int = 0) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            await asyncio.to_thread(
+                self.gateway.store.end_session, self.session_id,
+                ended_at=dt.datetime.now(dt.UTC), bytes_from_client=bytes_from_client,
+                bytes_to_client=bytes_to_client, statements=statements, end_reason=reason,
+                end_detail=detail,
+            )
+        except StoreError as exc:
+            log.error("cannot record the end of session %s: %s", self.session_id, exc)

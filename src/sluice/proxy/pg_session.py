@@ -1,0 +1,555 @@
+"""The data phase of a PostgreSQL session: the gateway's hot path.
+
+Two `asyncio.Protocol`s (client side, backend side) feed one `PgSession`.
+Client messages are framed, judged by governance and forwarded (or replaced);
+the server's stream is walked frame by frame from a buffer, without awaiting
+per message, and forwarded in as few writes as possible.
+
+A blocked statement is not answered by the gateway itself: it is replaced by
+one that fails on the backend with a unique marker, so the backend keeps its
+own protocol and transaction state (error recovery until Sync, an aborted
+transaction block) exactly as if the statement had failed there, and the
+gateway rewrites that one error into its own 42501. The client's view of the
+transaction state therefore always matches the backend's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sluice.config import Limits
+from sluice.events import QueryOrigin
+from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
+from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
+from sluice.protocols.postgres.framing import FrameBuffer, frame
+from sluice.protocols.postgres.tracker import QueryTracker
+from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("!I")
+
+# The largest server message the gateway buffers whole (a DataRow with a big
+# value, say). PostgreSQL's own ceiling is 1 GiB; beyond this limit the session
+# fails closed rather than hold an unbounded message in memory.
+MAX_SERVER_MESSAGE = 256 * 1024 * 1024
+
+# Client messages that may arrive in the data phase, and what they are.
+_CLIENT_KINDS = frozenset(b"QPBEDCSHXFdcf")
+
+# Server message kinds the query tracker must see.
+_TRACKED = frozenset(b"123TnCIsVEZ")
+
+
+@dataclass(frozen=True, slots=True)
+class _GatewayError:
+    sqlstate: str
+    message: str
+    hint: str | None
+    sync_index: int
+
+
+class PgSession:
+    """One established session between a client and its backend."""
+
+    def __init__(
+        self,
+        *,
+        client: asyncio.Transport,
+        backend: asyncio.Transport,
+        governance: SessionGovernance,
+        limits: Limits,
+        transaction_status: str,
+        on_finish: Callable[[PgSession], None],
+    ):
+        self.client = client
+        self.backend = backend
+        self.governance = governance
+        self.limits = limits
+        self.transaction_status = transaction_status
+        self._on_finish = on_finish
+        self.loop = asyncio.get_running_loop()
+        self.bytes_from_client = 0
+        self.bytes_to_client = 0
+        self.statements = 0
+        self.end_reason: str | None = None
+        self.end_detail: str | None = None
+        self._cbuf = FrameBuffer(max_message=limits.max_client_message)
+        self._sbuf = bytearray()
+        self._tracker = QueryTracker()
+        self._client_statements: dict[str, str] = {}
+        self._gateway_errors: dict[str, _GatewayError] = {}
+        self._syncs_sent = 0
+        self._syncs_done = 0
+        self._held: tuple[int, bytes] | None = None
+        self._approval_task: asyncio.Task[None] | None = None
+        self._client_paused_by_backend = False
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._last_client_data = 0.0
+        self._closed = False
+
+    # Lifecycle
+
+    def finish(self, reason: str, detail: str | None = None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.end_reason = reason
+        self.end_detail = detail
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+        if self._approval_task is not None and not self._approval_task.done():
+            self._approval_task.cancel()
+        if not self.backend.is_closing():
+            if reason not in ("backend_disconnected",):
+                self.backend.write(m.TERMINATE_MESSAGE)
+            self.backend.close()
+        if not self.client.is_closing():
+            self.client.close()
+        self._on_finish(self)
+
+    def fail_client(self, sqlstate: str, message: str, *, reason: str,
+                    hint: str | None = None, severity: str = "FATAL") -> None:
+        """Tell the client why the session ends, then end it."""
+        if not self.client.is_closing():
+            data = m.error_response(sqlstate, message, severity=severity, hint=hint)
+            self.bytes_to_client += len(data)
+            self.client.write(data)
+        self.finish(reason, f"{sqlstate}: {message}")
+
+    # Client to backend
+
+    def client_data(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self.bytes_from_client += len(data)
+        try:
+            self._cbuf.feed(data)
+        except MemoryError:
+            self.fail_client("53200", "out of memory buffering the client's message",
+                             reason="gateway_error")
+            return
+        if self._held is None:
+            self._process_client()
+        self._watch_stall()
+
+    def _process_client(self) -> None:
+        out = bytearray()
+        try:
+            for kind, body in self._cbuf.frames():
+                if kind not in _CLIENT_KINDS:
+                    raise RemoteProtocolError(
+                        f"unexpected message type {chr(kind)!r} from the client"
+                    )
+                if not self._client_frame(kind, body, out):
+                    break
+        except FrameTooLarge as exc:
+            self._flush_backend(out)
+            self.fail_client(exc.sqlstate, exc.message, reason="protocol_error",
+                             hint="split large data (e.g. COPY in smaller messages)")
+            return
+        except RemoteProtocolError as exc:
+            self._flush_backend(out)
+            self.fail_client("08P01", f"invalid message from the client: {exc.message}",
+                             reason="protocol_error")
+            return
+        self._flush_backend(out)
+
+    def _flush_backend(self, out: bytearray) -> None:
+        if out and not self.backend.is_closing():
+            self.backend.write(bytes(out))
+
+    def _client_frame(self, kind: int, body: bytes, out: bytearray) -> bool:
+        """Handle one client message; False stops processing (held for approval)."""
+        if kind == m.QUERY:
+            query = m.decode_query(body)
+            self.statements += 1
+            verdict = self._judge(query.sql, QueryOrigin.SIMPLE, None)
+            return self._act(verdict, kind, body, out, sql=query.sql)
+        if kind == m.PARSE:
+            parse = m.decode_parse(body)
+            verdict = self._judge(parse.sql, QueryOrigin.PARSE, parse.name or None)
+            return self._act(verdict, kind, body, out, sql=parse.sql, parse=parse)
+        if kind == m.BIND:
+            bind = m.decode_bind(body)
+            if bind.statement:
+                sql = self._client_statements.get(bind.statement)
+                if sql is not None:
+                    verdict = self._judge(sql, QueryOrigin.EXECUTE, bind.statement)
+                    if not isinstance(verdict, Allow):
+                        return self._act(verdict, kind, body, out, sql=sql, bind=bind)
+            self._tracker.on_bind(bind.portal, bind.statement, bind.result_formats)
+        elif kind == m.EXECUTE:
+            execute = m.decode_execute(body)
+            self.statements += 1
+            self._tracker.on_execute(execute.portal)
+        elif kind == m.DESCRIBE:
+            describe = m.decode_describe(body)
+            self._tracker.on_describe(describe.kind, describe.name)
+        elif kind == m.CLOSE:
+            close = m.decode_close(body)
+            if close.kind == "S":
+                self._client_statements.pop(close.name, None)
+                self.governance.statement_closed(close.name)
+            self._tracker.on_close(close.kind, close.name)
+        elif kind == m.SYNC:
+            self._syncs_sent += 1
+            self._tracker.on_sync()
+        elif kind == m.FUNCTION_CALL:
+            self.statements += 1
+            oid = struct.unpack_from("!I", body, 0)[0] if len(body) >= 4 else 0
+            sql = f"-- fast-path function call of function oid {oid}"
+            verdict = self._judge(sql, QueryOrigin.FUNCTION_CALL, None)
+            return self._act(verdict, kind, body, out, sql=sql)
+        elif kind == m.TERMINATE:
+            self._flush_backend(out)
+            out.clear()
+            self.finish("client_terminated")
+            return False
+        out += frame(bytes((kind,)), body)
+        return True
+
+    def _judge(self, sql: str, origin: QueryOrigin, name: str | None) -> Verdict:
+        try:
+            return self.governance.judge(sql, origin, name)
+        except Exception as exc:
+            log.exception("governance failed; blocking the statement")
+            return Block(rule="gateway-error", reason=f"the gateway could not judge it ({exc})")
+
+    def _act(self, verdict: Verdict, kind: int, body: bytes, out: bytearray, *, sql: str,
+             parse: m.Parse | None = None, bind: m.Bind | None = None) -> bool:
+        if isinstance(verdict, Allow):
+            try:
+                self.governance.before_forward(sql, verdict)
+            except Exception as exc:
+                log.exception("recording or audit failed; refusing the statement")
+                verdict = Block(rule="recording-required",
+                                reason=f"it could not be recorded ({exc}); nothing was sent")
+            else:
+                self._forward(kind, body, out, sql=sql, parse=parse, bind=bind)
+                return True
+        if isinstance(verdict, RequireApproval):
+            self._flush_backend(out)
+            out.clear()
+            self._hold(verdict, kind, body, sql)
+            return False
+        assert isinstance(verdict, Block)
+        self._substitute_error(kind, body, out, "42501",
+                               f"blocked by Sluice: {verdict.reason}",
+                               hint=f"policy rule: {verdict.rule}", parse=parse, bind=bind)
+        return True
+
+    def _forward(self, kind: int, body: bytes, out: bytearray, *, sql: str,
+                 parse: m.Parse | None, bind: m.Bind | None) -> None:
+        if kind == m.QUERY:
+            self._syncs_sent += 1
+            self._tracker.on_query(sql)
+        elif kind == m.PARSE and parse is not None:
+            self._client_statements[parse.name] = parse.sql
+            self._tracker.on_parse(parse.name, parse.sql)
+        elif kind == m.BIND and bind is not None:
+            self._tracker.on_bind(bind.portal, bind.statement, bind.result_formats)
+        elif kind == m.FUNCTION_CALL:
+            self._syncs_sent += 1
+            self._tracker.on_function_call()
+        out += frame(bytes((kind,)), body)
+
+    def _substitute_error(self, kind: int, body: bytes, out: bytearray, sqlstate: str,
+                          message: str, *, hint: str | None,
+                          parse: m.Parse | None = None, bind: m.Bind | None = None) -> None:
+        """Send the backend a message that fails with a marker we rewrite on return."""
+        marker = f"sluice-{secrets.token_hex(10)}"
+        if kind in (m.QUERY, m.FUNCTION_CALL):
+            # A simple query (or a fast-path call, which also ends in ReadyForQuery).
+            sync_index = self._syncs_sent
+            self._syncs_sent += 1
+            sql = f'SELECT "{marker}"'
+            self._tracker.on_query(sql)
+            out += m.encode_query(sql)
+        elif kind == m.PARSE:
+            assert parse is not None
+            sync_index = self._syncs_sent
+            sql = f'SELECT "{marker}"'
+            self._tracker.on_parse(parse.name, sql)
+            out += frame(b"P", parse.name.encode() + b"\0" + sql.encode() + b"\0\0\0")
+        else:
+            assert bind is not None
+            sync_index = self._syncs_sent
+            self._tracker.on_bind(bind.portal, marker, bind.result_formats)
+            out += frame(b"B", b"\0" + marker.encode() + b"\0\0\0\0\0\0\0")
+        self._gateway_errors[marker] = _GatewayError(sqlstate, message, hint, sync_index)
+
+    # Approval
+
+    def _hold(self, verdict: RequireApproval, kind: int, body: bytes, sql: str) -> None:
+        self._held = (kind, body)
+        self.client.pause_reading()
+        self._approval_task = self.loop.create_task(self._await_approval(verdict, kind, body, sql))
+        self._approval_task.add_done_callback(_log_task_error)
+
+    async def _await_approval(self, verdict: RequireApproval, kind: int, body: bytes,
+                              sql: str) -> None:
+        def notify(message: str, hint: str) -> None:
+            if not self.client.is_closing():
+                data = m.notice_response(message, hint=hint)
+                self.bytes_to_client += len(data)
+                self.client.write(data)
+
+        try:
+            outcome = await self.governance.request_approval(sql, verdict, notify=notify)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("approval flow failed; denying the statement")
+            outcome = ApprovalOutcome(approved=False, sqlstate="42501",
+                                      message=f"approval could not be obtained ({exc})")
+        if self._closed:
+            return
+        self._held = None
+        out = bytearray()
+        parse = m.decode_parse(body) if kind == m.PARSE else None
+        bind = m.decode_bind(body) if kind == m.BIND else None
+        if outcome.approved:
+            try:
+                self.governance.before_forward(sql, Allow(rule=verdict.rule, mask=verdict.mask))
+                self._forward(kind, body, out, sql=sql, parse=parse, bind=bind)
+            except Exception as exc:
+                log.exception("recording failed after approval; refusing the statement")
+                self._substitute_error(kind, body, out, "58030",
+                                       f"blocked by Sluice: it could not be recorded ({exc})",
+                                       hint=None, parse=parse, bind=bind)
+        else:
+            self._substitute_error(kind, body, out, outcome.sqlstate, outcome.message,
+                                   hint=outcome.hint, parse=parse, bind=bind)
+        self._flush_backend(out)
+        self.client.resume_reading()
+        self._process_client()
+
+    def cancel_requested(self) -> bool:
+        """Ctrl-C while a statement is held withdraws the approval request."""
+        if self._approval_task is not None and not self._approval_task.done() and self._held:
+            self.governance.withdraw_approval()
+            return True
+        return False
+
+    # Stalled clients
+
+    def _watch_stall(self) -> None:
+        if self._cbuf.mid_message and not self._closed:
+            self._last_client_data = self.loop.time()
+            if self._stall_timer is None:
+                self._stall_timer = self.loop.call_later(
+                    self.limits.message_stall_timeout, self._check_stall
+                )
+        elif self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _check_stall(self) -> None:
+        self._stall_timer = None
+        if self._closed or not self._cbuf.mid_message or self._held is not None:
+            return
+        idle = self.loop.time() - self._last_client_data
+        if idle >= self.limits.message_stall_timeout:
+            self.fail_client(
+                "08P01",
+                f"the client sent part of a message and stalled for {idle:.0f}s",
+                reason="client_stalled",
+            )
+        else:
+            self._stall_timer = self.loop.call_later(
+                self.limits.message_stall_timeout - idle, self._check_stall
+            )
+
+    # Backend to client
+
+    def backend_data(self, data: bytes) -> None:
+        if self._closed:
+            return
+        buf = self._sbuf
+        buf += data
+        try:
+            out, consumed = self._process_backend(buf)
+        except PgProtocolError as exc:
+            self.fail_client("08P01", f"invalid message from the backend: {exc.message}",
+                             reason="backend_protocol_error")
+            return
+        except Exception as exc:
+            log.exception("processing the backend's response failed; closing the session")
+            self.fail_client("XX000", f"the gateway could not process the response ({exc}); "
+                             "nothing more was sent", reason="gateway_error")
+            return
+        if consumed:
+            del buf[:consumed]
+        if out:
+            self.bytes_to_client += len(out)
+            self.client.write(out)
+
+    def _process_backend(self, buf: bytearray) -> tuple[bytes, int]:
+        """Walk complete frames in buf; return what to send and how much was used."""
+        size = len(buf)
+        pos = 0
+        copied = 0
+        parts: list[bytes] = []
+        unpack = _LEN.unpack_from
+        tracker = self._tracker
+        governance = self.governance
+        rows_wanted = governance.wants_rows
+        rows: list[bytes] = []
+        rows_start = 0
+        while size - pos >= 5:
+            kind = buf[pos]
+            (length,) = unpack(buf, pos + 1)
+            if length < 4:
+                raise RemoteProtocolError(f"invalid message length {length}")
+            end = pos + 1 + length
+            if end > size:
+                if length > MAX_SERVER_MESSAGE:
+                    raise FrameTooLarge(
+                        f"a server message of {length} bytes is over the gateway's limit"
+                    )
+                break
+            if kind == 68:  # 'D' DataRow
+                if rows_wanted:
+                    if not rows:
+                        rows_start = pos
+                    rows.append(bytes(buf[pos + 5 : end]))
+                pos = end
+                continue
+            if rows:
+                parts.append(bytes(buf[copied:rows_start]))
+                parts.append(governance.process_rows(tracker.rows_shape(), rows))
+                rows = []
+                copied = pos
+            if kind in _TRACKED:
+                if kind == 84:  # 'T'
+                    tracker.on_server(kind, bytes(buf[pos + 5 : end]))
+                else:
+                    if kind == 90:  # 'Z'
+                        self._on_ready(buf[pos + 5 : end])
+                    elif kind == 69:  # 'E'
+                        replacement = self._on_error(bytes(buf[pos + 5 : end]))
+                        if replacement is not None:
+                            parts.append(bytes(buf[copied:pos]))
+                            parts.append(replacement)
+                            copied = end
+                    tracker.on_server(kind)
+                    if kind in (67, 73, 115):  # 'C', 'I', 's'
+                        governance.result_done(bytes(buf[pos + 5 : end]))
+            elif kind in (78, 65) and governance.masks_messages:  # 'N', 'A'
+                replacement = governance.process_message(kind, bytes(buf[pos + 5 : end]))
+                parts.append(bytes(buf[copied:pos]))
+                parts.append(replacement)
+                copied = end
+            elif kind == 100 and governance.masks_messages:  # 'd' CopyData (COPY TO)
+                replacement = governance.process_copy_data(bytes(buf[pos + 5 : end]))
+                parts.append(bytes(buf[copied:pos]))
+                parts.append(replacement)
+                copied = end
+            pos = end
+        if rows:
+            parts.append(bytes(buf[copied:rows_start]))
+            parts.append(governance.process_rows(tracker.rows_shape(), rows))
+            copied = pos
+        if not parts:
+            return bytes(buf[:pos]), pos
+        parts.append(bytes(buf[copied:pos]))
+        return b"".join(parts), pos
+
+    def _on_ready(self, body: bytearray) -> None:
+        self.transaction_status = chr(body[0]) if body else "I"
+        self._syncs_done += 1
+        if self._gateway_errors:
+            done = self._syncs_done
+            for marker in [k for k, v in self._gateway_errors.items() if v.sync_index < done]:
+                del self._gateway_errors[marker]
+
+    def _on_error(self, body: bytes) -> bytes | None:
+        fields = m.decode_fields(body)
+        if self._gateway_errors:
+            text = fields.get("M", "")
+            for marker, error in self._gateway_errors.items():
+                if marker in text:
+                    del self._gateway_errors[marker]
+                    return m.error_response(error.sqlstate, error.message, hint=error.hint)
+        if self.governance.masks_messages:
+            return self.governance.process_message(m.ERROR_RESPONSE, body)
+        self.governance.backend_error(fields)
+        return None
+
+    # Backpressure
+
+    def client_paused_writing(self) -> None:
+        self.backend.pause_reading()
+
+    def client_resumed_writing(self) -> None:
+        if not self.backend.is_closing():
+            self.backend.resume_reading()
+
+    def backend_paused_writing(self) -> None:
+        self._client_paused_by_backend = True
+        self.client.pause_reading()
+
+    def backend_resumed_writing(self) -> None:
+        self._client_paused_by_backend = False
+        if self._held is None and not self.client.is_closing():
+            self.client.resume_reading()
+
+
+def _log_task_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("approval task failed: %s", task.exception())
+
+
+class ClientSide(asyncio.Protocol):
+    def __init__(self, session: PgSession):
+        self.session = session
+
+    def data_received(self, data: bytes) -> None:
+        self.session.client_data(data)
+
+    def eof_received(self) -> bool | None:
+        self.session.finish("client_disconnected")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.finish("client_disconnected", str(exc) if exc else None)
+
+    def pause_writing(self) -> None:
+        self.session.client_paused_writing()
+
+    def resume_writing(self) -> None:
+        self.session.client_resumed_writing()
+
+
+class BackendSide(asyncio.Protocol):
+    def __init__(self, session: PgSession):
+        self.session = session
+
+    def data_received(self, data: bytes) -> None:
+        self.session.backend_data(data)
+
+    def eof_received(self) -> bool | None:
+        self._lost("the backend closed the connection")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(f"the backend connection was lost: {exc}" if exc else
+                   "the backend closed the connection")
+
+    def _lost(self, detail: str) -> None:
+        session = self.session
+        if not session._closed:
+            session.fail_client("08006", detail, reason="backend_disconnected")
+
+    def pause_writing(self) -> None:
+        self.session.backend_paused_writing()
+
+    def resume_writing(self) -> None:
+        self.session.backend_resumed_writing()

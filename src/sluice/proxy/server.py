@@ -1,0 +1,79 @@
+"""Running the gateway: build its services from config, serve until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sluice.config import Config, parse_host_port
+from sluice.credentials.vault import Vault
+from sluice.proxy.gateway import Gateway
+from sluice.proxy.governance import Governor
+from sluice.proxy.pg_listener import PostgresListener
+from sluice.store.db import Store
+from sluice.tls import gateway_cert, server_context
+
+log = logging.getLogger(__name__)
+
+
+def build_gateway(config: Config, *, store: Store | None = None,
+                  governor: Governor | None = None) -> Gateway:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if store is None:
+        store = Store(config.store_url)
+        store.migrate()
+    cert, key = gateway_cert(config.data_dir, config.tls.cert_file, config.tls.key_file)
+    return Gateway(
+        config=config,
+        store=store,
+        vault=Vault.open(config.data_dir),
+        client_tls=server_context(cert, key),
+        governor=governor or Governor(),
+    )
+
+
+async def serve(
+    gateway: Gateway,
+    *,
+    ready: Callable[[list[tuple[str, int]]], None] | None = None,
+    stop: asyncio.Event | None = None,
+    reload: Callable[[], Awaitable[None]] | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve until `stop` is set or SIGINT/SIGTERM arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    listener = PostgresListener(gateway)
+    host, port = parse_host_port(gateway.config.listen.postgres)
+    server = await listener.start(host, port, reuse_port=reuse_port)
+    bound = [sock.getsockname()[:2] for sock in server.sockets]
+    log.info("PostgreSQL listener on %s", ", ".join(f"{h}:{p}" for h, p in bound))
+    if ready is not None:
+        ready(bound)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await listener.close()
+        await server.wait_closed()
+
+
+def run(gateway: Gateway, **kwargs: object) -> None:
+    """Run `serve` on uvloop."""
+    import uvloop
+
+    uvloop.run(serve(gateway, **kwargs))  # type: ignore[arg-type]
+
+
+def default_config_path() -> Path | None:
+    path = Path("sluice.yaml")
+    return path if path.exists() else None

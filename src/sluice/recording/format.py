@@ -1,0 +1,97 @@
+"""The on-disk format of a session log: JSON lines, hash-chained.
+
+Each record is one line of ASCII JSON whose *last* member is ``"h"``, the
+record's own digest, written in a fixed-width trailer::
+
+    {"seq":5,"prev":"<64 hex>","kind":"statement",...,"h":"<64 hex>"}\\n
+
+``h`` is computed over the exact bytes of the line up to (not including) the
+trailer ``,"h":"...."}``, so verification hashes raw bytes and never depends on
+re-serialising JSON. ``prev`` is the ``h`` of the previous record; record 0's
+``prev`` is the genesis digest of the session id and start time. With a key,
+every digest is HMAC-SHA256(key, bytes) instead of SHA-256(bytes), so nobody
+without the key can recompute the chain. See docs/recording-format.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from enum import StrEnum
+from typing import Any, Final
+
+FORMAT_VERSION: Final = 1
+LOG_SUFFIX: Final = ".slog"
+
+MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
+"""Longest line a reader accepts; the writer never produces a longer one."""
+
+HASH_HEX_LEN: Final = 64
+TRAILER_HEAD: Final = b',"h":"'
+TRAILER_TAIL: Final = b'"}\n'
+TRAILER_LEN: Final = len(TRAILER_HEAD) + HASH_HEX_LEN + len(TRAILER_TAIL)
+
+_HEX = re.compile(rb"[0-9a-f]{64}")
+SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""Session ids become file names: no separators, no leading dot."""
+
+_GENESIS_LABEL: Final = b"sluice-recording/1\x00"
+_KEY_ID_LABEL: Final = b"sluice-recording-key-id/1"
+
+MIN_KEY_BYTES: Final = 16
+
+
+class MacAlgorithm(StrEnum):
+    SHA256 = "sha256"
+    HMAC_SHA256 = "hmac-sha256"
+
+
+class Chain:
+    """Computes record digests: plain SHA-256, or HMAC-SHA256 with a key."""
+
+    __slots__ = ("_key", "algorithm", "key_id")
+
+    def __init__(self, key: bytes | None) -> None:
+        self._key = key
+        if key is None:
+            self.algorithm = MacAlgorithm.SHA256
+            self.key_id: str | None = None
+        else:
+            self.algorithm = MacAlgorithm.HMAC_SHA256
+            self.key_id = key_id(key)
+
+    def digest(self, data: bytes) -> str:
+        if self._key is None:
+            return hashlib.sha256(data).hexdigest()
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+    def genesis(self, session_id: str, started_at: str) -> str:
+        return self.digest(_GENESIS_LABEL + session_id.encode() + b"\x00" + started_at.encode())
+
+
+def key_id(key: bytes) -> str:
+    """A short public identifier of a key (an HMAC, so it reveals nothing about it)."""
+    return hmac.new(key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
+
+
+def encode_record(body: dict[str, Any], chain: Chain) -> tuple[bytes, str]:
+    """Serialise one record; returns the full line and its digest."""
+    text = json.dumps(body, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    content = text[:-1].encode("ascii")  # drop the closing brace
+    digest = chain.digest(content)
+    return content + TRAILER_HEAD + digest.encode("ascii") + TRAILER_TAIL, digest
+
+
+def split_line(line: bytes) -> tuple[bytes, str] | None:
+    """Split a complete line into (hashed content, stated digest), or None if malformed."""
+    if len(line) <= TRAILER_LEN or not line.endswith(TRAILER_TAIL):
+        return None
+    head = len(line) - TRAILER_LEN
+    if line[head : head + len(TRAILER_HEAD)] != TRAILER_HEAD:
+        return None
+    digest = line[head + len(TRAILER_HEAD) : -len(TRAILER_TAIL)]
+    if not _HEX.fullmatch(digest):
+        return None
+    return line[:head], digest.decode("ascii")

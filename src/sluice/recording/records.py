@@ -1,0 +1,296 @@
+"""Typed records of a session log, as returned by `replay`.
+
+The writer builds the JSON members directly (hot path); these classes are the
+reader's view. Every record carries its sequence number, its offset from the
+session start on the monotonic clock (seconds) and the wall-clock time (UTC).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sluice.recording.errors import RecordingFormatError
+
+
+class RecordKind(StrEnum):
+    START = "start"
+    STATEMENT = "statement"
+    VERDICT = "verdict"
+    APPROVAL = "approval"
+    RESULT = "result"
+    ROWS = "rows"
+    OMITTED = "omitted"
+    COMPLETE = "complete"
+    ERROR = "error"
+    NOTICE = "notice"
+    CAP = "cap"
+    END = "end"
+    SEAL = "seal"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Column:
+    name: str
+    type: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordBase:
+    seq: int
+    t: float  # seconds since session start, monotonic clock
+    wall: dt.datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartRecord(RecordBase):
+    session_id: str
+    started_at: str
+    user: str
+    groups: tuple[str, ...]
+    token_id: str | None
+    connection: str
+    protocol: str
+    client_addr: str
+    format: int
+    mac: str
+    key_id: str | None
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatementRecord(RecordBase):
+    sql: str
+    origin: str
+    statement_name: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerdictRecord(RecordBase):
+    verdict: str  # allow | block | require_approval
+    rule: str
+    reason: str
+    mask_profiles: tuple[str, ...]
+    approver_groups: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalRecord(RecordBase):
+    state: str  # requested | approved | denied | expired | withdrawn
+    approval_id: str
+    actor: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResultRecord(RecordBase):
+    columns: tuple[Column, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RowsRecord(RecordBase):
+    rows: tuple[tuple[str | None, ...], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OmittedRecord(RecordBase):
+    rows: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteRecord(RecordBase):
+    tag: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorRecord(RecordBase):
+    sqlstate: str
+    message: str
+    source: str  # backend | gateway
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeRecord(RecordBase):
+    severity: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapRecord(RecordBase):
+    limit_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndRecord(RecordBase):
+    reason: str
+    bytes_in: int
+    bytes_out: int
+    statements: int
+    rows_recorded: int
+    rows_dropped: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SealRecord(RecordBase):
+    records: int
+    bytes: int
+
+
+Record = (
+    StartRecord
+    | StatementRecord
+    | VerdictRecord
+    | ApprovalRecord
+    | ResultRecord
+    | RowsRecord
+    | OmittedRecord
+    | CompleteRecord
+    | ErrorRecord
+    | NoticeRecord
+    | CapRecord
+    | EndRecord
+    | SealRecord
+)
+
+
+# -- parsing ------------------------------------------------------------------
+
+
+def _str(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise RecordingFormatError(f"member {key!r} must be a string")
+    return value
+
+
+def _opt_str(obj: Mapping[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise RecordingFormatError(f"member {key!r} must be a string or null")
+    return value
+
+
+def _int(obj: Mapping[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RecordingFormatError(f"member {key!r} must be an integer")
+    return value
+
+
+def _strs(obj: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = obj.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RecordingFormatError(f"member {key!r} must be a list of strings")
+    return tuple(value)
+
+
+def _columns(obj: Mapping[str, Any]) -> tuple[Column, ...]:
+    value = obj.get("columns")
+    if not isinstance(value, list):
+        raise RecordingFormatError("member 'columns' must be a list")
+    return tuple(Column(name=_str(c, "name"), type=_str(c, "type")) for c in value)
+
+
+def _rows(obj: Mapping[str, Any]) -> tuple[tuple[str | None, ...], ...]:
+    value = obj.get("rows")
+    if not isinstance(value, list):
+        raise RecordingFormatError("member 'rows' must be a list")
+    out = []
+    for row in value:
+        if not isinstance(row, list) or not all(v is None or isinstance(v, str) for v in row):
+            raise RecordingFormatError("each row must be a list of strings or nulls")
+        out.append(tuple(row))
+    return tuple(out)
+
+
+_Parser = Callable[[Mapping[str, Any], dict[str, Any]], Record]
+
+_PARSERS: dict[str, _Parser] = {
+    RecordKind.START: lambda o, b: StartRecord(
+        **b,
+        session_id=_str(o, "session_id"),
+        started_at=_str(o, "started_at"),
+        user=_str(o, "user"),
+        groups=_strs(o, "groups"),
+        token_id=_opt_str(o, "token_id"),
+        connection=_str(o, "connection"),
+        protocol=_str(o, "protocol"),
+        client_addr=_str(o, "client_addr"),
+        format=_int(o, "format"),
+        mac=_str(o, "mac"),
+        key_id=_opt_str(o, "key_id"),
+        max_bytes=_int(o, "max_bytes"),
+    ),
+    RecordKind.STATEMENT: lambda o, b: StatementRecord(
+        **b,
+        sql=_str(o, "sql"),
+        origin=_str(o, "origin"),
+        statement_name=_opt_str(o, "statement_name"),
+    ),
+    RecordKind.VERDICT: lambda o, b: VerdictRecord(
+        **b,
+        verdict=_str(o, "verdict"),
+        rule=_str(o, "rule"),
+        reason=_str(o, "reason"),
+        mask_profiles=_strs(o, "mask_profiles"),
+        approver_groups=_strs(o, "approver_groups"),
+    ),
+    RecordKind.APPROVAL: lambda o, b: ApprovalRecord(
+        **b,
+        state=_str(o, "state"),
+        approval_id=_str(o, "approval_id"),
+        actor=_opt_str(o, "actor"),
+        reason=_str(o, "reason"),
+    ),
+    RecordKind.RESULT: lambda o, b: ResultRecord(**b, columns=_columns(o)),
+    RecordKind.ROWS: lambda o, b: RowsRecord(**b, rows=_rows(o)),
+    RecordKind.OMITTED: lambda o, b: OmittedRecord(
+        **b, rows=_int(o, "rows"), reason=_str(o, "reason")
+    ),
+    RecordKind.COMPLETE: lambda o, b: CompleteRecord(**b, tag=_str(o, "tag")),
+    RecordKind.ERROR: lambda o, b: ErrorRecord(
+        **b, sqlstate=_str(o, "sqlstate"), message=_str(o, "message"), source=_str(o, "source")
+    ),
+    RecordKind.NOTICE: lambda o, b: NoticeRecord(
+        **b, severity=_str(o, "severity"), message=_str(o, "message")
+    ),
+    RecordKind.CAP: lambda o, b: CapRecord(**b, limit_bytes=_int(o, "limit_bytes")),
+    RecordKind.END: lambda o, b: EndRecord(
+        **b,
+        reason=_str(o, "reason"),
+        bytes_in=_int(o, "bytes_in"),
+        bytes_out=_int(o, "bytes_out"),
+        statements=_int(o, "statements"),
+        rows_recorded=_int(o, "rows_recorded"),
+        rows_dropped=_int(o, "rows_dropped"),
+    ),
+    RecordKind.SEAL: lambda o, b: SealRecord(
+        **b, records=_int(o, "records"), bytes=_int(o, "bytes")
+    ),
+}
+
+
+def parse_record(obj: Any) -> Record:
+    """Turn one decoded JSON line into its typed record; raise RecordingFormatError."""
+    if not isinstance(obj, dict):
+        raise RecordingFormatError("a record must be a JSON object")
+    kind = obj.get("kind")
+    parser = _PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        raise RecordingFormatError(f"unknown record kind {kind!r}")
+    t = obj.get("t")
+    if not isinstance(t, int | float) or isinstance(t, bool):
+        raise RecordingFormatError("member 't' must be a number")
+    try:
+        wall = dt.datetime.fromisoformat(_str(obj, "wall"))
+    except ValueError as exc:
+        raise RecordingFormatError(f"member 'wall' is not ISO 8601: {exc}") from None
+    base: dict[str, Any] = {"seq": _int(obj, "seq"), "t": float(t), "wall": wall}
+    try:
+        return parser(obj, base)
+    except (AttributeError, TypeError) as exc:  # e.g. a column that is not an object
+        raise RecordingFormatError(f"malformed {kind} record: {exc}") from None

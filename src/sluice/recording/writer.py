@@ -1,0 +1,461 @@
+"""The per-session recorder used on the proxy hot path.
+
+Records are encoded as they come and kept in a small buffer; the buffer is
+handed to the OS with os.write when a statement, verdict, approval or error is
+recorded (the proxy forwards a statement only after `statement()` returned),
+when it grows past WRITE_BUFFER_BYTES, and at the end. Rows are batched into
+one record per ROW_BATCH_BYTES. A Recorder belongs to one session and is not
+thread-safe; it is meant to be called from that session's event-loop task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from sluice.events import SessionContext
+from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
+from sluice.recording.errors import RecordingError
+from sluice.recording.format import (
+    FORMAT_VERSION,
+    MAX_RECORD_BYTES,
+    Chain,
+    encode_record,
+)
+from sluice.recording.records import RecordKind
+
+log = logging.getLogger(__name__)
+
+WRITE_BUFFER_BYTES: Final = 64 * 1024
+"""Buffered records are written out past this, bounding memory and loss on a crash."""
+
+ROW_BATCH_BYTES: Final = 64 * 1024
+"""Rows are grouped into one record of roughly this size (one hash per batch)."""
+
+FailureHook = Callable[[str, RecordingError], None]
+"""Called with (session_id, error) once when a log fails, e.g. to audit it."""
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _row_size(row: Sequence[str | None]) -> int:
+    return sum(map(len, filter(None, row))) + 4 * len(row) + 2
+
+
+class Recorder:
+    """Append-only, hash-chained log of one session. Create with `Recorder.open`."""
+
+    __slots__ = (
+        "_buf",
+        "_capped",
+        "_chain",
+        "_clock",
+        "_columns",
+        "_ended",
+        "_failed",
+        "_fd",
+        "_fsync_on_end",
+        "_max_bytes",
+        "_on_failure",
+        "_pending",
+        "_pending_bytes",
+        "_prev",
+        "_required",
+        "_rows_dropped",
+        "_rows_recorded",
+        "_seq",
+        "_size",
+        "_statements",
+        "_t0",
+        "path",
+        "session_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        session_id: str,
+        fd: int | None,
+        chain: Chain,
+        max_bytes: int,
+        required: bool,
+        fsync_on_end: bool,
+        on_failure: FailureHook | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.path = path
+        self.session_id = session_id
+        self._fd = fd
+        self._chain = chain
+        self._max_bytes = max_bytes
+        self._required = required
+        self._fsync_on_end = fsync_on_end
+        self._on_failure = on_failure
+        self._clock = clock
+        self._t0 = clock()
+        self._buf = bytearray()
+        self._seq = 0
+        self._prev = ""
+        self._size = 0
+        self._pending: list[list[str | None]] = []
+        self._pending_bytes = 0
+        self._columns: tuple[str, ...] | None = None
+        self._capped = False
+        self._ended = False
+        self._failed: RecordingError | None = None
+        self._statements = 0
+        self._rows_recorded = 0
+        self._rows_dropped = 0
+
+    # -- construction -----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        context: SessionContext,
+        *,
+        key: bytes | None = None,
+        max_bytes: int,
+        required: bool = True,
+        fsync_on_end: bool = True,
+        on_failure: FailureHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Recorder:
+        """Create the log file (it must not exist) and write the start record.
+
+        Raises RecordingError if that fails and `required`; otherwise returns a
+        recorder that records nothing (and reports the failure to `on_failure`).
+        """
+        chain = Chain(key)
+        rec = cls(
+            path=path,
+            session_id=context.session_id,
+            fd=None,
+            chain=chain,
+            max_bytes=max_bytes,
+            required=required,
+            fsync_on_end=fsync_on_end,
+            on_failure=on_failure,
+            clock=clock,
+        )
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+            rec._fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            rec._fail(exc)
+            return rec
+        started_at = _now_iso()
+        rec._prev = chain.genesis(context.session_id, started_at)
+        identity = context.identity
+        rec._append(
+            RecordKind.START,
+            {
+                "session_id": context.session_id,
+                "started_at": started_at,
+                "user": identity.user,
+                "groups": list(identity.groups),
+                "token_id": identity.token_id,
+                "connection": context.connection,
+                "protocol": str(context.protocol),
+                "client_addr": context.client_addr,
+                "format": FORMAT_VERSION,
+                "mac": str(chain.algorithm),
+                "key_id": chain.key_id,
+                "max_bytes": max_bytes,
+            },
+            flush=True,
+        )
+        return rec
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of the log so far, including records still buffered."""
+        return self._size
+
+    @property
+    def capped(self) -> bool:
+        return self._capped
+
+    @property
+    def failed(self) -> RecordingError | None:
+        return self._failed
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    # -- hot-path API -----------------------------------------------------------
+
+    def statement(self, sql: str, *, origin: str, statement_name: str | None = None) -> None:
+        """Record a statement; it is handed to the OS before this returns."""
+        if self._usable():
+            self._statements += 1
+            self._append(
+                RecordKind.STATEMENT,
+                {"sql": sql, "origin": str(origin), "statement_name": statement_name},
+                flush=True,
+            )
+
+    def verdict(self, verdict: Verdict) -> None:
+        """Record the policy verdict for the last statement (written out at once)."""
+        if not self._usable():
+            return
+        fields: dict[str, Any]
+        if isinstance(verdict, Allow):
+            profiles = verdict.mask.profiles if verdict.mask else ()
+            fields = {"verdict": "allow", "mask_profiles": list(profiles), "approver_groups": []}
+        elif isinstance(verdict, Block):
+            fields = {"verdict": "block", "mask_profiles": [], "approver_groups": []}
+        elif isinstance(verdict, RequireApproval):
+            profiles = verdict.mask.profiles if verdict.mask else ()
+            fields = {
+                "verdict": "require_approval",
+                "mask_profiles": list(profiles),
+                "approver_groups": list(verdict.approver_groups),
+            }
+        else:  # pragma: no cover - Verdict is a closed union
+            raise RecordingError(f"unknown verdict type {type(verdict).__name__}")
+        fields["rule"] = verdict.rule
+        fields["reason"] = verdict.reason
+        self._append(RecordKind.VERDICT, fields, flush=True)
+
+    def approval(
+        self, *, state: str, approval_id: str, actor: str | None = None, reason: str = ""
+    ) -> None:
+        """Record an approval event: requested, approved, denied, expired, withdrawn."""
+        if self._usable():
+            self._append(
+                RecordKind.APPROVAL,
+                {"state": state, "approval_id": approval_id, "actor": actor, "reason": reason},
+                flush=True,
+            )
+
+    def columns(self, names: Sequence[str], types: Sequence[str] | None = None) -> None:
+        """Record result metadata (column names and type names)."""
+        if not self._usable():
+            return
+        types = types if types is not None else [""] * len(names)
+        if len(types) != len(names):
+            raise RecordingError("columns: names and types differ in length")
+        self._columns = tuple(names)
+        self._append(
+            RecordKind.RESULT,
+            {"columns": [{"name": n, "type": t} for n, t in zip(names, types, strict=True)]},
+            flush=False,
+        )
+
+    def rows(self, columns: Sequence[str], rows: Sequence[Sequence[str | None]]) -> None:
+        """Record result rows as delivered to the client (already masked)."""
+        if not self._usable():
+            return
+        if self._columns is None or tuple(columns) != self._columns:
+            self.columns(columns)
+        if self._capped:
+            self._rows_dropped += len(rows)
+            return
+        pending = self._pending
+        size = self._pending_bytes
+        for row in rows:
+            pending.append(list(row))
+            size += _row_size(row)
+        self._pending_bytes = size
+        if size >= ROW_BATCH_BYTES:
+            self._flush_rows()
+
+    def complete(self, tag: str) -> None:
+        """Record a command-complete tag (e.g. `SELECT 3`); ends the current result."""
+        if self._usable():
+            self._append(RecordKind.COMPLETE, {"tag": tag}, flush=False)
+            self._columns = None
+
+    def error(self, *, sqlstate: str, message: str, source: str = "backend") -> None:
+        """Record an error sent to the client (`source`: backend or gateway)."""
+        if self._usable():
+            self._append(
+                RecordKind.ERROR,
+                {"sqlstate": sqlstate, "message": message, "source": source},
+                flush=True,
+            )
+            self._columns = None
+
+    def notice(self, message: str, *, severity: str = "NOTICE") -> None:
+        if self._usable():
+            self._append(RecordKind.NOTICE, {"severity": severity, "message": message}, flush=False)
+
+    def flush(self) -> None:
+        """Hand everything recorded so far, rows included, to the OS."""
+        if self._usable():
+            self._flush_rows()
+            self._write_out()
+
+    def end(self, *, reason: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        """Write the end and seal records, fsync and close. Idempotent."""
+        if self._ended:
+            return
+        if self._failed is not None:  # already reported (raised or logged)
+            self._ended = True
+            return
+        self._flush_rows()
+        self._append(
+            RecordKind.END,
+            {
+                "reason": reason,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "statements": self._statements,
+                "rows_recorded": self._rows_recorded,
+                "rows_dropped": self._rows_dropped,
+            },
+            flush=False,
+        )
+        self._append(RecordKind.SEAL, {"records": self._seq, "bytes": self._size}, flush=True)
+        fd = self._fd
+        self._ended = True
+        self._fd = None
+        if fd is None:
+            return
+        try:
+            if self._fsync_on_end:
+                os.fsync(fd)
+        except OSError as exc:
+            self._fd = fd
+            self._fail(exc)
+        else:
+            os.close(fd)
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end(reason="error" if exc_type is not None else "closed")
+
+    # -- internals --------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        if self._failed is not None:
+            if self._required:
+                raise RecordingError(self._failed.message, hint="the session log failed earlier")
+            return False
+        if self._ended:
+            raise RecordingError(f"session log {self.session_id} is already sealed")
+        return True
+
+    def _encode(self, kind: RecordKind, fields: dict[str, Any]) -> tuple[bytes, str]:
+        body: dict[str, Any] = {
+            "seq": self._seq,
+            "prev": self._prev,
+            "kind": kind.value,
+            "t": round(self._clock() - self._t0, 6),
+            "wall": _now_iso(),
+        }
+        body.update(fields)
+        try:
+            return encode_record(body, self._chain)
+        except (TypeError, ValueError) as exc:
+            raise RecordingError(f"cannot encode {kind} record: {exc}") from None
+
+    def _commit(self, line: bytes, digest: str) -> None:
+        self._buf += line
+        self._seq += 1
+        self._prev = digest
+        self._size += len(line)
+
+    def _append(self, kind: RecordKind, fields: dict[str, Any], *, flush: bool) -> None:
+        if self._pending:
+            self._flush_rows()
+        line, digest = self._encode(kind, fields)
+        if len(line) > MAX_RECORD_BYTES:
+            raise RecordingError(
+                f"{kind} record of {len(line)} bytes exceeds the {MAX_RECORD_BYTES}-byte limit"
+            )
+        self._commit(line, digest)
+        if flush or len(self._buf) >= WRITE_BUFFER_BYTES:
+            self._write_out()
+
+    def _flush_rows(self) -> None:
+        if not self._pending:
+            return
+        rows, self._pending, self._pending_bytes = self._pending, [], 0
+        self._write_rows(rows)
+        if len(self._buf) >= WRITE_BUFFER_BYTES:
+            self._write_out()
+
+    def _write_rows(self, rows: list[list[str | None]]) -> None:
+        if self._capped:
+            self._rows_dropped += len(rows)
+            return
+        line, digest = self._encode(RecordKind.ROWS, {"rows": rows})
+        if len(line) > MAX_RECORD_BYTES:
+            if len(rows) > 1:
+                half = len(rows) // 2
+                self._write_rows(rows[:half])
+                self._write_rows(rows[half:])
+            else:
+                self._rows_dropped += 1
+                self._commit(
+                    *self._encode(
+                        RecordKind.OMITTED,
+                        {"rows": 1, "reason": f"row longer than {MAX_RECORD_BYTES} bytes"},
+                    )
+                )
+            return
+        if self._size + len(line) > self._max_bytes:
+            self._capped = True
+            self._rows_dropped += len(rows)
+            self._commit(*self._encode(RecordKind.CAP, {"limit_bytes": self._max_bytes}))
+            return
+        self._commit(line, digest)
+        self._rows_recorded += len(rows)
+
+    def _write_out(self) -> None:
+        if not self._buf or self._fd is None:
+            return
+        data, self._buf = self._buf, bytearray()
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._fail(exc)
+        finally:
+            view.release()
+
+    def _fail(self, exc: OSError) -> None:
+        err = RecordingError(
+            f"cannot write session log {self.path}: {exc.strerror or exc}",
+            hint="check the recording directory (space, permissions)",
+        )
+        self._failed = err
+        self._pending.clear()
+        self._buf.clear()
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        if self._on_failure is not None:
+            try:
+                self._on_failure(self.session_id, err)
+            except Exception:
+                log.exception("recording failure hook raised")
+        if self._required:
+            raise err
+        log.warning("session %s: recording disabled: %s", self.session_id, err.message)

@@ -1,0 +1,381 @@
+"""The store: tokens, sessions, credentials and approvals, behind one class.
+
+SQLite (the default, embedded) or PostgreSQL (`--store postgresql://...`).
+Calls are synchronous; the gateway runs them in a worker thread so the event
+loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sluice.errors import AuthenticationError, StoreError
+from sluice.events import Identity
+from sluice.identity.tokens import generate_token, hash_token, token_id_of
+from sluice.store.models import ApprovalRow, CredentialRow, SessionRow, TokenRow
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenInfo:
+    token_id: str
+    user: str
+    groups: tuple[str, ...]
+    description: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+    @property
+    def status(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= utcnow():
+            return "expired"
+        return "active"
+
+    @classmethod
+    def of(cls, row: TokenRow) -> TokenInfo:
+        return cls(
+            token_id=row.id,
+            user=row.user,
+            groups=tuple(row.groups),
+            description=row.description,
+            created_at=_aware(row.created_at) or utcnow(),
+            expires_at=_aware(row.expires_at),
+            revoked_at=_aware(row.revoked_at),
+            last_used_at=_aware(row.last_used_at),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionInfo:
+    session_id: str
+    user: str
+    groups: tuple[str, ...]
+    connection: str
+    protocol: str
+    client_addr: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    bytes_from_client: int
+    bytes_to_client: int
+    statements: int
+    end_reason: str | None
+    end_detail: str | None
+
+    @classmethod
+    def of(cls, row: SessionRow) -> SessionInfo:
+        return cls(
+            session_id=row.id,
+            user=row.user,
+            groups=tuple(row.groups),
+            connection=row.connection,
+            protocol=row.protocol,
+            client_addr=row.client_addr,
+            started_at=_aware(row.started_at) or utcnow(),
+            ended_at=_aware(row.ended_at),
+            bytes_from_client=row.bytes_from_client,
+            bytes_to_client=row.bytes_to_client,
+            statements=row.statements,
+            end_reason=row.end_reason,
+            end_detail=row.end_detail,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.session_id,
+            "user": self.user,
+            "groups": list(self.groups),
+            "connection": self.connection,
+            "protocol": self.protocol,
+            "client_addr": self.client_addr,
+            "started_at": self.started_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "bytes_from_client": self.bytes_from_client,
+            "bytes_to_client": self.bytes_to_client,
+            "statements": self.statements,
+            "end_reason": self.end_reason,
+            "end_detail": self.end_detail,
+        }
+
+
+def _migrations_dir() -> str:
+    return str(resources.files("sluice.store") / "migrations")
+
+
+class Store:
+    """All persistent state of the gateway."""
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(url, future=True)
+        except (SQLAlchemyError, OSError, ValueError) as exc:
+            raise StoreError(f"cannot open the store {self._safe_url()}: {exc}") from exc
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True) if hasattr(
+            self, "engine"
+        ) else self.url.split("@")[-1]
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", _migrations_dir())
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot migrate the store {self._safe_url()}: {exc}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store error: {exc.__class__.__name__}: {exc}") from exc
+
+    # Tokens
+
+    def create_token(
+        self,
+        *,
+        user: str,
+        groups: Sequence[str] = (),
+        description: str = "",
+        expires_at: dt.datetime | None = None,
+    ) -> tuple[TokenInfo, str]:
+        """Create a token; the plaintext is returned once and never stored."""
+        new = generate_token()
+        row = TokenRow(
+            id=new.token_id,
+            secret_hash=new.secret_hash,
+            user=user,
+            groups=list(groups),
+            description=description,
+            created_at=utcnow(),
+            expires_at=expires_at,
+        )
+        with self._tx() as s:
+            s.add(row)
+        return TokenInfo.of(row), new.plaintext
+
+    def list_tokens(self, *, include_inactive: bool = True) -> list[TokenInfo]:
+        with self._tx() as s:
+            rows = s.scalars(select(TokenRow).order_by(TokenRow.created_at)).all()
+            infos = [TokenInfo.of(r) for r in rows]
+        return [t for t in infos if include_inactive or t.status == "active"]
+
+    def revoke_token(self, token_id: str) -> TokenInfo | None:
+        with self._tx() as s:
+            row = s.get(TokenRow, token_id)
+            if row is None:
+                return None
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            return TokenInfo.of(row)
+
+    def authenticate(self, plaintext: str) -> tuple[Identity, TokenInfo]:
+        """Resolve a presented token to an identity, or raise AuthenticationError."""
+        if token_id_of(plaintext) is None:
+            raise AuthenticationError(
+                "the password is not a Sluice token",
+                hint="pass a token from `sluice tokens create` as the password",
+            )
+        digest = hash_token(plaintext)
+        with self._tx() as s:
+            row = s.scalars(select(TokenRow).where(TokenRow.secret_hash == digest)).first()
+            if row is None:
+                raise AuthenticationError(
+                    "unknown Sluice token",
+                    hint="check the token, or create one with `sluice tokens create`",
+                )
+            info = TokenInfo.of(row)
+            if info.status == "revoked":
+                raise AuthenticationError(
+                    f"Sluice token {info.token_id} was revoked",
+                    hint="ask for a new token",
+                )
+            if info.status == "expired":
+                raise AuthenticationError(
+                    f"Sluice token {info.token_id} expired at {info.expires_at:%Y-%m-%d %H:%M} UTC",
+                    hint="ask for a new token",
+                )
+            row.last_used_at = utcnow()
+        identity = Identity(user=info.user, groups=info.groups, token_id=info.token_id)
+        return identity, info
+
+    # Sessions
+
+    def start_session(
+        self,
+        *,
+        session_id: str,
+        identity: Identity,
+        connection: str,
+        protocol: str,
+        client_addr: str,
+        started_at: dt.datetime,
+    ) -> None:
+        with self._tx() as s:
+            s.add(
+                SessionRow(
+                    id=session_id,
+                    user=identity.user,
+                    groups=list(identity.groups),
+                    connection=connection,
+                    protocol=protocol,
+                    client_addr=client_addr,
+                    started_at=started_at,
+                    bytes_from_client=0,
+                    bytes_to_client=0,
+                    statements=0,
+                )
+            )
+
+    def end_session(
+        self,
+        session_id: str,
+        *,
+        ended_at: dt.datetime,
+        bytes_from_client: int,
+        bytes_to_client: int,
+        statements: int,
+        end_reason: str,
+        end_detail: str | None = None,
+    ) -> None:
+        with self._tx() as s:
+            s.execute(
+                update(SessionRow)
+                .where(SessionRow.id == session_id)
+                .values(
+                    ended_at=ended_at,
+                    bytes_from_client=bytes_from_client,
+                    bytes_to_client=bytes_to_client,
+                    statements=statements,
+                    end_reason=end_reason,
+                    end_detail=end_detail,
+                )
+            )
+
+    def list_sessions(
+        self,
+        *,
+        limit: int = 50,
+        user: str | None = None,
+        connection: str | None = None,
+        active_only: bool = False,
+    ) -> list[SessionInfo]:
+        query = select(SessionRow).order_by(SessionRow.started_at.desc()).limit(limit)
+        if user:
+            query = query.where(SessionRow.user == user)
+        if connection:
+            query = query.where(SessionRow.connection == connection)
+        if active_only:
+            query = query.where(SessionRow.ended_at.is_(None))
+        with self._tx() as s:
+            return [SessionInfo.of(r) for r in s.scalars(query).all()]
+
+    def get_session(self, session_id: str) -> SessionInfo | None:
+        with self._tx() as s:
+            row = s.get(SessionRow, session_id)
+            if row is None:
+                rows = s.scalars(
+                    select(SessionRow).where(SessionRow.id.startswith(session_id)).limit(2)
+                ).all()
+                row = rows[0] if len(rows) == 1 else None
+            return SessionInfo.of(row) if row else None
+
+    def delete_sessions_before(self, cutoff: dt.datetime) -> list[str]:
+        with self._tx() as s:
+            rows = s.scalars(
+                select(SessionRow).where(
+                    SessionRow.ended_at.is_not(None), SessionRow.ended_at < cutoff
+                )
+            ).all()
+            ids = [r.id for r in rows]
+            for row in rows:
+                s.delete(row)
+        return ids
+
+    # Credentials
+
+    def put_credential(self, name: str, ciphertext: bytes) -> None:
+        now = utcnow()
+        with self._tx() as s:
+            row = s.get(CredentialRow, name)
+            if row is None:
+                s.add(CredentialRow(name=name, ciphertext=ciphertext, created_at=now, updated_at=now))
+            else:
+                row.ciphertext = ciphertext
+                row.updated_at = now
+
+    def get_credential(self, name: str) -> bytes | None:
+        with self._tx() as s:
+            row = s.get(CredentialRow, name)
+            return row.ciphertext if row else None
+
+    def list_credentials(self) -> list[tuple[str, dt.datetime]]:
+        with self._tx() as s:
+            rows = s.scalars(select(CredentialRow).order_by(CredentialRow.name)).all()
+            return [(r.name, _aware(r.updated_at) or utcnow()) for r in rows]
+
+    def delete_credential(self, name: str) -> bool:
+        with self._tx() as s:
+            row = s.get(CredentialRow, name)
+            if row is None:
+                return False
+            s.delete(row)
+            return True
+
+    # Approvals (rows are managed by sluice.approvals)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self._tx() as s:
+            yield s
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+__all__ = ["ApprovalRow", "SessionInfo", "Store", "StoreError", "TokenInfo", "utcnow"]

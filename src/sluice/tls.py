@@ -1,0 +1,89 @@
+"""TLS material: the gateway's client-facing certificate and SSL contexts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+SELF_SIGNED_CERT = "gateway.crt"
+SELF_SIGNED_KEY = "gateway.key"
+
+
+def generate_self_signed(
+    cert_path: Path, key_path: Path, *, common_name: str = "sluice", hosts: tuple[str, ...] = ()
+) -> None:
+    """Write a self-signed ECDSA P-256 certificate valid for localhost and `hosts`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    for host in ("127.0.0.1", "::1", *hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=825))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def gateway_cert(data_dir: Path, cert_file: Path | None, key_file: Path | None) -> tuple[Path, Path]:
+    """The configured certificate, or the self-signed one (generated once and kept)."""
+    if cert_file is not None and key_file is not None:
+        return cert_file, key_file
+    cert, key = data_dir / SELF_SIGNED_CERT, data_dir / SELF_SIGNED_KEY
+    if not (cert.exists() and key.exists()):
+        generate_self_signed(cert, key)
+    return cert, key
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def backend_context(mode: str, ca_file: Path | None) -> ssl.SSLContext:
+    """An SSL context for the backend with libpq's sslmode semantics."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if mode in ("verify-ca", "verify-full"):
+        if ca_file is not None:
+            ctx.load_verify_locations(ca_file)
+        else:
+            ctx.load_default_certs()
+        ctx.check_hostname = mode == "verify-full"
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

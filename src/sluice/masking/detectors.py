@@ -33,6 +33,8 @@ class Pattern:
     # searched in [hit - lookback, hit + window).
     lookback: int = 0
     window: int = 0
+    # Whether the validator reads the bytes before the match (else it gets b"").
+    context: bool = False
     compiled: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
     value_groups: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -56,10 +58,19 @@ class Detector:
     fakeable: bool = False
 
 
-def _p(body: bytes, *, before: bytes = b"", after: bytes = b"", **kw: v.Validator) -> Pattern:
+def _p(
+    body: bytes,
+    *,
+    before: bytes = b"",
+    after: bytes = b"",
+    validator: v.Validator = v.always,
+    context: bool = False,
+) -> Pattern:
     """A pattern whose prefilter is its body without lookarounds or group names."""
     prefilter = re.sub(rb"\(\?P<\w+>", b"(", body)
-    return Pattern(regex=before + body + after, prefilter=prefilter, validator=kw["validator"])
+    return Pattern(
+        regex=before + body + after, prefilter=prefilter, validator=validator, context=context
+    )
 
 
 _EMAIL = _p(
@@ -125,13 +136,20 @@ _IPV6_BODY = (
 
 def _ip_patterns(validator: v.Validator) -> tuple[Pattern, ...]:
     return (
-        _p(_IPV4_BODY, before=rb"(?<![\w.])", after=rb"(?![\w]|\.\d)", validator=validator),
+        _p(
+            _IPV4_BODY,
+            before=rb"(?<![\w.])",
+            after=rb"(?![\w]|\.\d)",
+            validator=validator,
+            context=True,
+        ),
         Pattern(
             regex=rb"(?<![\w:.])" + _IPV6_BODY + rb"(?![\w:])",
             prefilter=rb"::|[0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4}){7}",
             validator=validator,
             lookback=40,
             window=80,
+            context=True,
         ),
     )
 

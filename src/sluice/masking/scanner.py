@@ -17,7 +17,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sluice.masking.detectors import Detector, Pattern
 from sluice.masking.validators import CONTEXT_BYTES, Validator
@@ -26,8 +26,7 @@ Backend = Literal["hyperscan", "re2", "re"]
 SEPARATOR = b"\x00"
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     """A validated span [start, end) of one detector in a buffer or value."""
 
     start: int
@@ -138,34 +137,41 @@ class Scanner:
 
     def scan(self, buf: bytes) -> list[Finding]:
         """Validated findings in `buf`, sorted, overlaps merged into one span."""
-        raw: list[Finding] = []
+        raw: list[tuple[int, int, str]] = []
         if self._hs_db is not None:
-            hits: list[tuple[int, int]] = []
+            hits: list[int] = []
             append = hits.append
+            n = len(self._hs_ids)
 
             def on_match(idx: int, start: int, end: int, flags: int, ctx: object) -> None:
-                append((idx, start))
+                append(start * n + idx)
 
             self._hs_db.scan(buf, match_event_handler=on_match, scratch=self._scratch())
             if hits:
-                for idx, start in sorted(set(hits)):
-                    self._exact_at(self._entries[self._hs_ids[idx]], buf, start, raw)
+                entries = [self._entries[i] for i in self._hs_ids]
+                accept = self._accept
+                for key in set(hits):
+                    start, idx = divmod(key, n)
+                    entry = entries[idx]
+                    if entry.pattern.lookback:
+                        self._exact_window(entry, buf, start, raw)
+                    else:
+                        m = entry.pattern.compiled.match(buf, start)
+                        if m is not None:
+                            accept(entry, buf, m, raw)
         elif self._re2_set is not None:
             for idx in self._re2_set.Match(buf) or ():
                 self._exact_all(self._entries[self._re2_ids[idx]], buf, raw)
         for i in self._slow:
             self._exact_all(self._entries[i], buf, raw)
-        return self._merge(raw) if raw else raw
+        return self._merge(raw) if raw else []
 
-    def _exact_at(self, entry: _Entry, buf: bytes, start: int, out: list[Finding]) -> None:
+    def _exact_window(
+        self, entry: _Entry, buf: bytes, start: int, out: list[tuple[int, int, str]]
+    ) -> None:
         pattern = entry.pattern
-        if not pattern.lookback:
-            m = pattern.compiled.match(buf, start)
-            if m is not None:
-                self._accept(entry, buf, m, out)
-            return
-        lo = buf.rfind(SEPARATOR, max(0, start - pattern.lookback), start) + 1
-        lo = max(lo, start - pattern.lookback, 0)
+        lo = max(buf.rfind(SEPARATOR, max(0, start - pattern.lookback), start) + 1, 0)
+        lo = max(lo, start - pattern.lookback)
         hi = min(len(buf), start + pattern.window)
         pos = lo
         while pos <= start:
@@ -175,47 +181,53 @@ class Scanner:
             self._accept(entry, buf, m, out)
             pos = max(m.end(), m.start() + 1)
 
-    def _exact_all(self, entry: _Entry, buf: bytes, out: list[Finding]) -> None:
+    def _exact_all(self, entry: _Entry, buf: bytes, out: list[tuple[int, int, str]]) -> None:
         for m in entry.pattern.compiled.finditer(buf):
             self._accept(entry, buf, m, out)
 
     @staticmethod
-    def _accept(entry: _Entry, buf: bytes, m: re.Match[bytes], out: list[Finding]) -> None:
-        s, e = m.span()
-        for g in entry.pattern.value_groups:
-            if m.group(g) is not None:
-                s, e = m.span(g)
-                break
+    def _accept(
+        entry: _Entry, buf: bytes, m: re.Match[bytes], out: list[tuple[int, int, str]]
+    ) -> None:
+        pattern = entry.pattern
+        if pattern.value_groups:
+            for g in pattern.value_groups:
+                if m.group(g) is not None:
+                    s, e = m.span(g)
+                    break
+            else:
+                return
+        else:
+            s, e = m.span()
         if e <= s:
             return
-        before = buf[max(0, s - CONTEXT_BYTES) : s].rpartition(SEPARATOR)[2]
+        before = (
+            buf[max(0, s - CONTEXT_BYTES) : s].rpartition(SEPARATOR)[2] if pattern.context else b""
+        )
         value = buf[s:e]
         for name, validator in entry.checks:
             try:
                 valid = validator(value, before)
-            except (ValueError, UnicodeDecodeError, OverflowError):
-                valid = False
+            except Exception:  # a validator bug must not unmask: fail closed
+                valid = True
             if valid:
-                out.append(Finding(s, e, name))
+                out.append((s, e, name))
 
-    def _merge(self, found: list[Finding]) -> list[Finding]:
+    def _merge(self, found: list[tuple[int, int, str]]) -> list[Finding]:
         """Merge overlapping findings; the highest priority (then longest) names the span."""
-        found.sort(key=lambda f: (f.start, -f.end))
+        found.sort()
+        prio = self._priority
         merged: list[Finding] = []
-        cur = found[0]
-        best = cur
-        for f in found[1:]:
-            if f.start < cur.end:
-                if (self._priority.get(f.detector, 0), f.end - f.start) > (
-                    self._priority.get(best.detector, 0),
-                    best.end - best.start,
-                ):
-                    best = f
-                cur = Finding(cur.start, max(cur.end, f.end), best.detector)
+        cs, ce, cn = found[0]
+        for s, e, name in found[1:]:
+            if s < ce:
+                if (prio.get(name, 0), e - s) > (prio.get(cn, 0), ce - cs):
+                    cn = name
+                ce = max(ce, e)
             else:
-                merged.append(Finding(cur.start, cur.end, best.detector))
-                cur = best = f
-        merged.append(Finding(cur.start, cur.end, best.detector))
+                merged.append(Finding(cs, ce, cn))
+                cs, ce, cn = s, e, name
+        merged.append(Finding(cs, ce, cn))
         return merged
 
     def scan_many(self, values: Sequence[bytes]) -> dict[int, list[Finding]]:
@@ -229,22 +241,32 @@ class Scanner:
         if len(values) == 1:
             found = self.scan(values[0])
             return {0: found} if found else {}
-        buf = SEPARATOR.join(values)
-        found = self.scan(buf)
+        found = self.scan(SEPARATOR.join(values))
         if not found:
             return {}
-        # starts[i] is the offset of value i in buf.
-        starts = [0, *accumulate(len(x) + 1 for x in values[:-1])]
         out: dict[int, list[Finding]] = {}
+        # Walk values and findings together; both are sorted by offset.
+        i = 0
+        base = 0
+        vend = len(values[0])
+        last = len(values) - 1
         for f in found:
-            i = bisect_right(starts, f.start) - 1
-            while i < len(values):
-                base = starts[i]
-                vend = base + len(values[i])
-                s, e = max(f.start, base), min(f.end, vend)
-                if s < e:
-                    out.setdefault(i, []).append(Finding(s - base, e - base, f.detector))
-                if f.end <= vend:
-                    break
+            while f.start >= vend and i < last:
                 i += 1
+                base = vend + 1
+                vend = base + len(values[i])
+            j, jbase, jend = i, base, vend
+            while True:
+                s, e = max(f.start, jbase), min(f.end, jend)
+                if s < e:
+                    hit = Finding(s - jbase, e - jbase, f.detector)
+                    if j in out:
+                        out[j].append(hit)
+                    else:
+                        out[j] = [hit]
+                if f.end <= jend or j >= last:
+                    break
+                j += 1
+                jbase = jend + 1
+                jend = jbase + len(values[j])
         return out

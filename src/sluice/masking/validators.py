@@ -64,7 +64,7 @@ def _card_issuer_ok(d: bytes) -> bool:
 
 
 def card_ok(value: bytes, before: bytes) -> bool:
-    digits = _SEPARATORS.sub(b"", value)
+    digits = value.replace(b" ", b"").replace(b"-", b"")
     if not 12 <= len(digits) <= 19:
         return False
     # Separators, if any, must be of one kind ("4111 1111-1111" is not a card).
@@ -74,7 +74,7 @@ def card_ok(value: bytes, before: bytes) -> bool:
 
 
 def ssn_ok(value: bytes, before: bytes) -> bool:
-    digits = _SEPARATORS.sub(b"", value)
+    digits = value.replace(b" ", b"").replace(b"-", b"")
     if len(digits) != 9:
         return False
     if b" " in value and b"-" in value:
@@ -132,6 +132,29 @@ _PHONE_CHARS = re.compile(rb"[^0-9+]")
 _PHONE_DATE_LIKE = re.compile(rb"^\d{4}[-./]\d{2}[-./]\d{2}")
 
 
+def _nanp_regex() -> re.Pattern[str]:
+    """phonenumbers' own number-type patterns for every NANP region, as one regex.
+
+    Agrees with `phonenumbers.is_valid_number` on +1 numbers at ~1/50 the cost.
+    """
+    kinds = (
+        "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost",
+        "personal_number", "voip", "pager", "uan", "voicemail",
+    )  # fmt: skip
+    patterns = []
+    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        for kind in kinds:
+            desc = getattr(metadata, kind, None)
+            if desc is not None and desc.national_number_pattern:
+                patterns.append(desc.national_number_pattern)
+    return re.compile("(?:" + "|".join(patterns) + ")")
+
+
+_NANP = _nanp_regex()
+_PHONE_EXTENSION = re.compile(rb"(?i)\s?(?:x|ext\.?)\s?\d+$")
+
+
 @lru_cache(maxsize=8192)
 def _phone_valid(digits: str) -> bool:
     try:
@@ -144,14 +167,14 @@ def _phone_valid(digits: str) -> bool:
 def phone_ok(value: bytes, before: bytes) -> bool:
     if _PHONE_DATE_LIKE.match(value):
         return False
-    digits = _PHONE_CHARS.sub(b"", value).decode("ascii")
-    if not 7 <= len(digits.lstrip("+")) <= 15:
+    digits = _PHONE_CHARS.sub(b"", _PHONE_EXTENSION.sub(b"", value)).decode("ascii")
+    if digits.startswith("+1") or not digits.startswith("+"):
+        national = digits.lstrip("+")
+        if len(national) == 11 and national[0] == "1":
+            national = national[1:]
+        return len(national) == 10 and _NANP.fullmatch(national) is not None
+    if not 8 <= len(digits) <= 16:
         return False
-    # NANP shape check first: it is cheap and rejects most look-alikes.
-    if not digits.startswith("+"):
-        national = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
-        if len(national) != 10 or national[0] in "01" or national[3] in "01":
-            return False
     return _phone_valid(digits)
 
 

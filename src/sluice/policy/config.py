@@ -24,7 +24,9 @@ A policy in YAML::
 Condition fields (all ANDed; list values ORed; shell-style globs for kind,
 tables, schemas, functions): `kind`, `category`, `tables`, `schemas`,
 `functions`, `without_where`, `text_regex` (RE2 syntax: linear time on
-attacker-controlled text).
+attacker-controlled text). Block and mask rules match statements that touch
+anything they name; allow and require_approval rules must cover everything the
+statement does (see `sluice.policy.rules`).
 """
 
 from __future__ import annotations

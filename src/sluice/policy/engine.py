@@ -39,7 +39,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from sluice.events import Event, Identity, QueryOrigin, QueryRequested, SessionContext
+from sluice.events import (
+    Event,
+    Identity,
+    Protocol,
+    QueryOrigin,
+    QueryRequested,
+    SessionContext,
+)
 from sluice.policy.config import PolicySpec, RuleSpec, builtin_presets
 from sluice.policy.errors import PolicyError
 from sluice.policy.prepared import PreparedStatements
@@ -167,8 +174,6 @@ class PolicyEngine:
         prepared: Mapping[str, str] | None = None,
     ) -> Explanation:
         """`explain` for one-shot SQL text, as `sluice policy test` runs it."""
-        from sluice.events import Protocol
-
         context = SessionContext(
             session_id="policy-test",
             identity=identity,
@@ -200,9 +205,7 @@ class PolicyEngine:
                 prepared.observe(query.sql)
         return tuple(results)
 
-    def _explain(
-        self, event: Event, policy_name: str, prepared: Mapping[str, str]
-    ) -> Explanation:
+    def _explain(self, event: Event, policy_name: str, prepared: Mapping[str, str]) -> Explanation:
         if not isinstance(event, QueryRequested):
             reason = f"{type(event).__name__} events have no SQL policy; blocked"
             return Explanation(verdict=Block(rule=UNSUPPORTED_EVENT_RULE, reason=reason))
@@ -450,9 +453,15 @@ def describe(statement: StatementInfo) -> str:
     if statement.has_restricting_where is False:
         parts.append("without a restricting WHERE")
     if statement.via:
-        parts.append(f"(via {', '.join(statement.via).replace('_', ' ').upper()})")
+        parts.append(f"(via {', '.join(_via_label(v) for v in statement.via)})")
     parts.append(f"[{statement.category.value}]")
     return " ".join(parts)
+
+
+def _via_label(via: str) -> str:
+    keyword, _, name = via.partition(" ")
+    label = keyword.replace("_", " ").upper()
+    return f"{label} {name}" if name else label
 
 
 def _combine(decisions: list[StatementDecision]) -> Verdict:
@@ -468,11 +477,16 @@ def _combine(decisions: list[StatementDecision]) -> Verdict:
     if plans:
         profiles = dict.fromkeys(p for plan in plans for p in plan.profiles)
         mask = MaskPlan(rule=plans[0].rule, profiles=tuple(profiles))
-    reasons = "; ".join(dict.fromkeys(v.reason for v in verdicts if v.reason))
     approvals = [v for v in verdicts if isinstance(v, RequireApproval)]
+    deciding: list[Allow | RequireApproval] = list(approvals) or [
+        v for v in verdicts if isinstance(v, Allow)
+    ]
+    reasons = "; ".join(dict.fromkeys(v.reason for v in deciding if v.reason))
     if approvals:
         groups = tuple(
-            g for g in approvals[0].approver_groups if all(g in a.approver_groups for a in approvals)
+            g
+            for g in approvals[0].approver_groups
+            if all(g in a.approver_groups for a in approvals)
         )
         if not groups:
             everyone = sorted({g for a in approvals for g in a.approver_groups})

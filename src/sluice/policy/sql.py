@@ -397,7 +397,7 @@ _RELATION_DROPS = {
     enums.ObjectType.OBJECT_FOREIGN_TABLE,
 }
 
-_TRANSACTION_KINDS = {
+_TRANSACTION_KINDS: dict[Any, str] = {
     enums.TransactionStmtKind.TRANS_STMT_BEGIN: "begin",
     enums.TransactionStmtKind.TRANS_STMT_START: "begin",
     enums.TransactionStmtKind.TRANS_STMT_COMMIT: "commit",
@@ -410,7 +410,7 @@ _TRANSACTION_KINDS = {
     enums.TransactionStmtKind.TRANS_STMT_ROLLBACK_PREPARED: "rollback_prepared",
 }
 
-_ROLE_KINDS = {
+_ROLE_KINDS: dict[Any, str] = {
     enums.RoleStmtType.ROLESTMT_ROLE: "create_role",
     enums.RoleStmtType.ROLESTMT_USER: "create_user",
     enums.RoleStmtType.ROLESTMT_GROUP: "create_group",
@@ -524,8 +524,11 @@ def _string_constant(node: Any) -> str | None:
     return None
 
 
-def _classify_statement(node: ast.Node, facts: _Facts) -> None:
+def _classify_statement(node: ast.Node | None, facts: _Facts) -> None:
     """Set the statement-level kind and category, then walk the tree."""
+    if node is None:
+        facts.categories.add(Category.UNKNOWN)
+        return
     if isinstance(node, ast.ExplainStmt):
         if _explain_analyzes(node):
             facts.via.append("explain_analyze")
@@ -629,10 +632,12 @@ def _set_kind(node: ast.VariableSetStmt) -> tuple[str, tuple[Category, ...]]:
 
 def _drop_kind(node: ast.DropStmt, facts: _Facts) -> tuple[str, tuple[Category, ...]]:
     object_type = node.removeType
+    if object_type is None:
+        return "drop", (Category.UNKNOWN,)
     kind = "drop_" + object_type.name.removeprefix("OBJECT_").lower()
     if object_type in _RELATION_DROPS:
         for names in node.objects or ():
-            parts = [n.sval for n in names if isinstance(n, ast.String)]
+            parts = [n.sval for n in names if isinstance(n, ast.String) and n.sval]
             if parts:
                 schema = parts[-2] if len(parts) >= 2 else None
                 facts.extra_written.add(TableRef(schema=schema, name=parts[-1]))
@@ -800,6 +805,7 @@ def _known_kinds() -> frozenset[str]:
         "fetch",
         "move",
         "drop_column",
+        "drop",
         "transaction",
         "unparsable",
         "unknown",

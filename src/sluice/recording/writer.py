@@ -418,6 +418,11 @@ class Recorder:
                 )
             return
         if self._size + len(line) > self._max_bytes:
+            if len(rows) > 1:  # record as many rows as still fit
+                half = len(rows) // 2
+                self._write_rows(rows[:half])
+                self._write_rows(rows[half:])
+                return
             self._capped = True
             self._rows_dropped += len(rows)
             self._commit(*self._encode(RecordKind.CAP, {"limit_bytes": self._max_bytes}))

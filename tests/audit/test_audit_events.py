@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sluice.audit import (
+    EVENT_TYPES,
+    ApprovalRequested,
+    AuditEvent,
+    MaskingApplied,
+    MaskingCount,
+    Outcome,
+    SessionStart,
+    StatementBlocked,
+    TokenCreated,
+    context_fields,
+    to_dict,
+    to_json,
+)
+from sluice.events import Identity, Protocol, SessionContext
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "audit-schema.md"
+COMMON = [
+    "type",
+    "schema",
+    "id",
+    "timestamp",
+    "identity",
+    "connection",
+    "session_id",
+    "outcome",
+    "rule",
+    "reason",
+    "client_addr",
+]
+
+CTX = SessionContext(
+    session_id="sess-9",
+    identity=Identity(user="alice", groups=("dba",), token_id="tok-1"),
+    connection="prod-db",
+    protocol=Protocol.POSTGRES,
+    client_addr="10.1.2.3:4444",
+)
+
+
+def test_all_types_listed() -> None:
+    assert sorted(EVENT_TYPES) == sorted(
+        [
+            "session.start",
+            "session.end",
+            "statement.allowed",
+            "statement.blocked",
+            "approval.requested",
+            "approval.approved",
+            "approval.denied",
+            "approval.expired",
+            "approval.withdrawn",
+            "token.created",
+            "token.revoked",
+            "policy.reloaded",
+            "masking.applied",
+            "recording.failed",
+        ]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_every_event_has_the_common_fields(name: str) -> None:
+    event = EVENT_TYPES[name](**context_fields(CTX))
+    data = json.loads(to_json(event))
+    assert list(data)[: len(COMMON)] == COMMON
+    assert data["type"] == name == event.type
+    assert uuid.UUID(data["id"]).version == 4
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", data["timestamp"])
+    assert data["identity"] == {"user": "alice", "groups": ["dba"], "token_id": "tok-1"}
+    assert data["session_id"] == "sess-9" and data["client_addr"] == "10.1.2.3:4444"
+    assert data["outcome"] in {o.value for o in Outcome}
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_schema_doc_describes_every_field(name: str) -> None:
+    doc = DOC.read_text()
+    section = doc.split(f"### `{name}`", 1)
+    assert len(section) == 2, f"{name} missing from {DOC.name}"
+    body = section[1].split("\n### ", 1)[0]
+    own = {f.name for f in dataclasses.fields(EVENT_TYPES[name])} - {
+        f.name for f in dataclasses.fields(AuditEvent)
+    }
+    for field_name in own:
+        assert f"`{field_name}`" in body, f"{name}.{field_name} not documented"
+    assert f"`{EVENT_TYPES[name]().outcome}`" in body
+
+
+def test_default_outcomes() -> None:
+    assert StatementBlocked().outcome == Outcome.DENIED
+    assert ApprovalRequested().outcome == Outcome.PENDING
+    assert SessionStart().outcome == Outcome.SUCCESS
+
+
+def test_events_are_frozen_and_keyword_only() -> None:
+    event = SessionStart(protocol="postgres")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.protocol = "mysql"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        SessionStart("x")  # type: ignore[misc]
+    assert not hasattr(event, "__dict__")
+
+
+def test_type_specific_fields() -> None:
+    expires = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    data = to_dict(
+        ApprovalRequested(
+            **context_fields(CTX),
+            rule="prod-writes",
+            reason="writes need approval",
+            approval_id="ap-1",
+            statement="DELETE FROM t",
+            approver_groups=("dba", "sre"),
+            expires_at=expires,
+        )
+    )
+    assert data["approver_groups"] == ["dba", "sre"]
+    assert data["expires_at"] == "2030-01-02T03:04:05.000000Z"
+    masked = to_dict(
+        MaskingApplied(
+            **context_fields(CTX),
+            profiles=("pii",),
+            counts=(MaskingCount(column="email", detector="email", count=3),),
+        )
+    )
+    assert masked["counts"] == [{"column": "email", "detector": "email", "count": 3}]
+
+
+def test_token_events_carry_no_secret() -> None:
+    data = to_dict(TokenCreated(token_id="tok-2", subject="agent-7"))
+    assert set(data) >= {"token_id", "subject", "subject_groups", "expires_at"}
+    assert not {"token", "secret", "value", "password"} & set(data)
+
+
+def test_timestamps_are_utc() -> None:
+    cest = dt.timezone(dt.timedelta(hours=2))
+    event = SessionStart(timestamp=dt.datetime(2030, 6, 1, 12, 0, tzinfo=cest))
+    assert to_dict(event)["timestamp"] == "2030-06-01T10:00:00.000000Z"
+    with pytest.raises(ValueError, match="timezone-aware"):
+        to_json(SessionStart(timestamp=dt.datetime(2030, 6, 1)))  # noqa: DTZ001

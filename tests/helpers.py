@@ -1,0 +1,97 @@
+"""Test helpers: a real gateway running in a background thread on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvloop
+
+from sluice.config import Config
+from sluice.proxy.gateway import Gateway
+from sluice.proxy.server import build_gateway, serve
+
+
+@dataclass
+class GatewayThread:
+    """Runs `serve()` for a config in its own thread and event loop."""
+
+    config: Config
+    governor_factory: Callable[[Config], Any] | None = None
+    gateway: Gateway | None = None
+    port: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop: asyncio.Event | None = None
+    _thread: threading.Thread | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _error: BaseException | None = None
+
+    def start(self) -> GatewayThread:
+        governor = self.governor_factory(self.config) if self.governor_factory else None
+        self.gateway = build_gateway(self.config, governor=governor)
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(20):
+            raise RuntimeError(f"gateway did not start: {self._error}")
+        if self._error:
+            raise RuntimeError("gateway failed to start") from self._error
+        return self
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+
+            def ready(bound: list[tuple[str, int]]) -> None:
+                self.port = bound[0][1]
+                self._ready.set()
+
+            assert self.gateway is not None
+            await serve(self.gateway, ready=ready, stop=self._stop)
+
+        try:
+            uvloop.run(main())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the gateway's loop and return its result."""
+        assert self._loop is not None
+        result: list[Any] = []
+        done = threading.Event()
+
+        def wrapper() -> None:
+            result.append(fn())
+            done.set()
+
+        self._loop.call_soon_threadsafe(wrapper)
+        done.wait(10)
+        return result[0]
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(15)
+        if self.gateway is not None:
+            self.gateway.store.close()
+
+    def token(self, user: str = "alice", groups: tuple[str, ...] = ("dev",), **kw: Any) -> str:
+        assert self.gateway is not None
+        _, plaintext = self.gateway.store.create_token(user=user, groups=groups, **kw)
+        return plaintext
+
+    def dsn(self, token: str, *, user: str = "alice", dbname: str = "app",
+            sslmode: str = "require", **extra: str) -> str:
+        parts = [f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}",
+                 f"password={token} sslmode={sslmode}"]
+        parts += [f"{k}='{v}'" for k, v in extra.items()]
+        return " ".join(parts)
+
+    def url(self, token: str, *, user: str = "alice", dbname: str = "app",
+            driver: str = "postgresql", sslmode: str = "require") -> str:
+        return f"{driver}://{user}:{token}@127.0.0.1:{self.port}/{dbname}?sslmode={sslmode}"

@@ -1,0 +1,367 @@
+"""Classification of SQL text: kinds, categories, tables, hiding tricks."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice.policy.sql import (
+    KNOWN_KINDS,
+    Category,
+    Deallocate,
+    Execute,
+    Prepare,
+    StatementInfo,
+    TableRef,
+    classify,
+    is_restricting,
+    merge_execution,
+)
+
+C = Category
+
+
+def one(sql: str) -> StatementInfo:
+    statements = classify(sql).statements
+    assert len(statements) == 1, statements
+    return statements[0]
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind", "category"),
+    [
+        ("SELECT 1", "select", C.READ),
+        ("VALUES (1)", "select", C.READ),
+        ("TABLE customers", "select", C.READ),
+        ("INSERT INTO t VALUES (1)", "insert", C.WRITE),
+        ("UPDATE t SET a = 1 WHERE id = 2", "update", C.WRITE),
+        ("DELETE FROM t WHERE id = 2", "delete", C.WRITE),
+        ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", "merge", C.WRITE),
+        ("DROP TABLE t", "drop_table", C.DDL),
+        ("DROP SCHEMA billing CASCADE", "drop_schema", C.DDL),
+        ("DROP DATABASE prod", "drop_database", C.DDL),
+        ("TRUNCATE t", "truncate", C.WRITE),
+        ("CREATE TABLE t (id int)", "create_table", C.DDL),
+        ("ALTER TABLE t ADD COLUMN c int", "alter_table", C.DDL),
+        ("CREATE INDEX i ON t (a)", "create_index", C.DDL),
+        ("CREATE TABLE a AS SELECT * FROM b", "create_table_as", C.DDL),
+        ("SELECT * INTO a FROM b", "select_into", C.DDL),
+        ("ALTER SYSTEM SET work_mem = '1GB'", "alter_system", C.ADMIN),
+        ("SET ROLE postgres", "set_role", C.ADMIN),
+        ("SET SESSION AUTHORIZATION postgres", "set_session_authorization", C.ADMIN),
+        ("RESET ROLE", "reset_role", C.ADMIN),
+        ("SET session_replication_role = replica", "set", C.ADMIN),
+        ("GRANT SELECT ON t TO bob", "grant", C.DCL),
+        ("REVOKE SELECT ON t FROM bob", "revoke", C.DCL),
+        ("GRANT admin TO bob", "grant", C.DCL),
+        ("CREATE ROLE bob", "create_role", C.DCL),
+        ("CREATE USER bob PASSWORD 'x'", "create_user", C.DCL),
+        ("ALTER ROLE bob SUPERUSER", "alter_role", C.DCL),
+        ("DROP ROLE bob", "drop_role", C.DCL),
+        ("DROP USER bob", "drop_role", C.DCL),
+        ("LOAD 'evil.so'", "load", C.ADMIN),
+        ("CREATE EXTENSION dblink", "create_extension", C.ADMIN),
+        ("DO $$ BEGIN PERFORM 1; END $$", "do", C.PROCEDURAL),
+        (
+            "CREATE FUNCTION f() RETURNS int AS 'select 1' LANGUAGE sql",
+            "create_function",
+            C.PROCEDURAL,
+        ),
+        ("CREATE PROCEDURE p() AS $$ select 1 $$ LANGUAGE sql", "create_procedure", C.PROCEDURAL),
+        ("CALL p()", "call", C.PROCEDURAL),
+        ("BEGIN", "begin", C.TRANSACTION),
+        ("START TRANSACTION READ ONLY", "begin", C.TRANSACTION),
+        ("COMMIT", "commit", C.TRANSACTION),
+        ("ROLLBACK", "rollback", C.TRANSACTION),
+        ("SAVEPOINT a", "savepoint", C.TRANSACTION),
+        ("RELEASE SAVEPOINT a", "release_savepoint", C.TRANSACTION),
+        ("ROLLBACK TO SAVEPOINT a", "rollback_to_savepoint", C.TRANSACTION),
+        ("SET statement_timeout = '5s'", "set", C.SESSION),
+        ("SET search_path TO app", "set", C.SESSION),
+        ("SHOW work_mem", "show", C.SESSION),
+        ("RESET work_mem", "reset", C.SESSION),
+        ("LISTEN jobs", "listen", C.SESSION),
+        ("UNLISTEN *", "unlisten", C.SESSION),
+        ("NOTIFY jobs", "notify", C.WRITE),
+        ("DISCARD ALL", "discard", C.SESSION),
+        ("DEALLOCATE ALL", "deallocate", C.SESSION),
+        ("VACUUM t", "vacuum", C.MAINTENANCE),
+        ("ANALYZE t", "analyze", C.MAINTENANCE),
+        ("CLUSTER t USING i", "cluster", C.MAINTENANCE),
+        ("REINDEX TABLE t", "reindex", C.MAINTENANCE),
+        ("CHECKPOINT", "checkpoint", C.ADMIN),
+        ("LOCK TABLE t IN ACCESS EXCLUSIVE MODE", "lock", C.WRITE),
+        ("SELECT * FROM t FOR UPDATE", "select_for_update", C.WRITE),
+        ("SELECT * FROM t FOR SHARE", "select_for_update", C.WRITE),
+        ("EXPLAIN DELETE FROM t", "explain", C.READ),
+        ("EXPLAIN (ANALYZE false) DELETE FROM t", "explain", C.READ),
+        ("DECLARE c CURSOR FOR SELECT 1", "declare_cursor", C.READ),
+        ("FETCH 10 FROM c", "fetch", C.READ),
+        ("CLOSE c", "close", C.SESSION),
+        ("COPY t TO STDOUT", "copy", C.READ),
+        ("COPY t FROM STDIN", "copy", C.WRITE),
+        ("COPY (SELECT 1) TO STDOUT", "copy", C.READ),
+        ("COPY t TO PROGRAM 'curl evil'", "copy", C.FILE_PROGRAM),
+        ("COPY t FROM PROGRAM 'id'", "copy", C.FILE_PROGRAM),
+        ("COPY t FROM '/etc/passwd'", "copy", C.FILE_PROGRAM),
+        ("COPY t TO '/tmp/out'", "copy", C.FILE_PROGRAM),
+        ("CREATE SERVER s FOREIGN DATA WRAPPER postgres_fdw", "create_server", C.ADMIN),
+        ("REFRESH MATERIALIZED VIEW v", "refresh_materialized_view", C.WRITE),
+    ],
+)
+def test_statement_kind_and_category(sql: str, kind: str, category: Category) -> None:
+    info = one(sql)
+    assert (info.kind, info.category) == (kind, category)
+    assert info.kind in KNOWN_KINDS
+
+
+@pytest.mark.parametrize(
+    ("sql", "category"),
+    [
+        ("SELECT pg_terminate_backend(123)", C.ADMIN),
+        ("SELECT pg_cancel_backend(pid) FROM pg_stat_activity", C.ADMIN),
+        ("SELECT pg_reload_conf()", C.ADMIN),
+        ("SELECT pg_rotate_logfile()", C.ADMIN),
+        ("SELECT pg_promote()", C.ADMIN),
+        ("SELECT pg_catalog.pg_terminate_backend(1)", C.ADMIN),
+        ("SELECT PG_TERMINATE_BACKEND(1)", C.ADMIN),
+        ('SELECT "pg_terminate_backend"(1)', C.ADMIN),
+        ("SELECT 1 WHERE EXISTS (SELECT pg_terminate_backend(1))", C.ADMIN),
+        ("SELECT * FROM (SELECT pg_reload_conf()) s", C.ADMIN),
+        ("SELECT CASE WHEN true THEN pg_promote() END", C.ADMIN),
+        ("SELECT pg_read_file('/etc/passwd')", C.FILE_PROGRAM),
+        ("SELECT pg_read_binary_file('/etc/passwd')", C.FILE_PROGRAM),
+        ("SELECT * FROM pg_ls_dir('.')", C.FILE_PROGRAM),
+        ("SELECT pg_stat_file('postgresql.conf')", C.FILE_PROGRAM),
+        ("SELECT lo_import('/etc/passwd')", C.FILE_PROGRAM),
+        ("SELECT lo_export(1, '/tmp/x')", C.FILE_PROGRAM),
+        ("SELECT * FROM dblink('host=x', 'select 1') AS t(a int)", C.FILE_PROGRAM),
+        ("SELECT dblink_exec('host=x', 'drop table t')", C.FILE_PROGRAM),
+        ("SELECT set_config('role', 'postgres', false)", C.ADMIN),
+        ("SELECT set_config('session_authorization', 'postgres', false)", C.ADMIN),
+        ("SELECT set_config(current_setting('x'), 'postgres', false)", C.ADMIN),
+        ("SELECT set_config('search_path', 'app', false)", C.READ),
+        ("SELECT query_to_xml('delete from t', true, true, '')", C.PROCEDURAL),
+        ("SELECT setval('s', 1)", C.WRITE),
+        ("UPDATE t SET a = pg_read_file('x') WHERE id = 1", C.FILE_PROGRAM),
+        ("INSERT INTO t SELECT pg_terminate_backend(pid) FROM pg_stat_activity", C.ADMIN),
+        ("CALL pg_terminate_backend(1)", C.ADMIN),
+    ],
+)
+def test_dangerous_functions_anywhere(sql: str, category: Category) -> None:
+    assert one(sql).category == category
+
+
+def test_plain_explain_does_not_escalate_calls() -> None:
+    info = one("EXPLAIN SELECT pg_terminate_backend(1)")
+    assert info.category == C.READ
+    assert "pg_terminate_backend" in info.functions
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN ANALYZE DELETE FROM t",
+        "EXPLAIN (ANALYZE) DELETE FROM t",
+        "EXPLAIN (ANALYZE true, BUFFERS) DELETE FROM t",
+        "EXPLAIN (analyze on) DELETE FROM t",
+        "explain   /* hi */ analyse delete from t",
+    ],
+)
+def test_explain_analyze_is_the_inner_statement(sql: str) -> None:
+    info = one(sql)
+    assert (info.kind, info.category) == ("delete", C.WRITE)
+    assert info.has_restricting_where is False
+    assert info.via == ("explain_analyze",)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH d AS (DELETE FROM customers RETURNING *) SELECT * FROM d",
+        "WITH d AS (UPDATE customers SET a = 1 RETURNING *) SELECT count(*) FROM d",
+        "SELECT * FROM t WHERE id IN (WITH d AS (DELETE FROM customers RETURNING id) "
+        "SELECT id FROM d)",
+    ],
+)
+def test_data_modifying_cte_is_a_write(sql: str) -> None:
+    info = one(sql)
+    assert info.category == C.WRITE
+    assert info.kind in {"delete", "update"}
+    assert {"delete", "update"} & info.kinds
+    assert info.has_restricting_where is False
+    assert TableRef(schema=None, name="customers") in info.tables_written
+
+
+def test_cte_names_are_not_tables() -> None:
+    info = one("WITH d AS (SELECT 1) SELECT * FROM d JOIN billing.invoices i ON true")
+    assert info.tables == {TableRef(schema="billing", name="invoices")}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 'DROP TABLE customers' AS advice",
+        "SELECT drop_count, delete_flag FROM stats",
+        "SELECT 1 -- ; DROP TABLE customers",
+        "/* DELETE FROM customers */ SELECT 1",
+        'SELECT "DROP TABLE x" FROM t',
+        "SELECT $$pg_terminate_backend(1)$$",
+        "SELECT * FROM t WHERE note LIKE '%pg_read_file%'",
+        "SELECT 'x; DELETE FROM t'",
+    ],
+)
+def test_benign_mentions_are_reads(sql: str) -> None:
+    analysis = classify(sql)
+    assert [s.category for s in analysis.statements] == [C.READ]
+
+
+def test_case_and_quoting_are_seen_through() -> None:
+    assert one("dElEtE fRoM Public.Customers").tables_written == {
+        TableRef(schema="public", name="customers")
+    }
+    assert one('DROP TABLE "public"."customers"').kind == "drop_table"
+
+
+def test_every_statement_is_classified() -> None:
+    analysis = classify("SELECT 1; DELETE FROM t; DROP TABLE x;COMMIT")
+    assert [s.kind for s in analysis.statements] == ["select", "delete", "drop_table", "commit"]
+    assert [s.text for s in analysis.statements] == [
+        "SELECT 1",
+        "DELETE FROM t",
+        "DROP TABLE x",
+        "COMMIT",
+    ]
+
+
+def test_statement_text_with_multibyte_characters() -> None:
+    analysis = classify("SELECT 'héllo ☃'; DELETE FROM t")
+    assert [s.text for s in analysis.statements] == ["SELECT 'héllo ☃'", "DELETE FROM t"]
+
+
+def test_unparsable() -> None:
+    analysis = classify("SELEC 1; DELETE FROM t")
+    assert analysis.unparsable
+    (info,) = analysis.statements
+    assert info.category == C.UNPARSABLE
+    assert info.error is not None
+    assert "syntax error" in info.error
+
+
+def test_empty_text_has_no_statements() -> None:
+    assert classify("").statements == ()
+    assert classify(" ; -- nothing").statements == ()
+
+
+def test_tables_read_and_written() -> None:
+    info = one("INSERT INTO billing.invoices SELECT * FROM public.orders o JOIN items ON true")
+    assert info.tables_written == {TableRef(schema="billing", name="invoices")}
+    assert info.tables_read == {
+        TableRef(schema="public", name="orders"),
+        TableRef(schema=None, name="items"),
+    }
+    dropped = one("DROP TABLE a.b, c")
+    assert dropped.tables_written == {
+        TableRef(schema="a", name="b"),
+        TableRef(schema=None, name="c"),
+    }
+    assert one("DROP SCHEMA billing").tables_written == {TableRef(schema="billing", name="*")}
+
+
+def test_alter_table_drop_column_is_a_drop_kind() -> None:
+    assert one("ALTER TABLE t DROP COLUMN email").kinds == {"alter_table", "drop_column"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "restricting"),
+    [
+        ("DELETE FROM t", False),
+        ("DELETE FROM t WHERE true", False),
+        ("DELETE FROM t WHERE 1 = 1", False),
+        ("DELETE FROM t WHERE 'a' = 'a'", False),
+        ("DELETE FROM t WHERE NOT false", False),
+        ("DELETE FROM t WHERE id = id", False),
+        ("DELETE FROM t WHERE id = 1 OR true", False),
+        ("DELETE FROM t WHERE random() < 2", False),
+        ("DELETE FROM t WHERE $1", False),
+        ("UPDATE t SET a = 1 WHERE 2 > 1", False),
+        ("DELETE FROM t WHERE id = 1", True),
+        ("DELETE FROM t WHERE true AND id = 1", True),
+        ("UPDATE t SET a = 1 WHERE id = $1", True),
+        ("DELETE FROM t WHERE CURRENT OF c", True),
+        ("DELETE FROM t WHERE id IN (SELECT id FROM s)", True),
+        ("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE", False),
+        ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", True),
+        ("WITH d AS (DELETE FROM a) DELETE FROM b WHERE id = 1", False),
+    ],
+)
+def test_restricting_where(sql: str, restricting: bool) -> None:
+    assert one(sql).has_restricting_where is restricting
+
+
+def test_no_where_check_without_update_or_delete() -> None:
+    assert one("SELECT 1").has_restricting_where is None
+    assert is_restricting(None) is False
+
+
+def test_prepared_statement_effects() -> None:
+    prepared = one("PREPARE p (int) AS DELETE FROM t WHERE id = $1")
+    assert prepared.effect == Prepare(name="p")
+    assert (prepared.kind, prepared.category) == ("delete", C.WRITE)
+    assert one("EXECUTE p (1)").effect == Execute(name="p")
+    assert one("EXPLAIN ANALYZE EXECUTE p").effect == Execute(name="p")
+    ctas = one("CREATE TABLE x AS EXECUTE p")
+    assert ctas.effect == Execute(name="p")
+    assert ctas.category == C.DDL
+    assert one("DEALLOCATE p").effect == Deallocate(name="p")
+    assert one("DEALLOCATE ALL").effect == Deallocate(name=None)
+    assert one("DISCARD ALL").effect == Deallocate(name=None)
+    assert one("DISCARD PLANS").effect is None
+
+
+def test_merge_execution_judges_the_prepared_statement() -> None:
+    outer = one("EXECUTE p")
+    inner = one("PREPARE p AS DELETE FROM t")
+    merged = merge_execution(outer, inner, "p")
+    assert merged.kind == "delete"
+    assert merged.kinds == {"delete"}
+    assert merged.category == C.WRITE
+    assert merged.has_restricting_where is False
+    assert merged.text == "EXECUTE p"
+    assert merged.effect is None
+
+
+def test_classify_is_cached() -> None:
+    sql = "SELECT * FROM cached_table_for_test"
+    assert classify(sql) is classify(sql)
+
+
+def test_deep_nesting_does_not_raise() -> None:
+    deep = "SELECT " + "(" * 5000 + "1" + ")" * 5000
+    analysis = classify(deep)
+    assert len(analysis.statements) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_classify_never_raises(text: str) -> None:
+    analysis = classify(text)
+    for statement in analysis.statements:
+        assert isinstance(statement.category, Category)
+
+
+SQL_WORDS = st.sampled_from(
+    [
+        "SELECT", "DELETE", "FROM", "WHERE", "DROP", "TABLE", "t", "1", "=", ";", "(", ")",
+        "WITH", "AS", "EXPLAIN", "ANALYZE", "PREPARE", "EXECUTE", "p", "COPY", "PROGRAM",
+        "'x'", "pg_read_file", "UPDATE", "SET", "a", ",", "RETURNING", "*", "INTO", "--",
+        "/*", "*/", "$$", "DO", "BEGIN", "COMMIT", "ROLE", "GRANT", "ON", "TO",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(SQL_WORDS, max_size=25).map(" ".join))
+def test_classify_never_raises_on_sql_like_text(text: str) -> None:
+    classify(text)

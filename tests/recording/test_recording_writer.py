@@ -1,0 +1,279 @@
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from recording_helpers import KEY, context, lines, make_log, parse, store, write_session
+
+from sluice.errors import ConfigError
+from sluice.policy.verdict import Allow, RequireApproval
+from sluice.recording import (
+    RecordingError,
+    RecordingSpec,
+    RecordingStore,
+    RecordKind,
+    replay,
+    verify,
+)
+from sluice.recording import writer as writer_mod
+from sluice.recording.format import MAX_RECORD_BYTES
+from sluice.recording.records import (
+    ApprovalRecord,
+    CapRecord,
+    CompleteRecord,
+    EndRecord,
+    ErrorRecord,
+    OmittedRecord,
+    ResultRecord,
+    RowsRecord,
+    SealRecord,
+    StartRecord,
+    StatementRecord,
+    VerdictRecord,
+)
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = make_log(tmp_path)
+    records = list(replay(path))
+    assert [r.seq for r in records] == list(range(16))
+    kinds = [type(r).__name__ for r in records]
+    assert kinds[0] == "StartRecord" and kinds[-2:] == ["EndRecord", "SealRecord"]
+    start = records[0]
+    assert isinstance(start, StartRecord)
+    assert (start.session_id, start.user, start.groups) == ("sess-1", "alice", ("dba", "oncall"))
+    assert (start.connection, start.protocol, start.client_addr) == (
+        "prod-db",
+        "postgres",
+        "10.0.0.7:51234",
+    )
+    assert start.mac == "sha256" and start.key_id is None
+    stmt = records[1]
+    assert isinstance(stmt, StatementRecord) and stmt.sql == "SELECT id, email FROM users"
+    verdict = records[2]
+    assert isinstance(verdict, VerdictRecord)
+    assert (verdict.verdict, verdict.rule, verdict.mask_profiles) == (
+        "allow",
+        "read-only",
+        ("email",),
+    )
+    result = records[3]
+    assert isinstance(result, ResultRecord)
+    assert [(c.name, c.type) for c in result.columns] == [("id", "int4"), ("email", "text")]
+    rows = records[4]
+    assert isinstance(rows, RowsRecord)
+    assert rows.rows == (("1", "a***@example.com"), ("2", None))
+    assert isinstance(records[5], CompleteRecord) and records[5].tag == "SELECT 2"
+    blocked = records[7]
+    assert isinstance(blocked, VerdictRecord) and blocked.reason == "DDL is not allowed"
+    assert isinstance(records[8], ErrorRecord) and records[8].source == "gateway"
+    parse_stmt = records[9]
+    assert isinstance(parse_stmt, StatementRecord) and parse_stmt.statement_name == "s1"
+    approved = records[11]
+    assert isinstance(approved, ApprovalRecord) and approved.actor == "bob"
+    end = records[14]
+    assert isinstance(end, EndRecord)
+    assert (end.reason, end.bytes_in, end.bytes_out, end.statements) == (
+        "client closed",
+        123,
+        456,
+        3,
+    )
+    assert (end.rows_recorded, end.rows_dropped) == (2, 0)
+    seal = records[15]
+    assert isinstance(seal, SealRecord) and seal.records == 15
+    # timing: monotonic offsets from the start, non-decreasing; wall clock in UTC
+    assert [r.t for r in records] == sorted(r.t for r in records)
+    assert all(r.wall.utcoffset() is not None for r in records)
+    assert verify(path).ok
+
+
+def test_keyed_log_verifies_only_with_the_key(tmp_path: Path) -> None:
+    path = make_log(tmp_path, key=KEY)
+    report = verify(path, key=KEY)
+    assert report.ok and report.authenticated and report.records == 16
+    assert not verify(path).ok
+
+
+def test_statement_reaches_the_os_before_returning(tmp_path: Path) -> None:
+    rec = store(tmp_path).open(context())
+    rec.statement("SELECT 42", origin="simple")
+    assert b"SELECT 42" in rec.path.read_bytes()
+    rec.verdict(RequireApproval(rule="prod-writes", reason="r", approver_groups=("dba",)))
+    assert b"require_approval" in rec.path.read_bytes()
+    rec.rows(["a"], [["buffered-row"]])
+    rec.complete("SELECT 1")
+    assert b"buffered-row" not in rec.path.read_bytes()  # rows are batched ...
+    rec.statement("SELECT 43", origin="simple")
+    data = rec.path.read_bytes()
+    assert data.index(b"buffered-row") < data.index(b"SELECT 43")  # ... and kept in order
+    rec.end(reason="done")
+    assert verify(rec.path).ok
+
+
+def test_log_file_is_private(tmp_path: Path) -> None:
+    path = make_log(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_size_cap_stops_rows_but_not_statements(tmp_path: Path) -> None:
+    st = store(tmp_path, max_bytes_per_session=64 * 1024)
+    rec = st.open(context())
+    rec.statement("SELECT * FROM big", origin="simple")
+    rec.verdict(Allow(rule="r"))
+    for i in range(200):
+        rec.rows(["n", "pad"], [[str(i), "x" * 1000]])
+    rec.complete("SELECT 200")
+    assert rec.capped
+    rec.statement("SELECT 2", origin="simple")
+    rec.verdict(Allow(rule="r"))
+    rec.rows(["n", "pad"], [["more", "y"]])
+    rec.end(reason="done")
+    records = list(replay(rec.path))
+    caps = [r for r in records if isinstance(r, CapRecord)]
+    assert len(caps) == 1 and caps[0].limit_bytes == 64 * 1024
+    assert sum(isinstance(r, StatementRecord) for r in records) == 2
+    assert sum(isinstance(r, VerdictRecord) for r in records) == 2
+    recorded = sum(len(r.rows) for r in records if isinstance(r, RowsRecord))
+    end = next(r for r in records if isinstance(r, EndRecord))
+    assert end.rows_recorded == recorded and 0 < recorded < 200
+    assert end.rows_dropped == 201 - recorded
+    assert rec.path.stat().st_size < 64 * 1024 + 4096
+    assert verify(rec.path).ok
+
+
+def test_row_larger_than_a_record_is_omitted(tmp_path: Path) -> None:
+    st = store(tmp_path, max_bytes_per_session=64 * 1024 * 1024)
+    rec = st.open(context())
+    rec.rows(["blob"], [["small"], ["z" * (MAX_RECORD_BYTES + 10)], ["small2"]])
+    rec.end(reason="done")
+    records = list(replay(rec.path))
+    omitted = [r for r in records if isinstance(r, OmittedRecord)]
+    assert len(omitted) == 1 and omitted[0].rows == 1
+    kept = [row for r in records if isinstance(r, RowsRecord) for row in r.rows]
+    assert kept == [("small",), ("small2",)]
+    assert verify(rec.path).ok
+
+
+def _failing_write(fd: int, data: object) -> int:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_write_failure_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    failures: list[tuple[str, RecordingError]] = []
+    st = RecordingStore(
+        RecordingSpec(dir=tmp_path), on_failure=lambda sid, err: failures.append((sid, err))
+    )
+    rec = st.open(context())
+    monkeypatch.setattr(writer_mod.os, "write", _failing_write)
+    with pytest.raises(RecordingError) as info:
+        rec.statement("DELETE FROM t", origin="simple")
+    assert info.value.sqlstate == "58030"
+    assert "No space left" in info.value.message
+    assert [sid for sid, _ in failures] == ["sess-1"]
+    monkeypatch.undo()
+    with pytest.raises(RecordingError):  # stays failed: no statement goes unrecorded
+        rec.statement("SELECT 1", origin="simple")
+    rec.end(reason="x")  # ending a failed log does not raise again
+
+
+def test_write_failure_not_required_disables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures: list[str] = []
+    st = RecordingStore(
+        RecordingSpec(dir=tmp_path, required=False),
+        on_failure=lambda sid, err: failures.append(sid),
+    )
+    rec = st.open(context())
+    monkeypatch.setattr(writer_mod.os, "write", _failing_write)
+    rec.statement("DELETE FROM t", origin="simple")
+    monkeypatch.undo()
+    rec.statement("SELECT 1", origin="simple")
+    rec.end(reason="done")
+    assert failures == ["sess-1"] and rec.failed is not None
+
+
+def test_open_failure(tmp_path: Path) -> None:
+    st = store(tmp_path)
+    st.open(context()).end(reason="done")
+    with pytest.raises(RecordingError, match="cannot write session log"):
+        st.open(context())  # the same session id twice: never overwrite a log
+    relaxed = store(tmp_path, required=False)
+    rec = relaxed.open(context())
+    assert rec.failed is not None
+    rec.statement("SELECT 1", origin="simple")  # records nothing, does not raise
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", ".hidden", "a/b", "", "x" * 200])
+def test_session_id_must_be_a_file_name(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(RecordingError, match="invalid session id"):
+        store(tmp_path).path_for(bad)
+
+
+def test_calls_after_end_are_refused(tmp_path: Path) -> None:
+    rec = store(tmp_path).open(context())
+    rec.end(reason="done")
+    rec.end(reason="again")  # idempotent
+    with pytest.raises(RecordingError, match="already sealed"):
+        rec.statement("SELECT 1", origin="simple")
+
+
+def test_context_manager_seals(tmp_path: Path) -> None:
+    with store(tmp_path).open(context()) as rec:
+        rec.statement("SELECT 1", origin="simple")
+    assert verify(rec.path).ok
+    assert parse(rec.path)[-2]["reason"] == "closed"
+
+
+def test_key_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICE_TEST_REC_KEY", KEY.decode())
+    st = RecordingStore(RecordingSpec(dir=tmp_path, hmac_key="env:SLUICE_TEST_REC_KEY"))
+    assert st.keyed
+    rec = st.open(context())
+    write_session_short(rec)
+    assert st.verify("sess-1").ok and st.verify("sess-1").authenticated
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY + b"\n")
+    assert (
+        RecordingStore(RecordingSpec(dir=tmp_path, hmac_key=f"file:{key_file}")).verify("sess-1").ok
+    )
+    monkeypatch.setenv("SLUICE_TEST_REC_KEY", "short")
+    with pytest.raises(ConfigError, match="at least 16"):
+        RecordingStore(RecordingSpec(dir=tmp_path, hmac_key="env:SLUICE_TEST_REC_KEY"))
+    monkeypatch.delenv("SLUICE_TEST_REC_KEY")
+    with pytest.raises(ConfigError, match="not set"):
+        RecordingStore(RecordingSpec(dir=tmp_path, hmac_key="env:SLUICE_TEST_REC_KEY"))
+    with pytest.raises(ValueError, match="reference"):
+        RecordingSpec(hmac_key="literal-key-in-config")
+
+
+def write_session_short(rec: writer_mod.Recorder) -> None:
+    rec.statement("SELECT 1", origin="simple")
+    rec.end(reason="done")
+
+
+def test_store_lists_and_replays(tmp_path: Path) -> None:
+    st = store(tmp_path)
+    for sid in ("a1", "b2"):
+        write_session(st.open(context(sid)))
+    (st.dir / "notes.txt").write_text("x")
+    assert sorted(st.sessions()) == ["a1", "b2"]
+    assert next(iter(st.replay("a1"))).seq == 0
+    assert st.verify("b2").ok
+
+
+def test_every_line_is_one_record(tmp_path: Path) -> None:
+    path = make_log(tmp_path)
+    raw = lines(path)
+    assert len(raw) == 16
+    assert all(line.endswith(b'"}\n') for line in raw)
+    assert [o["kind"] for o in parse(path)][:3] == [
+        RecordKind.START,
+        RecordKind.STATEMENT,
+        RecordKind.VERDICT,
+    ]
+    assert os.path.getsize(path) == sum(map(len, raw))

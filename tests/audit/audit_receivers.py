@@ -142,6 +142,7 @@ class TcpSyslogServer:
         self.port: int = self.sock.getsockname()[1]
         self.messages: list[bytes] = []
         self.connections = 0
+        self._readers: list[threading.Thread] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -153,7 +154,9 @@ class TcpSyslogServer:
             except TimeoutError:
                 continue
             self.connections += 1
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+            reader = threading.Thread(target=self._read, args=(conn,), daemon=True)
+            self._readers.append(reader)
+            reader.start()
 
     def _read(self, conn: socket.socket) -> None:
         buf = b""
@@ -179,6 +182,8 @@ class TcpSyslogServer:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+        for reader in self._readers:
+            reader.join()
         self.sock.close()
 
 

@@ -15,6 +15,7 @@ from sluice.audit import (
     StatementAllowed,
     StatementBlocked,
     to_dict,
+    to_json,
 )
 from sluice.audit.sinks.syslog import SyslogSink, format_message, frame_octet_counting
 from sluice.events import Identity
@@ -118,7 +119,7 @@ def test_long_statement_is_cut_to_fit() -> None:
     event = StatementAllowed(identity=ALICE, statement="SELECT '" + "x" * 20000 + "'")
     message = format_message(
         event,
-        "{}",
+        to_json(event),
         facility=13,
         hostname="h",
         app_name="sluice",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import ssl
 from pathlib import Path
@@ -167,6 +168,14 @@ class SyslogSink:
         sock.settimeout(self._timeout)
         return sock
 
+    @staticmethod
+    def _peer_closed(sock: socket.socket) -> bool:
+        """A syslog receiver never sends: a readable socket means it closed (or reset)
+        the connection. Checking before each send keeps a frame from being written
+        into a connection the peer already closed, where it would be lost silently."""
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+
     def _close_socket(self) -> None:
         if self._sock is not None:
             with contextlib.suppress(OSError):
@@ -187,6 +196,8 @@ class SyslogSink:
         attempt = 0
         while True:
             try:
+                if self._sock is not None and self._peer_closed(self._sock):
+                    self._close_socket()
                 if self._sock is None:
                     self._sock = self._connect()
                 self._sock.sendall(frame)

@@ -41,22 +41,63 @@ def base_config(pg: ThrowawayPostgres, data_dir: Path, **overrides: object) -> C
         "listen": {"postgres": "127.0.0.1:0"},
         "limits": {"message_stall_timeout": 2, "auth_timeout": 5},
         "connections": [
-            {"name": "app", "host": "127.0.0.1", "port": pg.port, "database": "app",
-             "user": "app", "password": {"env": "SLUICE_TEST_APP_PASSWORD"},
-             "tls": {"mode": "verify-full", "ca_file": str(pg.ca_file),
-                     "server_name": "localhost"}},
-            {"name": "app-md5", "host": "127.0.0.1", "port": pg.port, "database": "app",
-             "user": "md5user", "password": {"file": str(pwfile)}, "tls": {"mode": "disable"}},
-            {"name": "app-plain", "host": "127.0.0.1", "port": pg.port, "database": "app",
-             "user": "plainuser", "password": {"stored": "plain"}, "tls": {"mode": "require"}},
-            {"name": "app-trust", "host": "127.0.0.1", "port": pg.port, "database": "app",
-             "user": "trustuser", "tls": {"mode": "prefer"}},
-            {"name": "ops-only", "host": "127.0.0.1", "port": pg.port, "database": "app",
-             "user": "app", "password": {"env": "SLUICE_TEST_APP_PASSWORD"},
-             "access": {"groups": ["ops"]}},
-            {"name": "down", "host": "127.0.0.1", "port": free_port(), "database": "app",
-             "user": "app", "password": {"env": "SLUICE_TEST_APP_PASSWORD"},
-             "connect_timeout": 3},
+            {
+                "name": "app",
+                "host": "127.0.0.1",
+                "port": pg.port,
+                "database": "app",
+                "user": "app",
+                "password": {"env": "SLUICE_TEST_APP_PASSWORD"},
+                "tls": {
+                    "mode": "verify-full",
+                    "ca_file": str(pg.ca_file),
+                    "server_name": "localhost",
+                },
+            },
+            {
+                "name": "app-md5",
+                "host": "127.0.0.1",
+                "port": pg.port,
+                "database": "app",
+                "user": "md5user",
+                "password": {"file": str(pwfile)},
+                "tls": {"mode": "disable"},
+            },
+            {
+                "name": "app-plain",
+                "host": "127.0.0.1",
+                "port": pg.port,
+                "database": "app",
+                "user": "plainuser",
+                "password": {"stored": "plain"},
+                "tls": {"mode": "require"},
+            },
+            {
+                "name": "app-trust",
+                "host": "127.0.0.1",
+                "port": pg.port,
+                "database": "app",
+                "user": "trustuser",
+                "tls": {"mode": "prefer"},
+            },
+            {
+                "name": "ops-only",
+                "host": "127.0.0.1",
+                "port": pg.port,
+                "database": "app",
+                "user": "app",
+                "password": {"env": "SLUICE_TEST_APP_PASSWORD"},
+                "access": {"groups": ["ops"]},
+            },
+            {
+                "name": "down",
+                "host": "127.0.0.1",
+                "port": free_port(),
+                "database": "app",
+                "user": "app",
+                "password": {"env": "SLUICE_TEST_APP_PASSWORD"},
+                "connect_timeout": 3,
+            },
         ],
     }
     raw.update(overrides)
@@ -64,7 +105,9 @@ def base_config(pg: ThrowawayPostgres, data_dir: Path, **overrides: object) -> C
 
 
 @pytest.fixture(scope="module")
-def gateway(pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayThread]:
+def gateway(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
     """A pass-through gateway (no policy) in front of `pg`."""
     data_dir = tmp_path_factory.mktemp("gateway")
     thread = GatewayThread(base_config(pg, data_dir)).start()

@@ -85,13 +85,29 @@ class GatewayThread:
         _, plaintext = self.gateway.store.create_token(user=user, groups=groups, **kw)
         return plaintext
 
-    def dsn(self, token: str, *, user: str = "alice", dbname: str = "app",
-            sslmode: str = "require", **extra: str) -> str:
-        parts = [f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}",
-                 f"password={token} sslmode={sslmode}"]
+    def dsn(
+        self,
+        token: str,
+        *,
+        user: str = "alice",
+        dbname: str = "app",
+        sslmode: str = "require",
+        **extra: str,
+    ) -> str:
+        parts = [
+            f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}",
+            f"password={token} sslmode={sslmode}",
+        ]
         parts += [f"{k}='{v}'" for k, v in extra.items()]
         return " ".join(parts)
 
-    def url(self, token: str, *, user: str = "alice", dbname: str = "app",
-            driver: str = "postgresql", sslmode: str = "require") -> str:
+    def url(
+        self,
+        token: str,
+        *,
+        user: str = "alice",
+        dbname: str = "app",
+        driver: str = "postgresql",
+        sslmode: str = "require",
+    ) -> str:
         return f"{driver}://{user}:{token}@127.0.0.1:{self.port}/{dbname}?sslmode={sslmode}"

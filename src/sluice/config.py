@@ -189,7 +189,8 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
     lines: dict[tuple[str | int, ...], int] = {}
 
     def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
-        lines[path] = node.start_mark.line + 1
+        # A key's own line wins over the line its (block) value starts on.
+        lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else str(key)
@@ -210,6 +211,10 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, An
         if not key.startswith(ENV_PREFIX) or key in {"SLUICE_CONFIG", "SLUICE_MASTER_KEY"}:
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] not in Config.model_fields:
+            # Not a section: e.g. a backend password in `SLUICE_PG_PASSWORD`
+            # that a connection reads with `password: {env: ...}`.
+            continue
         target = data
         for part in path[:-1]:
             nested = target.setdefault(part, {})
@@ -247,20 +252,64 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}:1: the top level must be a mapping of sections")
     data = _apply_env(raw, environ)
+    duplicates = _duplicate_connections(data, lines, source)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        problems: list[str] = []
         for err in exc.errors():
             loc = tuple(err["loc"])
+            if not loc and duplicates:
+                continue  # the duplicate-name check, reported below with its line
+            if any(_is_union_tag(p) for p in loc):
+                # One problem per credential, not one per alternative of the union.
+                loc = tuple(p for p in loc[: _first_tag(loc)])
+                fix = "a credential is {env: VARIABLE}, {file: PATH} or {stored: NAME}"
+            else:
+                fix = _fix(err)
             line = _closest_line(lines, loc)
-            dotted = ".".join(str(p) for p in loc if not _is_union_tag(p)) or "(top level)"
-            problems.append(f"{source}:{line}: {dotted}: {_fix(err)}")
+            dotted = ".".join(str(p) for p in loc) or "(top level)"
+            problem = f"{source}:{line}: {dotted}: {fix}"
+            if problem not in problems:
+                problems.append(problem)
+        problems.extend(duplicates)
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
 
 
+# Pydantic names the alternative of a union in an error's location.
+_UNION_TAGS = frozenset(t.__name__ for t in (EnvCredential, FileCredential, StoredCredential))
+
+
 def _is_union_tag(part: object) -> bool:
-    return isinstance(part, str) and part[:1].isupper()
+    return isinstance(part, str) and part in _UNION_TAGS
+
+
+def _first_tag(loc: tuple[Any, ...]) -> int:
+    return next(i for i, p in enumerate(loc) if _is_union_tag(p))
+
+
+def _duplicate_connections(
+    data: dict[str, Any], lines: dict[tuple[str | int, ...], int], source: str
+) -> list[str]:
+    """Connections declared twice, each named with the line of the second one."""
+    conns = data.get("connections")
+    if not isinstance(conns, list):
+        return []
+    first: dict[str, int] = {}
+    problems = []
+    for index, conn in enumerate(conns):
+        name = conn.get("name") if isinstance(conn, dict) else None
+        if not isinstance(name, str):
+            continue
+        line = lines.get(("connections", index, "name"), lines.get(("connections", index), 1))
+        if name in first:
+            problems.append(
+                f"{source}:{line}: connections.{index}.name: connection {name!r} is declared "
+                f"twice (first on line {first[name]}); give each connection its own name"
+            )
+        else:
+            first[name] = line
+    return problems
 
 
 def _closest_line(lines: dict[tuple[str | int, ...], int], loc: tuple[Any, ...]) -> int:

@@ -106,7 +106,6 @@ def demo_config(*, data_dir: Path, pg: ThrowawayPostgres, port: int) -> Config:
 
 
 def run_demo(*, port: int, rows: int) -> None:
-    from sluice.proxy.runner import make_governor
     from sluice.proxy.server import build_gateway, run
 
     console = Console()
@@ -129,7 +128,7 @@ def run_demo(*, port: int, rows: int) -> None:
             progress.advance(task)
         data_dir = Path(tmp) / "data"
         config = demo_config(data_dir=data_dir, pg=pg, port=port)
-        gateway = build_gateway(config, governor=make_governor(config))
+        gateway = build_gateway(config)
         _, agent_token = gateway.store.create_token(user="agent", groups=["agents"],
                                                     description="demo agent")
         _, dba_token = gateway.store.create_token(user="alice", groups=["dba"],

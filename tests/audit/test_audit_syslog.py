@@ -5,7 +5,6 @@ import os
 import socket
 
 import pytest
-from audit_receivers import TcpSyslogServer, UdpSyslogServer, free_port, parse_5424, wait_for
 
 from sluice.audit import (
     AuditLog,
@@ -19,6 +18,8 @@ from sluice.audit import (
 )
 from sluice.audit.sinks.syslog import SyslogSink, format_message, frame_octet_counting
 from sluice.events import Identity
+
+from .audit_receivers import TcpSyslogServer, UdpSyslogServer, free_port, parse_5424, wait_for
 
 ALICE = Identity(user="alice", groups=("dba",))
 
@@ -42,17 +43,21 @@ def _events() -> list[StatementAllowed | StatementBlocked | RecordingFailed | Se
 def _check(raw: list[bytes], events: list[object]) -> None:
     assert len(raw) == len(events)
     for data, event in zip(raw, events, strict=True):
-        assert isinstance(event, SessionStart | StatementAllowed | StatementBlocked | RecordingFailed)
+        assert isinstance(
+            event, SessionStart | StatementAllowed | StatementBlocked | RecordingFailed
+        )
         msg = parse_5424(data)
         assert msg.version == 1
         assert msg.facility == 13
         assert msg.severity == {"success": 6, "denied": 4, "failure": 3}[event.outcome]
-        assert msg.hostname == "gw-1" and msg.app == "sluice"
+        assert msg.hostname == "gw-1"
+        assert msg.app == "sluice"
         assert msg.procid == str(os.getpid())
         assert msg.msgid == event.type
         assert dt.datetime.fromisoformat(msg.timestamp.replace("Z", "+00:00")) == event.timestamp
         assert msg.sd_id == "sluice@32473"
-        assert msg.params["id"] == event.id and msg.params["outcome"] == event.outcome
+        assert msg.params["id"] == event.id
+        assert msg.params["outcome"] == event.outcome
         assert msg.params["session_id"] == "s1"
         assert msg.json() == to_dict(event)
         if isinstance(event, StatementBlocked):
@@ -84,9 +89,7 @@ def test_udp() -> None:
 def test_tcp_octet_counting_and_reconnect() -> None:
     server = TcpSyslogServer()
     port = server.port
-    audit = AuditLog(
-        [SyslogSink(host="127.0.0.1", port=port, transport="tcp", hostname="gw-1")]
-    )
+    audit = AuditLog([SyslogSink(host="127.0.0.1", port=port, transport="tcp", hostname="gw-1")])
     events = _events()
     try:
         for e in events[:2]:
@@ -126,9 +129,11 @@ def test_long_statement_is_cut_to_fit() -> None:
         procid="1",
         max_bytes=2048,
     )
-    assert message is not None and len(message) <= 2048
+    assert message is not None
+    assert len(message) <= 2048
     body = parse_5424(message).json()
-    assert body["statement_truncated"] is True and body["statement"].startswith("SELECT 'xx")
+    assert body["statement_truncated"] is True
+    assert body["statement"].startswith("SELECT 'xx")
     assert body["id"] == event.id
     no_statement = format_message(
         SessionStart(reason="r" * 5000),
@@ -154,7 +159,8 @@ def test_header_fields_are_sanitised() -> None:
     )
     assert message is not None
     parsed = parse_5424(message)
-    assert parsed.hostname == "badhost" and parsed.app == "-"
+    assert parsed.hostname == "badhost"
+    assert parsed.app == "-"
 
 
 def test_octet_counting_frame() -> None:

@@ -5,11 +5,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_receivers import HttpBehaviour, HttpReceiver, free_port, wait_for
 
 from sluice.audit import AuditError, AuditLog, AuditSpec, SessionStart, StatementAllowed
 from sluice.audit.sinks.webhook import WebhookSink
 from sluice.notify.http import Backoff
+
+from .audit_receivers import HttpBehaviour, HttpReceiver, free_port, wait_for
 
 FAST = Backoff(initial=0.01, maximum=0.05)
 
@@ -34,7 +35,8 @@ def test_retries_until_the_receiver_accepts(tmp_path: Path) -> None:
         audit.close()
         assert [b["id"] for b in receiver.behaviour.received] == [e.id for e in events]
         assert receiver.behaviour.requests == 8  # 3 failures, then one POST per event
-        assert _spooled(tmp_path / "spool") == [] and sink.delivered == 5
+        assert _spooled(tmp_path / "spool") == []
+        assert sink.delivered == 5
         assert receiver.behaviour.headers[0]["Content-Type"] == "application/json"
     finally:
         receiver.close()
@@ -44,9 +46,10 @@ def test_events_are_spooled_before_emit_returns(tmp_path: Path) -> None:
     sink = _sink(f"http://127.0.0.1:{free_port()}/hook", tmp_path / "spool")
     try:
         event = SessionStart(session_id="s1")
-        sink.emit(event, '{"id":"%s"}' % event.id)
+        sink.emit(event, f'{{"id":"{event.id}"}}')
         files = _spooled(tmp_path / "spool")
-        assert len(files) == 1 and event.id in files[0].read_text()
+        assert len(files) == 1
+        assert event.id in files[0].read_text()
         assert files[0].stat().st_mode & 0o777 == 0o600
     finally:
         sink.close(time.monotonic())
@@ -105,7 +108,8 @@ def test_rejected_events_are_dead_lettered(tmp_path: Path) -> None:
         audit.close()
         assert [b["statement"] for b in receiver.behaviour.received] == ["ok1", "ok2"]
         dead = list((tmp_path / "spool" / "dead").glob("*.json"))
-        assert len(dead) == 1 and '"bad"' in dead[0].read_text()
+        assert len(dead) == 1
+        assert '"bad"' in dead[0].read_text()
         assert sink.dead_lettered == 1
     finally:
         receiver.close()
@@ -131,7 +135,8 @@ def test_half_written_spool_files_are_discarded(tmp_path: Path) -> None:
         sink = _sink(receiver.url, spool)
         time.sleep(0.2)
         sink.close(time.monotonic() + 1)
-        assert receiver.behaviour.received == [] and list(spool.iterdir()) == [spool / ".lock"]
+        assert receiver.behaviour.received == []
+        assert list(spool.iterdir()) == [spool / ".lock"]
     finally:
         receiver.close()
 
@@ -142,7 +147,8 @@ def test_spool_limit(tmp_path: Path) -> None:
         for _ in range(4):
             e = SessionStart()
             sink.emit(e, "{}")
-        assert sink.dropped == 2 and len(_spooled(tmp_path / "spool")) == 2
+        assert sink.dropped == 2
+        assert len(_spooled(tmp_path / "spool")) == 2
     finally:
         sink.close(time.monotonic())
 
@@ -169,7 +175,8 @@ def test_bearer_token_from_environment(tmp_path: Path, monkeypatch: pytest.Monke
         wait_for(lambda: len(receiver.behaviour.received) == 1)
         audit.close()
         headers = receiver.behaviour.headers[0]
-        assert headers["Authorization"] == "Bearer s3cret" and headers["X-Source"] == "sluice"
+        assert headers["Authorization"] == "Bearer s3cret"
+        assert headers["X-Source"] == "sluice"
     finally:
         receiver.close()
 

@@ -20,9 +20,17 @@ from tests.conftest import APP_PASSWORD
 from tests.helpers import GatewayThread
 
 
-def psql(dsn: str, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["psql", "-X", dsn, *args], capture_output=True, text=True,
-                          input=stdin, timeout=timeout, check=False)
+def psql(
+    dsn: str, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["psql", "-X", dsn, *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def direct_dsn(pg: ThrowawayPostgres) -> str:
@@ -53,16 +61,16 @@ QUERY = "SELECT * FROM items ORDER BY id"
 
 
 class TestPsql:
-    def test_simple_query_equals_direct(self, gateway: GatewayThread, pg: ThrowawayPostgres,
-                                        token: str) -> None:
+    def test_simple_query_equals_direct(
+        self, gateway: GatewayThread, pg: ThrowawayPostgres, token: str
+    ) -> None:
         through = psql(gateway.dsn(token), "-A", "-c", QUERY)
         direct = psql(direct_dsn(pg), "-A", "-c", QUERY)
         assert through.returncode == 0, through.stderr
         assert through.stdout == direct.stdout
         assert through.stdout.count("\n") == 2002
 
-    def test_meta_commands(self, gateway: GatewayThread, pg: ThrowawayPostgres,
-                           token: str) -> None:
+    def test_meta_commands(self, gateway: GatewayThread, pg: ThrowawayPostgres, token: str) -> None:
         for meta in ("\\dt", "\\d items", "\\l", "\\df", "\\dn+"):
             through = psql(gateway.dsn(token), "-c", meta)
             direct = psql(direct_dsn(pg), "-c", meta)
@@ -74,27 +82,42 @@ class TestPsql:
         src.write_text("".join(f"{i},name {i}\n" for i in range(5000)))
         out = tmp_path / "out.csv"
         result = psql(
-            gateway.dsn(token), "-v", "ON_ERROR_STOP=1",
-            "-c", "DROP TABLE IF EXISTS copied; CREATE TABLE copied (id int, name text)",
-            "-c", f"\\copy copied FROM '{src}' WITH (FORMAT csv)",
-            "-c", f"\\copy (SELECT * FROM copied ORDER BY id) TO '{out}' WITH (FORMAT csv)",
+            gateway.dsn(token),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "DROP TABLE IF EXISTS copied; CREATE TABLE copied (id int, name text)",
+            "-c",
+            f"\\copy copied FROM '{src}' WITH (FORMAT csv)",
+            "-c",
+            f"\\copy (SELECT * FROM copied ORDER BY id) TO '{out}' WITH (FORMAT csv)",
         )
         assert result.returncode == 0, result.stderr
         assert "COPY 5000" in result.stdout
         assert out.read_text() == src.read_text()
 
-    def test_copy_from_stdin_with_error_keeps_session(self, gateway: GatewayThread,
-                                                      token: str) -> None:
-        result = psql(gateway.dsn(token), "-c", "CREATE TEMP TABLE t (id int)",
-                      "-c", "COPY t FROM STDIN", "-c", "SELECT 'still here'",
-                      stdin="1\nnot-a-number\n\\.\n")
+    def test_copy_from_stdin_with_error_keeps_session(
+        self, gateway: GatewayThread, token: str
+    ) -> None:
+        result = psql(
+            gateway.dsn(token),
+            "-c",
+            "CREATE TEMP TABLE t (id int)",
+            "-c",
+            "COPY t FROM STDIN",
+            "-c",
+            "SELECT 'still here'",
+            stdin="1\nnot-a-number\n\\.\n",
+        )
         assert 'invalid input syntax for type integer: "not-a-number"' in result.stderr
         assert "still here" in result.stdout
 
     def test_ctrl_c_cancels_the_running_query(self, gateway: GatewayThread, token: str) -> None:
         proc = subprocess.Popen(
             ["psql", "-X", gateway.dsn(token), "-c", "SELECT pg_sleep(30)"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         time.sleep(1.5)
         started = time.monotonic()
@@ -106,8 +129,12 @@ class TestPsql:
     def test_notices_and_parameter_status(self, gateway: GatewayThread, token: str) -> None:
         result = psql(
             gateway.dsn(token, application_name="agent-42", options="-c DateStyle=German"),
-            "-c", "DO $$ BEGIN RAISE NOTICE 'hello from the backend'; END $$",
-            "-c", "SHOW application_name", "-c", "SHOW DateStyle",
+            "-c",
+            "DO $$ BEGIN RAISE NOTICE 'hello from the backend'; END $$",
+            "-c",
+            "SHOW application_name",
+            "-c",
+            "SHOW DateStyle",
         )
         assert "NOTICE:  hello from the backend" in result.stderr
         assert "agent-42" in result.stdout
@@ -115,8 +142,9 @@ class TestPsql:
 
 
 class TestPsycopg:
-    def test_text_and_binary_results_equal_direct(self, gateway: GatewayThread,
-                                                  pg: ThrowawayPostgres, token: str) -> None:
+    def test_text_and_binary_results_equal_direct(
+        self, gateway: GatewayThread, pg: ThrowawayPostgres, token: str
+    ) -> None:
         with psycopg.connect(gateway.dsn(token)) as via, psycopg.connect(direct_dsn(pg)) as d:
             for binary in (False, True):
                 a = via.cursor(binary=binary).execute(QUERY).fetchall()
@@ -143,8 +171,10 @@ class TestPsycopg:
             assert conn.execute("SELECT count(*) FROM tx").fetchone() == (1,)
 
     def test_listen_notify(self, gateway: GatewayThread, token: str) -> None:
-        with psycopg.connect(gateway.dsn(token), autocommit=True) as listener, \
-                psycopg.connect(gateway.dsn(token), autocommit=True) as sender:
+        with (
+            psycopg.connect(gateway.dsn(token), autocommit=True) as listener,
+            psycopg.connect(gateway.dsn(token), autocommit=True) as sender,
+        ):
             listener.execute("LISTEN jobs")
             sender.execute("NOTIFY jobs, 'job 7 done'")
             received = next(listener.notifies(timeout=5))
@@ -152,8 +182,9 @@ class TestPsycopg:
 
 
 class TestAsyncpg:
-    def test_prepared_statements_binary_protocol(self, gateway: GatewayThread,
-                                                 pg: ThrowawayPostgres, token: str) -> None:
+    def test_prepared_statements_binary_protocol(
+        self, gateway: GatewayThread, pg: ThrowawayPostgres, token: str
+    ) -> None:
         async def fetch(dsn: str) -> list[asyncpg.Record]:
             conn = await asyncpg.connect(dsn, ssl="require")
             try:
@@ -167,8 +198,7 @@ class TestAsyncpg:
                 await conn.close()
 
         via = asyncio.run(fetch(gateway.url(token)))
-        direct = asyncio.run(fetch(
-            f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{pg.port}/app"))
+        direct = asyncio.run(fetch(f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{pg.port}/app"))
         assert [tuple(r) for r in via] == [tuple(r) for r in direct]
         assert len(via) == 1500
 
@@ -181,9 +211,13 @@ class TestSqlAlchemy:
             items = sa.Table("items", meta, autoload_with=engine)
             with engine.connect() as conn:
                 count = conn.execute(sa.select(sa.func.count()).select_from(items)).scalar()
-                cheap = conn.execute(
-                    sa.select(items.c.name).where(items.c.price < 3).order_by(items.c.id)
-                ).scalars().all()
+                cheap = (
+                    conn.execute(
+                        sa.select(items.c.name).where(items.c.price < 3).order_by(items.c.id)
+                    )
+                    .scalars()
+                    .all()
+                )
             assert count == 2000
             assert cheap == ["item 1"]
         finally:
@@ -197,24 +231,38 @@ def _env_for(token: str) -> dict[str, str]:
 def test_pgbench_through_the_gateway(gateway: GatewayThread, token: str) -> None:
     env = _env_for(token)
     base = ["-h", "127.0.0.1", "-p", str(gateway.port), "-U", "alice"]
-    init = subprocess.run(["pgbench", "-i", "-s", "1", "-q", *base, "app"], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    init = subprocess.run(
+        ["pgbench", "-i", "-s", "1", "-q", *base, "app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert init.returncode == 0, init.stderr
     for mode in ("simple", "extended", "prepared"):
-        run = subprocess.run(["pgbench", "-n", "-S", "-c", "4", "-t", "200", "-M", mode,
-                              *base, "app"], env=env, capture_output=True, text=True,
-                             timeout=120, check=False)
+        run = subprocess.run(
+            ["pgbench", "-n", "-S", "-c", "4", "-t", "200", "-M", mode, *base, "app"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert run.returncode == 0, run.stderr
         assert "number of failed transactions: 0" in run.stdout
 
 
-def test_pg_dump_through_the_gateway_equals_direct(gateway: GatewayThread,
-                                                   pg: ThrowawayPostgres, token: str) -> None:
+def test_pg_dump_through_the_gateway_equals_direct(
+    gateway: GatewayThread, pg: ThrowawayPostgres, token: str
+) -> None:
     args = ["pg_dump", "--no-owner", "-t", "items"]
-    through = subprocess.run([*args, gateway.dsn(token)], capture_output=True, text=True,
-                             timeout=120, check=False)
-    direct = subprocess.run([*args, direct_dsn(pg)], capture_output=True, text=True,
-                            timeout=120, check=False)
+    through = subprocess.run(
+        [*args, gateway.dsn(token)], capture_output=True, text=True, timeout=120, check=False
+    )
+    direct = subprocess.run(
+        [*args, direct_dsn(pg)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert through.returncode == 0, through.stderr
     assert _stable(through.stdout) == _stable(direct.stdout)
     assert "COPY public.items" in through.stdout
@@ -222,13 +270,15 @@ def test_pg_dump_through_the_gateway_equals_direct(gateway: GatewayThread,
 
 def _stable(dump: str) -> str:
     """pg_dump writes a random key on its \\restrict lines; the rest must match."""
-    return "\n".join(line for line in dump.splitlines()
-                     if not line.startswith(("\\restrict", "\\unrestrict")))
+    return "\n".join(
+        line for line in dump.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))
+    )
 
 
 def test_session_is_written_to_the_store(gateway: GatewayThread, token: str) -> None:
-    result = psql(gateway.dsn(token, application_name="store-check"), "-c", "SELECT 1",
-                  "-c", "SELECT 2")
+    result = psql(
+        gateway.dsn(token, application_name="store-check"), "-c", "SELECT 1", "-c", "SELECT 2"
+    )
     assert result.returncode == 0
     assert gateway.gateway is not None
     deadline = time.monotonic() + 5

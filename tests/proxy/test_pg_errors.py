@@ -133,8 +133,7 @@ def test_token_of_another_user(gateway: GatewayThread, raw: RawClient) -> None:
     assert fields["M"] == "this token belongs to user 'alice', not 'mallory'"
 
 
-def test_unknown_connection_names_the_allowed_ones(gateway: GatewayThread,
-                                                   raw: RawClient) -> None:
+def test_unknown_connection_names_the_allowed_ones(gateway: GatewayThread, raw: RawClient) -> None:
     raw.login("alice", gateway.token("alice", groups=("dev",)), dbname="nope")
     fields = raw.error_fields()
     assert fields["C"] == "3D000"
@@ -164,12 +163,17 @@ def test_backend_down_fails_promptly(gateway: GatewayThread, raw: RawClient) -> 
 
 @pytest.mark.parametrize("conn", ["app", "app-md5", "app-plain", "app-trust"])
 def test_every_backend_auth_method(gateway: GatewayThread, conn: str) -> None:
-    expected = {"app": "app", "app-md5": "md5user", "app-plain": "plainuser",
-                "app-trust": "trustuser"}[conn]
+    expected = {
+        "app": "app",
+        "app-md5": "md5user",
+        "app-plain": "plainuser",
+        "app-trust": "trustuser",
+    }[conn]
     with psycopg.connect(gateway.dsn(gateway.token(), dbname=conn)) as c:
         assert c.execute("SELECT current_user").fetchone() == (expected,)
         backend_ssl = c.execute(
-            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ).fetchone()
     assert backend_ssl == ((conn != "app-md5"),)
 
 
@@ -179,7 +183,9 @@ def test_backend_password_never_reaches_the_client(gateway: GatewayThread) -> No
     token = gateway.token()
     result = subprocess.run(
         ["psql", "-X", gateway.dsn(token), "-c", "SHOW ALL", "-c", "\\conninfo"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0
     assert APP_PASSWORD not in result.stdout + result.stderr
@@ -292,8 +298,10 @@ def test_vanishing_clients_do_not_disturb_others(gateway: GatewayThread) -> None
 
 def test_backend_killed_mid_session(gateway: GatewayThread) -> None:
     token = gateway.token()
-    with psycopg.connect(gateway.dsn(token), autocommit=True) as victim, \
-            psycopg.connect(gateway.dsn(token), autocommit=True) as killer:
+    with (
+        psycopg.connect(gateway.dsn(token), autocommit=True) as victim,
+        psycopg.connect(gateway.dsn(token), autocommit=True) as killer,
+    ):
         pid = victim.execute("SELECT pg_backend_pid()").fetchone()
         killer.execute("SELECT pg_terminate_backend(%s)", pid)
         with pytest.raises(psycopg.OperationalError):

@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from recording_helpers import context, lines, make_log, store
 from rich.console import Console
 
 from sluice.policy.verdict import Allow
 from sluice.recording import RecordingFormatError, prune, render_replay, replay
 from sluice.recording.render import MAX_RENDER_ROWS
+
+from .recording_helpers import context, lines, make_log, store
 
 
 def _render(path: Path, **kwargs: object) -> str:
@@ -56,10 +57,14 @@ def test_render_never_interprets_recorded_text(tmp_path: Path) -> None:
     console = Console(file=io.StringIO(), width=200, record=True, force_terminal=True)
     render_replay(console, replay(rec.path))
     text = console.export_text()
-    assert "[bold red]x[/]" in text and "[link=http://evil]c[/link]" in text
-    assert "\\u001b[2J" in text and "\\u202e" in text
+    assert "[bold red]x[/]" in text
+    assert "[link=http://evil]c[/link]" in text
+    assert "\\u001b[2J" in text
+    assert "\\u202e" in text
     raw = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "\x1b[2J" not in raw and "\x1b]0;pwned" not in raw and "\u202e" not in raw
+    assert "\x1b[2J" not in raw
+    assert "\x1b]0;pwned" not in raw
+    assert "\u202e" not in raw
 
 
 def test_render_caps_rows_per_table(tmp_path: Path) -> None:
@@ -69,7 +74,8 @@ def test_render_caps_rows_per_table(tmp_path: Path) -> None:
     rec.complete(f"SELECT {MAX_RENDER_ROWS + 25}")
     rec.end(reason="done")
     out = _render(rec.path)
-    assert f"row{MAX_RENDER_ROWS - 1}" in out and f"row{MAX_RENDER_ROWS} " not in out
+    assert f"row{MAX_RENDER_ROWS - 1}" in out
+    assert f"row{MAX_RENDER_ROWS} " not in out
     assert "... 25 more rows not shown" in out
 
 
@@ -77,7 +83,8 @@ def test_realtime_waits_between_records(tmp_path: Path) -> None:
     path = make_log(tmp_path)
     pauses: list[float] = []
     _render(path, realtime=True, speed=2.0, sleep=pauses.append)
-    assert len(pauses) == 15 and all(p == pytest.approx(0.125) for p in pauses)
+    assert len(pauses) == 15
+    assert all(p == pytest.approx(0.125) for p in pauses)
 
 
 def test_replay_skips_a_partial_last_line(tmp_path: Path) -> None:

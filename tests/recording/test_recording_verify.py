@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from recording_helpers import KEY, lines, make_log, parse, rechain
 
 from sluice.recording import Problem, verify
 from sluice.recording.format import key_id
+
+from .recording_helpers import KEY, lines, make_log, parse, rechain
 
 
 def _write(path: Path, chunks: list[bytes]) -> None:
@@ -18,8 +19,11 @@ def _write(path: Path, chunks: list[bytes]) -> None:
 
 def test_intact(tmp_path: Path) -> None:
     report = verify(make_log(tmp_path))
-    assert report.ok and report.sealed and report.records == 16
-    assert report.session_id == "sess-1" and report.problem is None
+    assert report.ok
+    assert report.sealed
+    assert report.records == 16
+    assert report.session_id == "sess-1"
+    assert report.problem is None
     assert "intact" in report.summary()
 
 
@@ -257,7 +261,8 @@ def test_fuzz_mutations_are_never_intact(
     assert report.problem != Problem.INTERNAL, report.detail
     assert report.ok == (data == original)
     if not report.ok:
-        assert report.problem is not None and report.detail
+        assert report.problem is not None
+        assert report.detail
 
 
 @settings(max_examples=100, deadline=None)
@@ -283,4 +288,5 @@ def test_fuzz_json_records_never_crash(
     path = tmp_path_factory.mktemp("fuzzj") / "j.slog"
     path.write_bytes(first + line)
     report = verify(path)
-    assert not report.ok and report.problem != Problem.INTERNAL
+    assert not report.ok
+    assert report.problem != Problem.INTERNAL

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
 import pytest
-from recording_helpers import KEY, context, lines, make_log, parse, store, write_session
 
 from sluice.errors import ConfigError
 from sluice.policy.verdict import Allow, RequireApproval
 from sluice.recording import (
+    Recorder,
     RecordingError,
     RecordingSpec,
     RecordingStore,
@@ -17,7 +16,6 @@ from sluice.recording import (
     replay,
     verify,
 )
-from sluice.recording import writer as writer_mod
 from sluice.recording.format import MAX_RECORD_BYTES
 from sluice.recording.records import (
     ApprovalRecord,
@@ -34,13 +32,16 @@ from sluice.recording.records import (
     VerdictRecord,
 )
 
+from .recording_helpers import KEY, context, lines, make_log, parse, store, write_session
+
 
 def test_round_trip(tmp_path: Path) -> None:
     path = make_log(tmp_path)
     records = list(replay(path))
     assert [r.seq for r in records] == list(range(16))
     kinds = [type(r).__name__ for r in records]
-    assert kinds[0] == "StartRecord" and kinds[-2:] == ["EndRecord", "SealRecord"]
+    assert kinds[0] == "StartRecord"
+    assert kinds[-2:] == ["EndRecord", "SealRecord"]
     start = records[0]
     assert isinstance(start, StartRecord)
     assert (start.session_id, start.user, start.groups) == ("sess-1", "alice", ("dba", "oncall"))
@@ -49,9 +50,11 @@ def test_round_trip(tmp_path: Path) -> None:
         "postgres",
         "10.0.0.7:51234",
     )
-    assert start.mac == "sha256" and start.key_id is None
+    assert start.mac == "sha256"
+    assert start.key_id is None
     stmt = records[1]
-    assert isinstance(stmt, StatementRecord) and stmt.sql == "SELECT id, email FROM users"
+    assert isinstance(stmt, StatementRecord)
+    assert stmt.sql == "SELECT id, email FROM users"
     verdict = records[2]
     assert isinstance(verdict, VerdictRecord)
     assert (verdict.verdict, verdict.rule, verdict.mask_profiles) == (
@@ -65,14 +68,19 @@ def test_round_trip(tmp_path: Path) -> None:
     rows = records[4]
     assert isinstance(rows, RowsRecord)
     assert rows.rows == (("1", "a***@example.com"), ("2", None))
-    assert isinstance(records[5], CompleteRecord) and records[5].tag == "SELECT 2"
+    assert isinstance(records[5], CompleteRecord)
+    assert records[5].tag == "SELECT 2"
     blocked = records[7]
-    assert isinstance(blocked, VerdictRecord) and blocked.reason == "DDL is not allowed"
-    assert isinstance(records[8], ErrorRecord) and records[8].source == "gateway"
+    assert isinstance(blocked, VerdictRecord)
+    assert blocked.reason == "DDL is not allowed"
+    assert isinstance(records[8], ErrorRecord)
+    assert records[8].source == "gateway"
     parse_stmt = records[9]
-    assert isinstance(parse_stmt, StatementRecord) and parse_stmt.statement_name == "s1"
+    assert isinstance(parse_stmt, StatementRecord)
+    assert parse_stmt.statement_name == "s1"
     approved = records[11]
-    assert isinstance(approved, ApprovalRecord) and approved.actor == "bob"
+    assert isinstance(approved, ApprovalRecord)
+    assert approved.actor == "bob"
     end = records[14]
     assert isinstance(end, EndRecord)
     assert (end.reason, end.bytes_in, end.bytes_out, end.statements) == (
@@ -83,7 +91,8 @@ def test_round_trip(tmp_path: Path) -> None:
     )
     assert (end.rows_recorded, end.rows_dropped) == (2, 0)
     seal = records[15]
-    assert isinstance(seal, SealRecord) and seal.records == 15
+    assert isinstance(seal, SealRecord)
+    assert seal.records == 15
     # timing: monotonic offsets from the start, non-decreasing; wall clock in UTC
     assert [r.t for r in records] == sorted(r.t for r in records)
     assert all(r.wall.utcoffset() is not None for r in records)
@@ -93,7 +102,9 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_keyed_log_verifies_only_with_the_key(tmp_path: Path) -> None:
     path = make_log(tmp_path, key=KEY)
     report = verify(path, key=KEY)
-    assert report.ok and report.authenticated and report.records == 16
+    assert report.ok
+    assert report.authenticated
+    assert report.records == 16
     assert not verify(path).ok
 
 
@@ -134,12 +145,14 @@ def test_size_cap_stops_rows_but_not_statements(tmp_path: Path) -> None:
     rec.end(reason="done")
     records = list(replay(rec.path))
     caps = [r for r in records if isinstance(r, CapRecord)]
-    assert len(caps) == 1 and caps[0].limit_bytes == 64 * 1024
+    assert len(caps) == 1
+    assert caps[0].limit_bytes == 64 * 1024
     assert sum(isinstance(r, StatementRecord) for r in records) == 2
     assert sum(isinstance(r, VerdictRecord) for r in records) == 2
     recorded = sum(len(r.rows) for r in records if isinstance(r, RowsRecord))
     end = next(r for r in records if isinstance(r, EndRecord))
-    assert end.rows_recorded == recorded and 0 < recorded < 200
+    assert end.rows_recorded == recorded
+    assert 0 < recorded < 200
     assert end.rows_dropped == 201 - recorded
     assert rec.path.stat().st_size < 64 * 1024 + 4096
     assert verify(rec.path).ok
@@ -152,49 +165,51 @@ def test_row_larger_than_a_record_is_omitted(tmp_path: Path) -> None:
     rec.end(reason="done")
     records = list(replay(rec.path))
     omitted = [r for r in records if isinstance(r, OmittedRecord)]
-    assert len(omitted) == 1 and omitted[0].rows == 1
+    assert len(omitted) == 1
+    assert omitted[0].rows == 1
     kept = [row for r in records if isinstance(r, RowsRecord) for row in r.rows]
     assert kept == [("small",), ("small2",)]
     assert verify(rec.path).ok
 
 
-def _failing_write(fd: int, data: object) -> int:
-    raise OSError(errno.ENOSPC, "No space left on device")
+def _disk_full(rec: Recorder) -> None:
+    """From now on every write to the log fails with ENOSPC, as on a full disk."""
+    full = os.open("/dev/full", os.O_WRONLY)
+    assert rec._fd is not None
+    os.dup2(full, rec._fd)
+    os.close(full)
 
 
-def test_write_failure_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_failure_fails_closed(tmp_path: Path) -> None:
     failures: list[tuple[str, RecordingError]] = []
     st = RecordingStore(
         RecordingSpec(dir=tmp_path), on_failure=lambda sid, err: failures.append((sid, err))
     )
     rec = st.open(context())
-    monkeypatch.setattr(writer_mod.os, "write", _failing_write)
+    _disk_full(rec)
     with pytest.raises(RecordingError) as info:
         rec.statement("DELETE FROM t", origin="simple")
     assert info.value.sqlstate == "58030"
     assert "No space left" in info.value.message
     assert [sid for sid, _ in failures] == ["sess-1"]
-    monkeypatch.undo()
     with pytest.raises(RecordingError):  # stays failed: no statement goes unrecorded
         rec.statement("SELECT 1", origin="simple")
     rec.end(reason="x")  # ending a failed log does not raise again
 
 
-def test_write_failure_not_required_disables(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_write_failure_not_required_disables(tmp_path: Path) -> None:
     failures: list[str] = []
     st = RecordingStore(
         RecordingSpec(dir=tmp_path, required=False),
         on_failure=lambda sid, err: failures.append(sid),
     )
     rec = st.open(context())
-    monkeypatch.setattr(writer_mod.os, "write", _failing_write)
+    _disk_full(rec)
     rec.statement("DELETE FROM t", origin="simple")
-    monkeypatch.undo()
     rec.statement("SELECT 1", origin="simple")
     rec.end(reason="done")
-    assert failures == ["sess-1"] and rec.failed is not None
+    assert failures == ["sess-1"]
+    assert rec.failed is not None
 
 
 def test_open_failure(tmp_path: Path) -> None:
@@ -235,7 +250,8 @@ def test_key_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert st.keyed
     rec = st.open(context())
     write_session_short(rec)
-    assert st.verify("sess-1").ok and st.verify("sess-1").authenticated
+    assert st.verify("sess-1").ok
+    assert st.verify("sess-1").authenticated
     key_file = tmp_path / "key"
     key_file.write_bytes(KEY + b"\n")
     assert (
@@ -251,7 +267,7 @@ def test_key_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         RecordingSpec(hmac_key="literal-key-in-config")
 
 
-def write_session_short(rec: writer_mod.Recorder) -> None:
+def write_session_short(rec: Recorder) -> None:
     rec.statement("SELECT 1", origin="simple")
     rec.end(reason="done")
 

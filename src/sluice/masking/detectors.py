@@ -176,9 +176,7 @@ _GITHUB = (
         prefilter=rb"github_pat_[A-Za-z0-9_]{22}",
     ),
 )
-_GITLAB = _p(
-    rb"glpat-[A-Za-z0-9_\-]{20,}", before=rb"(?<![\w\-])", after=rb"", validator=v.always
-)
+_GITLAB = _p(rb"glpat-[A-Za-z0-9_\-]{20,}", before=rb"(?<![\w\-])", after=rb"", validator=v.always)
 _SLACK = _p(
     rb"xox[baprs]-[A-Za-z0-9\-]{10,}", before=rb"(?<![\w\-])", after=rb"", validator=v.always
 )

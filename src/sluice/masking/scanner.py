@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import re
 import threading
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from typing import Any, Literal, NamedTuple
 
 from sluice.masking.detectors import Detector, Pattern

@@ -1,7 +1,9 @@
 """Notifications to people: approval requests and decisions to chat webhooks."""
 
 from sluice.notify.webhook import (
+    ApprovalLike,
     ApprovalNotice,
+    ApprovalNotifier,
     Decision,
     DecisionNotice,
     DeliveryResult,
@@ -12,7 +14,9 @@ from sluice.notify.webhook import (
 )
 
 __all__ = [
+    "ApprovalLike",
     "ApprovalNotice",
+    "ApprovalNotifier",
     "Decision",
     "DecisionNotice",
     "DeliveryResult",

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
@@ -288,3 +288,100 @@ class WebhookNotifier:
                 os.close(fd)
         except OSError as exc:
             log.error("cannot record failed notification in %s: %s", self.failure_log, exc)
+
+
+# -- adapter for stored approval requests -------------------------------------------
+
+
+class ApprovalLike(Protocol):
+    """What the notifier reads from a stored approval (sluice.approvals.service.Approval)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def requester(self) -> str: ...
+    @property
+    def requester_groups(self) -> tuple[str, ...]: ...
+    @property
+    def connection(self) -> str: ...
+    @property
+    def statement(self) -> str: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def approver_groups(self) -> tuple[str, ...]: ...
+    @property
+    def expires_at(self) -> dt.datetime: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def decided_by(self) -> str | None: ...
+    @property
+    def decision_reason(self) -> str | None: ...
+
+
+class ApprovalNotifier:
+    """Notifies about stored approval requests; reports failed deliveries to `on_failure`
+    (e.g. to audit them) besides returning them."""
+
+    def __init__(
+        self,
+        notifier: WebhookNotifier,
+        *,
+        on_failure: Callable[[DeliveryResult], None] | None = None,
+    ) -> None:
+        self.notifier = notifier
+        self._on_failure = on_failure
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: NotifySpec,
+        *,
+        base_dir: Path | None = None,
+        on_failure: Callable[[DeliveryResult], None] | None = None,
+    ) -> ApprovalNotifier:
+        return cls(WebhookNotifier(spec, base_dir=base_dir), on_failure=on_failure)
+
+    async def requested(self, approval: ApprovalLike) -> DeliveryResult:
+        return await self._send(
+            ApprovalNotice(
+                approval_id=approval.id,
+                identity=Identity(user=approval.requester, groups=approval.requester_groups),
+                connection=approval.connection,
+                session_id=approval.session_id or "",
+                statement=approval.statement,
+                rule=approval.rule,
+                reason=approval.reason,
+                approver_groups=approval.approver_groups,
+                expires_at=approval.expires_at,
+            )
+        )
+
+    async def decided(self, approval: ApprovalLike) -> DeliveryResult:
+        status = str(approval.status)
+        decision = Decision(status) if status in {d.value for d in Decision} else Decision.APPROVED
+        return await self._send(
+            DecisionNotice(
+                approval_id=approval.id,
+                decision=decision,
+                identity=Identity(user=approval.requester, groups=approval.requester_groups),
+                connection=approval.connection,
+                statement=approval.statement,
+                decided_by=approval.decided_by,
+                reason=approval.decision_reason or "",
+            )
+        )
+
+    async def _send(self, notice: Notice) -> DeliveryResult:
+        result = await self.notifier.notify(notice)
+        if not result.ok and self._on_failure is not None:
+            try:
+                self._on_failure(result)
+            except Exception:
+                log.exception("notification failure hook raised")
+        return result

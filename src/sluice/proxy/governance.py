@@ -1,21 +1,64 @@
 """Per-session governance: what the data path asks before and after forwarding.
 
 The proxy asks `SessionGovernance.judge()` for every statement before it
-reaches the backend and acts on the verdict; everything policy-, masking-,
-recording- and audit-related lives behind this one seam. Any exception from
-a method means: deny (the proxy blocks the statement or drops the message).
+reaches the backend and acts on the verdict; policy, approvals, masking,
+recording and audit all live behind this one seam. Any exception from a
+method means: deny (the proxy blocks the statement or drops the message).
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from sluice.approvals.service import Approval, ApprovalService, ApprovalStatus
+from sluice.audit import (
+    ApprovalExpired,
+    ApprovalRequested,
+    ApprovalWithdrawn,
+    AuditLog,
+    SessionEnd,
+    SessionStart,
+    StatementAllowed,
+    StatementBlocked,
+    context_fields,
+)
 from sluice.config import ConnectionSpec
-from sluice.events import QueryOrigin, SessionContext
-from sluice.policy.verdict import Allow, RequireApproval, Verdict
+from sluice.events import QueryOrigin, QueryRequested, SessionContext
+from sluice.policy import PolicyEngine, PreparedStatements
+from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.tracker import ResultShape
+from sluice.recording import Recorder
+
+
+class SessionMasking(Protocol):
+    """Masking of one session's results (see sluice.proxy.pg_masking)."""
+
+    def statement_allowed(self, sql: str, verdict: Allow) -> None: ...
+
+    def mask_rows(self, shape: ResultShape | None, rows: list[bytes]) -> list[bytes] | None: ...
+
+    def mask_message(self, kind: int, body: bytes) -> bytes: ...
+
+    def mask_copy(self, body: bytes) -> bytes: ...
+
+
+class ApprovalNotifier(Protocol):
+    """Tells approvers about a new request (e.g. a Slack-compatible webhook)."""
+
+    async def requested(self, approval: Approval) -> None: ...
+
+
+log = logging.getLogger(__name__)
+
+# How often a held statement looks for its decision in the store.
+APPROVAL_POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,58 +67,320 @@ class ApprovalOutcome:
     sqlstate: str = "42501"
     message: str = ""
     hint: str | None = None
+    approval_id: str | None = None
+
+
+@dataclass(slots=True)
+class GovernanceServices:
+    """Shared by all sessions; swapped as a whole on reload."""
+
+    engine: PolicyEngine
+    approvals: ApprovalService
+    audit: AuditLog
+    recorder_factory: Callable[[SessionContext, ConnectionSpec], Recorder | None]
+    masking_factory: Callable[[SessionContext, ConnectionSpec], SessionMasking | None]
+    notifier: ApprovalNotifier | None = None
+    approval_command: str = "sluice approvals approve"
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+def _origin_label(origin: QueryOrigin) -> str:
+    return origin.value
 
 
 class SessionGovernance:
     """Governance of one session."""
 
-    # Whether DataRows must be decoded (masking or recording of rows).
-    wants_rows = False
-    # Whether notices, errors, notifications and COPY data pass the masker.
-    masks_messages = False
-
-    def __init__(self, context: SessionContext, connection: ConnectionSpec):
+    def __init__(self, context: SessionContext, connection: ConnectionSpec,
+                 governor: Governor | None = None):
         self.context = context
         self.connection = connection
+        self._governor = governor
+        services = governor.services if governor is not None else None
+        self.services = services
+        self.prepared = PreparedStatements()
+        self._approved_statements: set[str] = set()
+        self._withdrawn = asyncio.Event() if services else None
+        self._started = time.monotonic()
+        self.recorder: Recorder | None = None
+        self.masking: SessionMasking | None = None
+        if services is not None:
+            self.recorder = services.recorder_factory(context, connection)
+            self.masking = services.masking_factory(context, connection)
+            services.audit.emit(SessionStart(**context_fields(context),
+                                             protocol=context.protocol.value))
+        self.wants_rows = self.recorder is not None or self.masking is not None
+        self.masks_messages = self.recorder is not None or self.masking is not None
+        self.masks_copy = self.masking is not None
+        self._columns: tuple[str, ...] = ()
+        self._shape: ResultShape | None = None
+
+    # Statements
 
     def judge(self, sql: str, origin: QueryOrigin, statement_name: str | None) -> Verdict:
-        return Allow(rule="pass-through")
+        # The governor's services are read on every statement, so a reloaded
+        # policy applies to sessions already open.
+        services = self._governor.services if self._governor is not None else None
+        if services is None or self.connection.policy is None:
+            return Allow(rule="no-policy")
+        event = QueryRequested(context=self.context, sql=sql, origin=origin,
+                               statement_name=statement_name)
+        verdict = services.engine.decide(event, policy_name=self.connection.policy,
+                                         prepared=self.prepared)
+        if (isinstance(verdict, RequireApproval) and origin is QueryOrigin.EXECUTE
+                and statement_name in self._approved_statements):
+            return Allow(rule=verdict.rule, reason="approved when prepared", mask=verdict.mask)
+        return verdict
 
-    def before_forward(self, sql: str, verdict: Allow) -> None:
-        """Called right before an allowed statement goes to the backend."""
+    def before_forward(self, sql: str, verdict: Allow, origin: QueryOrigin,
+                       statement_name: str | None, approval_id: str | None = None) -> None:
+        """Record and audit an allowed statement right before it goes to the backend.
+
+        Raises (RecordingError, AuditError) when that cannot be done: the
+        statement must then not be sent.
+        """
+        if self.recorder is not None:
+            self.recorder.statement(sql, origin=_origin_label(origin),
+                                    statement_name=statement_name)
+            self.recorder.verdict(verdict)
+        if self.services is not None:
+            self.services.audit.emit(StatementAllowed(
+                **context_fields(self.context), rule=verdict.rule, reason=verdict.reason,
+                statement=sql, origin=origin.value,
+                mask_profiles=verdict.mask.profiles if verdict.mask else (),
+                approval_id=approval_id,
+            ))
+        if origin is QueryOrigin.PARSE:
+            self.prepared.parse(statement_name or "", sql)
+            if approval_id is not None and statement_name:
+                self._approved_statements.add(statement_name)
+        elif origin is QueryOrigin.SIMPLE:
+            self.prepared.observe(sql)
+        if self.masking is not None:
+            self.masking.statement_allowed(sql, verdict)
+
+    def on_blocked(self, sql: str, origin: QueryOrigin, statement_name: str | None,
+                   verdict: Block | RequireApproval, sqlstate: str, message: str) -> None:
+        """A statement did not reach the backend; record and audit why."""
+        if self.recorder is not None:
+            self.recorder.statement(sql, origin=_origin_label(origin),
+                                    statement_name=statement_name)
+            self.recorder.verdict(verdict)
+            self.recorder.error(sqlstate=sqlstate, message=message, source="gateway")
+        if self.services is not None:
+            self.services.audit.emit(StatementBlocked(
+                **context_fields(self.context), rule=verdict.rule, reason=message,
+                statement=sql, origin=origin.value,
+            ))
 
     def statement_closed(self, name: str) -> None:
-        """The client closed a prepared statement."""
+        self.prepared.close(name)
+        self._approved_statements.discard(name)
+
+    # Approvals
 
     async def request_approval(
         self, sql: str, verdict: RequireApproval, *, notify: Callable[[str, str], None]
     ) -> ApprovalOutcome:
-        return ApprovalOutcome(approved=False, message="approvals are not configured")
+        services = self.services
+        if services is None:
+            return ApprovalOutcome(approved=False, message="approvals are not configured")
+        identity = self.context.identity
+        grant = await asyncio.to_thread(
+            services.approvals.usable_grant, requester=identity.user,
+            connection=self.context.connection, statement=sql,
+        )
+        if grant is not None:
+            self._record_approval("approved", grant.id, grant.decided_by,
+                                  "earlier approval" + (" (window)" if grant.window_until else ""))
+            return ApprovalOutcome(approved=True, approval_id=grant.id)
+        request, created = await asyncio.to_thread(
+            services.approvals.request, requester=identity, connection=self.context.connection,
+            statement=sql, rule=verdict.rule, reason=verdict.reason,
+            approver_groups=verdict.approver_groups, timeout=verdict.timeout,
+            session_id=self.context.session_id,
+        )
+        if created:
+            services.audit.emit(ApprovalRequested(
+                **context_fields(self.context), rule=verdict.rule, reason=verdict.reason,
+                approval_id=request.id, statement=sql,
+                approver_groups=verdict.approver_groups, expires_at=request.expires_at,
+            ))
+            if services.notifier is not None:
+                self._spawn(services.notifier.requested(request))
+        self._record_approval("requested", request.id, identity.user, verdict.reason)
+        minutes = max(1, round(verdict.timeout.total_seconds() / 60))
+        notify(
+            f"statement held for approval (rule {verdict.rule}): request {request.id}, "
+            f"expires in {minutes} min",
+            f"an approver in {', '.join(verdict.approver_groups)} runs: "
+            f"{services.approval_command} {request.id}",
+        )
+        return await self._await_decision(request)
+
+    async def _await_decision(self, request: Approval) -> ApprovalOutcome:
+        services = self.services
+        assert services is not None and self._withdrawn is not None
+        while True:
+            if self._withdrawn.is_set():
+                await asyncio.to_thread(services.approvals.finish, request.id,
+                                        ApprovalStatus.WITHDRAWN)
+                services.audit.emit(ApprovalWithdrawn(**context_fields(self.context),
+                                                      approval_id=request.id,
+                                                      rule=request.rule))
+                self._record_approval("withdrawn", request.id, self.context.identity.user, "")
+                return ApprovalOutcome(
+                    approved=False, sqlstate="57014", approval_id=request.id,
+                    message=f"canceling statement due to user request; approval request "
+                            f"{request.id} withdrawn",
+                )
+            current = await asyncio.to_thread(services.approvals.get, request.id)
+            if current is None:
+                return ApprovalOutcome(approved=False, message="the approval request vanished")
+            if current.status is ApprovalStatus.APPROVED:
+                await asyncio.to_thread(services.approvals.finish, request.id,
+                                        ApprovalStatus.CONSUMED)
+                self._record_approval("approved", request.id, current.decided_by,
+                                      current.decision_reason or "")
+                return ApprovalOutcome(approved=True, approval_id=request.id)
+            if current.status is ApprovalStatus.DENIED:
+                self._record_approval("denied", request.id, current.decided_by,
+                                      current.decision_reason or "")
+                return ApprovalOutcome(
+                    approved=False, sqlstate="42501", approval_id=request.id,
+                    message=f"denied by {current.decided_by}: {current.decision_reason}",
+                    hint=f"approval request {request.id}",
+                )
+            if current.status is not ApprovalStatus.PENDING or \
+                    current.expires_at <= dt.datetime.now(dt.UTC):
+                await asyncio.to_thread(services.approvals.finish, request.id,
+                                        ApprovalStatus.EXPIRED)
+                services.audit.emit(ApprovalExpired(**context_fields(self.context),
+                                                    approval_id=request.id, rule=request.rule))
+                self._record_approval("expired", request.id, None, "")
+                return ApprovalOutcome(
+                    approved=False, sqlstate="57014", approval_id=request.id,
+                    message=f"approval request {request.id} expired without a decision",
+                    hint="ask an approver, then run the statement again",
+                )
+            try:
+                await asyncio.wait_for(self._withdrawn.wait(), APPROVAL_POLL_SECONDS)
+            except TimeoutError:
+                pass
 
     def withdraw_approval(self) -> None:
-        """The client cancelled while its statement was held."""
+        if self._withdrawn is not None:
+            self._withdrawn.set()
 
-    def process_rows(self, shape: ResultShape | None, rows: list[bytes]) -> bytes:
-        return b"".join(m.frame(b"D", row) for row in rows)
+    def approval_settled(self) -> None:
+        """The held statement was forwarded or refused; reset for the next one."""
+        if self._withdrawn is not None:
+            self._withdrawn.clear()
 
-    def result_done(self, tag: bytes) -> None:
-        """A result ended (CommandComplete, EmptyQueryResponse, PortalSuspended)."""
+    def _record_approval(self, state: str, approval_id: str, actor: str | None,
+                         reason: str) -> None:
+        if self.recorder is not None:
+            self.recorder.approval(state=state, approval_id=approval_id, actor=actor,
+                                   reason=reason)
+
+    def _spawn(self, coro: Any) -> None:
+        assert self.services is not None
+        task = asyncio.get_running_loop().create_task(coro)
+        self.services.tasks.add(task)
+        task.add_done_callback(self.services.tasks.discard)
+
+    # Results
+
+    def process_rows(self, shape: ResultShape | None, rows: list[bytes]) -> bytes | None:
+        """Mask and record a run of DataRows; None means "forward them unchanged"."""
+        if self.masking is not None:
+            masked = self.masking.mask_rows(shape, rows)
+            if masked is not None:
+                rows = masked
+        if self.recorder is not None:
+            names = self._column_names(shape, rows)
+            self.recorder.rows(names, [_display_row(row, shape) for row in rows])
+        if self.masking is not None and masked is not None:
+            return b"".join(m.frame(b"D", row) for row in rows)
+        return None
+
+    def _column_names(self, shape: ResultShape | None, rows: list[bytes]) -> tuple[str, ...]:
+        if shape is not None:
+            if shape is not self._shape:
+                self._shape = shape
+                self._columns = tuple(f.name for f in shape.fields)
+            return self._columns
+        width = len(m.decode_data_row(rows[0])) if rows else 0
+        return tuple(f"?column{i + 1}?" for i in range(width))
+
+    def result_done(self, body: bytes) -> None:
+        if self.recorder is not None:
+            tag = body.rstrip(b"\0").decode("utf-8", "replace")
+            self.recorder.complete(tag)
 
     def process_message(self, kind: int, body: bytes) -> bytes:
+        """Errors, notices and notifications: mask their text, record them."""
+        if self.masking is not None:
+            body = self.masking.mask_message(kind, body)
+        if self.recorder is not None:
+            if kind in (m.ERROR_RESPONSE, m.NOTICE_RESPONSE):
+                fields = m.decode_fields(body)
+                if kind == m.ERROR_RESPONSE:
+                    self.recorder.error(sqlstate=fields.get("C", ""),
+                                        message=fields.get("M", ""))
+                else:
+                    self.recorder.notice(fields.get("M", ""),
+                                         severity=fields.get("V", fields.get("S", "NOTICE")))
+            elif kind == m.NOTIFICATION_RESPONSE:
+                _, channel, payload = m.decode_notification(body)
+                self.recorder.notice(f"NOTIFY {channel}: {payload}", severity="NOTIFY")
         return m.frame(bytes((kind,)), body)
 
     def process_copy_data(self, body: bytes) -> bytes:
+        if self.masking is not None:
+            body = self.masking.mask_copy(body)
         return m.frame(b"d", body)
 
-    def backend_error(self, fields: dict[str, str]) -> None:
-        """The backend reported an error (already masked when masking is on)."""
+    def close(self, *, reason: str, detail: str | None,
+              bytes_in: int = 0, bytes_out: int = 0, statements: int = 0) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder.end(reason=reason, bytes_in=bytes_in, bytes_out=bytes_out)
+            except Exception:
+                log.exception("sealing the recording of %s failed", self.context.session_id)
+        if self.services is not None:
+            self.services.audit.emit(SessionEnd(
+                **context_fields(self.context), protocol=self.context.protocol.value,
+                reason=reason if not detail else f"{reason}: {detail}",
+                duration_ms=int((time.monotonic() - self._started) * 1000),
+                statements=statements, bytes_in=bytes_in, bytes_out=bytes_out,
+            ))
 
-    def close(self, *, reason: str, detail: str | None) -> None:
-        """The session ended."""
+
+def _display_row(row: bytes, shape: ResultShape | None) -> list[str | None]:
+    """DataRow values as text for the recording (binary values as hex)."""
+    values = m.decode_data_row(row)
+    formats = [f.format for f in shape.fields] if shape is not None else []
+    out: list[str | None] = []
+    for index, value in enumerate(values):
+        if value is None:
+            out.append(None)
+        elif index < len(formats) and formats[index] == 1:
+            out.append("\\x" + value.hex())
+        else:
+            out.append(value.decode("utf-8", "replace"))
+    return out
 
 
 class Governor:
-    """Creates the governance of each session from the running configuration."""
+    """Creates the governance of each session from the running services."""
+
+    def __init__(self, services: GovernanceServices | None = None):
+        self.services = services
 
     def session(self, context: SessionContext, connection: ConnectionSpec) -> SessionGovernance:
-        return SessionGovernance(context, connection)
+        return SessionGovernance(context, connection, self)
+
+    def swap(self, services: GovernanceServices) -> None:
+        """Install new services (a reloaded policy); open sessions judge with them too."""
+        self.services = services

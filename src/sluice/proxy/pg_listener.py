@@ -320,7 +320,10 @@ class PostgresListener:
             gateway.cancels.unregister(key)
             reason = session.end_reason or "unknown"
             try:
-                governance.close(reason=reason, detail=session.end_detail)
+                governance.close(reason=reason, detail=session.end_detail,
+                                 bytes_in=session.bytes_from_client,
+                                 bytes_out=session.bytes_to_client,
+                                 statements=session.statements)
             except Exception:
                 log.exception("closing session governance failed")
             await end.record(

@@ -224,9 +224,10 @@ class PgSession:
 
     def _act(self, verdict: Verdict, kind: int, body: bytes, out: bytearray, *, sql: str,
              parse: m.Parse | None = None, bind: m.Bind | None = None) -> bool:
+        origin, name = _origin_of(kind, parse, bind)
         if isinstance(verdict, Allow):
             try:
-                self.governance.before_forward(sql, verdict)
+                self.governance.before_forward(sql, verdict, origin, name)
             except Exception as exc:
                 log.exception("recording or audit failed; refusing the statement")
                 verdict = Block(rule="recording-required",
@@ -239,11 +240,21 @@ class PgSession:
             out.clear()
             self._hold(verdict, kind, body, sql)
             return False
-        assert isinstance(verdict, Block)
-        self._substitute_error(kind, body, out, "42501",
-                               f"blocked by Sluice: {verdict.reason}",
-                               hint=f"policy rule: {verdict.rule}", parse=parse, bind=bind)
+        message = f"blocked by Sluice: {verdict.reason}"
+        self._refuse(kind, body, out, sql, verdict, "42501", message,
+                     hint=f"policy rule: {verdict.rule}", parse=parse, bind=bind)
         return True
+
+    def _refuse(self, kind: int, body: bytes, out: bytearray, sql: str,
+                verdict: Block | RequireApproval, sqlstate: str, message: str, *,
+                hint: str | None, parse: m.Parse | None, bind: m.Bind | None) -> None:
+        origin, name = _origin_of(kind, parse, bind)
+        try:
+            self.governance.on_blocked(sql, origin, name, verdict, sqlstate, message)
+        except Exception:
+            log.exception("recording a refused statement failed")
+        self._substitute_error(kind, body, out, sqlstate, message, hint=hint,
+                               parse=parse, bind=bind)
 
     def _forward(self, kind: int, body: bytes, out: bytearray, *, sql: str,
                  parse: m.Parse | None, bind: m.Bind | None) -> None:
@@ -312,23 +323,29 @@ class PgSession:
         if self._closed:
             return
         self._held = None
+        self.governance.approval_settled()
         out = bytearray()
         parse = m.decode_parse(body) if kind == m.PARSE else None
         bind = m.decode_bind(body) if kind == m.BIND else None
+        origin, name = _origin_of(kind, parse, bind)
         if outcome.approved:
+            allowed = Allow(rule=verdict.rule, reason="approved", mask=verdict.mask)
             try:
-                self.governance.before_forward(sql, Allow(rule=verdict.rule, mask=verdict.mask))
-                self._forward(kind, body, out, sql=sql, parse=parse, bind=bind)
+                self.governance.before_forward(sql, allowed, origin, name,
+                                               approval_id=outcome.approval_id)
             except Exception as exc:
                 log.exception("recording failed after approval; refusing the statement")
-                self._substitute_error(kind, body, out, "58030",
-                                       f"blocked by Sluice: it could not be recorded ({exc})",
-                                       hint=None, parse=parse, bind=bind)
+                self._refuse(kind, body, out, sql, verdict, "58030",
+                             f"blocked by Sluice: it could not be recorded ({exc})",
+                             hint=None, parse=parse, bind=bind)
+            else:
+                self._forward(kind, body, out, sql=sql, parse=parse, bind=bind)
         else:
-            self._substitute_error(kind, body, out, outcome.sqlstate, outcome.message,
-                                   hint=outcome.hint, parse=parse, bind=bind)
+            self._refuse(kind, body, out, sql, verdict, outcome.sqlstate, outcome.message,
+                         hint=outcome.hint, parse=parse, bind=bind)
         self._flush_backend(out)
-        self.client.resume_reading()
+        if not self._client_paused_by_backend:
+            self.client.resume_reading()
         self._process_client()
 
     def cancel_requested(self) -> bool:
@@ -423,10 +440,12 @@ class PgSession:
                 pos = end
                 continue
             if rows:
-                parts.append(bytes(buf[copied:rows_start]))
-                parts.append(governance.process_rows(tracker.rows_shape(), rows))
+                replaced = governance.process_rows(tracker.rows_shape(), rows)
+                if replaced is not None:
+                    parts.append(bytes(buf[copied:rows_start]))
+                    parts.append(replaced)
+                    copied = pos
                 rows = []
-                copied = pos
             if kind in _TRACKED:
                 if kind == 84:  # 'T'
                     tracker.on_server(kind, bytes(buf[pos + 5 : end]))
@@ -447,16 +466,18 @@ class PgSession:
                 parts.append(bytes(buf[copied:pos]))
                 parts.append(replacement)
                 copied = end
-            elif kind == 100 and governance.masks_messages:  # 'd' CopyData (COPY TO)
+            elif kind == 100 and governance.masks_copy:  # 'd' CopyData (COPY TO)
                 replacement = governance.process_copy_data(bytes(buf[pos + 5 : end]))
                 parts.append(bytes(buf[copied:pos]))
                 parts.append(replacement)
                 copied = end
             pos = end
         if rows:
-            parts.append(bytes(buf[copied:rows_start]))
-            parts.append(governance.process_rows(tracker.rows_shape(), rows))
-            copied = pos
+            replaced = governance.process_rows(tracker.rows_shape(), rows)
+            if replaced is not None:
+                parts.append(bytes(buf[copied:rows_start]))
+                parts.append(replaced)
+                copied = pos
         if not parts:
             return bytes(buf[:pos]), pos
         parts.append(bytes(buf[copied:pos]))
@@ -480,7 +501,6 @@ class PgSession:
                     return m.error_response(error.sqlstate, error.message, hint=error.hint)
         if self.governance.masks_messages:
             return self.governance.process_message(m.ERROR_RESPONSE, body)
-        self.governance.backend_error(fields)
         return None
 
     # Backpressure
@@ -500,6 +520,17 @@ class PgSession:
         self._client_paused_by_backend = False
         if self._held is None and not self.client.is_closing():
             self.client.resume_reading()
+
+
+def _origin_of(kind: int, parse: m.Parse | None,
+               bind: m.Bind | None) -> tuple[QueryOrigin, str | None]:
+    if kind == m.PARSE:
+        return QueryOrigin.PARSE, (parse.name if parse else None) or None
+    if kind == m.BIND:
+        return QueryOrigin.EXECUTE, (bind.statement if bind else None) or None
+    if kind == m.FUNCTION_CALL:
+        return QueryOrigin.FUNCTION_CALL, None
+    return QueryOrigin.SIMPLE, None
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

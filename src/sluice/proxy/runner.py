@@ -21,14 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def _worker(state: CliState, reuse_port: bool) -> None:
-    gateway = build_gateway(state.config, governor=make_governor(state.config))
+    gateway = build_gateway(state.config, store=state.store)
     run(gateway, reuse_port=reuse_port)
 
 
-def make_governor(config: Config) -> Any:
-    from sluice.proxy.governance import Governor
-
-    return Governor()
 
 
 def run_gateway(state: CliState, *, workers: int = 1) -> None:

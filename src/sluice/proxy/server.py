@@ -27,12 +27,16 @@ def build_gateway(config: Config, *, store: Store | None = None,
         store = Store(config.store_url)
         store.migrate()
     cert, key = gateway_cert(config.data_dir, config.tls.cert_file, config.tls.key_file)
+    if governor is None:
+        from sluice.proxy.governance_setup import build_services
+
+        governor = Governor(build_services(config, store))
     return Gateway(
         config=config,
         store=store,
         vault=Vault.open(config.data_dir),
         client_tls=server_context(cert, key),
-        governor=governor or Governor(),
+        governor=governor,
     )
 
 

@@ -86,8 +86,10 @@ class RecordingStore:
             )
         return self.dir / f"{session_id}{LOG_SUFFIX}"
 
-    def open(self, context: SessionContext) -> Recorder:
-        """Start the log of a new session (see Recorder.open for failure handling)."""
+    def open(self, context: SessionContext, *, required: bool | None = None) -> Recorder:
+        """Start the log of a new session (see Recorder.open for failure handling).
+
+        `required` overrides the spec's default (e.g. per connection)."""
         path = self.path_for(context.session_id)
         if not self._dir_ready:
             try:
@@ -100,7 +102,7 @@ class RecordingStore:
             context,
             key=self._key,
             max_bytes=self.spec.max_bytes_per_session,
-            required=self.spec.required,
+            required=self.spec.required if required is None else required,
             fsync_on_end=self.spec.fsync_on_end,
             on_failure=self._on_failure,
             clock=self._clock,

@@ -313,9 +313,12 @@ class Store:
     def get_session(self, session_id: str) -> SessionInfo | None:
         with self._tx() as s:
             row = s.get(SessionRow, session_id)
-            if row is None:
+            if row is None and session_id:
+                # autoescape: '%' and '_' in a prefix are literal, not LIKE wildcards.
                 rows = s.scalars(
-                    select(SessionRow).where(SessionRow.id.startswith(session_id)).limit(2)
+                    select(SessionRow)
+                    .where(SessionRow.id.startswith(session_id, autoescape=True))
+                    .limit(2)
                 ).all()
                 row = rows[0] if len(rows) == 1 else None
             return SessionInfo.of(row) if row else None

@@ -48,6 +48,7 @@ class BackendHandshake:
         self.done = False
         self.auth_method = "trust"
         self._scram: scramp.ScramClient | None = None
+        self._scram_verified = False
 
     def _need_password(self, method: str) -> str:
         if self._password is None:
@@ -89,6 +90,13 @@ class BackendHandshake:
 
     def _auth(self, req: m.AuthenticationRequest) -> bytes:
         if req.code == m.AUTH_OK:
+            if self._scram is not None and not self._scram_verified:
+                # SCRAM is mutual: without the server's signature we have not
+                # checked that the backend knows the password.
+                raise BackendAuthError(
+                    "the backend ended SCRAM authentication without proving it knows "
+                    "the password (no SASLFinal)"
+                )
             return b""
         if req.code == m.AUTH_CLEARTEXT:
             self.auth_method = "password"
@@ -131,6 +139,7 @@ class BackendHandshake:
                 raise BackendAuthError(
                     f"the backend's SCRAM signature did not verify: {exc}"
                 ) from exc
+            self._scram_verified = True
             return b""
         raise BackendAuthError(
             f"the backend asks for authentication method {req.code}, which the gateway "

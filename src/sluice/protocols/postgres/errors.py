@@ -28,3 +28,13 @@ class LocalProtocolError(PgProtocolError):
     """We were asked to produce something the protocol does not allow."""
 
     sqlstate = "XX000"
+
+
+class TooManyPendingRequests(RemoteProtocolError, OverflowError):
+    """The client pipelined more requests than the gateway tracks.
+
+    Also an `OverflowError`, which is what the tracker raised before; being a
+    `RemoteProtocolError` lets the I/O layer answer it like any other bad input.
+    """
+
+    sqlstate = "54000"

@@ -69,6 +69,9 @@ AUTH_SASL_FINAL = 12
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
 _I16 = struct.Struct("!h")
+# Parse and Bind counts are read by the server as unsigned 16-bit (libpq
+# allows up to 65535 parameters), so the gateway must read them the same way.
+_U16 = struct.Struct("!H")
 _KEY = struct.Struct("!iii")
 
 
@@ -219,9 +222,9 @@ def decode_parse(body: bytes) -> Parse:
     sql, pos = _cstring(body, pos)
     if len(body) < pos + 2:
         raise RemoteProtocolError("Parse message truncated")
-    (count,) = _I16.unpack_from(body, pos)
+    (count,) = _U16.unpack_from(body, pos)
     pos += 2
-    if count < 0 or len(body) != pos + 4 * count:
+    if len(body) != pos + 4 * count:
         raise RemoteProtocolError("Parse parameter type count does not match its length")
     types = struct.unpack_from(f"!{count}I", body, pos) if count else ()
     return Parse(name=name, sql=sql, param_types=tuple(types))
@@ -231,12 +234,10 @@ def decode_bind(body: bytes) -> Bind:
     portal, pos = _cstring(body, 0)
     statement, pos = _cstring(body, pos)
     try:
-        (nfmt,) = _I16.unpack_from(body, pos)
-        pos += 2 + 2 * max(nfmt, 0)
-        (nparams,) = _I16.unpack_from(body, pos)
+        (nfmt,) = _U16.unpack_from(body, pos)
+        pos += 2 + 2 * nfmt
+        (nparams,) = _U16.unpack_from(body, pos)
         pos += 2
-        if nfmt < 0 or nparams < 0:
-            raise RemoteProtocolError("negative count in Bind")
         for _ in range(nparams):
             (plen,) = _I32.unpack_from(body, pos)
             pos += 4
@@ -244,10 +245,8 @@ def decode_bind(body: bytes) -> Bind:
                 pos += plen
             elif plen < -1:
                 raise RemoteProtocolError("invalid parameter length in Bind")
-        (nres,) = _I16.unpack_from(body, pos)
+        (nres,) = _U16.unpack_from(body, pos)
         pos += 2
-        if nres < 0:
-            raise RemoteProtocolError("negative result format count in Bind")
         formats = struct.unpack_from(f"!{nres}h", body, pos) if nres else ()
         pos += 2 * nres
     except struct.error as exc:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.errors import TooManyPendingRequests
 from sluice.protocols.postgres.messages import FieldDescription
 
 # A client may pipeline without limit in principle; a gateway must not track
@@ -58,6 +59,11 @@ class _Request:
 class _Portal:
     statement: str
     formats: tuple[int, ...]
+    # The statement as it was when the portal was bound: a later Parse that
+    # reuses the statement's name must not change what this portal returns.
+    sql: str = ""
+    fields: list[FieldDescription] | None = None
+    generation: int = 0
 
 
 @dataclass(slots=True)
@@ -69,12 +75,22 @@ class QueryTracker:
     _query_sql: str = ""
     _query_results: int = 0
     _discarding: bool = False
+    # Each ParseComplete gets a new generation, so a portal can tell whether
+    # the statement under its name is still the one it was bound to.
+    _generation: int = 0
+    _statement_generations: dict[str, int] = field(default_factory=dict)
 
     # Client side
 
     def _push(self, request: _Request) -> None:
+        if self._discarding:
+            # After an error in the extended protocol the server ignores every
+            # message up to the next Sync; so does the tracker.
+            if request.kind is not Pending.SYNC:
+                return
+            self._discarding = False
         if len(self.pending) >= MAX_PENDING_REQUESTS:
-            raise OverflowError("too many pipelined requests awaiting responses")
+            raise TooManyPendingRequests("too many pipelined requests awaiting responses")
         self.pending.append(request)
 
     def on_query(self, sql: str) -> None:
@@ -126,16 +142,26 @@ class QueryTracker:
             req = self._pop(Pending.PARSE)
             if req is not None:
                 self.statements[req.name] = (req.sql, None)
+                self._generation += 1
+                self._statement_generations[req.name] = self._generation
         elif kind == m.BIND_COMPLETE:
             req = self._pop(Pending.BIND)
             if req is not None:
-                self.portals[req.name] = _Portal(statement=req.sql, formats=req.formats)
+                sql, fields = self.statements.get(req.sql, ("", None))
+                self.portals[req.name] = _Portal(
+                    statement=req.sql,
+                    formats=req.formats,
+                    sql=sql,
+                    fields=fields,
+                    generation=self._statement_generations.get(req.sql, -1),
+                )
         elif kind == m.CLOSE_COMPLETE:
             req = self._pop(Pending.CLOSE)
             if req is not None:
                 target, name = req.name[:1], req.name[1:]
                 if target == "S":
                     self.statements.pop(name, None)
+                    self._statement_generations.pop(name, None)
                 else:
                     self.portals.pop(name, None)
         elif kind == m.PARAMETER_DESCRIPTION:
@@ -150,7 +176,7 @@ class QueryTracker:
                 self.pending.popleft()
             self.current = None
         elif kind == m.FUNCTION_CALL_RESPONSE:
-            self._pop(Pending.FUNCTION_CALL)
+            pass  # the FunctionCall is answered when its ReadyForQuery arrives
         elif kind == m.ERROR_RESPONSE:
             self._on_error()
         elif kind == m.READY_FOR_QUERY:
@@ -176,9 +202,8 @@ class QueryTracker:
             self.pending.popleft()
             portal = self.portals.get(head.name)
             if portal is not None:
-                sql = self.statement_sql(portal.statement) or ""
-                self.statements.setdefault(portal.statement, (sql, fields))
-                # The portal's own description carries its real formats.
+                # The portal's own description carries its columns and real formats.
+                portal.fields = fields
                 portal.formats = tuple(f.format for f in fields)
 
     def rows_shape(self) -> ResultShape | None:
@@ -191,20 +216,29 @@ class QueryTracker:
         portal = self.portals.get(head.name)
         if portal is None:
             return None
-        sql, fields = self.statements.get(portal.statement, ("", None))
+        fields = portal.fields
+        if (
+            fields is None
+            and self._statement_generations.get(portal.statement) == portal.generation
+        ):
+            # Described after the Bind (Parse, Bind, Describe S, Execute).
+            fields = self.statements[portal.statement][1]
         if fields is None:
             return None
-        self.current = ResultShape(fields=_with_formats(fields, portal.formats), sql=sql)
+        self.current = ResultShape(fields=_with_formats(fields, portal.formats), sql=portal.sql)
         return self.current
 
     def _on_error(self) -> None:
         self.current = None
         head = self._head()
-        if head is not None and head.kind is Pending.QUERY:
-            return  # the simple query's ReadyForQuery still follows
-        # Extended protocol: the server discards everything up to Sync.
-        while self.pending and self.pending[0].kind not in (Pending.SYNC, Pending.QUERY):
+        if head is None or head.kind in (Pending.QUERY, Pending.FUNCTION_CALL, Pending.SYNC):
+            return  # ReadyForQuery still follows and answers the head
+        # Extended protocol: the server discards every message up to Sync,
+        # a simple Query or FunctionCall among them included.
+        while self.pending and self.pending[0].kind is not Pending.SYNC:
             self.pending.popleft()
+        if not self.pending:
+            self._discarding = True
 
 
 def _with_formats(fields: list[FieldDescription], formats: tuple[int, ...]) -> list[FieldDescription]:

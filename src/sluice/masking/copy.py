@@ -1,0 +1,274 @@
+"""Masking of COPY ... TO STDOUT data (text and CSV formats).
+
+Sans-IO and streaming: `feed(chunk) -> bytes` returns the masked form of every
+record completed so far and keeps the incomplete tail (a record may be split
+at any byte across CopyData messages); `finish() -> bytes` flushes the last
+record. Column rules apply by position, content detectors to decoded values.
+Binary COPY cannot be masked here: callers must refuse it when masking applies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from sluice.masking.errors import MaskingError
+from sluice.masking.model import EMPTY_STATS, MaskStats
+
+if TYPE_CHECKING:
+    from sluice.masking.masker import Row, RowMasker
+
+# One COPY record may not exceed this: the masker must hold a whole record,
+# and a larger one is more likely a broken stream than a real row.
+MAX_COPY_RECORD_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CopyFormat:
+    """COPY options that shape the data (as given in the COPY statement)."""
+
+    kind: Literal["text", "csv"] = "text"
+    delimiter: bytes = b""  # default: tab for text, comma for csv
+    null: bytes | None = None  # default: \N for text, empty for csv
+    quote: bytes = b'"'
+    escape: bytes | None = None  # default: same as quote
+    header: bool = False
+
+    @property
+    def delim(self) -> bytes:
+        return self.delimiter or (b"\t" if self.kind == "text" else b",")
+
+    @property
+    def null_string(self) -> bytes:
+        if self.null is not None:
+            return self.null
+        return b"\\N" if self.kind == "text" else b""
+
+    @property
+    def escape_char(self) -> bytes:
+        return self.escape if self.escape is not None else self.quote
+
+    def __post_init__(self) -> None:
+        for name in ("delimiter", "quote", "escape"):
+            v = getattr(self, name)
+            if v is not None and len(v) > 1:
+                raise MaskingError(f"COPY {name} must be a single byte")
+
+
+_TEXT_ESCAPES = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
+_TEXT_UNESCAPE = re.compile(rb"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|(.))", re.DOTALL)
+
+
+def _unescape_text(field: bytes) -> bytes:
+    def sub(m: re.Match[bytes]) -> bytes:
+        if m.group(1) is not None:
+            return bytes([int(m.group(1), 8) & 0xFF])
+        if m.group(2) is not None:
+            return bytes([int(m.group(2), 16)])
+        ch = m.group(3)
+        return _TEXT_ESCAPES.get(ch, ch)
+
+    return _TEXT_UNESCAPE.sub(sub, field)
+
+
+def _escape_text(value: bytes, delim: bytes) -> bytes:
+    out = (
+        value.replace(b"\\", b"\\\\")
+        .replace(b"\n", b"\\n")
+        .replace(b"\r", b"\\r")
+        .replace(b"\t", b"\\t")
+        .replace(b"\b", b"\\b")
+        .replace(b"\f", b"\\f")
+        .replace(b"\v", b"\\v")
+    )
+    if delim not in (b"\t", b"\n", b"\r", b"\\"):
+        out = out.replace(delim, b"\\" + delim)
+    return out
+
+
+class CopyMasker:
+    """Stateful, sans-IO masker of one COPY TO STDOUT stream."""
+
+    def __init__(self, plan: RowMasker, fmt: CopyFormat):
+        self._plan = plan
+        self._fmt = fmt
+        self._buf = bytearray()
+        self._header_pending = fmt.header
+        self.stats: MaskStats = EMPTY_STATS
+        d = re.escape(fmt.delim)
+        if fmt.kind == "csv":
+            q = re.escape(fmt.quote)
+            e = re.escape(fmt.escape_char)
+            quoted = (
+                q + rb"(?:[^" + q + rb"]|" + q + q + rb")*" + q
+                if fmt.escape_char == fmt.quote
+                else q + rb"(?:[^" + q + e + rb"]|" + e + rb".)*" + q
+            )
+            field = rb"(?:" + quoted + rb"|[^" + d + q + rb"\r\n]*)"
+            self._record = re.compile(rb"(" + field + rb"(?:" + d + field + rb")*)\r?\n", re.DOTALL)
+            self._field = re.compile(rb"(" + quoted + rb"|[^" + d + q + rb"\r\n]*)(?:" + d + rb"|$)", re.DOTALL)
+        else:
+            self._text_field = re.compile(rb"((?:[^\\" + d + rb"]|\\.)*)(?:" + d + rb"|$)", re.DOTALL)
+
+    def feed(self, data: bytes) -> bytes:
+        """Masked bytes for every record completed by `data` (possibly empty)."""
+        self._buf += data
+        out = self._drain(final=False)
+        if len(self._buf) > MAX_COPY_RECORD_BYTES:
+            raise MaskingError(f"COPY record exceeds {MAX_COPY_RECORD_BYTES} bytes")
+        return out
+
+    def finish(self) -> bytes:
+        """Masked bytes of a last record without a newline; the stream is done."""
+        if self._buf and not self._buf.endswith(b"\n"):
+            self._buf += b"\n"
+            out = self._drain(final=True)
+            return out[:-1] if out.endswith(b"\n") else out
+        return self._drain(final=True)
+
+    # -- records ------------------------------------------------------------
+
+    def _drain(self, *, final: bool) -> bytes:
+        if self._fmt.kind == "csv":
+            records = self._take_csv(final=final)
+        else:
+            records = self._take_text()
+        if not records:
+            return b""
+        if self._header_pending:
+            self._header_pending = False
+            head, records = records[0], records[1:]
+            if not records:
+                return head
+            return head + self._mask_records(records)
+        return self._mask_records(records)
+
+    def _take_text(self) -> list[bytes]:
+        end = self._buf.rfind(b"\n")
+        if end < 0:
+            return []
+        block = bytes(self._buf[: end + 1])
+        del self._buf[: end + 1]
+        return block.splitlines(keepends=True)
+
+    def _take_csv(self, *, final: bool) -> list[bytes]:
+        buf = bytes(self._buf)
+        records: list[bytes] = []
+        pos = 0
+        match = self._record.match
+        while pos < len(buf):
+            m = match(buf, pos)
+            if m is None:
+                break
+            records.append(m.group(0))
+            pos = m.end()
+        del self._buf[:pos]
+        if final and self._buf:
+            raise MaskingError("COPY CSV data ends inside a quoted field")
+        return records
+
+    def _mask_records(self, records: list[bytes]) -> bytes:
+        split: Callable[[bytes], tuple[list[bytes], list[bytes | None]]] = (
+            self._split_csv if self._fmt.kind == "csv" else self._split_text
+        )
+        raws: list[list[bytes]] = []
+        rows: list[Row] = []
+        for rec in records:
+            raw, values = split(rec)
+            raws.append(raw)
+            rows.append(values)
+        out_rows, stats = self._plan.mask_rows(rows)
+        if stats:
+            self.stats = self.stats + stats
+        if out_rows is rows:
+            return b"".join(records)
+        parts: list[bytes] = []
+        delim = self._fmt.delim
+        for rec, raw, before, after in zip(records, raws, rows, out_rows, strict=True):
+            if after is before:
+                parts.append(rec)
+                continue
+            fields = [
+                r if a is b else self._encode(a) for r, b, a in zip(raw, before, after, strict=True)
+            ]
+            parts.append(delim.join(fields) + (b"\r\n" if rec.endswith(b"\r\n") else b"\n"))
+        return b"".join(parts)
+
+    def _split_text(self, rec: bytes) -> tuple[list[bytes], list[bytes | None]]:
+        line = rec[:-2] if rec.endswith(b"\r\n") else rec[:-1]
+        null = self._fmt.null_string
+        if b"\\" in line and self._fmt.delim != b"\t":
+            raw = [m.group(1) for m in self._text_field.finditer(line)][:-1] or [b""]
+            # finditer yields a trailing empty match at the end; keep exactly the fields.
+            raw = self._text_fields(line)
+        else:
+            raw = line.split(self._fmt.delim)
+        values: list[bytes | None] = [
+            None if f == null else (_unescape_text(f) if b"\\" in f else f) for f in raw
+        ]
+        return raw, values
+
+    def _text_fields(self, line: bytes) -> list[bytes]:
+        fields: list[bytes] = []
+        pos = 0
+        while True:
+            m = self._text_field.match(line, pos)
+            if m is None:  # pragma: no cover - the pattern always matches
+                raise MaskingError("malformed COPY text line")
+            fields.append(m.group(1))
+            if m.end() >= len(line) and not m.group(0).endswith(self._fmt.delim):
+                return fields
+            if m.end() == len(line):
+                fields.append(b"")
+                return fields
+            pos = m.end()
+
+    def _split_csv(self, rec: bytes) -> tuple[list[bytes], list[bytes | None]]:
+        line = rec[:-2] if rec.endswith(b"\r\n") else rec[:-1]
+        fmt = self._fmt
+        raw = self._csv_fields(line)
+        values: list[bytes | None] = []
+        q = fmt.quote
+        for f in raw:
+            if f[:1] == q and len(f) >= 2:
+                inner = f[1:-1]
+                esc = fmt.escape_char
+                values.append(
+                    inner.replace(q + q, q)
+                    if esc == q
+                    else re.sub(re.escape(esc) + rb"(.)", rb"\1", inner, flags=re.DOTALL)
+                )
+            else:
+                values.append(None if f == fmt.null_string else f)
+        return raw, values
+
+    def _csv_fields(self, line: bytes) -> list[bytes]:
+        fields: list[bytes] = []
+        pos = 0
+        d = self._fmt.delim
+        while True:
+            m = self._field.match(line, pos)
+            if m is None:
+                raise MaskingError("malformed COPY CSV record")
+            fields.append(m.group(1))
+            if m.end() >= len(line):
+                if m.group(0).endswith(d) and m.end() == len(line):
+                    fields.append(b"")
+                return fields
+            pos = m.end()
+
+    def _encode(self, value: bytes | None) -> bytes:
+        fmt = self._fmt
+        if value is None:
+            return fmt.null_string
+        if fmt.kind == "text":
+            return _escape_text(value, fmt.delim)
+        q, esc = fmt.quote, fmt.escape_char
+        specials = (fmt.delim, q, esc, b"\r", b"\n")
+        if value == b"" or value == fmt.null_string or any(s in value for s in specials):
+            if esc != q:
+                value = value.replace(esc, esc + esc)
+            return q + value.replace(q, esc + q) + q
+        return value

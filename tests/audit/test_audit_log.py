@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sluice.audit import (
+    AuditError,
+    AuditLog,
+    AuditSpec,
+    FileSinkSpec,
+    SessionStart,
+    StatementAllowed,
+    SyslogSinkSpec,
+    WebhookSinkSpec,
+)
+from sluice.audit.sinks import FileSink, StdoutSink
+from sluice.audit.sinks import file as file_mod
+
+from .audit_receivers import wait_for
+
+
+class _OsWith:
+    """The os module with some functions replaced (for one module under test)."""
+
+    def __init__(self, **overrides: object) -> None:
+        self._overrides = overrides
+
+    def __getattr__(self, name: str) -> object:
+        return self._overrides.get(name, getattr(os, name))
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "audit-schema.md"
+
+
+def test_default_is_a_file_sink(tmp_path: Path) -> None:
+    audit = AuditLog.from_spec(AuditSpec(), base_dir=tmp_path)
+    event = SessionStart(session_id="s1")
+    audit.emit(event)
+    # "emit returned" means the line is in the file
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [event.id]
+    audit.close()
+    assert (tmp_path / "audit.jsonl").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("fsync", ["always", "interval", "never"])
+def test_fsync_policies(tmp_path: Path, fsync: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(file_mod, "os", _OsWith(fsync=counting_fsync))
+    sink = FileSink(tmp_path / "a.jsonl", fsync=fsync, fsync_interval=0.05)  # type: ignore[arg-type]
+    audit = AuditLog([sink])
+    audit.emit(SessionStart())
+    if fsync == "always":
+        assert len(calls) == 1
+    elif fsync == "interval":
+        wait_for(lambda: len(calls) >= 1)
+    audit.close()
+    if fsync == "never":
+        assert calls == []
+
+
+def test_required_file_sink_fails_closed(tmp_path: Path) -> None:
+    target = tmp_path / "dir-not-file"
+    target.mkdir()
+    with pytest.raises(AuditError):
+        AuditLog.from_spec(AuditSpec(sinks=[FileSinkSpec(path=target, required=True)]))
+    sink = FileSink(tmp_path / "ok.jsonl", required=True)
+    audit = AuditLog([sink])
+    audit.emit(SessionStart())
+    os.close(sink._fd)  # type: ignore[arg-type]  # simulate the disk going away
+    with pytest.raises(AuditError) as info:
+        audit.emit(SessionStart())
+    assert info.value.sqlstate == "58030"
+    audit.close()
+    with pytest.raises(AuditError, match="after close"):
+        audit.emit(SessionStart())
+
+
+def test_optional_file_sink_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    target = tmp_path / "dir-not-file"
+    target.mkdir()
+    audit = AuditLog.from_spec(AuditSpec(sinks=[FileSinkSpec(path=target)]))
+    audit.emit(SessionStart())
+    audit.close()
+    audit.emit(SessionStart())  # after close: logged, not raised
+    assert "lost" in caplog.text
+
+
+def test_network_sinks_never_raise_and_do_not_block(tmp_path: Path) -> None:
+    spec = AuditSpec(
+        sinks=[
+            SyslogSinkSpec(host="127.0.0.1", port=9, transport="tcp", queue_size=10),
+            WebhookSinkSpec.model_validate(
+                {"url": "http://127.0.0.1:9/x", "spool_dir": str(tmp_path / "s")}
+            ),
+        ]
+    )
+    audit = AuditLog.from_spec(spec)
+    start = time.monotonic()
+    for i in range(200):
+        audit.emit(StatementAllowed(statement=f"SELECT {i}"))
+    assert time.monotonic() - start < 2.0
+    audit.close(timeout=0.2)
+    assert len(list((tmp_path / "s").glob("*.json"))) == 200
+
+
+def test_stdout_sink() -> None:
+    stream = io.StringIO()
+    audit = AuditLog([StdoutSink(queue_size=100, stream=stream)])
+    events = [SessionStart(), StatementAllowed(statement="SELECT 1")]
+    for e in events:
+        audit.emit(e)
+    audit.close()
+    assert [json.loads(x)["id"] for x in stream.getvalue().splitlines()] == [e.id for e in events]
+
+
+def test_aclose_does_not_block_the_loop(tmp_path: Path) -> None:
+    async def main() -> None:
+        audit = AuditLog.from_spec(AuditSpec(), base_dir=tmp_path)
+        audit.emit(SessionStart())
+        await audit.aclose()
+
+    asyncio.run(main())
+    assert (tmp_path / "audit.jsonl").read_text().count("\n") == 1
+
+
+def test_documented_yaml_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    block = re.search(r"```yaml\n(audit:.*?)```", DOC.read_text(), re.S)
+    assert block is not None
+    spec = AuditSpec.model_validate(yaml.safe_load(block.group(1))["audit"])
+    assert [s.type for s in spec.sinks] == ["file", "syslog", "webhook", "stdout"]
+
+
+def test_unknown_sink_type_is_rejected() -> None:
+    with pytest.raises(ValueError, match="kafka"):
+        AuditSpec.model_validate({"sinks": [{"type": "kafka"}]})

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sluice.errors import ConfigError
 from sluice.policy.verdict import Allow, RequireApproval
@@ -293,3 +295,12 @@ def test_every_line_is_one_record(tmp_path: Path) -> None:
         RecordKind.VERDICT,
     ]
     assert os.path.getsize(path) == sum(map(len, raw))
+
+
+def test_documented_yaml_example_is_valid() -> None:
+    doc = Path(__file__).resolve().parents[2] / "docs" / "recording-format.md"
+    block = re.search(r"```yaml\n(recording:.*?)```", doc.read_text(), re.S)
+    assert block is not None
+    spec = RecordingSpec.model_validate(yaml.safe_load(block.group(1))["recording"])
+    assert spec.max_bytes_per_session == 64 * 1024 * 1024
+    assert spec.hmac_key == "env:SLUICE_RECORDING_KEY"

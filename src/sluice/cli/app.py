@@ -20,6 +20,7 @@ from sluice.cli.common import (
     parse_duration,
     print_json,
 )
+from sluice.cli import governance_commands
 from sluice.credentials.vault import Vault
 
 app = typer.Typer(
@@ -310,8 +311,8 @@ def credentials_keygen() -> None:
     console.print(Fernet.generate_key().decode(), highlight=False)
 
 
-def main() -> None:
-    from sluice.cli import governance_commands
+governance_commands.register(app, sessions_app)
 
-    governance_commands.register(app, sessions_app)
+
+def main() -> None:
     app()

@@ -34,14 +34,18 @@ class CliState:
     _store: Store | None = None
 
     @property
+    def resolved_config_path(self) -> Path | None:
+        path = self.config_path
+        if path is None and (env := os.environ.get(CONFIG_ENV)):
+            path = Path(env)
+        if path is None and Path("sluice.yaml").exists():
+            path = Path("sluice.yaml")
+        return path
+
+    @property
     def config(self) -> Config:
         if self._config is None:
-            path = self.config_path
-            if path is None and (env := os.environ.get(CONFIG_ENV)):
-                path = Path(env)
-            if path is None and Path("sluice.yaml").exists():
-                path = Path("sluice.yaml")
-            config = load_config(path)
+            config = load_config(self.resolved_config_path)
             if self.store_url:
                 config = config.model_copy(update={"store": self.store_url})
             self._config = config

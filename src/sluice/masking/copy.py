@@ -108,9 +108,13 @@ class CopyMasker:
             )
             field = rb"(?:" + quoted + rb"|[^" + d + q + rb"\r\n]*)"
             self._record = re.compile(rb"(" + field + rb"(?:" + d + field + rb")*)\r?\n", re.DOTALL)
-            self._field = re.compile(rb"(" + quoted + rb"|[^" + d + q + rb"\r\n]*)(?:" + d + rb"|$)", re.DOTALL)
+            self._field = re.compile(
+                rb"(" + quoted + rb"|[^" + d + q + rb"\r\n]*)(?:" + d + rb"|\Z)", re.DOTALL
+            )
         else:
-            self._text_field = re.compile(rb"((?:[^\\" + d + rb"]|\\.)*)(?:" + d + rb"|$)", re.DOTALL)
+            self._text_field = re.compile(
+                rb"((?:[^\\" + d + rb"]|\\.)*)(?:" + d + rb"|\Z)", re.DOTALL
+            )
 
     def feed(self, data: bytes) -> bytes:
         """Masked bytes for every record completed by `data` (possibly empty)."""
@@ -200,9 +204,8 @@ class CopyMasker:
         line = rec[:-2] if rec.endswith(b"\r\n") else rec[:-1]
         null = self._fmt.null_string
         if b"\\" in line and self._fmt.delim != b"\t":
-            raw = [m.group(1) for m in self._text_field.finditer(line)][:-1] or [b""]
-            # finditer yields a trailing empty match at the end; keep exactly the fields.
-            raw = self._text_fields(line)
+            # An escaped delimiter ("\,") is data, not a separator.
+            raw = self._fields(self._text_field, line)
         else:
             raw = line.split(self._fmt.delim)
         values: list[bytes | None] = [
@@ -210,25 +213,25 @@ class CopyMasker:
         ]
         return raw, values
 
-    def _text_fields(self, line: bytes) -> list[bytes]:
+    @staticmethod
+    def _fields(pattern: re.Pattern[bytes], line: bytes) -> list[bytes]:
         fields: list[bytes] = []
         pos = 0
         while True:
-            m = self._text_field.match(line, pos)
-            if m is None:  # pragma: no cover - the pattern always matches
-                raise MaskingError("malformed COPY text line")
+            m = pattern.match(line, pos)
+            if m is None:
+                raise MaskingError("malformed COPY record")
             fields.append(m.group(1))
-            if m.end() >= len(line) and not m.group(0).endswith(self._fmt.delim):
-                return fields
             if m.end() == len(line):
-                fields.append(b"")
+                if len(m.group(0)) > len(m.group(1)):  # ended with a delimiter
+                    fields.append(b"")
                 return fields
             pos = m.end()
 
     def _split_csv(self, rec: bytes) -> tuple[list[bytes], list[bytes | None]]:
         line = rec[:-2] if rec.endswith(b"\r\n") else rec[:-1]
         fmt = self._fmt
-        raw = self._csv_fields(line)
+        raw = self._fields(self._field, line)
         values: list[bytes | None] = []
         q = fmt.quote
         for f in raw:
@@ -243,21 +246,6 @@ class CopyMasker:
             else:
                 values.append(None if f == fmt.null_string else f)
         return raw, values
-
-    def _csv_fields(self, line: bytes) -> list[bytes]:
-        fields: list[bytes] = []
-        pos = 0
-        d = self._fmt.delim
-        while True:
-            m = self._field.match(line, pos)
-            if m is None:
-                raise MaskingError("malformed COPY CSV record")
-            fields.append(m.group(1))
-            if m.end() >= len(line):
-                if m.group(0).endswith(d) and m.end() == len(line):
-                    fields.append(b"")
-                return fields
-            pos = m.end()
 
     def _encode(self, value: bytes | None) -> bytes:
         fmt = self._fmt

@@ -15,8 +15,7 @@ from sluice.masking.errors import MaskingConfigError
 from sluice.masking.scanner import Finding
 
 INSTALL_HINT = (
-    "pip install 'sluice[ner]' (presidio-analyzer and a spaCy English model such as "
-    "en-core-web-sm)"
+    "pip install 'sluice[ner]' (presidio-analyzer and a spaCy English model such as en-core-web-sm)"
 )
 
 

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sluice.approvals.service import ApprovalService
-from sluice.audit import AuditLog, AuditSpec, RecordingFailed, TokenCreated, TokenRevoked
-from sluice.config import Config, ConnectionSpec
+from sluice.approvals.service import Approval, ApprovalService, ApprovalStatus
+from sluice.audit import (
+    ApprovalApproved,
+    ApprovalDenied,
+    AuditLog,
+    AuditSpec,
+    Outcome,
+    PolicyReloaded,
+    RecordingFailed,
+    TokenCreated,
+    TokenRevoked,
+)
+from sluice.config import Config, ConnectionSpec, load_config
 from sluice.errors import ConfigError
 from sluice.events import Identity, SessionContext
 from sluice.policy import PolicyEngine, PolicySpec
 from sluice.proxy.governance import GovernanceServices, SessionMasking
+from sluice.notify.webhook import ApprovalNotifier, DeliveryResult, NotifySpec
 from sluice.recording import Recorder, RecordingSpec, RecordingStore
 from sluice.store.db import Store
+
+if TYPE_CHECKING:
+    from sluice.proxy.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +92,7 @@ def build_services(config: Config, store: Store, *, audit: AuditLog | None = Non
     spec = recordings.spec
 
     def open_recorder(context: SessionContext, conn: ConnectionSpec) -> Recorder | None:
-        path = recordings.path_for(context.session_id)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return Recorder.open(
-            path, context, key=recordings._key, max_bytes=spec.max_bytes_per_session,
-            required=conn.recording.required and spec.required,
-            fsync_on_end=spec.fsync_on_end,
-        )
+        return recordings.open(context, required=conn.recording.required and spec.required)
 
     def no_masking(context: SessionContext, conn: ConnectionSpec) -> SessionMasking | None:
         return None
@@ -92,7 +103,54 @@ def build_services(config: Config, store: Store, *, audit: AuditLog | None = Non
         audit=audit,
         recorder_factory=open_recorder,
         masking_factory=masking_factory or no_masking,
+        notifier=approval_notifier(config, audit),
     )
+
+
+def approvals_spec(config: Config) -> ApprovalsSpec:
+    try:
+        return ApprovalsSpec.model_validate(config.approvals)
+    except ValidationError as exc:
+        raise _section_error("approvals", exc) from exc
+
+
+def approval_notifier(config: Config, audit: AuditLog) -> ApprovalNotifier | None:
+    spec = approvals_spec(config)
+    if spec.webhook is None:
+        return None
+
+    def on_failure(result: DeliveryResult) -> None:
+        log.error("approval notification failed: %s", result)
+
+    return ApprovalNotifier.from_spec(spec.webhook, base_dir=config.data_dir,
+                                      on_failure=on_failure)
+
+
+class ApprovalsSpec(BaseModel):
+    """The `approvals:` section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook: NotifySpec | None = None
+    """Post each request to a Slack-compatible webhook (with retries)."""
+
+
+def audit_decision(config: Config, approval: Approval, approver: Identity) -> None:
+    """Audit an approver's decision taken from the CLI."""
+    audit = AuditLog.from_spec(audit_spec(config), base_dir=config.data_dir)
+    try:
+        common = {
+            "identity": approver, "connection": approval.connection,
+            "session_id": approval.session_id, "rule": approval.rule,
+            "reason": approval.decision_reason or "", "approval_id": approval.id,
+            "approver": approver.user,
+        }
+        if approval.status is ApprovalStatus.APPROVED:
+            audit.emit(ApprovalApproved(**common))
+        else:
+            audit.emit(ApprovalDenied(**common))
+    finally:
+        audit.close()
 
 
 def admin_audit(config: Config, kind: str, **fields: Any) -> None:
@@ -112,3 +170,58 @@ def admin_audit(config: Config, kind: str, **fields: Any) -> None:
                                     identity=Identity(user="cli")))
     finally:
         audit.close()
+
+
+class PolicyReloader:
+    """Reloads policies (and masking) from the config file on SIGHUP or change.
+
+    An invalid new file is rejected with a clear log line and an audit event;
+    the policy in force stays. Listeners and connections are not reloaded.
+    """
+
+    def __init__(self, gateway: Gateway, path: Path):
+        self.gateway = gateway
+        self.path = path
+        self._mtime = self._stat()
+        self.last_error: str | None = None
+
+    def _stat(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    async def reload(self) -> bool:
+        governor = self.gateway.governor
+        current = governor.services
+        assert current is not None
+        text = ""
+        try:
+            text = await asyncio.to_thread(self.path.read_text)
+            config = load_config(self.path)
+            services = build_services(config, self.gateway.store, audit=current.audit)
+        except (ConfigError, OSError) as exc:
+            message = exc.message if isinstance(exc, ConfigError) else str(exc)
+            self.last_error = message
+            log.error("policy reload rejected, the previous policy stays in force: %s", message)
+            current.audit.emit(PolicyReloaded(outcome=Outcome.FAILURE, source=str(self.path),
+                                              reason=message[:2000]))
+            return False
+        governor.swap(services)
+        self.last_error = None
+        rules = sum(len(services.engine.policy(n).rules) for n in services.engine.policy_names)
+        current.audit.emit(PolicyReloaded(
+            source=str(self.path), digest=hashlib.sha256(text.encode()).hexdigest(),
+            rules=rules,
+        ))
+        log.info("policy reloaded from %s", self.path)
+        return True
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Reload whenever the file's modification time changes."""
+        while True:
+            await asyncio.sleep(interval)
+            mtime = self._stat()
+            if mtime != self._mtime:
+                self._mtime = mtime
+                await self.reload()

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def _worker(state: CliState, reuse_port: bool) -> None:
     gateway = build_gateway(state.config, store=state.store)
-    run(gateway, reuse_port=reuse_port)
+    run(gateway, reuse_port=reuse_port, config_path=state.resolved_config_path)
 
 
 

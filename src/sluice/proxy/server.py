@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 from sluice.config import Config, parse_host_port
@@ -45,17 +45,27 @@ async def serve(
     *,
     ready: Callable[[list[tuple[str, int]]], None] | None = None,
     stop: asyncio.Event | None = None,
-    reload: Callable[[], Awaitable[None]] | None = None,
+    config_path: Path | None = None,
     reuse_port: bool = False,
 ) -> None:
-    """Serve until `stop` is set or SIGINT/SIGTERM arrives."""
+    """Serve until `stop` is set or SIGINT/SIGTERM arrives.
+
+    With `config_path`, policies reload on SIGHUP and when the file changes.
+    """
+    from sluice.proxy.governance_setup import PolicyReloader
+
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    background: list[asyncio.Task[None]] = []
+    reloader = PolicyReloader(gateway, config_path) if config_path is not None else None
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        if reload is not None:
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+        if reloader is not None:
+            loop.add_signal_handler(signal.SIGHUP,
+                                    lambda: background.append(loop.create_task(reloader.reload())))
+    if reloader is not None:
+        background.append(loop.create_task(reloader.watch()))
     listener = PostgresListener(gateway)
     host, port = parse_host_port(gateway.config.listen.postgres)
     server = await listener.start(host, port, reuse_port=reuse_port)
@@ -66,9 +76,14 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        for task in background:
+            task.cancel()
         server.close()
         await listener.close()
         await server.wait_closed()
+        services = gateway.governor.services
+        if services is not None:
+            await services.audit.aclose()
 
 
 def run(gateway: Gateway, **kwargs: object) -> None:

@@ -296,6 +296,9 @@ def exec_command(
         help="Wait for an approval decision instead of exiting with status 3.")] = False,
     token: TokenOption = None,
     user: Annotated[str | None, typer.Option(help="Your user (default: the token's).")] = None,
+    gateway: Annotated[str | None, typer.Option(
+        envvar="SLUICE_GATEWAY", show_envvar=True,
+        help="The gateway's PostgreSQL address host:port (default: listen.postgres).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Run SQL through the gateway once, as an agent's script would.
@@ -310,7 +313,7 @@ def exec_command(
     st = _state(ctx)
     with friendly_errors():
         identity = _identity(st, token)
-        host, port = parse_host_port(st.config.listen.postgres)
+        host, port = parse_host_port(gateway or st.config.listen.postgres)
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     held: list[str] = []

@@ -92,7 +92,9 @@ class NerSpec(_WithStrategy):
 class MaskingProfileSpec(_Spec):
     name: str = Field(min_length=1)
     columns: list[ColumnRuleSpec] = Field(default_factory=list)
-    detectors: list[str | DetectorSpec] = Field(default_factory=lambda: ["all"])
+    detectors: list[str | DetectorSpec] = Field(
+        default_factory=lambda: list[str | DetectorSpec](["all"])
+    )
     custom_detectors: list[CustomDetectorSpec] = Field(default_factory=list)
     content: bool = False
     ner: NerSpec = Field(default_factory=NerSpec)

@@ -135,10 +135,7 @@ class CopyMasker:
     # -- records ------------------------------------------------------------
 
     def _drain(self, *, final: bool) -> bytes:
-        if self._fmt.kind == "csv":
-            records = self._take_csv(final=final)
-        else:
-            records = self._take_text()
+        records = self._take_csv(final=final) if self._fmt.kind == "csv" else self._take_text()
         if not records:
             return b""
         if self._header_pending:

@@ -246,7 +246,7 @@ BUILTIN_DETECTORS: Mapping[str, Detector] = {
 
 def regex_detector(name: str, regex: str, *, validator: str | None = None) -> Detector:
     """A custom detector from a profile: a Python regex, optionally validated."""
-    check = v.always
+    check: v.Validator = v.always
     if validator is not None:
         if validator not in v.NAMED_VALIDATORS:
             known = ", ".join(sorted(v.NAMED_VALIDATORS))

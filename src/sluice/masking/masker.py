@@ -63,8 +63,12 @@ class ColumnRule:
         return cls(parts=parts, action=action)
 
     def matches_origin(self, o: ColumnOrigin) -> bool:
+        """An empty schema (unknown without a catalog) matches any schema glob."""
         names = (o.schema.lower(), o.table.lower(), o.column.lower())[-len(self.parts) :]
-        return all(fnmatchcase(n, p) for n, p in zip(names, self.parts, strict=True))
+        return all(
+            fnmatchcase(n, p) or (i == 0 and len(self.parts) == 3 and not n)
+            for i, (n, p) in enumerate(zip(names, self.parts, strict=True))
+        )
 
     def matches_name(self, name: str) -> bool:
         return len(self.parts) == 1 and fnmatchcase(name.lower(), self.parts[0])

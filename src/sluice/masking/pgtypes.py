@@ -144,7 +144,8 @@ def _valid_text_value(type_oid: int, text: bytes) -> bool:
         s = text.decode("ascii")
         if type_oid in _INT_BITS:
             bits = _INT_BITS[type_oid]
-            return -(2 ** (bits - 1)) <= int(s) < 2 ** (bits - 1)
+            n = int(s)
+            return bool(-(2 ** (bits - 1)) <= n < 2 ** (bits - 1))
         if type_oid == NUMERIC:
             Decimal(s)
             return s.strip().lower() not in ("", "nan", "inf", "-inf", "infinity")

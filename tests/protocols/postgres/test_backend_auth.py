@@ -254,3 +254,10 @@ def test_malformed_bodies_raise_protocol_errors() -> None:
         hs.handle(ord("S"), b"no terminator")
     with pytest.raises(RemoteProtocolError):
         hs.handle(ord("K"), b"\x00")
+
+
+@pytest.mark.parametrize(("user", "password"), [("alice", "pw\x00"), ("\u0627a", "pw")])
+def test_scram_refused_by_saslprep_is_a_clear_error(user: str, password: str) -> None:
+    hs = BackendHandshake(user=user, password=password, parameters={})
+    with pytest.raises(BackendAuthError, match="cannot start SCRAM authentication"):
+        hs.handle(R, auth(m.AUTH_SASL, b"SCRAM-SHA-256\x00\x00"))

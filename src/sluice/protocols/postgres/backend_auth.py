@@ -116,10 +116,16 @@ class BackendHandshake:
                     "the gateway supports SCRAM-SHA-256"
                 )
             self.auth_method = "scram-sha-256"
-            self._scram = scramp.ScramClient(
-                ["SCRAM-SHA-256"], self.user, self._need_password("SCRAM-SHA-256")
-            )
-            first = self._scram.get_client_first().encode()
+            password = self._need_password("SCRAM-SHA-256")
+            try:
+                self._scram = scramp.ScramClient(["SCRAM-SHA-256"], self.user, password)
+                first = self._scram.get_client_first().encode()
+            except scramp.ScramException as exc:
+                # SASLprep refuses some user names and passwords (control
+                # characters, mixed-direction text): say so, do not crash.
+                raise BackendAuthError(
+                    f"cannot start SCRAM authentication with the backend: {exc}"
+                ) from exc
             return m.encode_sasl_initial("SCRAM-SHA-256", first)
         if req.code == m.AUTH_SASL_CONTINUE:
             if self._scram is None:

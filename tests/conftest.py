@@ -31,8 +31,14 @@ def pg() -> Iterator[ThrowawayPostgres]:
         yield server
 
 
-def base_config(pg: ThrowawayPostgres, data_dir: Path, *, policy: str | None = None,
-                masking: tuple[str, ...] = (), **overrides: object) -> Config:
+def base_config(
+    pg: ThrowawayPostgres,
+    data_dir: Path,
+    *,
+    policy: str | None = None,
+    masking: tuple[str, ...] = (),
+    **overrides: object,
+) -> Config:
     os.environ["SLUICE_TEST_APP_PASSWORD"] = APP_PASSWORD
     pwfile = data_dir / "md5.pw"
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -56,17 +56,26 @@ def seed_rows(rows: int, *, seed: int = 7) -> tuple[str, str]:
     for cid in range(1, rows + 1):
         name = fake.name()
         email = f"{name.lower().replace(' ', '.')}@{fake.free_email_domain()}"
-        note = fake.random_element([
-            f"Call back on {fake.phone_number()} after 5pm",
-            f"Prefers email ({email}); VIP since {fake.year()}",
-            "Asked to close the account",
-            f"Paid with card {fake.credit_card_number()} last time",
-            "",
-        ])
+        note = fake.random_element(
+            [
+                f"Call back on {fake.phone_number()} after 5pm",
+                f"Prefers email ({email}); VIP since {fake.year()}",
+                "Asked to close the account",
+                f"Paid with card {fake.credit_card_number()} last time",
+                "",
+            ]
+        )
         fields = [
-            str(cid), name, email, fake.phone_number(), fake.ssn(),
-            fake.credit_card_number(), fake.iban(), fake.address().replace("\n", ", "),
-            fake.ipv4_private() if cid % 3 else fake.ipv4_public(), note,
+            str(cid),
+            name,
+            email,
+            fake.phone_number(),
+            fake.ssn(),
+            fake.credit_card_number(),
+            fake.iban(),
+            fake.address().replace("\n", ", "),
+            fake.ipv4_private() if cid % 3 else fake.ipv4_public(),
+            note,
         ]
         customers.write("\t".join(_copy_escape(f) for f in fields) + "\n")
         for _ in range(fake.random_int(0, 3)):
@@ -84,25 +93,33 @@ def _copy_escape(value: str) -> str:
 
 
 def demo_config(*, data_dir: Path, pg: ThrowawayPostgres, port: int) -> Config:
-    return Config.model_validate({
-        "data_dir": str(data_dir),
-        "listen": {"postgres": f"127.0.0.1:{port}"},
-        "connections": [{
-            "name": DEMO_DB,
-            "host": pg.host,
-            "port": pg.port,
-            "database": DEMO_DB,
-            "user": DEMO_ROLE,
-            "password": {"env": "SLUICE_DEMO_PASSWORD"},
-            "tls": {"mode": "verify-full", "ca_file": str(pg.ca_file), "server_name": "localhost"},
-            "policy": "agent",
-            "masking": ["pii"],
-        }],
-        "policies": [{"name": "agent", "extends": "ai-agent"}],
-        "masking": {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]},
-        "recording": {"dir": str(data_dir / "recordings")},
-        "audit": {"sinks": [{"type": "file", "path": str(data_dir / "audit.jsonl")}]},
-    })
+    return Config.model_validate(
+        {
+            "data_dir": str(data_dir),
+            "listen": {"postgres": f"127.0.0.1:{port}"},
+            "connections": [
+                {
+                    "name": DEMO_DB,
+                    "host": pg.host,
+                    "port": pg.port,
+                    "database": DEMO_DB,
+                    "user": DEMO_ROLE,
+                    "password": {"env": "SLUICE_DEMO_PASSWORD"},
+                    "tls": {
+                        "mode": "verify-full",
+                        "ca_file": str(pg.ca_file),
+                        "server_name": "localhost",
+                    },
+                    "policy": "agent",
+                    "masking": ["pii"],
+                }
+            ],
+            "policies": [{"name": "agent", "extends": "ai-agent"}],
+            "masking": {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]},
+            "recording": {"dir": str(data_dir / "recordings")},
+            "audit": {"sinks": [{"type": "file", "path": str(data_dir / "audit.jsonl")}]},
+        }
+    )
 
 
 def run_demo(*, port: int, rows: int) -> None:
@@ -111,9 +128,12 @@ def run_demo(*, port: int, rows: int) -> None:
     console = Console()
     password = secrets.token_urlsafe(18)
     os.environ["SLUICE_DEMO_PASSWORD"] = password
-    with tempfile.TemporaryDirectory(prefix="sluice-demo-") as tmp, ThrowawayPostgres(
-        roles=(Role(name=DEMO_ROLE, password=password),), databases=(DEMO_DB,)
-    ) as pg:
+    with (
+        tempfile.TemporaryDirectory(prefix="sluice-demo-") as tmp,
+        ThrowawayPostgres(
+            roles=(Role(name=DEMO_ROLE, password=password),), databases=(DEMO_DB,)
+        ) as pg,
+    ):
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("Seeding fake customers", total=3)
             pg.psql(SCHEMA, dbname=DEMO_DB)
@@ -122,32 +142,45 @@ def run_demo(*, port: int, rows: int) -> None:
             progress.advance(task)
             _copy(pg, "customers", customers)
             _copy(pg, "orders", orders)
-            pg.psql(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {DEMO_ROLE}; "
-                    f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {DEMO_ROLE}",
-                    dbname=DEMO_DB)
+            pg.psql(
+                f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {DEMO_ROLE}; "
+                f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {DEMO_ROLE}",
+                dbname=DEMO_DB,
+            )
             progress.advance(task)
         data_dir = Path(tmp) / "data"
         config = demo_config(data_dir=data_dir, pg=pg, port=port)
         gateway = build_gateway(config)
-        _, agent_token = gateway.store.create_token(user="agent", groups=["agents"],
-                                                    description="demo agent")
-        _, dba_token = gateway.store.create_token(user="alice", groups=["dba"],
-                                                  description="demo approver")
+        _, agent_token = gateway.store.create_token(
+            user="agent", groups=["agents"], description="demo agent"
+        )
+        _, dba_token = gateway.store.create_token(
+            user="alice", groups=["dba"], description="demo approver"
+        )
         env = f"SLUICE_CONFIG={data_dir / 'sluice.yaml'}"
         _write_config(data_dir / "sluice.yaml", config)
-        console.print(f"\n[bold green]Sluice demo is up.[/] A throwaway PostgreSQL with {rows} "
-                      f"fake customers sits behind the gateway on 127.0.0.1:{port}.\n")
+        console.print(
+            f"\n[bold green]Sluice demo is up.[/] A throwaway PostgreSQL with {rows} "
+            f"fake customers sits behind the gateway on 127.0.0.1:{port}.\n"
+        )
         console.print("As an AI agent (reads pass, PII is masked, writes wait for approval):")
-        console.print(f'  psql "host=127.0.0.1 port={port} dbname={DEMO_DB} user=agent '
-                      f'password={agent_token} sslmode=require"', highlight=False, soft_wrap=True)
+        console.print(
+            f'  psql "host=127.0.0.1 port={port} dbname={DEMO_DB} user=agent '
+            f'password={agent_token} sslmode=require"',
+            highlight=False,
+            soft_wrap=True,
+        )
         console.print("  then try:  SELECT full_name, email, ssn FROM customers LIMIT 5;")
         console.print("             DELETE FROM orders;   UPDATE orders SET status='x' WHERE id=1;")
         console.print("\nAs the approver, in another terminal:")
         console.print(f"  {env} sluice approvals list", highlight=False, soft_wrap=True)
         console.print(f"  {env} sluice approvals approve <id> --as alice", highlight=False)
         console.print(f"  (alice's token: {dba_token})", highlight=False, soft_wrap=True)
-        console.print(f"\nSessions: {env} sluice sessions list   Press Ctrl-C to stop.\n",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"\nSessions: {env} sluice sessions list   Press Ctrl-C to stop.\n",
+            highlight=False,
+            soft_wrap=True,
+        )
         run(gateway)
 
 
@@ -156,13 +189,16 @@ def _copy(pg: ThrowawayPostgres, table: str, data: str) -> None:
     path.write_text(data)
     os.chmod(path, 0o644)
     pg.psql(f"COPY {table} FROM '{path}'", dbname=DEMO_DB)
-    pg.psql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-            f"(SELECT max(id) FROM {table}))", dbname=DEMO_DB)
+    pg.psql(  # table is one of the demo's own names, never input
+        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))",  # noqa: S608
+        dbname=DEMO_DB,
+    )
 
 
 def _write_config(path: Path, config: Config) -> None:
     import yaml
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True),
-                                   sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+    )

@@ -55,7 +55,9 @@ def generate_self_signed(
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def gateway_cert(data_dir: Path, cert_file: Path | None, key_file: Path | None) -> tuple[Path, Path]:
+def gateway_cert(
+    data_dir: Path, cert_file: Path | None, key_file: Path | None
+) -> tuple[Path, Path]:
     """The configured certificate, or the self-signed one (generated once and kept)."""
     if cert_file is not None and key_file is not None:
         return cert_file, key_file

@@ -293,5 +293,6 @@ def test_session_is_written_to_the_store(gateway: GatewayThread, token: str) -> 
     assert latest.connection == "app"
     assert latest.client_addr.startswith("127.0.0.1:")
     assert latest.statements == 2
-    assert latest.bytes_from_client > 0 and latest.bytes_to_client > 0
+    assert latest.bytes_from_client > 0
+    assert latest.bytes_to_client > 0
     assert latest.end_reason == "client_terminated"

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.framing import frame
 from tests.helpers import GatewayThread
 
 
@@ -236,7 +237,7 @@ def test_unknown_message_type_in_session(gateway: GatewayThread, raw: RawClient)
 def test_malformed_query_message(gateway: GatewayThread, raw: RawClient) -> None:
     raw.login("alice", gateway.token())
     raw.until_ready()
-    raw.send(m.frame(b"Q", b"SELECT 1"))  # missing its terminator
+    raw.send(frame(b"Q", b"SELECT 1"))  # missing its terminator
     fields = raw.error_fields()
     assert fields["C"] == "08P01"
     assert raw.closed()

@@ -18,21 +18,34 @@ import psycopg
 import pytest
 import yaml
 
-from sluice.approvals.service import ApprovalService, ApprovalStatus
+from sluice.approvals.service import Approval, ApprovalService, ApprovalStatus
 from sluice.devservers.postgres import ThrowawayPostgres
 from sluice.events import Identity
 from sluice.proxy.governance_setup import recording_store
 from tests.conftest import APP_PASSWORD, base_config
 from tests.helpers import GatewayThread
 
-POLICIES = [{"name": "agent", "extends": "ai-agent", "approvers": ["dba"],
-             "rules": [{"name": "short-approvals", "when": {"tables": ["public.fast"]},
-                        "action": "require_approval", "timeout": "3s"}]}]
+POLICIES = [
+    {
+        "name": "agent",
+        "extends": "ai-agent",
+        "approvers": ["dba"],
+        "rules": [
+            {
+                "name": "short-approvals",
+                "when": {"tables": ["public.fast"]},
+                "action": "require_approval",
+                "timeout": "3s",
+            }
+        ],
+    }
+]
 
 
 @pytest.fixture(scope="module")
-def governed(pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[GatewayThread]:
+def governed(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
     data_dir = tmp_path_factory.mktemp("governed")
     config = base_config(pg, data_dir, policy="agent", policies=POLICIES)
     (data_dir / "sluice.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
@@ -46,10 +59,12 @@ def tables(pg: ThrowawayPostgres) -> None:
     dsn = pg.dsn(user="app", password=APP_PASSWORD, dbname="app")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS accounts, fast")
-        conn.execute("CREATE TABLE accounts (id int PRIMARY KEY, owner text, drop_count int, "
-                     "balance int)")
-        conn.execute("INSERT INTO accounts SELECT g, 'owner ' || g, g, 100 FROM "
-                     "generate_series(1, 10) g")
+        conn.execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, owner text, drop_count int, balance int)"
+        )
+        conn.execute(
+            "INSERT INTO accounts SELECT g, 'owner ' || g, g, 100 FROM generate_series(1, 10) g"
+        )
         conn.execute("CREATE TABLE fast (id int)")
 
 
@@ -84,7 +99,7 @@ SNEAKY = {
     "drop": "DROP TABLE accounts",
     "truncate": "TRUNCATE accounts",
     "multi-statement": "SELECT 1; DROP TABLE accounts",
-    "comment-hidden": "SELECT 1 /* harmless */; /* see */ DrOp /**/ TaBlE \"accounts\"",
+    "comment-hidden": 'SELECT 1 /* harmless */; /* see */ DrOp /**/ TaBlE "accounts"',
     "delete-without-where": "DELETE FROM accounts",
     "update-where-true": "UPDATE accounts SET balance = 0 WHERE true",
     "explain-analyze": "EXPLAIN ANALYZE DELETE FROM accounts",
@@ -130,7 +145,8 @@ def test_block_message_names_the_rule(governed: GatewayThread, agent: str) -> No
     error = blocked(governed, agent, "DELETE FROM accounts")
     assert error.diag.message_hint == "policy rule: no-unbounded-writes"
     assert "DELETE on public.accounts without a restricting WHERE" in str(
-        error.diag.message_primary)
+        error.diag.message_primary
+    )
 
 
 def test_extended_protocol_is_judged_at_parse(governed: GatewayThread, agent: str) -> None:
@@ -142,8 +158,9 @@ def test_extended_protocol_is_judged_at_parse(governed: GatewayThread, agent: st
         assert conn.execute("SELECT %s::int", (5,), prepare=True).fetchone() == (5,)
 
 
-def test_asyncpg_prepared_statement_blocked_and_session_usable(governed: GatewayThread,
-                                                               agent: str) -> None:
+def test_asyncpg_prepared_statement_blocked_and_session_usable(
+    governed: GatewayThread, agent: str
+) -> None:
     async def scenario() -> None:
         conn = await asyncpg.connect(governed.url(agent, user="agent"), ssl="require")
         try:
@@ -159,10 +176,12 @@ def test_asyncpg_prepared_statement_blocked_and_session_usable(governed: Gateway
 def test_transaction_state_matches_the_backend(governed: GatewayThread, agent: str) -> None:
     with psycopg.connect(governed.dsn(agent, user="agent")) as conn:
         conn.execute("SELECT 1")
-        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        status = conn.info.transaction_status
+        assert status == psycopg.pq.TransactionStatus.INTRANS
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DROP TABLE accounts")
-        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        status = conn.info.transaction_status
+        assert status == psycopg.pq.TransactionStatus.INERROR
         with pytest.raises(psycopg.errors.InFailedSqlTransaction):
             conn.execute("SELECT 1")
         conn.rollback()
@@ -172,21 +191,39 @@ def test_transaction_state_matches_the_backend(governed: GatewayThread, agent: s
 def test_pipeline_with_a_blocked_statement(governed: GatewayThread, agent: str) -> None:
     with psycopg.connect(governed.dsn(agent, user="agent"), autocommit=True) as conn:
         first = second = None
-        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.pipeline() as pipe:
-            first = conn.execute("SELECT 1")
-            pipe.sync()
-            second = conn.execute("SELECT 'x' FROM accounts WHERE false; DROP TABLE accounts")
-            pipe.sync()
-        assert first is not None and first.fetchone() == (1,)
+
+        def pipelined() -> None:
+            nonlocal first, second
+            with conn.pipeline() as pipe:
+                first = conn.execute("SELECT 1")
+                pipe.sync()
+                second = conn.execute("SELECT 'x' FROM accounts WHERE false; DROP TABLE accounts")
+                pipe.sync()
+
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            pipelined()
+        assert first is not None
+        assert first.fetchone() == (1,)
         assert second is not None
         assert conn.execute("SELECT 3").fetchone() == (3,)
 
 
 def test_psql_sees_block_and_continues(governed: GatewayThread, agent: str) -> None:
     result = subprocess.run(
-        ["psql", "-X", governed.dsn(agent, user="agent"), "-c", "DROP TABLE accounts",
-         "-c", "SELECT 'after' AS x"], capture_output=True, text=True, check=False)
-    assert "ERROR:  blocked by Sluice: rule \"no-destructive\"" in result.stderr
+        [
+            "psql",
+            "-X",
+            governed.dsn(agent, user="agent"),
+            "-c",
+            "DROP TABLE accounts",
+            "-c",
+            "SELECT 'after' AS x",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert 'ERROR:  blocked by Sluice: rule "no-destructive"' in result.stderr
     assert "HINT:  policy rule: no-destructive" in result.stderr
     assert "after" in result.stdout
 
@@ -228,19 +265,27 @@ class Held:
         self.conn.close()
 
 
-def sluice_cli(governed: GatewayThread, *args: str, token: str | None = None
-               ) -> subprocess.CompletedProcess[str]:
+def sluice_cli(
+    governed: GatewayThread, *args: str, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
     config = Path(governed.config.data_dir) / "sluice.yaml"
     env = {**os.environ, "SLUICE_CONFIG": str(config)}
     if token:
         env["SLUICE_TOKEN"] = token
     env["SLUICE_GATEWAY"] = f"127.0.0.1:{governed.port}"
-    return subprocess.run([sys.executable, "-m", "sluice", *args], capture_output=True,
-                          text=True, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sluice", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_write_is_held_then_approved_by_another_identity(
-        governed: GatewayThread, agent: str, dba: str) -> None:
+    governed: GatewayThread, agent: str, dba: str
+) -> None:
     held = Held(governed, agent, "UPDATE accounts SET balance = balance + 1 WHERE id = 1")
     request_id = held.request_id()
     listed = sluice_cli(governed, "approvals", "list", "--json")
@@ -248,12 +293,12 @@ def test_write_is_held_then_approved_by_another_identity(
     own = sluice_cli(governed, "approvals", "approve", request_id, token=agent)
     assert own.returncode == 1
     assert "cannot decide your own request" in own.stderr
-    outsider = sluice_cli(governed, "approvals", "approve", request_id,
-                          token=governed.token("bob", groups=("dev",)))
+    outsider = sluice_cli(
+        governed, "approvals", "approve", request_id, token=governed.token("bob", groups=("dev",))
+    )
     assert "not in an approver group" in outsider.stderr
     assert held.thread.is_alive()
-    approved = sluice_cli(governed, "approvals", "approve", request_id, "--reason", "ok",
-                          token=dba)
+    approved = sluice_cli(governed, "approvals", "approve", request_id, "--reason", "ok", token=dba)
     assert approved.returncode == 0, approved.stderr
     held.finish()
     assert held.error is None
@@ -261,12 +306,12 @@ def test_write_is_held_then_approved_by_another_identity(
     assert run_sql(governed, agent, "SELECT balance FROM accounts WHERE id = 1") == [(101,)]
 
 
-def test_denied_request_returns_an_error(governed: GatewayThread, agent: str,
-                                         dba: str) -> None:
+def test_denied_request_returns_an_error(governed: GatewayThread, agent: str, dba: str) -> None:
     held = Held(governed, agent, "UPDATE accounts SET balance = 0 WHERE id = 2")
     request_id = held.request_id()
-    denied = sluice_cli(governed, "approvals", "deny", request_id, "--reason", "not today",
-                        token=dba)
+    denied = sluice_cli(
+        governed, "approvals", "deny", request_id, "--reason", "not today", token=dba
+    )
     assert denied.returncode == 0, denied.stderr
     held.finish()
     assert isinstance(held.error, psycopg.errors.InsufficientPrivilege)
@@ -286,26 +331,39 @@ def test_request_times_out(governed: GatewayThread, agent: str) -> None:
 
 def test_ctrl_c_withdraws_the_request(governed: GatewayThread, agent: str) -> None:
     proc = subprocess.Popen(
-        ["psql", "-X", governed.dsn(agent, user="agent"), "-c",
-         "UPDATE accounts SET balance = 7 WHERE id = 3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            "psql",
+            "-X",
+            governed.dsn(agent, user="agent"),
+            "-c",
+            "UPDATE accounts SET balance = 7 WHERE id = 3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     service = ApprovalService(governed.gateway.store)  # type: ignore[union-attr]
     deadline = time.monotonic() + 10
-    pending = []
+    pending: list[Approval] = []
     while time.monotonic() < deadline and not pending:
-        pending = [a for a in service.list(status=ApprovalStatus.PENDING)
-                   if "balance = 7" in a.statement]
+        pending = [
+            a
+            for a in service.list_requests(status=ApprovalStatus.PENDING)
+            if "balance = 7" in a.statement
+        ]
         time.sleep(0.05)
     assert pending
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=10)
     assert "withdrawn" in err
-    assert service.get(pending[0].id).status is ApprovalStatus.WITHDRAWN  # type: ignore[union-attr]
+    withdrawn = service.get(pending[0].id)
+    assert withdrawn is not None
+    assert withdrawn.status is ApprovalStatus.WITHDRAWN
 
 
-def test_window_lets_the_same_statement_through(governed: GatewayThread, agent: str,
-                                                dba: str) -> None:
+def test_window_lets_the_same_statement_through(
+    governed: GatewayThread, agent: str, dba: str
+) -> None:
     sql = "UPDATE accounts SET balance = balance WHERE id = 4"
     held = Held(governed, agent, sql)
     request_id = held.request_id()
@@ -317,8 +375,9 @@ def test_window_lets_the_same_statement_through(governed: GatewayThread, agent: 
     assert time.monotonic() - started < 5
 
 
-def test_exec_without_wait_exits_with_the_request_id(governed: GatewayThread, agent: str,
-                                                     dba: str) -> None:
+def test_exec_without_wait_exits_with_the_request_id(
+    governed: GatewayThread, agent: str, dba: str
+) -> None:
     sql = "UPDATE accounts SET owner = 'renamed' WHERE id = 5"
     first = sluice_cli(governed, "exec", "app", "-c", sql, token=agent)
     assert first.returncode == 3, first.stderr
@@ -331,16 +390,24 @@ def test_exec_without_wait_exits_with_the_request_id(governed: GatewayThread, ag
     assert json.loads(second.stdout)["status"] == "UPDATE 1"
     blocked_run = sluice_cli(governed, "exec", "app", "-c", "DROP TABLE accounts", token=agent)
     assert blocked_run.returncode == 2
-    ok = sluice_cli(governed, "exec", "app", "-c", "SELECT owner FROM accounts WHERE id = 5",
-                    "--json", token=agent)
+    ok = sluice_cli(
+        governed,
+        "exec",
+        "app",
+        "-c",
+        "SELECT owner FROM accounts WHERE id = 5",
+        "--json",
+        token=agent,
+    )
     assert json.loads(ok.stdout)["rows"] == [["renamed"]]
 
 
 def test_approver_identity_must_be_in_group(governed: GatewayThread) -> None:
     service = ApprovalService(governed.gateway.store)  # type: ignore[union-attr]
     with pytest.raises(Exception, match="no approval request"):
-        service.decide("nope", approver=Identity(user="x", groups=("dba",)), approve=True,
-                       reason=None)
+        service.decide(
+            "nope", approver=Identity(user="x", groups=("dba",)), approve=True, reason=None
+        )
 
 
 # Recording and audit
@@ -358,9 +425,19 @@ def latest_session(governed: GatewayThread, user: str = "agent") -> str:
 
 
 def test_recording_replays_and_detects_tampering(governed: GatewayThread, agent: str) -> None:
-    subprocess.run(["psql", "-X", governed.dsn(agent, user="agent"), "-c",
-                    "SELECT id, owner FROM accounts ORDER BY id LIMIT 3", "-c",
-                    "DROP TABLE accounts"], capture_output=True, check=False)
+    subprocess.run(
+        [
+            "psql",
+            "-X",
+            governed.dsn(agent, user="agent"),
+            "-c",
+            "SELECT id, owner FROM accounts ORDER BY id LIMIT 3",
+            "-c",
+            "DROP TABLE accounts",
+        ],
+        capture_output=True,
+        check=False,
+    )
     session_id = latest_session(governed)
     verify = sluice_cli(governed, "sessions", "verify", session_id[:8])
     assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -384,10 +461,18 @@ def test_audit_trail_has_blocks_without_secrets(governed: GatewayThread, agent: 
     audit = (Path(governed.config.data_dir) / "audit.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in audit]
     kinds = {e["type"] for e in events}
-    assert {"session.start", "session.end", "statement.allowed", "statement.blocked",
-            "approval.requested"} <= kinds
-    block = [e for e in events if e["type"] == "statement.blocked"
-             and e.get("statement") == "TRUNCATE accounts"][-1]
+    assert {
+        "session.start",
+        "session.end",
+        "statement.allowed",
+        "statement.blocked",
+        "approval.requested",
+    } <= kinds
+    block = [
+        e
+        for e in events
+        if e["type"] == "statement.blocked" and e.get("statement") == "TRUNCATE accounts"
+    ][-1]
     assert block["identity"]["user"] == "agent"
     assert block["rule"] == "no-destructive"
     text = "\n".join(audit)
@@ -400,8 +485,18 @@ APPROVAL_SECRET_WORDS = {"password", "secret-Xy7"}
 
 
 def test_policy_test_and_replay_cli(governed: GatewayThread, agent: str) -> None:
-    tested = sluice_cli(governed, "policy", "test", "--connection", "app", "--as", "agent",
-                        "--sql", "SELECT 1; DELETE FROM accounts", "--json")
+    tested = sluice_cli(
+        governed,
+        "policy",
+        "test",
+        "--connection",
+        "app",
+        "--as",
+        "agent",
+        "--sql",
+        "SELECT 1; DELETE FROM accounts",
+        "--json",
+    )
     assert tested.returncode == 0, tested.stderr
     out = json.loads(tested.stdout)
     assert out["verdict"] == "block"
@@ -415,7 +510,8 @@ def test_policy_test_and_replay_cli(governed: GatewayThread, agent: str) -> None
 
 
 def test_policy_hot_reload_rejects_invalid_and_applies_valid(
-        governed: GatewayThread, agent: str, tmp_path: Path) -> None:
+    governed: GatewayThread, agent: str, tmp_path: Path
+) -> None:
     from sluice.proxy.governance_setup import PolicyReloader
 
     assert governed.gateway is not None
@@ -433,9 +529,11 @@ def test_policy_hot_reload_rejects_invalid_and_applies_valid(
     governed.call(lambda: asyncio.ensure_future(reloader.reload()))
     time.sleep(0.5)
     assert reloader.last_error is None
-    with psycopg.connect(governed.dsn(agent, user="agent"), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute("UPDATE accounts SET balance = 1 WHERE id = 1")
+    with (
+        psycopg.connect(governed.dsn(agent, user="agent"), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute("UPDATE accounts SET balance = 1 WHERE id = 1")
     raw["policies"] = POLICIES
     path.write_text(yaml.safe_dump(raw))
     governed.call(lambda: asyncio.ensure_future(reloader.reload()))

@@ -76,26 +76,43 @@ class Approval:
     @classmethod
     def of(cls, row: ApprovalRow) -> Approval:
         return cls(
-            id=row.id, session_id=row.session_id, requester=row.requester,
-            requester_groups=tuple(row.requester_groups), connection=row.connection,
-            statement=row.statement, digest=row.digest, rule=row.rule, reason=row.reason,
-            approver_groups=tuple(row.approver_groups), status=ApprovalStatus(row.status),
+            id=row.id,
+            session_id=row.session_id,
+            requester=row.requester,
+            requester_groups=tuple(row.requester_groups),
+            connection=row.connection,
+            statement=row.statement,
+            digest=row.digest,
+            rule=row.rule,
+            reason=row.reason,
+            approver_groups=tuple(row.approver_groups),
+            status=ApprovalStatus(row.status),
             created_at=_aware(row.created_at) or utcnow(),
             expires_at=_aware(row.expires_at) or utcnow(),
-            decided_at=_aware(row.decided_at), decided_by=row.decided_by,
-            decision_reason=row.decision_reason, window_until=_aware(row.window_until),
+            decided_at=_aware(row.decided_at),
+            decided_by=row.decided_by,
+            decision_reason=row.decision_reason,
+            window_until=_aware(row.window_until),
         )
 
     def as_json(self) -> dict[str, object]:
         return {
-            "id": self.id, "status": self.status.value, "requester": self.requester,
-            "requester_groups": list(self.requester_groups), "connection": self.connection,
-            "statement": self.statement, "digest": self.digest, "rule": self.rule,
-            "reason": self.reason, "approver_groups": list(self.approver_groups),
-            "session_id": self.session_id, "created_at": self.created_at.isoformat(),
+            "id": self.id,
+            "status": self.status.value,
+            "requester": self.requester,
+            "requester_groups": list(self.requester_groups),
+            "connection": self.connection,
+            "statement": self.statement,
+            "digest": self.digest,
+            "rule": self.rule,
+            "reason": self.reason,
+            "approver_groups": list(self.approver_groups),
+            "session_id": self.session_id,
+            "created_at": self.created_at.isoformat(),
             "expires_at": self.expires_at.isoformat(),
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
-            "decided_by": self.decided_by, "decision_reason": self.decision_reason,
+            "decided_by": self.decided_by,
+            "decision_reason": self.decision_reason,
             "window_until": self.window_until.isoformat() if self.window_until else None,
         }
 
@@ -124,23 +141,33 @@ class ApprovalService:
         now = utcnow()
         with self.store.transaction() as s:
             existing = s.scalars(
-                select(ApprovalRow).where(
+                select(ApprovalRow)
+                .where(
                     ApprovalRow.digest == digest,
                     ApprovalRow.requester == requester.user,
                     ApprovalRow.connection == connection,
                     ApprovalRow.status == ApprovalStatus.PENDING.value,
                     ApprovalRow.expires_at > now,
-                ).order_by(ApprovalRow.created_at.desc())
+                )
+                .order_by(ApprovalRow.created_at.desc())
             ).first()
             if existing is not None:
                 existing.session_id = session_id
                 return Approval.of(existing), False
             row = ApprovalRow(
-                id=secrets.token_hex(4), session_id=session_id, requester=requester.user,
-                requester_groups=list(requester.groups), connection=connection,
-                statement=statement, digest=digest, rule=rule, reason=reason,
-                approver_groups=list(approver_groups), status=ApprovalStatus.PENDING.value,
-                created_at=now, expires_at=now + timeout,
+                id=secrets.token_hex(4),
+                session_id=session_id,
+                requester=requester.user,
+                requester_groups=list(requester.groups),
+                connection=connection,
+                statement=statement,
+                digest=digest,
+                rule=rule,
+                reason=reason,
+                approver_groups=list(approver_groups),
+                status=ApprovalStatus.PENDING.value,
+                created_at=now,
+                expires_at=now + timeout,
             )
             s.add(row)
             return Approval.of(row), True
@@ -154,14 +181,16 @@ class ApprovalService:
         now = utcnow()
         with self.store.transaction() as s:
             rows = s.scalars(
-                select(ApprovalRow).where(
+                select(ApprovalRow)
+                .where(
                     ApprovalRow.digest == digest,
                     ApprovalRow.requester == requester,
                     ApprovalRow.connection == connection,
                     ApprovalRow.status.in_(
                         [ApprovalStatus.APPROVED.value, ApprovalStatus.CONSUMED.value]
                     ),
-                ).order_by(ApprovalRow.decided_at.desc())
+                )
+                .order_by(ApprovalRow.decided_at.desc())
             ).all()
             for row in rows:
                 window = _aware(row.window_until)
@@ -177,7 +206,9 @@ class ApprovalService:
             row = s.get(ApprovalRow, approval_id)
             return Approval.of(row) if row else None
 
-    def list(self, *, status: ApprovalStatus | None = None, limit: int = 100) -> list[Approval]:
+    def list_requests(
+        self, *, status: ApprovalStatus | None = None, limit: int = 100
+    ) -> list[Approval]:
         self.expire_due()
         query = select(ApprovalRow).order_by(ApprovalRow.created_at.desc()).limit(limit)
         if status is not None:
@@ -198,17 +229,21 @@ class ApprovalService:
         with self.store.transaction() as s:
             row = s.get(ApprovalRow, approval_id)
             if row is None:
-                raise ApprovalError(f"no approval request {approval_id!r}",
-                                    hint="see `sluice approvals list`")
+                raise ApprovalError(
+                    f"no approval request {approval_id!r}", hint="see `sluice approvals list`"
+                )
             if row.status != ApprovalStatus.PENDING.value:
                 raise ApprovalError(f"request {approval_id} is already {row.status}")
             if (_aware(row.expires_at) or now) <= now:
                 row.status = ApprovalStatus.EXPIRED.value
-                raise ApprovalError(f"request {approval_id} expired at "
-                                    f"{row.expires_at:%Y-%m-%d %H:%M:%S} UTC")
+                raise ApprovalError(
+                    f"request {approval_id} expired at {row.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+                )
             if approver.user == row.requester:
-                raise ApprovalError("you cannot decide your own request",
-                                    hint="ask another member of an approver group")
+                raise ApprovalError(
+                    "you cannot decide your own request",
+                    hint="ask another member of an approver group",
+                )
             if not set(approver.groups) & set(row.approver_groups):
                 raise ApprovalError(
                     f"{approver.user} is not in an approver group of this request "

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from sluice import __version__
+from sluice.cli import governance_commands
 from sluice.cli.common import (
     CliState,
     ago,
@@ -20,7 +21,6 @@ from sluice.cli.common import (
     parse_duration,
     print_json,
 )
-from sluice.cli import governance_commands
 from sluice.credentials.vault import Vault
 
 app = typer.Typer(

@@ -26,8 +26,12 @@ from sluice.events import Identity, Protocol, QueryOrigin, SessionContext
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 TokenOption = Annotated[
     str | None,
-    typer.Option("--token", envvar="SLUICE_TOKEN", show_envvar=True,
-                 help="Your Sluice token (it identifies you and your groups)."),
+    typer.Option(
+        "--token",
+        envvar="SLUICE_TOKEN",
+        show_envvar=True,
+        help="Your Sluice token (it identifies you and your groups).",
+    ),
 ]
 
 # `sluice exec` exit statuses, for scripts and agents.
@@ -37,8 +41,9 @@ EXIT_HELD = 3
 EXIT_DENIED = 4
 
 policy_app = typer.Typer(help="Check, test and replay policies.", no_args_is_help=True)
-approvals_app = typer.Typer(help="List and decide just-in-time approval requests.",
-                            no_args_is_help=True)
+approvals_app = typer.Typer(
+    help="List and decide just-in-time approval requests.", no_args_is_help=True
+)
 
 
 def _state(ctx: typer.Context) -> CliState:
@@ -49,8 +54,10 @@ def _state(ctx: typer.Context) -> CliState:
 
 def _identity(st: CliState, token: str | None) -> Identity:
     if not token:
-        fail("this command needs your Sluice token",
-             hint="pass --token or set SLUICE_TOKEN (create one with `sluice tokens create`)")
+        fail(
+            "this command needs your Sluice token",
+            hint="pass --token or set SLUICE_TOKEN (create one with `sluice tokens create`)",
+        )
     identity, _ = st.store.authenticate(token)
     return identity
 
@@ -72,8 +79,10 @@ def policy_check(ctx: typer.Context) -> None:
 
         masking_engine(st.config)
     names = ", ".join(sorted(engine.policy_names))
-    console.print(f"[green]ok[/]: {len(st.config.connections)} connection(s); "
-                  f"policies: {names}", highlight=False)
+    console.print(
+        f"[green]ok[/]: {len(st.config.connections)} connection(s); policies: {names}",
+        highlight=False,
+    )
 
 
 @policy_app.command("test")
@@ -82,8 +91,9 @@ def policy_test(
     connection: Annotated[str, typer.Option(help="The connection whose policy applies.")],
     as_user: Annotated[str, typer.Option("--as", help="The user to judge as.")],
     sql: Annotated[str, typer.Option(help="The SQL to judge.")],
-    group: Annotated[list[str] | None, typer.Option("--group", "-g",
-                                                    help="A group of the user (repeat).")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="A group of the user (repeat).")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Print the verdict for SQL and the rule that decided it, per statement."""
@@ -98,33 +108,49 @@ def policy_test(
             fail(f"connection {connection!r} has no policy: everything passes")
         engine = compile_policies(st.config)
         identity = Identity(user=as_user, groups=tuple(group or ()))
-        explanation = engine.explain_sql(sql, policy_name=conn.policy, identity=identity,
-                                         connection=connection)
+        explanation = engine.explain_sql(
+            sql, policy_name=conn.policy, identity=identity, connection=connection
+        )
         masking = _masking_preview(st, conn.name, sql, explanation.verdict)
     verdict = explanation.verdict
     if json_output:
-        print_json({
-            "verdict": type(verdict).__name__.lower(), "rule": verdict.rule,
-            "reason": verdict.reason,
-            "statements": [
-                {"statement": d.statement.text, "kind": d.statement.kind,
-                 "category": str(d.statement.category), "verdict": type(d.verdict).__name__,
-                 "rule": d.rule, "policy": d.policy}
-                for d in explanation.statements
-            ],
-            "masking": masking,
-        })
+        print_json(
+            {
+                "verdict": type(verdict).__name__.lower(),
+                "rule": verdict.rule,
+                "reason": verdict.reason,
+                "statements": [
+                    {
+                        "statement": d.statement.text,
+                        "kind": d.statement.kind,
+                        "category": str(d.statement.category),
+                        "verdict": type(d.verdict).__name__,
+                        "rule": d.rule,
+                        "policy": d.policy,
+                    }
+                    for d in explanation.statements
+                ],
+                "masking": masking,
+            }
+        )
         return
-    colour = {"Allow": "green", "Block": "red", "RequireApproval": "yellow"}[
-        type(verdict).__name__]
-    console.print(f"[bold {colour}]{type(verdict).__name__}[/] by rule "
-                  f"[bold]{verdict.rule}[/]{': ' + verdict.reason if verdict.reason else ''}",
-                  highlight=False)
+    colour = {"Allow": "green", "Block": "red", "RequireApproval": "yellow"}[type(verdict).__name__]
+    console.print(
+        f"[bold {colour}]{type(verdict).__name__}[/] by rule "
+        f"[bold]{verdict.rule}[/]{': ' + verdict.reason if verdict.reason else ''}",
+        highlight=False,
+    )
     table = Table("#", "statement", "kind", "category", "verdict", "rule")
     for index, d in enumerate(explanation.statements, 1):
         text = d.statement.text if len(d.statement.text) < 60 else d.statement.text[:57] + "..."
-        table.add_row(str(index), text, d.statement.kind, str(d.statement.category),
-                      type(d.verdict).__name__, d.rule or "-")
+        table.add_row(
+            str(index),
+            text,
+            d.statement.kind,
+            str(d.statement.category),
+            type(d.verdict).__name__,
+            d.rule or "-",
+        )
     console.print(table)
     if masking:
         mt = Table("column", "masked by", "why")
@@ -133,8 +159,9 @@ def policy_test(
         console.print(mt)
 
 
-def _masking_preview(st: CliState, connection: str, sql: str,
-                     verdict: object) -> list[dict[str, str]]:
+def _masking_preview(
+    st: CliState, connection: str, sql: str, verdict: object
+) -> list[dict[str, str]]:
     from sluice.proxy.pg_masking import explain_masking
 
     return explain_masking(st.config, connection, sql, verdict)
@@ -163,18 +190,30 @@ def policy_replay(
         queries = []
         for record in recording_store(st.config).replay(info.session_id):
             if isinstance(record, StatementRecord):
-                queries.append(RecordedQuery(
-                    sql=record.sql, origin=QueryOrigin(record.origin),
-                    statement_name=record.statement_name,
-                ))
+                queries.append(
+                    RecordedQuery(
+                        sql=record.sql,
+                        origin=QueryOrigin(record.origin),
+                        statement_name=record.statement_name,
+                    )
+                )
         context = SessionContext(
-            session_id=info.session_id, identity=Identity(user=info.user, groups=info.groups),
-            connection=info.connection, protocol=Protocol(info.protocol),
+            session_id=info.session_id,
+            identity=Identity(user=info.user, groups=info.groups),
+            connection=info.connection,
+            protocol=Protocol(info.protocol),
             client_addr=info.client_addr,
         )
         results = engine.replay(queries, policy_name=conn.policy, context=context)
-    rows = [{"statement": q.sql, "verdict": type(r.verdict).__name__, "rule": r.verdict.rule,
-             "reason": r.verdict.reason} for q, r in zip(queries, results, strict=True)]
+    rows = [
+        {
+            "statement": q.sql,
+            "verdict": type(r.verdict).__name__,
+            "rule": r.verdict.rule,
+            "reason": r.verdict.reason,
+        }
+        for q, r in zip(queries, results, strict=True)
+    ]
     if json_output:
         print_json(rows)
         return
@@ -184,8 +223,9 @@ def policy_replay(
         style = {"Allow": "green", "Block": "red", "RequireApproval": "yellow"}[row["verdict"]]
         if row["verdict"] != "Allow":
             changed += 1
-        table.add_row(str(index), row["statement"][:70], f"[{style}]{row['verdict']}[/]",
-                      row["rule"])
+        table.add_row(
+            str(index), row["statement"][:70], f"[{style}]{row['verdict']}[/]", row["rule"]
+        )
     console.print(table)
     console.print(f"{changed} of {len(rows)} statement(s) would now be blocked or held.")
 
@@ -204,18 +244,27 @@ def approvals_list(
 
     with friendly_errors():
         service = ApprovalService(_state(ctx).store)
-        items = service.list(status=None if all_ else ApprovalStatus.PENDING)
+        items = service.list_requests(status=None if all_ else ApprovalStatus.PENDING)
     if json_output:
         print_json([a.as_json() for a in items])
         return
     if not items:
         console.print("No pending approval requests." if not all_ else "No approval requests.")
         return
-    table = Table("id", "status", "requester", "connection", "statement", "rule", "approvers",
-                  "expires")
+    table = Table(
+        "id", "status", "requester", "connection", "statement", "rule", "approvers", "expires"
+    )
     for a in items:
-        table.add_row(a.id, a.status.value, a.requester, a.connection, a.statement[:60], a.rule,
-                      ", ".join(a.approver_groups), ago(a.expires_at))
+        table.add_row(
+            a.id,
+            a.status.value,
+            a.requester,
+            a.connection,
+            a.statement[:60],
+            a.rule,
+            ", ".join(a.approver_groups),
+            ago(a.expires_at),
+        )
     console.print(table)
 
 
@@ -237,13 +286,20 @@ def approvals_show(
         return
     for key, value in item.as_json().items():
         if key != "statement":
-            console.print(f"[bold]{key:>16}[/] {value if value is not None else '-'}",
-                          highlight=False)
+            console.print(
+                f"[bold]{key:>16}[/] {value if value is not None else '-'}", highlight=False
+            )
     console.print(Syntax(item.statement, "sql", word_wrap=True))
 
 
-def _decide(ctx: typer.Context, approval_id: str, token: str | None, approve: bool,
-            reason: str | None, window: str | None) -> None:
+def _decide(
+    ctx: typer.Context,
+    approval_id: str,
+    token: str | None,
+    approve: bool,
+    reason: str | None,
+    window: str | None,
+) -> None:
     from sluice.approvals.service import ApprovalService
     from sluice.proxy.governance_setup import audit_decision
 
@@ -251,13 +307,16 @@ def _decide(ctx: typer.Context, approval_id: str, token: str | None, approve: bo
         st = _state(ctx)
         identity = _identity(st, token)
         span = parse_duration(window) if window else None
-        decided = ApprovalService(st.store).decide(approval_id, approver=identity,
-                                                   approve=approve, reason=reason, window=span)
+        decided = ApprovalService(st.store).decide(
+            approval_id, approver=identity, approve=approve, reason=reason, window=span
+        )
         audit_decision(st.config, decided, identity)
     verb = "Approved" if approve else "Denied"
     extra = f"; window until {ago(decided.window_until)} UTC" if decided.window_until else ""
-    console.print(f"{verb} request {decided.id} of {decided.requester} on "
-                  f"{decided.connection}{extra}.", highlight=False)
+    console.print(
+        f"{verb} request {decided.id} of {decided.requester} on {decided.connection}{extra}.",
+        highlight=False,
+    )
 
 
 @approvals_app.command("approve")
@@ -265,9 +324,12 @@ def approvals_approve(
     ctx: typer.Context,
     approval_id: Annotated[str, typer.Argument(help="The request id.")],
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit trail).")] = None,
-    window: Annotated[str | None, typer.Option(
-        help="Also allow the same statement from the same requester for this long, e.g. 15m.",
-    )] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="Also allow the same statement from the same requester for this long, e.g. 15m.",
+        ),
+    ] = None,
     token: TokenOption = None,
 ) -> None:
     """Approve a held statement (you must be in an approver group, not the requester)."""
@@ -292,13 +354,19 @@ def exec_command(
     ctx: typer.Context,
     connection: Annotated[str, typer.Argument(help="The connection to run on.")],
     command: Annotated[str, typer.Option("--command", "-c", help="The SQL to run.")],
-    wait: Annotated[bool, typer.Option(
-        help="Wait for an approval decision instead of exiting with status 3.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Wait for an approval decision instead of exiting with status 3.")
+    ] = False,
     token: TokenOption = None,
     user: Annotated[str | None, typer.Option(help="Your user (default: the token's).")] = None,
-    gateway: Annotated[str | None, typer.Option(
-        envvar="SLUICE_GATEWAY", show_envvar=True,
-        help="The gateway's PostgreSQL address host:port (default: listen.postgres).")] = None,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SLUICE_GATEWAY",
+            show_envvar=True,
+            help="The gateway's PostgreSQL address host:port (default: listen.postgres).",
+        ),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Run SQL through the gateway once, as an agent's script would.
@@ -314,7 +382,7 @@ def exec_command(
     with friendly_errors():
         identity = _identity(st, token)
         host, port = parse_host_port(gateway or st.config.listen.postgres)
-    if host in ("0.0.0.0", "::", ""):
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard listener is reached locally
         host = "127.0.0.1"
     held: list[str] = []
 
@@ -323,17 +391,26 @@ def exec_command(
         if message.startswith("statement held for approval"):
             request_id = message.split("request ", 1)[1].split(",", 1)[0]
             held.append(request_id)
-            err_console.print(f"[yellow]held for approval[/]: request {request_id}; "
-                              f"{diag.message_hint or ''}", highlight=False)
+            err_console.print(
+                f"[yellow]held for approval[/]: request {request_id}; {diag.message_hint or ''}",
+                highlight=False,
+            )
             if not wait:
                 _exit_held(request_id, json_output)
         else:
             err_console.print(f"{diag.severity}: {message}", highlight=False)
 
     try:
-        with psycopg.connect(host=host, port=port, dbname=connection,
-                             user=user or identity.user, password=token, sslmode="prefer",
-                             autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            host=host,
+            port=port,
+            dbname=connection,
+            user=user or identity.user,
+            password=token,
+            sslmode="prefer",
+            autocommit=True,
+            connect_timeout=10,
+        ) as conn:
             conn.add_notice_handler(on_notice)
             cur = conn.execute(command)
             _print_result(cur, json_output)
@@ -377,8 +454,7 @@ def _print_result(cur: object, json_output: bool) -> None:
     names = [d.name for d in cur.description]
     rows = cur.fetchall()
     if json_output:
-        print_json({"columns": names, "rows": [list(r) for r in rows],
-                    "status": cur.statusmessage})
+        print_json({"columns": names, "rows": [list(r) for r in rows], "status": cur.statusmessage})
         return
     table = Table(*names)
     for row in rows:
@@ -421,10 +497,18 @@ def sessions_verify(
         full_id = info.session_id if info else session_id
         report = recording_store(st.config).verify(full_id)
     if json_output:
-        print_json({"ok": report.ok, "records": report.records, "sealed": report.sealed,
-                    "authenticated": report.authenticated,
-                    "problem": str(report.problem) if report.problem else None,
-                    "record": report.record, "line": report.line, "detail": report.detail})
+        print_json(
+            {
+                "ok": report.ok,
+                "records": report.records,
+                "sealed": report.sealed,
+                "authenticated": report.authenticated,
+                "problem": str(report.problem) if report.problem else None,
+                "record": report.record,
+                "line": report.line,
+                "detail": report.detail,
+            }
+        )
     elif report.ok:
         console.print(f"[green]intact[/]: {report.summary()}", highlight=False)
     else:
@@ -435,8 +519,10 @@ def sessions_verify(
 
 def sessions_prune(
     ctx: typer.Context,
-    older_than: Annotated[str | None, typer.Option(
-        help="Remove recordings older than this (default: recording.retention_days).")] = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option(help="Remove recordings older than this (default: recording.retention_days)."),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Delete recordings and session rows past the retention period."""
@@ -459,8 +545,10 @@ def sessions_prune(
     if json_output:
         print_json({"recordings_removed": [str(p) for p in removed], "sessions_removed": rows})
     else:
-        console.print(f"Removed {len(removed)} recording(s) and {len(rows)} session row(s) "
-                      f"older than {ago(cutoff)} UTC.")
+        console.print(
+            f"Removed {len(removed)} recording(s) and {len(rows)} session row(s) "
+            f"older than {ago(cutoff)} UTC."
+        )
 
 
 def register(app: typer.Typer, sessions_app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ root it runs as the `postgres` user (`runuser`), as on a user's laptop.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -66,7 +67,7 @@ class ThrowawayPostgres:
     def __init__(
         self,
         *,
-        superuser_password: str = "postgres-secret",
+        superuser_password: str = "postgres-secret",  # noqa: S107 - a throwaway server
         roles: tuple[Role, ...] = (),
         databases: tuple[str, ...] = (),
         tls: bool = True,
@@ -101,11 +102,22 @@ class ThrowawayPostgres:
         assert self.root is not None
         return self.root / "server.crt"
 
-    def dsn(self, *, user: str = SUPERUSER, password: str | None = None, dbname: str = "postgres",
-            sslmode: str = "prefer") -> str:
+    def dsn(
+        self,
+        *,
+        user: str = SUPERUSER,
+        password: str | None = None,
+        dbname: str = "postgres",
+        sslmode: str = "prefer",
+    ) -> str:
         pw = self.superuser_password if password is None and user == SUPERUSER else password
-        parts = [f"host={self.host}", f"port={self.port}", f"user={user}", f"dbname={dbname}",
-                 f"sslmode={sslmode}"]
+        parts = [
+            f"host={self.host}",
+            f"port={self.port}",
+            f"user={user}",
+            f"dbname={dbname}",
+            f"sslmode={sslmode}",
+        ]
         if pw is not None:
             parts.append(f"password={pw}")
         return " ".join(parts)
@@ -137,11 +149,23 @@ class ThrowawayPostgres:
         pwfile = self.root / "pwfile"
         pwfile.write_text(self.superuser_password + "\n")
         self._chown(pwfile)
-        self._run([
-            str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-            "--pwfile", str(pwfile), "--auth-local=scram-sha-256",
-            "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync",
-        ])
+        self._run(
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--pwfile",
+                str(pwfile),
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
+        )
         pwfile.unlink()
         conf = {
             "port": str(self.port),
@@ -171,10 +195,19 @@ class ThrowawayPostgres:
             hba.append(f"{host_kind} all {role.name} 127.0.0.1/32 {role.auth}")
         hba.append(f"{host_kind} all all 127.0.0.1/32 scram-sha-256")
         (self.data_dir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
-        self._run([
-            str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-l",
-            str(self.root / "postgres.log"), "-w", "-t", "60", "start",
-        ])
+        self._run(
+            [
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.root / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         self._running = True
         try:
             self._create_objects()
@@ -187,8 +220,25 @@ class ThrowawayPostgres:
         """Run SQL as the superuser over the Unix socket; return the output."""
         env = {**os.environ, "PGPASSWORD": self.superuser_password}
         return self._run(
-            ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
-             "-p", str(self.port), "-U", SUPERUSER, "-d", dbname, "-c", sql],
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-U",
+                SUPERUSER,
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ],
             env=env,
         )
 
@@ -209,11 +259,18 @@ class ThrowawayPostgres:
     def stop(self) -> None:
         if self._running:
             self._running = False
-            try:
-                self._run([str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate",
-                           "-w", "stop"])
-            except DevServerError:
-                pass
+            with contextlib.suppress(DevServerError):
+                self._run(
+                    [
+                        str(self.bin / "pg_ctl"),
+                        "-D",
+                        str(self.data_dir),
+                        "-m",
+                        "immediate",
+                        "-w",
+                        "stop",
+                    ]
+                )
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None

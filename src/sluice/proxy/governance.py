@@ -9,6 +9,7 @@ method means: deny (the proxy blocks the statement or drops the message).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -33,6 +34,7 @@ from sluice.events import QueryOrigin, QueryRequested, SessionContext
 from sluice.policy import PolicyEngine, PreparedStatements
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.framing import frame
 from sluice.protocols.postgres.tracker import ResultShape
 from sluice.recording import Recorder
 
@@ -52,7 +54,7 @@ class SessionMasking(Protocol):
 class ApprovalNotifier(Protocol):
     """Tells approvers about a new request (e.g. a Slack-compatible webhook)."""
 
-    async def requested(self, approval: Approval) -> None: ...
+    async def requested(self, approval: Approval) -> object: ...
 
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,9 @@ def _origin_label(origin: QueryOrigin) -> str:
 class SessionGovernance:
     """Governance of one session."""
 
-    def __init__(self, context: SessionContext, connection: ConnectionSpec,
-                 governor: Governor | None = None):
+    def __init__(
+        self, context: SessionContext, connection: ConnectionSpec, governor: Governor | None = None
+    ):
         self.context = context
         self.connection = connection
         self._governor = governor
@@ -107,8 +110,9 @@ class SessionGovernance:
         if services is not None:
             self.recorder = services.recorder_factory(context, connection)
             self.masking = services.masking_factory(context, connection)
-            services.audit.emit(SessionStart(**context_fields(context),
-                                             protocol=context.protocol.value))
+            services.audit.emit(
+                SessionStart(**context_fields(context), protocol=context.protocol.value)
+            )
         self.wants_rows = self.recorder is not None or self.masking is not None
         self.masks_messages = self.recorder is not None or self.masking is not None
         self.masks_copy = self.masking is not None
@@ -123,33 +127,50 @@ class SessionGovernance:
         services = self._governor.services if self._governor is not None else None
         if services is None or self.connection.policy is None:
             return Allow(rule="no-policy")
-        event = QueryRequested(context=self.context, sql=sql, origin=origin,
-                               statement_name=statement_name)
-        verdict = services.engine.decide(event, policy_name=self.connection.policy,
-                                         prepared=self.prepared)
-        if (isinstance(verdict, RequireApproval) and origin is QueryOrigin.EXECUTE
-                and statement_name in self._approved_statements):
+        event = QueryRequested(
+            context=self.context, sql=sql, origin=origin, statement_name=statement_name
+        )
+        verdict = services.engine.decide(
+            event, policy_name=self.connection.policy, prepared=self.prepared
+        )
+        if (
+            isinstance(verdict, RequireApproval)
+            and origin is QueryOrigin.EXECUTE
+            and statement_name in self._approved_statements
+        ):
             return Allow(rule=verdict.rule, reason="approved when prepared", mask=verdict.mask)
         return verdict
 
-    def before_forward(self, sql: str, verdict: Allow, origin: QueryOrigin,
-                       statement_name: str | None, approval_id: str | None = None) -> None:
+    def before_forward(
+        self,
+        sql: str,
+        verdict: Allow,
+        origin: QueryOrigin,
+        statement_name: str | None,
+        approval_id: str | None = None,
+    ) -> None:
         """Record and audit an allowed statement right before it goes to the backend.
 
         Raises (RecordingError, AuditError) when that cannot be done: the
         statement must then not be sent.
         """
         if self.recorder is not None:
-            self.recorder.statement(sql, origin=_origin_label(origin),
-                                    statement_name=statement_name)
+            self.recorder.statement(
+                sql, origin=_origin_label(origin), statement_name=statement_name
+            )
             self.recorder.verdict(verdict)
         if self.services is not None:
-            self.services.audit.emit(StatementAllowed(
-                **context_fields(self.context), rule=verdict.rule, reason=verdict.reason,
-                statement=sql, origin=origin.value,
-                mask_profiles=verdict.mask.profiles if verdict.mask else (),
-                approval_id=approval_id,
-            ))
+            self.services.audit.emit(
+                StatementAllowed(
+                    **context_fields(self.context),
+                    rule=verdict.rule,
+                    reason=verdict.reason,
+                    statement=sql,
+                    origin=origin.value,
+                    mask_profiles=verdict.mask.profiles if verdict.mask else (),
+                    approval_id=approval_id,
+                )
+            )
         if origin is QueryOrigin.PARSE:
             self.prepared.parse(statement_name or "", sql)
             if approval_id is not None and statement_name:
@@ -159,19 +180,32 @@ class SessionGovernance:
         if self.masking is not None:
             self.masking.statement_allowed(sql, verdict)
 
-    def on_blocked(self, sql: str, origin: QueryOrigin, statement_name: str | None,
-                   verdict: Block | RequireApproval, sqlstate: str, message: str) -> None:
+    def on_blocked(
+        self,
+        sql: str,
+        origin: QueryOrigin,
+        statement_name: str | None,
+        verdict: Block | RequireApproval,
+        sqlstate: str,
+        message: str,
+    ) -> None:
         """A statement did not reach the backend; record and audit why."""
         if self.recorder is not None:
-            self.recorder.statement(sql, origin=_origin_label(origin),
-                                    statement_name=statement_name)
+            self.recorder.statement(
+                sql, origin=_origin_label(origin), statement_name=statement_name
+            )
             self.recorder.verdict(verdict)
             self.recorder.error(sqlstate=sqlstate, message=message, source="gateway")
         if self.services is not None:
-            self.services.audit.emit(StatementBlocked(
-                **context_fields(self.context), rule=verdict.rule, reason=message,
-                statement=sql, origin=origin.value,
-            ))
+            self.services.audit.emit(
+                StatementBlocked(
+                    **context_fields(self.context),
+                    rule=verdict.rule,
+                    reason=message,
+                    statement=sql,
+                    origin=origin.value,
+                )
+            )
 
     def statement_closed(self, name: str) -> None:
         self.prepared.close(name)
@@ -187,25 +221,42 @@ class SessionGovernance:
             return ApprovalOutcome(approved=False, message="approvals are not configured")
         identity = self.context.identity
         grant = await asyncio.to_thread(
-            services.approvals.usable_grant, requester=identity.user,
-            connection=self.context.connection, statement=sql,
+            services.approvals.usable_grant,
+            requester=identity.user,
+            connection=self.context.connection,
+            statement=sql,
         )
         if grant is not None:
-            self._record_approval("approved", grant.id, grant.decided_by,
-                                  "earlier approval" + (" (window)" if grant.window_until else ""))
+            self._record_approval(
+                "approved",
+                grant.id,
+                grant.decided_by,
+                "earlier approval" + (" (window)" if grant.window_until else ""),
+            )
             return ApprovalOutcome(approved=True, approval_id=grant.id)
         request, created = await asyncio.to_thread(
-            services.approvals.request, requester=identity, connection=self.context.connection,
-            statement=sql, rule=verdict.rule, reason=verdict.reason,
-            approver_groups=verdict.approver_groups, timeout=verdict.timeout,
+            services.approvals.request,
+            requester=identity,
+            connection=self.context.connection,
+            statement=sql,
+            rule=verdict.rule,
+            reason=verdict.reason,
+            approver_groups=verdict.approver_groups,
+            timeout=verdict.timeout,
             session_id=self.context.session_id,
         )
         if created:
-            services.audit.emit(ApprovalRequested(
-                **context_fields(self.context), rule=verdict.rule, reason=verdict.reason,
-                approval_id=request.id, statement=sql,
-                approver_groups=verdict.approver_groups, expires_at=request.expires_at,
-            ))
+            services.audit.emit(
+                ApprovalRequested(
+                    **context_fields(self.context),
+                    rule=verdict.rule,
+                    reason=verdict.reason,
+                    approval_id=request.id,
+                    statement=sql,
+                    approver_groups=verdict.approver_groups,
+                    expires_at=request.expires_at,
+                )
+            )
             if services.notifier is not None:
                 self._spawn(services.notifier.requested(request))
         self._record_approval("requested", request.id, identity.user, verdict.reason)
@@ -220,53 +271,70 @@ class SessionGovernance:
 
     async def _await_decision(self, request: Approval) -> ApprovalOutcome:
         services = self.services
-        assert services is not None and self._withdrawn is not None
+        assert services is not None
+        assert self._withdrawn is not None
         while True:
             if self._withdrawn.is_set():
-                await asyncio.to_thread(services.approvals.finish, request.id,
-                                        ApprovalStatus.WITHDRAWN)
-                services.audit.emit(ApprovalWithdrawn(**context_fields(self.context),
-                                                      approval_id=request.id,
-                                                      rule=request.rule))
+                await asyncio.to_thread(
+                    services.approvals.finish, request.id, ApprovalStatus.WITHDRAWN
+                )
+                services.audit.emit(
+                    ApprovalWithdrawn(
+                        **context_fields(self.context), approval_id=request.id, rule=request.rule
+                    )
+                )
                 self._record_approval("withdrawn", request.id, self.context.identity.user, "")
                 return ApprovalOutcome(
-                    approved=False, sqlstate="57014", approval_id=request.id,
+                    approved=False,
+                    sqlstate="57014",
+                    approval_id=request.id,
                     message=f"canceling statement due to user request; approval request "
-                            f"{request.id} withdrawn",
+                    f"{request.id} withdrawn",
                 )
             current = await asyncio.to_thread(services.approvals.get, request.id)
             if current is None:
                 return ApprovalOutcome(approved=False, message="the approval request vanished")
             if current.status is ApprovalStatus.APPROVED:
-                await asyncio.to_thread(services.approvals.finish, request.id,
-                                        ApprovalStatus.CONSUMED)
-                self._record_approval("approved", request.id, current.decided_by,
-                                      current.decision_reason or "")
+                await asyncio.to_thread(
+                    services.approvals.finish, request.id, ApprovalStatus.CONSUMED
+                )
+                self._record_approval(
+                    "approved", request.id, current.decided_by, current.decision_reason or ""
+                )
                 return ApprovalOutcome(approved=True, approval_id=request.id)
             if current.status is ApprovalStatus.DENIED:
-                self._record_approval("denied", request.id, current.decided_by,
-                                      current.decision_reason or "")
+                self._record_approval(
+                    "denied", request.id, current.decided_by, current.decision_reason or ""
+                )
                 return ApprovalOutcome(
-                    approved=False, sqlstate="42501", approval_id=request.id,
+                    approved=False,
+                    sqlstate="42501",
+                    approval_id=request.id,
                     message=f"denied by {current.decided_by}: {current.decision_reason}",
                     hint=f"approval request {request.id}",
                 )
-            if current.status is not ApprovalStatus.PENDING or \
-                    current.expires_at <= dt.datetime.now(dt.UTC):
-                await asyncio.to_thread(services.approvals.finish, request.id,
-                                        ApprovalStatus.EXPIRED)
-                services.audit.emit(ApprovalExpired(**context_fields(self.context),
-                                                    approval_id=request.id, rule=request.rule))
+            if (
+                current.status is not ApprovalStatus.PENDING
+                or current.expires_at <= dt.datetime.now(dt.UTC)
+            ):
+                await asyncio.to_thread(
+                    services.approvals.finish, request.id, ApprovalStatus.EXPIRED
+                )
+                services.audit.emit(
+                    ApprovalExpired(
+                        **context_fields(self.context), approval_id=request.id, rule=request.rule
+                    )
+                )
                 self._record_approval("expired", request.id, None, "")
                 return ApprovalOutcome(
-                    approved=False, sqlstate="57014", approval_id=request.id,
+                    approved=False,
+                    sqlstate="57014",
+                    approval_id=request.id,
                     message=f"approval request {request.id} expired without a decision",
                     hint="ask an approver, then run the statement again",
                 )
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._withdrawn.wait(), APPROVAL_POLL_SECONDS)
-            except TimeoutError:
-                pass
 
     def withdraw_approval(self) -> None:
         if self._withdrawn is not None:
@@ -277,11 +345,11 @@ class SessionGovernance:
         if self._withdrawn is not None:
             self._withdrawn.clear()
 
-    def _record_approval(self, state: str, approval_id: str, actor: str | None,
-                         reason: str) -> None:
+    def _record_approval(
+        self, state: str, approval_id: str, actor: str | None, reason: str
+    ) -> None:
         if self.recorder is not None:
-            self.recorder.approval(state=state, approval_id=approval_id, actor=actor,
-                                   reason=reason)
+            self.recorder.approval(state=state, approval_id=approval_id, actor=actor, reason=reason)
 
     def _spawn(self, coro: Any) -> None:
         assert self.services is not None
@@ -301,7 +369,7 @@ class SessionGovernance:
             names = self._column_names(shape, rows)
             self.recorder.rows(names, [_display_row(row, shape) for row in rows])
         if self.masking is not None and masked is not None:
-            return b"".join(m.frame(b"D", row) for row in rows)
+            return b"".join(frame(b"D", row) for row in rows)
         return None
 
     def _column_names(self, shape: ResultShape | None, rows: list[bytes]) -> tuple[str, ...]:
@@ -326,35 +394,47 @@ class SessionGovernance:
             if kind in (m.ERROR_RESPONSE, m.NOTICE_RESPONSE):
                 fields = m.decode_fields(body)
                 if kind == m.ERROR_RESPONSE:
-                    self.recorder.error(sqlstate=fields.get("C", ""),
-                                        message=fields.get("M", ""))
+                    self.recorder.error(sqlstate=fields.get("C", ""), message=fields.get("M", ""))
                 else:
-                    self.recorder.notice(fields.get("M", ""),
-                                         severity=fields.get("V", fields.get("S", "NOTICE")))
+                    self.recorder.notice(
+                        fields.get("M", ""), severity=fields.get("V", fields.get("S", "NOTICE"))
+                    )
             elif kind == m.NOTIFICATION_RESPONSE:
                 _, channel, payload = m.decode_notification(body)
                 self.recorder.notice(f"NOTIFY {channel}: {payload}", severity="NOTIFY")
-        return m.frame(bytes((kind,)), body)
+        return frame(bytes((kind,)), body)
 
     def process_copy_data(self, body: bytes) -> bytes:
         if self.masking is not None:
             body = self.masking.mask_copy(body)
-        return m.frame(b"d", body)
+        return frame(b"d", body)
 
-    def close(self, *, reason: str, detail: str | None,
-              bytes_in: int = 0, bytes_out: int = 0, statements: int = 0) -> None:
+    def close(
+        self,
+        *,
+        reason: str,
+        detail: str | None,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        statements: int = 0,
+    ) -> None:
         if self.recorder is not None:
             try:
                 self.recorder.end(reason=reason, bytes_in=bytes_in, bytes_out=bytes_out)
             except Exception:
                 log.exception("sealing the recording of %s failed", self.context.session_id)
         if self.services is not None:
-            self.services.audit.emit(SessionEnd(
-                **context_fields(self.context), protocol=self.context.protocol.value,
-                reason=reason if not detail else f"{reason}: {detail}",
-                duration_ms=int((time.monotonic() - self._started) * 1000),
-                statements=statements, bytes_in=bytes_in, bytes_out=bytes_out,
-            ))
+            self.services.audit.emit(
+                SessionEnd(
+                    **context_fields(self.context),
+                    protocol=self.context.protocol.value,
+                    reason=reason if not detail else f"{reason}: {detail}",
+                    duration_ms=int((time.monotonic() - self._started) * 1000),
+                    statements=statements,
+                    bytes_in=bytes_in,
+                    bytes_out=bytes_out,
+                )
+            )
 
 
 def _display_row(row: bytes, shape: ResultShape | None) -> list[str | None]:

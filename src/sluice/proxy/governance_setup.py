@@ -25,9 +25,9 @@ from sluice.audit import (
 from sluice.config import Config, ConnectionSpec, load_config
 from sluice.errors import ConfigError
 from sluice.events import Identity, SessionContext
+from sluice.notify.webhook import ApprovalNotifier, DeliveryResult, NotifySpec
 from sluice.policy import PolicyEngine, PolicySpec
 from sluice.proxy.governance import GovernanceServices, SessionMasking
-from sluice.notify.webhook import ApprovalNotifier, DeliveryResult, NotifySpec
 from sluice.recording import Recorder, RecordingSpec, RecordingStore
 from sluice.store.db import Store
 
@@ -55,7 +55,7 @@ def compile_policies(config: Config) -> PolicyEngine:
             raise ConfigError(
                 f"connection {conn.name!r} uses policy {conn.policy!r}, which is not declared",
                 hint=f"declare it under policies:, or use one of: "
-                     f"{', '.join(sorted(engine.policy_names))}",
+                f"{', '.join(sorted(engine.policy_names))}",
             )
     return engine
 
@@ -79,12 +79,12 @@ def recording_store(config: Config, audit: AuditLog | None = None) -> RecordingS
         if audit is not None:
             audit.emit(RecordingFailed(path=str(path), error=str(exc)))
 
-    return RecordingStore(recording_spec(config), base_dir=config.data_dir,
-                          on_failure=on_failure)
+    return RecordingStore(recording_spec(config), base_dir=config.data_dir, on_failure=on_failure)
 
 
-def build_services(config: Config, store: Store, *, audit: AuditLog | None = None,
-                   masking_factory: Any = None) -> GovernanceServices:
+def build_services(
+    config: Config, store: Store, *, audit: AuditLog | None = None, masking_factory: Any = None
+) -> GovernanceServices:
     """Everything sessions share. Raises ConfigError on an invalid section."""
     engine = compile_policies(config)
     audit = audit or AuditLog.from_spec(audit_spec(config), base_dir=config.data_dir)
@@ -122,8 +122,7 @@ def approval_notifier(config: Config, audit: AuditLog) -> ApprovalNotifier | Non
     def on_failure(result: DeliveryResult) -> None:
         log.error("approval notification failed: %s", result)
 
-    return ApprovalNotifier.from_spec(spec.webhook, base_dir=config.data_dir,
-                                      on_failure=on_failure)
+    return ApprovalNotifier.from_spec(spec.webhook, base_dir=config.data_dir, on_failure=on_failure)
 
 
 class ApprovalsSpec(BaseModel):
@@ -139,16 +138,18 @@ def audit_decision(config: Config, approval: Approval, approver: Identity) -> No
     """Audit an approver's decision taken from the CLI."""
     audit = AuditLog.from_spec(audit_spec(config), base_dir=config.data_dir)
     try:
-        common = {
-            "identity": approver, "connection": approval.connection,
-            "session_id": approval.session_id, "rule": approval.rule,
-            "reason": approval.decision_reason or "", "approval_id": approval.id,
-            "approver": approver.user,
-        }
-        if approval.status is ApprovalStatus.APPROVED:
-            audit.emit(ApprovalApproved(**common))
-        else:
-            audit.emit(ApprovalDenied(**common))
+        kind = ApprovalApproved if approval.status is ApprovalStatus.APPROVED else ApprovalDenied
+        audit.emit(
+            kind(
+                identity=approver,
+                connection=approval.connection,
+                session_id=approval.session_id,
+                rule=approval.rule,
+                reason=approval.decision_reason or "",
+                approval_id=approval.id,
+                approver=approver.user,
+            )
+        )
     finally:
         audit.close()
 
@@ -162,12 +163,22 @@ def admin_audit(config: Config, kind: str, **fields: Any) -> None:
         return
     try:
         if kind == "token.created":
-            audit.emit(TokenCreated(token_id=fields["token_id"], subject=fields["user"],
-                                    subject_groups=tuple(fields["groups"]),
-                                    identity=Identity(user="cli")))
+            audit.emit(
+                TokenCreated(
+                    token_id=fields["token_id"],
+                    subject=fields["user"],
+                    subject_groups=tuple(fields["groups"]),
+                    identity=Identity(user="cli"),
+                )
+            )
         elif kind == "token.revoked":
-            audit.emit(TokenRevoked(token_id=fields["token_id"], subject=fields["user"],
-                                    identity=Identity(user="cli")))
+            audit.emit(
+                TokenRevoked(
+                    token_id=fields["token_id"],
+                    subject=fields["user"],
+                    identity=Identity(user="cli"),
+                )
+            )
     finally:
         audit.close()
 
@@ -204,16 +215,22 @@ class PolicyReloader:
             message = exc.message if isinstance(exc, ConfigError) else str(exc)
             self.last_error = message
             log.error("policy reload rejected, the previous policy stays in force: %s", message)
-            current.audit.emit(PolicyReloaded(outcome=Outcome.FAILURE, source=str(self.path),
-                                              reason=message[:2000]))
+            current.audit.emit(
+                PolicyReloaded(
+                    outcome=Outcome.FAILURE, source=str(self.path), reason=message[:2000]
+                )
+            )
             return False
         governor.swap(services)
         self.last_error = None
         rules = sum(len(services.engine.policy(n).rules) for n in services.engine.policy_names)
-        current.audit.emit(PolicyReloaded(
-            source=str(self.path), digest=hashlib.sha256(text.encode()).hexdigest(),
-            rules=rules,
-        ))
+        current.audit.emit(
+            PolicyReloaded(
+                source=str(self.path),
+                digest=hashlib.sha256(text.encode()).hexdigest(),
+                rules=rules,
+            )
+        )
         log.info("policy reloaded from %s", self.path)
         return True
 

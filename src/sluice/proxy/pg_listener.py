@@ -11,6 +11,7 @@ hands both sockets to the data phase (`PgSession`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import logging
@@ -76,9 +77,11 @@ class PostgresListener:
         loop = asyncio.get_running_loop()
         limits = self.gateway.config.limits
         return await loop.create_server(
-            lambda: _ClientReceiver(max_message=limits.max_startup_message,
-                                    on_connect=self._spawn),
-            host, port, reuse_port=reuse_port or None, backlog=1024,
+            lambda: _ClientReceiver(max_message=limits.max_startup_message, on_connect=self._spawn),
+            host,
+            port,
+            reuse_port=reuse_port or None,
+            backlog=1024,
         )
 
     def _spawn(self, receiver: _ClientReceiver) -> None:
@@ -111,8 +114,12 @@ class PostgresListener:
                     return
                 identity, conn = await self._authenticate(client, startup)
         except TimeoutError:
-            self._reject(client, "08006", "authentication timed out",
-                         hint=f"finish the startup within {limits.auth_timeout:.0f}s")
+            self._reject(
+                client,
+                "08006",
+                "authentication timed out",
+                hint=f"finish the startup within {limits.auth_timeout:.0f}s",
+            )
             return
         except ClientRejected as exc:
             self._reject(client, exc.sqlstate, exc.message, hint=exc.hint)
@@ -174,7 +181,8 @@ class PostgresListener:
         except StoreError as exc:
             log.error("store unavailable during authentication: %s", exc)
             raise ClientRejected(
-                "the gateway cannot check tokens right now", sqlstate="08006",
+                "the gateway cannot check tokens right now",
+                sqlstate="08006",
                 hint="try again; the operator should check the store",
             ) from exc
         if startup.user != identity.user:
@@ -184,8 +192,9 @@ class PostgresListener:
                 hint=f"connect with user={identity.user}",
             )
         config = self.gateway.config
-        allowed = [c.name for c in config.connections
-                   if c.access.permits(identity.user, identity.groups)]
+        allowed = [
+            c.name for c in config.connections if c.access.permits(identity.user, identity.groups)
+        ]
         conn = config.connection(startup.database)
         if conn is None or conn.name not in allowed:
             choices = ", ".join(allowed) if allowed else "none"
@@ -196,12 +205,11 @@ class PostgresListener:
             )
         return identity, conn
 
-    def _reject(self, client: FrameReceiver, sqlstate: str, message: str,
-                hint: str | None = None) -> None:
-        try:
+    def _reject(
+        self, client: FrameReceiver, sqlstate: str, message: str, hint: str | None = None
+    ) -> None:
+        with contextlib.suppress(PeerClosed):
             client.write(m.error_response(sqlstate, message, severity="FATAL", hint=hint))
-        except PeerClosed:
-            pass
         client.close()
 
     async def _cancel(self, request: m.CancelRequest) -> None:
@@ -209,9 +217,11 @@ class PostgresListener:
         if target is None:
             return  # PostgreSQL itself says nothing about unknown keys.
         for session in self.sessions:
-            if session.governance.context.session_id == target.session_id:
-                if session.cancel_requested():
-                    return
+            if (
+                session.governance.context.session_id == target.session_id
+                and session.cancel_requested()
+            ):
+                return
         conn = target.connection
         try:
             async with asyncio.timeout(conn.connect_timeout):
@@ -235,20 +245,31 @@ class PostgresListener:
         gateway = self.gateway
         session_id = str(uuid.uuid4())
         context = SessionContext(
-            session_id=session_id, identity=identity, connection=conn.name,
-            protocol=Protocol.POSTGRES, client_addr=client_addr,
+            session_id=session_id,
+            identity=identity,
+            connection=conn.name,
+            protocol=Protocol.POSTGRES,
+            client_addr=client_addr,
         )
         started = dt.datetime.now(dt.UTC)
         try:
             await asyncio.to_thread(
-                gateway.store.start_session, session_id=session_id, identity=identity,
-                connection=conn.name, protocol="postgres", client_addr=client_addr,
+                gateway.store.start_session,
+                session_id=session_id,
+                identity=identity,
+                connection=conn.name,
+                protocol="postgres",
+                client_addr=client_addr,
                 started_at=started,
             )
         except StoreError as exc:
             log.error("cannot record session start: %s", exc)
-            self._reject(client, "58030", "the gateway cannot record this session",
-                         hint="the operator should check the store")
+            self._reject(
+                client,
+                "58030",
+                "the gateway cannot record this session",
+                hint="the operator should check the store",
+            )
             return
         end = _SessionEnd(gateway, session_id)
         governance: SessionGovernance | None = None
@@ -271,13 +292,14 @@ class PostgresListener:
             await end.record(reason="gateway_error", detail=str(exc))
             return
 
-        assert handshake.key is not None or True
-        key = gateway.cancels.register(CancelTarget(
-            connection=conn,
-            process_id=handshake.key.process_id if handshake.key else 0,
-            secret_key=handshake.key.secret_key if handshake.key else 0,
-            session_id=session_id,
-        ))
+        key = gateway.cancels.register(
+            CancelTarget(
+                connection=conn,
+                process_id=handshake.key.process_id if handshake.key else 0,
+                secret_key=handshake.key.secret_key if handshake.key else 0,
+                session_id=session_id,
+            )
+        )
         hello = bytearray(m.authentication(m.AUTH_OK))
         for name, value in handshake.parameters.items():
             hello += m.parameter_status(name, value)
@@ -292,10 +314,14 @@ class PostgresListener:
             if not finished.done():
                 finished.set_result(None)
 
-        assert client.transport is not None and backend.transport is not None
+        assert client.transport is not None
+        assert backend.transport is not None
         session = PgSession(
-            client=client.transport, backend=backend.transport, governance=governance,
-            limits=gateway.config.limits, transaction_status=handshake.transaction_status,
+            client=client.transport,
+            backend=backend.transport,
+            governance=governance,
+            limits=gateway.config.limits,
+            transaction_status=handshake.transaction_status,
             on_finish=on_finish,
         )
         self.sessions.add(session)
@@ -320,16 +346,21 @@ class PostgresListener:
             gateway.cancels.unregister(key)
             reason = session.end_reason or "unknown"
             try:
-                governance.close(reason=reason, detail=session.end_detail,
-                                 bytes_in=session.bytes_from_client,
-                                 bytes_out=session.bytes_to_client,
-                                 statements=session.statements)
+                governance.close(
+                    reason=reason,
+                    detail=session.end_detail,
+                    bytes_in=session.bytes_from_client,
+                    bytes_out=session.bytes_to_client,
+                    statements=session.statements,
+                )
             except Exception:
                 log.exception("closing session governance failed")
             await end.record(
-                reason=reason, detail=session.end_detail,
+                reason=reason,
+                detail=session.end_detail,
                 bytes_from_client=session.bytes_from_client,
-                bytes_to_client=session.bytes_to_client, statements=session.statements,
+                bytes_to_client=session.bytes_to_client,
+                statements=session.statements,
             )
 
     async def _connect_backend(
@@ -341,10 +372,10 @@ class PostgresListener:
             log.error("credential for %s: %s", conn.name, exc.message)
             raise ClientRejected(
                 f"the gateway cannot read the credential of connection {conn.name!r}",
-                sqlstate="08001", hint="the operator should check the credential reference",
+                sqlstate="08001",
+                hint="the operator should check the credential reference",
             ) from exc
-        parameters = {k: v for k, v in startup.parameters.items()
-                      if k not in _RESERVED_PARAMETERS}
+        parameters = {k: v for k, v in startup.parameters.items() if k not in _RESERVED_PARAMETERS}
         parameters = {"database": conn.database, **parameters}
         handshake = BackendHandshake(user=conn.user, password=password, parameters=parameters)
         loop = asyncio.get_running_loop()
@@ -360,7 +391,8 @@ class PostgresListener:
                     raise ClientRejected(
                         f"cannot reach the backend of connection {conn.name!r}: "
                         f"{exc.strerror or exc}",
-                        sqlstate="08001", hint="the backend may be down; try again later",
+                        sqlstate="08001",
+                        hint="the backend may be down; try again later",
                     ) from exc
                 backend = proto
                 assert backend.transport is not None
@@ -380,7 +412,8 @@ class PostgresListener:
                 backend.close()
             raise ClientRejected(
                 f"the backend of connection {conn.name!r} did not answer within "
-                f"{conn.connect_timeout:.0f}s", sqlstate="08001",
+                f"{conn.connect_timeout:.0f}s",
+                sqlstate="08001",
             ) from exc
         except BackendAuthError as exc:
             if backend is not None:
@@ -398,7 +431,8 @@ class PostgresListener:
                 backend.close()
             raise ClientRejected(
                 f"the backend of connection {conn.name!r} closed or broke the connection "
-                f"during startup: {exc}", sqlstate="08006",
+                f"during startup: {exc}",
+                sqlstate="08006",
             ) from exc
         return backend, handshake
 
@@ -412,12 +446,17 @@ class PostgresListener:
             hostname = conn.tls.server_name or conn.host
             ctx = backend_context(mode, conn.tls.ca_file)
             try:
-                await backend.start_tls(ctx, server_side=False, server_hostname=hostname,
-                                        timeout=conn.connect_timeout)
+                await backend.start_tls(
+                    ctx,
+                    server_side=False,
+                    server_hostname=hostname,
+                    handshake_timeout=conn.connect_timeout,
+                )
             except (OSError, ValueError) as exc:
                 raise ClientRejected(
                     f"TLS to the backend of connection {conn.name!r} failed: {exc}",
-                    sqlstate="08001", hint="check tls.mode, tls.ca_file and tls.server_name",
+                    sqlstate="08001",
+                    hint="check tls.mode, tls.ca_file and tls.server_name",
                 ) from exc
         elif answer == b"N":
             if mode != "prefer":
@@ -439,16 +478,27 @@ class _SessionEnd:
         self.session_id = session_id
         self.done = False
 
-    async def record(self, *, reason: str, detail: str | None, bytes_from_client: int = 0,
-                     bytes_to_client: int = 0, statements: int = 0) -> None:
+    async def record(
+        self,
+        *,
+        reason: str,
+        detail: str | None,
+        bytes_from_client: int = 0,
+        bytes_to_client: int = 0,
+        statements: int = 0,
+    ) -> None:
         if self.done:
             return
         self.done = True
         try:
             await asyncio.to_thread(
-                self.gateway.store.end_session, self.session_id,
-                ended_at=dt.datetime.now(dt.UTC), bytes_from_client=bytes_from_client,
-                bytes_to_client=bytes_to_client, statements=statements, end_reason=reason,
+                self.gateway.store.end_session,
+                self.session_id,
+                ended_at=dt.datetime.now(dt.UTC),
+                bytes_from_client=bytes_from_client,
+                bytes_to_client=bytes_to_client,
+                statements=statements,
+                end_reason=reason,
                 end_detail=detail,
             )
         except StoreError as exc:

@@ -12,7 +12,8 @@ def masking_engine(config: Config) -> Any:
     return None
 
 
-def explain_masking(config: Config, connection: str, sql: str,
-                    verdict: object) -> list[dict[str, str]]:
+def explain_masking(
+    config: Config, connection: str, sql: str, verdict: object
+) -> list[dict[str, str]]:
     """Which output columns of `sql` would be masked, by what and why."""
     return []

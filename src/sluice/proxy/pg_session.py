@@ -114,8 +114,15 @@ class PgSession:
             self.client.close()
         self._on_finish(self)
 
-    def fail_client(self, sqlstate: str, message: str, *, reason: str,
-                    hint: str | None = None, severity: str = "FATAL") -> None:
+    def fail_client(
+        self,
+        sqlstate: str,
+        message: str,
+        *,
+        reason: str,
+        hint: str | None = None,
+        severity: str = "FATAL",
+    ) -> None:
         """Tell the client why the session ends, then end it."""
         if not self.client.is_closing():
             data = m.error_response(sqlstate, message, severity=severity, hint=hint)
@@ -132,8 +139,9 @@ class PgSession:
         try:
             self._cbuf.feed(data)
         except MemoryError:
-            self.fail_client("53200", "out of memory buffering the client's message",
-                             reason="gateway_error")
+            self.fail_client(
+                "53200", "out of memory buffering the client's message", reason="gateway_error"
+            )
             return
         if self._held is None:
             self._process_client()
@@ -151,13 +159,18 @@ class PgSession:
                     break
         except FrameTooLarge as exc:
             self._flush_backend(out)
-            self.fail_client(exc.sqlstate, exc.message, reason="protocol_error",
-                             hint="split large data (e.g. COPY in smaller messages)")
+            self.fail_client(
+                exc.sqlstate,
+                exc.message,
+                reason="protocol_error",
+                hint="split large data (e.g. COPY in smaller messages)",
+            )
             return
         except RemoteProtocolError as exc:
             self._flush_backend(out)
-            self.fail_client("08P01", f"invalid message from the client: {exc.message}",
-                             reason="protocol_error")
+            self.fail_client(
+                "08P01", f"invalid message from the client: {exc.message}", reason="protocol_error"
+            )
             return
         self._flush_backend(out)
 
@@ -222,16 +235,27 @@ class PgSession:
             log.exception("governance failed; blocking the statement")
             return Block(rule="gateway-error", reason=f"the gateway could not judge it ({exc})")
 
-    def _act(self, verdict: Verdict, kind: int, body: bytes, out: bytearray, *, sql: str,
-             parse: m.Parse | None = None, bind: m.Bind | None = None) -> bool:
+    def _act(
+        self,
+        verdict: Verdict,
+        kind: int,
+        body: bytes,
+        out: bytearray,
+        *,
+        sql: str,
+        parse: m.Parse | None = None,
+        bind: m.Bind | None = None,
+    ) -> bool:
         origin, name = _origin_of(kind, parse, bind)
         if isinstance(verdict, Allow):
             try:
                 self.governance.before_forward(sql, verdict, origin, name)
             except Exception as exc:
                 log.exception("recording or audit failed; refusing the statement")
-                verdict = Block(rule="recording-required",
-                                reason=f"it could not be recorded ({exc}); nothing was sent")
+                verdict = Block(
+                    rule="recording-required",
+                    reason=f"it could not be recorded ({exc}); nothing was sent",
+                )
             else:
                 self._forward(kind, body, out, sql=sql, parse=parse, bind=bind)
                 return True
@@ -241,23 +265,53 @@ class PgSession:
             self._hold(verdict, kind, body, sql)
             return False
         message = f"blocked by Sluice: {verdict.reason}"
-        self._refuse(kind, body, out, sql, verdict, "42501", message,
-                     hint=f"policy rule: {verdict.rule}", parse=parse, bind=bind)
+        self._refuse(
+            kind,
+            body,
+            out,
+            sql,
+            verdict,
+            "42501",
+            message,
+            hint=f"policy rule: {verdict.rule}",
+            parse=parse,
+            bind=bind,
+        )
         return True
 
-    def _refuse(self, kind: int, body: bytes, out: bytearray, sql: str,
-                verdict: Block | RequireApproval, sqlstate: str, message: str, *,
-                hint: str | None, parse: m.Parse | None, bind: m.Bind | None) -> None:
+    def _refuse(
+        self,
+        kind: int,
+        body: bytes,
+        out: bytearray,
+        sql: str,
+        verdict: Block | RequireApproval,
+        sqlstate: str,
+        message: str,
+        *,
+        hint: str | None,
+        parse: m.Parse | None,
+        bind: m.Bind | None,
+    ) -> None:
         origin, name = _origin_of(kind, parse, bind)
         try:
             self.governance.on_blocked(sql, origin, name, verdict, sqlstate, message)
         except Exception:
             log.exception("recording a refused statement failed")
-        self._substitute_error(kind, body, out, sqlstate, message, hint=hint,
-                               parse=parse, bind=bind)
+        self._substitute_error(
+            kind, body, out, sqlstate, message, hint=hint, parse=parse, bind=bind
+        )
 
-    def _forward(self, kind: int, body: bytes, out: bytearray, *, sql: str,
-                 parse: m.Parse | None, bind: m.Bind | None) -> None:
+    def _forward(
+        self,
+        kind: int,
+        body: bytes,
+        out: bytearray,
+        *,
+        sql: str,
+        parse: m.Parse | None,
+        bind: m.Bind | None,
+    ) -> None:
         if kind == m.QUERY:
             self._syncs_sent += 1
             self._tracker.on_query(sql)
@@ -271,9 +325,18 @@ class PgSession:
             self._tracker.on_function_call()
         out += frame(bytes((kind,)), body)
 
-    def _substitute_error(self, kind: int, body: bytes, out: bytearray, sqlstate: str,
-                          message: str, *, hint: str | None,
-                          parse: m.Parse | None = None, bind: m.Bind | None = None) -> None:
+    def _substitute_error(
+        self,
+        kind: int,
+        body: bytes,
+        out: bytearray,
+        sqlstate: str,
+        message: str,
+        *,
+        hint: str | None,
+        parse: m.Parse | None = None,
+        bind: m.Bind | None = None,
+    ) -> None:
         """Send the backend a message that fails with a marker we rewrite on return."""
         marker = f"sluice-{secrets.token_hex(10)}"
         if kind in (m.QUERY, m.FUNCTION_CALL):
@@ -304,8 +367,9 @@ class PgSession:
         self._approval_task = self.loop.create_task(self._await_approval(verdict, kind, body, sql))
         self._approval_task.add_done_callback(_log_task_error)
 
-    async def _await_approval(self, verdict: RequireApproval, kind: int, body: bytes,
-                              sql: str) -> None:
+    async def _await_approval(
+        self, verdict: RequireApproval, kind: int, body: bytes, sql: str
+    ) -> None:
         def notify(message: str, hint: str) -> None:
             if not self.client.is_closing():
                 data = m.notice_response(message, hint=hint)
@@ -318,8 +382,9 @@ class PgSession:
             raise
         except Exception as exc:
             log.exception("approval flow failed; denying the statement")
-            outcome = ApprovalOutcome(approved=False, sqlstate="42501",
-                                      message=f"approval could not be obtained ({exc})")
+            outcome = ApprovalOutcome(
+                approved=False, sqlstate="42501", message=f"approval could not be obtained ({exc})"
+            )
         if self._closed:
             return
         self._held = None
@@ -331,18 +396,38 @@ class PgSession:
         if outcome.approved:
             allowed = Allow(rule=verdict.rule, reason="approved", mask=verdict.mask)
             try:
-                self.governance.before_forward(sql, allowed, origin, name,
-                                               approval_id=outcome.approval_id)
+                self.governance.before_forward(
+                    sql, allowed, origin, name, approval_id=outcome.approval_id
+                )
             except Exception as exc:
                 log.exception("recording failed after approval; refusing the statement")
-                self._refuse(kind, body, out, sql, verdict, "58030",
-                             f"blocked by Sluice: it could not be recorded ({exc})",
-                             hint=None, parse=parse, bind=bind)
+                self._refuse(
+                    kind,
+                    body,
+                    out,
+                    sql,
+                    verdict,
+                    "58030",
+                    f"blocked by Sluice: it could not be recorded ({exc})",
+                    hint=None,
+                    parse=parse,
+                    bind=bind,
+                )
             else:
                 self._forward(kind, body, out, sql=sql, parse=parse, bind=bind)
         else:
-            self._refuse(kind, body, out, sql, verdict, outcome.sqlstate, outcome.message,
-                         hint=outcome.hint, parse=parse, bind=bind)
+            self._refuse(
+                kind,
+                body,
+                out,
+                sql,
+                verdict,
+                outcome.sqlstate,
+                outcome.message,
+                hint=outcome.hint,
+                parse=parse,
+                bind=bind,
+            )
         self._flush_backend(out)
         if not self._client_paused_by_backend:
             self.client.resume_reading()
@@ -394,13 +479,19 @@ class PgSession:
         try:
             out, consumed = self._process_backend(buf)
         except PgProtocolError as exc:
-            self.fail_client("08P01", f"invalid message from the backend: {exc.message}",
-                             reason="backend_protocol_error")
+            self.fail_client(
+                "08P01",
+                f"invalid message from the backend: {exc.message}",
+                reason="backend_protocol_error",
+            )
             return
         except Exception as exc:
             log.exception("processing the backend's response failed; closing the session")
-            self.fail_client("XX000", f"the gateway could not process the response ({exc}); "
-                             "nothing more was sent", reason="gateway_error")
+            self.fail_client(
+                "XX000",
+                f"the gateway could not process the response ({exc}); nothing more was sent",
+                reason="gateway_error",
+            )
             return
         if consumed:
             del buf[:consumed]
@@ -522,8 +613,9 @@ class PgSession:
             self.client.resume_reading()
 
 
-def _origin_of(kind: int, parse: m.Parse | None,
-               bind: m.Bind | None) -> tuple[QueryOrigin, str | None]:
+def _origin_of(
+    kind: int, parse: m.Parse | None, bind: m.Bind | None
+) -> tuple[QueryOrigin, str | None]:
     if kind == m.PARSE:
         return QueryOrigin.PARSE, (parse.name if parse else None) or None
     if kind == m.BIND:
@@ -571,8 +663,11 @@ class BackendSide(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost(f"the backend connection was lost: {exc}" if exc else
-                   "the backend closed the connection")
+        self._lost(
+            f"the backend connection was lost: {exc}"
+            if exc
+            else "the backend closed the connection"
+        )
 
     def _lost(self, detail: str) -> None:
         session = self.session

@@ -25,25 +25,27 @@ def _worker(state: CliState, reuse_port: bool) -> None:
     run(gateway, reuse_port=reuse_port, config_path=state.resolved_config_path)
 
 
-
-
 def run_gateway(state: CliState, *, workers: int = 1) -> None:
     config = state.config
     console = Console(stderr=True)
-    console.print(f"[bold]sluice[/] gateway: PostgreSQL on [bold]{config.listen.postgres}[/], "
-                  f"{len(config.connections)} connection(s), store {_safe(config.store_url)}",
-                  highlight=False)
+    console.print(
+        f"[bold]sluice[/] gateway: PostgreSQL on [bold]{config.listen.postgres}[/], "
+        f"{len(config.connections)} connection(s), store {_safe(config.store_url)}",
+        highlight=False,
+    )
     for conn in config.connections:
-        console.print(f"  - {conn.name}: {conn.host}:{conn.port}/{conn.database} "
-                      f"as {conn.user} (tls {conn.tls.mode})", highlight=False)
+        console.print(
+            f"  - {conn.name}: {conn.host}:{conn.port}/{conn.database} "
+            f"as {conn.user} (tls {conn.tls.mode})",
+            highlight=False,
+        )
     # Migrate once, before workers start, so they never race on the schema.
     state.store.migrate()
     if workers == 1:
         _worker(state, reuse_port=False)
         return
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker, args=(state, True), daemon=False)
-             for _ in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(state, True), daemon=False) for _ in range(workers)]
     for proc in procs:
         proc.start()
 

@@ -20,8 +20,9 @@ from sluice.tls import gateway_cert, server_context
 log = logging.getLogger(__name__)
 
 
-def build_gateway(config: Config, *, store: Store | None = None,
-                  governor: Governor | None = None) -> Gateway:
+def build_gateway(
+    config: Config, *, store: Store | None = None, governor: Governor | None = None
+) -> Gateway:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if store is None:
         store = Store(config.store_url)
@@ -56,14 +57,15 @@ async def serve(
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    background: list[asyncio.Task[None]] = []
+    background: list[asyncio.Task[object]] = []
     reloader = PolicyReloader(gateway, config_path) if config_path is not None else None
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         if reloader is not None:
-            loop.add_signal_handler(signal.SIGHUP,
-                                    lambda: background.append(loop.create_task(reloader.reload())))
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: background.append(loop.create_task(reloader.reload()))
+            )
     if reloader is not None:
         background.append(loop.create_task(reloader.watch()))
     listener = PostgresListener(gateway)

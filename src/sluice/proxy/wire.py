@@ -126,8 +126,12 @@ class FrameReceiver(asyncio.Protocol):
         return byte
 
     async def start_tls(
-        self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None,
-        timeout: float = 30.0,
+        self,
+        ctx: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        handshake_timeout: float = 30.0,
     ) -> None:
         """Upgrade the connection to TLS; nothing may be buffered (no injection)."""
         if self.has_buffered:
@@ -135,11 +139,15 @@ class FrameReceiver(asyncio.Protocol):
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         new_transport = await loop.start_tls(
-            self.transport, self, ctx, server_side=server_side,
-            server_hostname=server_hostname, ssl_handshake_timeout=timeout,
+            self.transport,
+            self,
+            ctx,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=handshake_timeout,
         )
         assert new_transport is not None
-        self.transport = cast(asyncio.Transport, new_transport)
+        self.transport = new_transport
 
     def detach(self) -> bytes:
         """Stop receiving; return bytes buffered but not yet consumed."""
@@ -153,4 +161,6 @@ class FrameReceiver(asyncio.Protocol):
 
     @property
     def peer_ssl(self) -> bool:
-        return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+        return (
+            self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+        )

@@ -77,8 +77,12 @@ def test_valid_file_loads(tmp_path: Path) -> None:
     assert [c.name for c in config.connections] == ["prod", "analytics.eu-1", "staging"]
     prod = config.connection("prod")
     assert prod is not None
-    assert (prod.host, prod.port, prod.database, prod.user) == ("db.internal", 5433, "app",
-                                                                "sluice_app")
+    assert (prod.host, prod.port, prod.database, prod.user) == (
+        "db.internal",
+        5433,
+        "app",
+        "sluice_app",
+    )
     assert prod.password == EnvCredential(env="PROD_PG_PASSWORD")
     assert prod.tls.mode == "verify-full"
     assert prod.tls.ca_file == Path("/etc/ssl/ca.pem")
@@ -119,14 +123,17 @@ def test_access_permits() -> None:
 
 
 def test_unknown_key_names_file_line_and_fix(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         data_dir: /tmp/x
         connections:
           - name: prod
             host: db
             database: app
             usr: app
-        """)
+        """,
+    )
     message = config_error(path)
     assert f"{path}:6: connections.0.usr: unknown key; check its spelling" in message
     # ...and the key it replaced is reported missing, on the entry's line.
@@ -134,31 +141,42 @@ def test_unknown_key_names_file_line_and_fix(tmp_path: Path) -> None:
 
 
 def test_unknown_capitalised_top_level_key(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         data_dir: /tmp/x
         Listen:
           postgres: 127.0.0.1:1
-        """)
+        """,
+    )
     assert f"{path}:2: Listen: unknown key" in config_error(path)
 
 
 def test_missing_key(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         connections:
           - name: prod
             host: db
             user: app
-        """)
+        """,
+    )
     assert f"{path}:2: connections.0.database: required; add it" in config_error(path)
 
 
-@pytest.mark.parametrize(("port", "fix"), [
-    ("0", "greater than or equal to 1"),
-    ("65536", "less than or equal to 65535"),
-    ("http", "valid integer"),
-])
+@pytest.mark.parametrize(
+    ("port", "fix"),
+    [
+        ("0", "greater than or equal to 1"),
+        ("65536", "less than or equal to 65535"),
+        ("http", "valid integer"),
+    ],
+)
 def test_bad_port(tmp_path: Path, port: str, fix: str) -> None:
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
         connections:
           - name: prod
             host: db
@@ -166,7 +184,8 @@ def test_bad_port(tmp_path: Path, port: str, fix: str) -> None:
             user: app
 
             port: {port}
-        """)
+        """,
+    )
     message = config_error(path)
     assert f"{path}:7: connections.0.port:" in message
     assert fix in message
@@ -174,19 +193,24 @@ def test_bad_port(tmp_path: Path, port: str, fix: str) -> None:
 
 @pytest.mark.parametrize("name", ["bad name", "-starts-with-dash", "x" * 64, "semi;colon", ""])
 def test_bad_connection_name(tmp_path: Path, name: str) -> None:
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
         connections:
           - host: db
             database: app
             user: app
             name: "{name}"
-        """)
+        """,
+    )
     message = config_error(path)
     assert f"{path}:5: connections.0.name: connection names are 1-63 letters" in message
 
 
 def test_duplicate_connection(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         connections:
           - name: prod
             host: db
@@ -196,7 +220,8 @@ def test_duplicate_connection(tmp_path: Path) -> None:
             database: app
             user: app
             name: prod
-        """)
+        """,
+    )
     message = config_error(path)
     assert (
         f"{path}:9: connections.1.name: connection 'prod' is declared twice (first on line 2)"
@@ -207,7 +232,9 @@ def test_duplicate_connection(tmp_path: Path) -> None:
 
 
 def test_duplicate_connection_reported_with_other_errors(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         connections:
           - name: prod
             host: db
@@ -218,7 +245,8 @@ def test_duplicate_connection_reported_with_other_errors(tmp_path: Path) -> None
             host: db2
             database: app
             user: app
-        """)
+        """,
+    )
     message = config_error(path)
     assert f"{path}:6: connections.0.port" in message
     assert f"{path}:7: connections.1.name: connection 'prod' is declared twice" in message
@@ -232,11 +260,14 @@ def test_duplicate_connection_in_code_still_refused() -> None:
 
 @pytest.mark.parametrize("listen", ["15432", "localhost", ":15432", "host:99999", "host:port"])
 def test_bad_listen_address(tmp_path: Path, listen: str) -> None:
-    path = write(tmp_path, f"""\
+    path = write(
+        tmp_path,
+        f"""\
         data_dir: /tmp/x
         listen:
           postgres: "{listen}"
-        """)
+        """,
+    )
     message = config_error(path)
     assert f"{path}:3: listen.postgres: '{listen}' is not host:port" in message
     assert "(e.g. 127.0.0.1:15432)" in message
@@ -245,20 +276,23 @@ def test_bad_listen_address(tmp_path: Path, listen: str) -> None:
 def test_parse_host_port() -> None:
     assert parse_host_port("127.0.0.1:15432") == ("127.0.0.1", 15432)
     assert parse_host_port("[::1]:5432") == ("::1", 5432)
-    assert parse_host_port("0.0.0.0:0") == ("0.0.0.0", 0)
+    assert parse_host_port("0.0.0.0:0") == ("0.0.0.0", 0)  # noqa: S104
     with pytest.raises(ValueError, match="not host:port"):
         parse_host_port("nope")
 
 
 def test_bad_credential_reference_is_one_clear_problem(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         connections:
           - name: prod
             host: db
             database: app
             user: app
             password: {envv: PGPASSWORD}
-        """)
+        """,
+    )
     message = config_error(path)
     problems = [line for line in message.splitlines() if "password" in line]
     assert problems == [
@@ -268,35 +302,44 @@ def test_bad_credential_reference_is_one_clear_problem(tmp_path: Path) -> None:
 
 
 def test_plain_string_password_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         connections:
           - name: prod
             host: db
             database: app
             user: app
             password: hunter2
-        """)
+        """,
+    )
     message = config_error(path)
     assert f"{path}:6: connections.0.password: a credential is" in message
     assert "hunter2" not in message
 
 
 def test_tls_needs_both_files(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         tls:
           cert_file: /etc/cert.pem
-        """)
+        """,
+    )
     message = config_error(path)
     assert f"{path}:1: tls: set both tls.cert_file and tls.key_file, or neither" in message
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         data_dir: /tmp/x
         listen:
           postgres: "127.0.0.1:1
         connections: []
-        """)
+        """,
+    )
     message = config_error(path)
     assert re.search(rf"^{re.escape(str(path))}:\d+: not valid YAML", message)
     line = int(message.split(":")[1])
@@ -324,11 +367,14 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 def test_env_overrides_apply(tmp_path: Path) -> None:
     path = write(tmp_path, VALID)
-    config = load_config(path, environ={
-        "SLUICE_LISTEN__POSTGRES": "127.0.0.1:7777",
-        "SLUICE_STORE": "postgresql://sluice@db/sluice",
-        "SLUICE_LIMITS__AUTH_TIMEOUT": "5",
-    })
+    config = load_config(
+        path,
+        environ={
+            "SLUICE_LISTEN__POSTGRES": "127.0.0.1:7777",
+            "SLUICE_STORE": "postgresql://sluice@db/sluice",
+            "SLUICE_LIMITS__AUTH_TIMEOUT": "5",
+        },
+    )
     assert config.listen.postgres == "127.0.0.1:7777"
     assert config.store == "postgresql://sluice@db/sluice"
     assert config.store_url == "postgresql://sluice@db/sluice"
@@ -357,13 +403,16 @@ def test_unrelated_sluice_variables_are_not_config(tmp_path: Path) -> None:
     # A backend password kept in SLUICE_* for `password: {env: ...}`, the master
     # key and the config path must not be read as sections.
     path = write(tmp_path, VALID)
-    config = load_config(path, environ={
-        "SLUICE_PG_PASSWORD": "hunter2",
-        "SLUICE_DEMO_PASSWORD": "x",
-        "SLUICE_MASTER_KEY": "k",
-        "SLUICE_CONFIG": str(path),
-        "PATH": "/usr/bin",
-    })
+    config = load_config(
+        path,
+        environ={
+            "SLUICE_PG_PASSWORD": "hunter2",
+            "SLUICE_DEMO_PASSWORD": "x",
+            "SLUICE_MASTER_KEY": "k",
+            "SLUICE_CONFIG": str(path),
+            "PATH": "/usr/bin",
+        },
+    )
     assert config == load_config(path, environ={})
 
 
@@ -373,13 +422,16 @@ def test_os_environ_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_credential_reference_forms(tmp_path: Path) -> None:
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         connections:
           - {name: a, host: h, database: d, user: u, password: {env: A_PASSWORD}}
           - {name: b, host: h, database: d, user: u, password: {file: ./secret.txt}}
           - {name: c, host: h, database: d, user: u, password: {stored: c-cred}}
           - {name: d, host: h, database: d, user: u}
-        """)
+        """,
+    )
     config = load_config(path, environ={})
     assert [c.password for c in config.connections] == [
         EnvCredential(env="A_PASSWORD"),

@@ -225,9 +225,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, An
     return data
 
 
-def load_config(
-    path: Path | None, *, environ: Mapping[str, str] | None = None
-) -> Config:
+def load_config(path: Path | None, *, environ: Mapping[str, str] | None = None) -> Config:
     """Load and validate a config file (or the defaults when path is None)."""
     environ = os.environ if environ is None else environ
     text = ""
@@ -329,4 +327,3 @@ def _fix(err: Any) -> str:
         return "required; add it"
     msg: str = err["msg"]
     return msg.removeprefix("Value error, ")
-

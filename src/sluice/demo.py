@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import sys
 import tempfile
 from pathlib import Path
 
@@ -140,7 +141,12 @@ def run_demo(*, port: int, rows: int) -> None:
             progress.advance(task)
             customers, orders = seed_rows(rows)
             progress.advance(task)
-            _copy(pg, "customers", customers)
+            _copy(
+                pg,
+                "customers (id, full_name, email, phone, ssn, card_number, iban, address, "
+                "last_login_ip, notes)",
+                customers,
+            )
             _copy(pg, "orders", orders)
             pg.psql(
                 f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {DEMO_ROLE}; "
@@ -158,6 +164,8 @@ def run_demo(*, port: int, rows: int) -> None:
             user="alice", groups=["dba"], description="demo approver"
         )
         env = f"SLUICE_CONFIG={data_dir / 'sluice.yaml'}"
+        installed = Path(sys.executable).parent / "sluice"
+        cli = str(installed) if installed.exists() else "sluice"
         _write_config(data_dir / "sluice.yaml", config)
         console.print(
             f"\n[bold green]Sluice demo is up.[/] A throwaway PostgreSQL with {rows} "
@@ -172,24 +180,26 @@ def run_demo(*, port: int, rows: int) -> None:
         )
         console.print("  then try:  SELECT full_name, email, ssn FROM customers LIMIT 5;")
         console.print("             DELETE FROM orders;   UPDATE orders SET status='x' WHERE id=1;")
-        console.print("\nAs the approver, in another terminal:")
-        console.print(f"  {env} sluice approvals list", highlight=False, soft_wrap=True)
-        console.print(f"  {env} sluice approvals approve <id> --as alice", highlight=False)
-        console.print(f"  (alice's token: {dba_token})", highlight=False, soft_wrap=True)
+        console.print("\nAs the approver (alice, group dba), in another terminal:")
+        console.print(f"  export {env} SLUICE_TOKEN={dba_token}", highlight=False, soft_wrap=True)
+        console.print(f"  {cli} approvals list", highlight=False)
+        console.print(f"  {cli} approvals approve <id> --reason 'looks right'", highlight=False)
         console.print(
-            f"\nSessions: {env} sluice sessions list   Press Ctrl-C to stop.\n",
+            f"\nSessions: {env} {cli} sessions list   Press Ctrl-C to stop.\n",
             highlight=False,
             soft_wrap=True,
         )
         run(gateway)
 
 
-def _copy(pg: ThrowawayPostgres, table: str, data: str) -> None:
+def _copy(pg: ThrowawayPostgres, target: str, data: str) -> None:
+    table = target.split(" ", 1)[0]
     path = Path(pg.root or tempfile.gettempdir()) / f"{table}.tsv"
     path.write_text(data)
     os.chmod(path, 0o644)
-    pg.psql(f"COPY {table} FROM '{path}'", dbname=DEMO_DB)
-    pg.psql(  # table is one of the demo's own names, never input
+    # Server-side COPY by the throwaway server's own superuser, from its own directory.
+    pg.psql(f"COPY {target} FROM '{path}'", dbname=DEMO_DB)
+    pg.psql(
         f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))",  # noqa: S608
         dbname=DEMO_DB,
     )

@@ -97,7 +97,7 @@ NEGATIVE = [
     "invalid luhn 4111 1111 1111 1112",
     "order 1234567890123456 ref",  # no issuer, fails Luhn
     "ssn 000-12-3456 666-12-3456 912-34-5678 123-00-4567 123-45-0000",
-    "version 10.1.2.3 and v1.2.3.4 and build 4.3.2.1",
+    "version 10.1.2.3 and v1.2.3.4 and release: 4.3.2.1",
     "octets 999.1.1.1 and 1.2.3.4.5",
     "time 12:30:45 and mac 00:1a:2b:3c:4d:5e and std::vector",
     "timestamp 2024-01-15 10:30:00 and 2024-01-15T10:30:00Z",

@@ -51,15 +51,22 @@ def test_prepare_returns_none_when_nothing_applies() -> None:
 
 
 def test_column_rules_by_origin_name_and_strength() -> None:
-    cols = [col("e", t.TEXT, 0, EMAIL), col("s", t.TEXT, 0, SSN), col("both", t.TEXT, 0, EMAIL, SSN)]
+    cols = [
+        col("e", t.TEXT, 0, EMAIL),
+        col("s", t.TEXT, 0, SSN),
+        col("both", t.TEXT, 0, EMAIL, SSN),
+    ]
     rm = RULES.prepare(cols)
     assert rm is not None
     rows, stats = rm.mask_rows([[b"a@b.com", b"123-45-6789", b"x"], [None, None, None]])
-    assert rows[0][0] is not None and rows[0][0].startswith(b"h:")
+    assert rows[0][0] is not None
+    assert rows[0][0].startswith(b"h:")
     assert rows[0][1] == b"***-**-6789"
-    assert rows[0][2] is not None and rows[0][2].startswith(b"h:")  # hash beats partial
+    assert rows[0][2] is not None
+    assert rows[0][2].startswith(b"h:")
     assert rows[1] == [None, None, None]
-    assert stats.values == 3 and dict(stats.by_column) == {"e": 1, "s": 1, "both": 1}
+    assert stats.values == 3
+    assert dict(stats.by_column) == {"e": 1, "s": 1, "both": 1}
 
 
 def test_output_name_matches_column_glob() -> None:
@@ -80,7 +87,8 @@ def test_unresolved_table_fails_closed_only_if_a_rule_touches_it() -> None:
         [{"name": "p", "columns": [{"match": "billing.cards.number", "strategy": "redact"}]}]
     ).masker(["p"])
     rm = masker.prepare([ResultColumn(name="c", type_oid=t.TEXT, lineage=star)])
-    assert rm is not None and rm.mask_rows([[b"x"]])[0] == [[b"[REDACTED]"]]
+    assert rm is not None
+    assert rm.mask_rows([[b"x"]])[0] == [[b"[REDACTED]"]]
     other = ColumnLineage(unresolved=frozenset({TableRef(schema="public", table="orders")}))
     assert masker.prepare([ResultColumn(name="c", type_oid=t.TEXT, lineage=other)]) is None
 
@@ -108,8 +116,14 @@ def test_content_masking_batch(content_masker: Masker) -> None:
     ]
     rm = content_masker.prepare(cols)
     assert rm is not None
-    rows = [
-        [b"1", b"ssn 123-45-6789", b'{"e": "a@b.com", "n": 4111111111111111}', b"4111111111111111", b"2024-01-01"],
+    rows: list[list[bytes | None]] = [
+        [
+            b"1",
+            b"ssn 123-45-6789",
+            b'{"e": "a@b.com", "n": 4111111111111111}',
+            b"4111111111111111",
+            b"2024-01-01",
+        ],
         [b"2", b"clean", b'{"k": "v"}', b"42", b"2024-01-02"],
         [None, None, None, None, None],
     ]
@@ -118,7 +132,8 @@ def test_content_masking_batch(content_masker: Masker) -> None:
     doc = json.loads(out[0][2] or b"")
     assert doc == {"e": "[REDACTED:email]", "n": "[REDACTED:credit_card]"}
     assert out[0][3] is None  # int8 cannot hold a placeholder
-    assert out[1] is rows[1] and out[2] is rows[2]
+    assert out[1] is rows[1]
+    assert out[2] is rows[2]
     assert dict(stats.by_detector) == {"ssn": 1, "email": 1, "credit_card": 2}
 
 
@@ -133,11 +148,17 @@ def test_binary_formats(content_masker: Masker) -> None:
     cols = [col("t", t.TEXT, 1), col("j", t.JSONB, 1), col("n", t.INT8, 1), col("r", t.RECORD, 1)]
     rm = content_masker.prepare(cols)
     assert rm is not None
-    row = [b"a@b.com", b'\x01{"a": "a@b.com"}', (4111111111111111).to_bytes(8, "big"), b"\x00\x00a@b.com"]
+    row: list[bytes | None] = [
+        b"a@b.com",
+        b'\x01{"a": "a@b.com"}',
+        (4111111111111111).to_bytes(8, "big"),
+        b"\x00\x00a@b.com",
+    ]
     out, _ = rm.mask_rows([row])
     assert out[0][0] == b"[REDACTED:email]"
     assert out[0][1] == b'\x01{"a": "[REDACTED:email]"}'
-    assert out[0][2] is None and out[0][3] is None
+    assert out[0][2] is None
+    assert out[0][3] is None
 
 
 def test_fake_whole_column_uses_detected_kind() -> None:
@@ -158,12 +179,14 @@ def test_row_width_mismatch_raises(content_masker: Masker) -> None:
 
 def test_mask_text(content_masker: Masker) -> None:
     text, stats = content_masker.mask_text(
-        'duplicate key value violates unique constraint: (email)=(joe@corp.com)'
+        "duplicate key value violates unique constraint: (email)=(joe@corp.com)"
     )
-    assert "joe@corp.com" not in text and "[REDACTED:email]" in text
+    assert "joe@corp.com" not in text
+    assert "[REDACTED:email]" in text
     assert dict(stats.by_detector) == {"email": 1}
     same, none = content_masker.mask_text("nothing here")
-    assert same == "nothing here" and not none
+    assert same == "nothing here"
+    assert not none
 
 
 def test_mask_text_null_strategy_redacts() -> None:
@@ -213,7 +236,8 @@ def test_custom_detectors_apply() -> None:
         ]
     ).masker(["c"])
     text, stats = m.mask_text("EMP-123456 works on Bluebird")
-    assert text.startswith("h:") and text.endswith("works on [REDACTED:codename]")
+    assert text.startswith("h:")
+    assert text.endswith("works on [REDACTED:codename]")
     assert dict(stats.by_detector) == {"employee_id": 1, "codename": 1}
 
 
@@ -236,8 +260,11 @@ PII = st.sampled_from(
         "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
     ]
 )
-# Filler that no detector can fire on: lowercase letters and spaces only.
-FILLER = st.text(alphabet=string.ascii_lowercase + " ", max_size=30)
+# Filler that no detector can fire on: lowercase letters and spaces only,
+# not ending in a version marker ("version 10.1.2.3" is not an address).
+FILLER = st.text(alphabet=string.ascii_lowercase + " ", max_size=30).filter(
+    lambda s: not s.rstrip().endswith(("v", "version", "release", "firmware"))
+)
 
 
 @st.composite
@@ -278,17 +305,21 @@ def test_inserted_pii_never_leaks_and_clean_values_are_untouched(
                 assert a == b
 
 
+TEXT_MASKER = engine([{"name": "p"}]).masker(["p"])
+
+
 @settings(max_examples=500)
 @given(text=st.text())
 def test_mask_text_never_raises(text: str) -> None:
-    masker = engine([{"name": "p"}]).masker(["p"])
-    out, _ = masker.mask_text(text)
+    out, _ = TEXT_MASKER.mask_text(text)
     assert isinstance(out, str)
 
 
 def test_hmac_key_is_used_for_hash() -> None:
     a = MaskingEngine(
-        MaskingSpec.model_validate({"profiles": [{"name": "h", "detectors": [{"name": "email", "strategy": "hash"}]}]}),
+        MaskingSpec.model_validate(
+            {"profiles": [{"name": "h", "detectors": [{"name": "email", "strategy": "hash"}]}]}
+        ),
         hmac_key=KEY,
     ).masker(["h"])
     assert a.mask_text("a@b.com")[0] == a.mask_text("a@b.com")[0]

@@ -35,7 +35,8 @@ def test_json_text_and_jsonb_binary_stay_valid_json() -> None:
     parsed = json.loads(out)
     assert parsed["[REDACTED]"] == "[REDACTED]" or "[REDACTED]" in json.dumps(parsed)
     binary = t.mask_whole_value(b"\x01" + doc, t.JSONB, 1, HASH, R)
-    assert binary is not None and binary[:1] == b"\x01"
+    assert binary is not None
+    assert binary[:1] == b"\x01"
     json.loads(binary[1:])
     assert t.mask_whole_value(b"not json", t.JSONB, 0, REDACT, R) == b"null"
 
@@ -52,7 +53,8 @@ def test_json_text_and_jsonb_binary_stay_valid_json() -> None:
 )
 def test_hash_keeps_type_and_joins(oid: int, fmt: int, value: bytes) -> None:
     a = t.mask_whole_value(value, oid, fmt, HASH, R)
-    assert a is not None and a == t.mask_whole_value(value, oid, fmt, HASH, R)
+    assert a is not None
+    assert a == t.mask_whole_value(value, oid, fmt, HASH, R)
     if fmt == 0 and oid == t.UUID:
         uuid.UUID(a.decode())
     elif fmt == 0:
@@ -71,7 +73,8 @@ def test_redact_non_text_is_null(oid: int) -> None:
 
 def test_inet_fake_is_valid_inet() -> None:
     out = t.mask_whole_value(b"8.8.8.8", t.INET, 0, FAKE, R)
-    assert out is not None and t._valid_text_value(t.INET, out)
+    assert out is not None
+    assert t._valid_text_value(t.INET, out)
 
 
 def test_coerce_masked() -> None:
@@ -95,5 +98,8 @@ def test_binary_numbers_are_decoded_for_scanning() -> None:
 
 
 def test_scannable() -> None:
-    assert t.scannable(t.TEXT) and t.scannable(t.INT8) and t.scannable(99999)
-    assert not t.scannable(t.TIMESTAMPTZ) and not t.scannable(t.BOOL)
+    assert t.scannable(t.TEXT)
+    assert t.scannable(t.INT8)
+    assert t.scannable(99999)
+    assert not t.scannable(t.TIMESTAMPTZ)
+    assert not t.scannable(t.BOOL)

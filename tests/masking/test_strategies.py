@@ -31,7 +31,9 @@ def test_partial_keeps_last_alnum_and_punctuation() -> None:
 def test_hash_is_stable_keyed_and_joinable() -> None:
     a = R.replace(b"alice@example.com", "email", act(Strategy.HASH))
     assert a == R.replace(b"alice@example.com", COLUMN_KIND, act(Strategy.HASH))
-    assert a is not None and a.startswith(b"h:") and len(a) == 18
+    assert a is not None
+    assert a.startswith(b"h:")
+    assert len(a) == 18
     other = Replacer(b"q" * 32).replace(b"alice@example.com", "email", act(Strategy.HASH))
     assert other != a
     with pytest.raises(MaskingConfigError, match="hmac_key"):
@@ -44,11 +46,19 @@ def test_hash_is_stable_keyed_and_joinable() -> None:
         ("email", b"alice@corp.com", lambda x: v.email_ok(x, b"") and x.endswith(b"@example.com")),
         ("phone", b"(415) 555-2671", lambda x: x.startswith(b"(202) 555-01")),
         ("phone", b"+1-415-555-2671", lambda x: x.startswith(b"+1-202-555-01")),
-        ("ssn", b"123-45-6789", lambda x: x[:1] == b"9" and x[3:4] == b"-" and not v.ssn_ok(x, b"")),
+        (
+            "ssn",
+            b"123-45-6789",
+            lambda x: x[:1] == b"9" and x[3:4] == b"-" and not v.ssn_ok(x, b""),
+        ),
         ("credit_card", b"4111 1111 1111 1111", lambda x: v.card_ok(x, b"") and x[4:5] == b" "),
         ("credit_card", b"378282246310005", lambda x: v.card_ok(x, b"") and len(x) == 15),
         ("iban", b"DE89 3704 0044 0532 0130 00", lambda x: v.iban_ok(x, b"") and x[:2] == b"DE"),
-        ("ip_address", b"8.8.8.8", lambda x: x.startswith((b"192.0.2.", b"198.51.100.", b"203.0.113."))),
+        (
+            "ip_address",
+            b"8.8.8.8",
+            lambda x: x.startswith((b"192.0.2.", b"198.51.100.", b"203.0.113.")),
+        ),
         ("ip_private", b"fe80::1", lambda x: x.startswith(b"2001:db8::")),
     ],
 )
@@ -56,7 +66,8 @@ def test_fakes_are_format_valid_and_deterministic(kind: str, value: bytes, check
     fake = R.fake(value, kind)
     assert fake == R.fake(value, kind)
     assert fake != value
-    assert callable(check) and check(fake)
+    assert callable(check)
+    assert check(fake)
 
 
 def test_unfakeable_kinds_are_redacted() -> None:

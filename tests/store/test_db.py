@@ -91,8 +91,9 @@ def test_token_plaintext_is_never_stored(db_dir: Path, store: Store) -> None:
 
 def test_create_and_list_tokens(store: Store) -> None:
     expires = utcnow() + dt.timedelta(days=1)
-    info, _ = store.create_token(user="alice", groups=["dba", "dev"], description="d",
-                                 expires_at=expires)
+    info, _ = store.create_token(
+        user="alice", groups=["dba", "dev"], description="d", expires_at=expires
+    )
     assert info.user == "alice"
     assert info.groups == ("dba", "dev")
     assert info.description == "d"
@@ -177,8 +178,14 @@ def test_token_hash_is_unique(store: Store) -> None:
 # Sessions
 
 
-def start(store: Store, session_id: str, *, user: str = "alice", connection: str = "prod",
-          minutes_ago: int = 0) -> None:
+def start(
+    store: Store,
+    session_id: str,
+    *,
+    user: str = "alice",
+    connection: str = "prod",
+    minutes_ago: int = 0,
+) -> None:
     store.start_session(
         session_id=session_id,
         identity=Identity(user=user, groups=("dba",)),
@@ -197,9 +204,15 @@ def test_session_start_end_get(store: Store) -> None:
     assert info.ended_at is None
     assert (info.bytes_from_client, info.bytes_to_client, info.statements) == (0, 0, 0)
     ended = utcnow()
-    store.end_session("3f2a9c1e-0000-4000-8000-000000000001", ended_at=ended,
-                      bytes_from_client=10, bytes_to_client=2000, statements=3,
-                      end_reason="client_terminated", end_detail="bye")
+    store.end_session(
+        "3f2a9c1e-0000-4000-8000-000000000001",
+        ended_at=ended,
+        bytes_from_client=10,
+        bytes_to_client=2000,
+        statements=3,
+        end_reason="client_terminated",
+        end_detail="bye",
+    )
     info = store.get_session("3f2a9c1e-0000-4000-8000-000000000001")
     assert info is not None
     assert info.ended_at == ended
@@ -235,8 +248,14 @@ def test_list_sessions_filters_and_order(store: Store) -> None:
     start(store, "s-old", minutes_ago=30)
     start(store, "s-new", minutes_ago=1)
     start(store, "s-bob", user="bob", connection="analytics", minutes_ago=10)
-    store.end_session("s-old", ended_at=utcnow(), bytes_from_client=0, bytes_to_client=0,
-                      statements=0, end_reason="done")
+    store.end_session(
+        "s-old",
+        ended_at=utcnow(),
+        bytes_from_client=0,
+        bytes_to_client=0,
+        statements=0,
+        end_reason="done",
+    )
     assert [s.session_id for s in store.list_sessions()] == ["s-new", "s-bob", "s-old"]
     assert [s.session_id for s in store.list_sessions(limit=1)] == ["s-new"]
     assert [s.session_id for s in store.list_sessions(user="bob")] == ["s-bob"]
@@ -247,8 +266,14 @@ def test_list_sessions_filters_and_order(store: Store) -> None:
 def test_delete_sessions_before(store: Store) -> None:
     start(store, "ended-long-ago", minutes_ago=120)
     start(store, "still-open", minutes_ago=120)
-    store.end_session("ended-long-ago", ended_at=utcnow() - dt.timedelta(minutes=90),
-                      bytes_from_client=0, bytes_to_client=0, statements=0, end_reason="x")
+    store.end_session(
+        "ended-long-ago",
+        ended_at=utcnow() - dt.timedelta(minutes=90),
+        bytes_from_client=0,
+        bytes_to_client=0,
+        statements=0,
+        end_reason="x",
+    )
     assert store.delete_sessions_before(utcnow() - dt.timedelta(minutes=100)) == []
     assert store.delete_sessions_before(utcnow()) == ["ended-long-ago"]
     assert [s.session_id for s in store.list_sessions()] == ["still-open"]

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from sluice.errors import SluiceError
 from sluice.tls import generate_self_signed
 
 SUPERUSER = "postgres"
 
 
-class DevServerError(RuntimeError):
-    pass
+class DevServerError(SluiceError):
+    """A throwaway server could not be set up or run."""
 
 
 def find_pg_bin() -> Path:

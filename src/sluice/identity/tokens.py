@@ -13,7 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-TOKEN_PREFIX = "slc_"
+TOKEN_PREFIX = "slc_"  # noqa: S105 - a public prefix, not a secret
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

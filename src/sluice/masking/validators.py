@@ -199,7 +199,8 @@ PRIVATE_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tu
     )
 )
 
-_VERSION_CONTEXT = re.compile(rb"(?i)(?:\bv|version|ver\.?|release|build|rev|firmware|fw)[\s:=]*$")
+# "v10.1.2.3", "version 10.1.2.3", "firmware: 4.3.2.1" are versions, not addresses.
+_VERSION_CONTEXT = re.compile(rb"(?i)(?:\bv|\b(?:version|release|firmware)[\s:=]*)$")
 
 
 def _parse_ip(value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -143,9 +143,11 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def _safe_url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True) if hasattr(
-            self, "engine"
-        ) else self.url.split("@")[-1]
+        return (
+            self.engine.url.render_as_string(hide_password=True)
+            if hasattr(self, "engine")
+            else self.url.split("@")[-1]
+        )
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
@@ -342,7 +344,9 @@ class Store:
         with self._tx() as s:
             row = s.get(CredentialRow, name)
             if row is None:
-                s.add(CredentialRow(name=name, ciphertext=ciphertext, created_at=now, updated_at=now))
+                s.add(
+                    CredentialRow(name=name, ciphertext=ciphertext, created_at=now, updated_at=now)
+                )
             else:
                 row.ciphertext = ciphertext
                 row.updated_at = now

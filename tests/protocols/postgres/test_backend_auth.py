@@ -205,10 +205,7 @@ def test_unsupported_method_gives_a_clear_error(code: int, name: str) -> None:
 def test_error_response_during_auth_carries_fields() -> None:
     hs = BackendHandshake(user="alice", password="bad", parameters={})
     hs.handle(R, auth(m.AUTH_CLEARTEXT))
-    body = (
-        b"SFATAL\x00VFATAL\x00C28P01\x00"
-        b'Mpassword authentication failed for user "alice"\x00\x00'
-    )
+    body = b'SFATAL\x00VFATAL\x00C28P01\x00Mpassword authentication failed for user "alice"\x00\x00'
     with pytest.raises(BackendAuthError, match="refused the connection: password auth") as info:
         hs.handle(ord("E"), body)
     assert info.value.fields == {

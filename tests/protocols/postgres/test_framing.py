@@ -204,8 +204,7 @@ def test_scan_headers_matches_frame_buffer(
     # A partial header at the end stops both walkers without an error.
     data = start_junk + stream + tail
     scanned = [
-        (kind, data[start + 5 : end])
-        for kind, start, end in scan_headers(data, len(start_junk))
+        (kind, data[start + 5 : end]) for kind, start, end in scan_headers(data, len(start_junk))
     ]
     buf = FrameBuffer(max_message=1 << 20)
     buf.feed(stream + tail)

@@ -52,9 +52,7 @@ CANCEL_REQUEST = (
 
 def test_startup_message_decode() -> None:
     msg = m.decode_startup(startup_body(STARTUP))
-    assert msg == m.StartupMessage(
-        protocol=196608, parameters={"user": "alice", "database": "db"}
-    )
+    assert msg == m.StartupMessage(protocol=196608, parameters={"user": "alice", "database": "db"})
     assert isinstance(msg, m.StartupMessage)
     assert msg.user == "alice"
     assert msg.database == "db"
@@ -117,7 +115,7 @@ PARSE = (
     b"\x00\x01"  # one parameter type
     b"\x00\x00\x00\x17"  # int4 = oid 23
 )
-PARSE_NO_TYPES = b"P\x00\x00\x00\x10" b"\x00" b"SELECT 1\x00" b"\x00\x00"
+PARSE_NO_TYPES = b"P\x00\x00\x00\x10\x00SELECT 1\x00\x00\x00"
 BIND = (
     b"B\x00\x00\x00\x22"
     b"p1\x00"  # portal
@@ -191,7 +189,7 @@ def test_bind_decode_with_formats_null_and_binary() -> None:
 
 
 def test_bind_per_column_result_formats() -> None:
-    body = b"\x00s\x00" b"\x00\x00" b"\x00\x00" b"\x00\x03\x00\x00\x00\x01\x00\x00"
+    body = b"\x00s\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x01\x00\x00"
     assert m.decode_bind(body).result_formats == (0, 1, 0)
 
 
@@ -304,22 +302,10 @@ READY_FOR_QUERY = b"Z\x00\x00\x00\x05I"
 READY_IN_TRANSACTION = b"Z\x00\x00\x00\x05T"
 COMMAND_COMPLETE = b"C\x00\x00\x00\x0fINSERT 0 1\x00"
 ERROR_RESPONSE = (
-    b"E\x00\x00\x00\x37"
-    b"SERROR\x00"
-    b"VERROR\x00"
-    b"C42P01\x00"
-    b'Mrelation "t" does not exist\x00'
-    b"\x00"
+    b'E\x00\x00\x00\x37SERROR\x00VERROR\x00C42P01\x00Mrelation "t" does not exist\x00\x00'
 )
 ERROR_WITH_DETAIL_HINT = (
-    b"E\x00\x00\x00\x35"
-    b"SFATAL\x00"
-    b"VFATAL\x00"
-    b"C28P01\x00"
-    b"Mbad token\x00"
-    b"Dd\x00"
-    b"Hask for one\x00"
-    b"\x00"
+    b"E\x00\x00\x00\x35SFATAL\x00VFATAL\x00C28P01\x00Mbad token\x00Dd\x00Hask for one\x00\x00"
 )
 NOTICE_RESPONSE = b"N\x00\x00\x00\x20SNOTICE\x00VNOTICE\x00C00000\x00Mhi\x00\x00"
 ROW_DESCRIPTION = (
@@ -343,7 +329,8 @@ ROW_DESCRIPTION = (
 DATA_ROW = (
     b"D\x00\x00\x00\x13"
     b"\x00\x03"  # three columns
-    b"\x00\x00\x00\x01" b"1"
+    b"\x00\x00\x00\x01"
+    b"1"
     b"\xff\xff\xff\xff"  # NULL
     b"\x00\x00\x00\x00"  # empty string, not NULL
 )
@@ -422,9 +409,10 @@ def test_error_response_both_ways() -> None:
 
 
 def test_error_response_with_detail_and_hint() -> None:
-    assert m.error_response(
-        "28P01", "bad token", severity="FATAL", detail="d", hint="ask for one"
-    ) == ERROR_WITH_DETAIL_HINT
+    assert (
+        m.error_response("28P01", "bad token", severity="FATAL", detail="d", hint="ask for one")
+        == ERROR_WITH_DETAIL_HINT
+    )
     assert m.decode_fields(body_of(ERROR_WITH_DETAIL_HINT, b"E")) == {
         "S": "FATAL",
         "V": "FATAL",
@@ -454,11 +442,21 @@ def test_decode_fields_tolerates_bad_utf8_and_rejects_unterminated() -> None:
 
 ROW_FIELDS = [
     m.FieldDescription(
-        name="id", table_oid=16384, column=1, type_oid=23, type_size=4, type_modifier=-1,
+        name="id",
+        table_oid=16384,
+        column=1,
+        type_oid=23,
+        type_size=4,
+        type_modifier=-1,
         format=0,
     ),
     m.FieldDescription(
-        name="email", table_oid=16384, column=2, type_oid=25, type_size=-1, type_modifier=-1,
+        name="email",
+        table_oid=16384,
+        column=2,
+        type_oid=25,
+        type_size=-1,
+        type_modifier=-1,
         format=1,
     ),
 ]
@@ -507,18 +505,43 @@ def test_notification_both_ways() -> None:
 
 def test_message_type_constants_match_the_protocol() -> None:
     frontend = {
-        "QUERY": "Q", "PARSE": "P", "BIND": "B", "EXECUTE": "E", "DESCRIBE": "D",
-        "CLOSE": "C", "SYNC": "S", "FLUSH": "H", "TERMINATE": "X", "FUNCTION_CALL": "F",
-        "PASSWORD": "p", "COPY_DATA": "d", "COPY_DONE": "c", "COPY_FAIL": "f",
+        "QUERY": "Q",
+        "PARSE": "P",
+        "BIND": "B",
+        "EXECUTE": "E",
+        "DESCRIBE": "D",
+        "CLOSE": "C",
+        "SYNC": "S",
+        "FLUSH": "H",
+        "TERMINATE": "X",
+        "FUNCTION_CALL": "F",
+        "PASSWORD": "p",
+        "COPY_DATA": "d",
+        "COPY_DONE": "c",
+        "COPY_FAIL": "f",
     }
     backend = {
-        "AUTHENTICATION": "R", "PARAMETER_STATUS": "S", "BACKEND_KEY_DATA": "K",
-        "READY_FOR_QUERY": "Z", "ROW_DESCRIPTION": "T", "DATA_ROW": "D",
-        "COMMAND_COMPLETE": "C", "EMPTY_QUERY": "I", "ERROR_RESPONSE": "E",
-        "NOTICE_RESPONSE": "N", "NOTIFICATION_RESPONSE": "A", "PARSE_COMPLETE": "1",
-        "BIND_COMPLETE": "2", "CLOSE_COMPLETE": "3", "NO_DATA": "n",
-        "PARAMETER_DESCRIPTION": "t", "PORTAL_SUSPENDED": "s", "COPY_IN_RESPONSE": "G",
-        "COPY_OUT_RESPONSE": "H", "COPY_BOTH_RESPONSE": "W", "FUNCTION_CALL_RESPONSE": "V",
+        "AUTHENTICATION": "R",
+        "PARAMETER_STATUS": "S",
+        "BACKEND_KEY_DATA": "K",
+        "READY_FOR_QUERY": "Z",
+        "ROW_DESCRIPTION": "T",
+        "DATA_ROW": "D",
+        "COMMAND_COMPLETE": "C",
+        "EMPTY_QUERY": "I",
+        "ERROR_RESPONSE": "E",
+        "NOTICE_RESPONSE": "N",
+        "NOTIFICATION_RESPONSE": "A",
+        "PARSE_COMPLETE": "1",
+        "BIND_COMPLETE": "2",
+        "CLOSE_COMPLETE": "3",
+        "NO_DATA": "n",
+        "PARAMETER_DESCRIPTION": "t",
+        "PORTAL_SUSPENDED": "s",
+        "COPY_IN_RESPONSE": "G",
+        "COPY_OUT_RESPONSE": "H",
+        "COPY_BOTH_RESPONSE": "W",
+        "FUNCTION_CALL_RESPONSE": "V",
         "NEGOTIATE_PROTOCOL_VERSION": "v",
     }
     for name, letter in {**frontend, **backend}.items():

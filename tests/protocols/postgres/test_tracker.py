@@ -14,8 +14,13 @@ from sluice.protocols.postgres.tracker import Pending, QueryTracker, ResultShape
 
 def field(name: str, type_oid: int = 25, fmt: int = 0) -> FieldDescription:
     return FieldDescription(
-        name=name, table_oid=16384, column=1, type_oid=type_oid, type_size=-1,
-        type_modifier=-1, format=fmt,
+        name=name,
+        table_oid=16384,
+        column=1,
+        type_oid=type_oid,
+        type_size=-1,
+        type_modifier=-1,
+        format=fmt,
     )
 
 
@@ -258,7 +263,10 @@ def test_error_discards_until_sync(t: QueryTracker) -> None:
     t.on_sync()
     srv("E")
     assert [r.kind for r in t.pending] == [
-        Pending.SYNC, Pending.PARSE, Pending.DESCRIBE_STATEMENT, Pending.SYNC,
+        Pending.SYNC,
+        Pending.PARSE,
+        Pending.DESCRIBE_STATEMENT,
+        Pending.SYNC,
     ]
     assert "bad" not in t.statements
     srv("Z", "1", "t")

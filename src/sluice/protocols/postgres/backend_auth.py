@@ -14,6 +14,7 @@ import scramp
 
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import RemoteProtocolError
+from sluice.protocols.postgres.framing import frame
 from sluice.protocols.postgres.messages import BackendKeyData
 
 
@@ -72,7 +73,7 @@ class BackendHandshake:
             self.key = m.decode_backend_key(body)
             return b""
         if kind == m.NOTICE_RESPONSE:
-            self.notices.append(m.frame(b"N", body))
+            self.notices.append(frame(b"N", body))
             return b""
         if kind == m.READY_FOR_QUERY:
             self.transaction_status = body.decode("ascii", "replace")

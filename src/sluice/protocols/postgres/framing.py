@@ -109,7 +109,9 @@ def untyped_frame(body: bytes) -> bytes:
     return _LEN.pack(len(body) + 4) + body
 
 
-def scan_headers(buf: bytes | bytearray | memoryview, start: int = 0) -> Iterator[tuple[int, int, int]]:
+def scan_headers(
+    buf: bytes | bytearray | memoryview, start: int = 0
+) -> Iterator[tuple[int, int, int]]:
     """Yield `(type_byte, start, end)` for complete frames in buf, no copies.
 
     Used on the hot path to walk the server's stream without creating an

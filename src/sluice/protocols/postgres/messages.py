@@ -402,8 +402,14 @@ def error_response(
     return encode_fields(b"E", fields)
 
 
-def notice_response(message: str, *, severity: str = "NOTICE", sqlstate: str = "00000",
-                    detail: str | None = None, hint: str | None = None) -> bytes:
+def notice_response(
+    message: str,
+    *,
+    severity: str = "NOTICE",
+    sqlstate: str = "00000",
+    detail: str | None = None,
+    hint: str | None = None,
+) -> bytes:
     fields = {"S": severity, "V": severity, "C": sqlstate, "M": message}
     if detail:
         fields["D"] = detail
@@ -423,8 +429,13 @@ def decode_row_description(body: bytes) -> list[FieldDescription]:
             pos += 18
             result.append(
                 FieldDescription(
-                    name=name, table_oid=table, column=col, type_oid=typ,
-                    type_size=size, type_modifier=mod, format=fmt,
+                    name=name,
+                    table_oid=table,
+                    column=col,
+                    type_oid=typ,
+                    type_size=size,
+                    type_modifier=mod,
+                    format=fmt,
                 )
             )
     except struct.error as exc:
@@ -436,8 +447,9 @@ def encode_row_description(fields: list[FieldDescription]) -> bytes:
     body = bytearray(_I16.pack(len(fields)))
     for f in fields:
         body += f.name.encode() + b"\0"
-        body += struct.pack("!IhIhih", f.table_oid, f.column, f.type_oid, f.type_size,
-                            f.type_modifier, f.format)
+        body += struct.pack(
+            "!IhIhih", f.table_oid, f.column, f.type_oid, f.type_size, f.type_modifier, f.format
+        )
     return frame(b"T", bytes(body))
 
 

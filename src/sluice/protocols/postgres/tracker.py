@@ -241,7 +241,9 @@ class QueryTracker:
             self._discarding = True
 
 
-def _with_formats(fields: list[FieldDescription], formats: tuple[int, ...]) -> list[FieldDescription]:
+def _with_formats(
+    fields: list[FieldDescription], formats: tuple[int, ...]
+) -> list[FieldDescription]:
     if not formats:
         chosen = [0] * len(fields)
     elif len(formats) == 1:
@@ -250,8 +252,13 @@ def _with_formats(fields: list[FieldDescription], formats: tuple[int, ...]) -> l
         chosen = list(formats[: len(fields)]) + [0] * (len(fields) - len(formats))
     return [
         FieldDescription(
-            name=f.name, table_oid=f.table_oid, column=f.column, type_oid=f.type_oid,
-            type_size=f.type_size, type_modifier=f.type_modifier, format=fmt,
+            name=f.name,
+            table_oid=f.table_oid,
+            column=f.column,
+            type_oid=f.type_oid,
+            type_size=f.type_size,
+            type_modifier=f.type_modifier,
+            format=fmt,
         )
         for f, fmt in zip(fields, chosen, strict=True)
     ]

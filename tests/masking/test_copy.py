@@ -1,0 +1,120 @@
+"""COPY TO STDOUT masking: text and CSV, records split at every byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.masking import pgtypes as t
+from sluice.masking.copy import MAX_COPY_RECORD_BYTES, CopyFormat, CopyMasker
+from sluice.masking.errors import MaskingError
+from sluice.masking.masker import Masker
+from sluice.masking.model import ColumnLineage, ColumnOrigin, ResultColumn
+from tests.masking.conftest import engine
+
+SSN = ColumnOrigin(schema="public", table="people", column="ssn")
+MASKER = engine(
+    [{"name": "p", "content": True, "columns": [{"match": "people.ssn", "strategy": "partial"}]}]
+).masker(["p"])
+COLUMNS = [
+    ResultColumn(name="id", type_oid=t.INT4, lineage=ColumnLineage()),
+    ResultColumn(name="ssn", type_oid=t.TEXT, lineage=ColumnLineage(origins=frozenset({SSN}))),
+    ResultColumn(name="note", type_oid=t.TEXT, lineage=ColumnLineage()),
+]
+
+
+def run(
+    masker: CopyMasker, data: bytes, step: int | None = None, split: int | None = None
+) -> bytes:
+    if split is not None:
+        return masker.feed(data[:split]) + masker.feed(data[split:]) + masker.finish()
+    assert step is not None
+    out = b"".join(masker.feed(data[i : i + step]) for i in range(0, len(data), step))
+    return out + masker.finish()
+
+
+def copier(fmt: CopyFormat, masker: Masker = MASKER) -> CopyMasker:
+    cm = masker.copy_masker(COLUMNS, fmt)
+    assert cm is not None
+    return cm
+
+
+TEXT_IN = (
+    b"1\t123-45-6789\tmail a@b.com\\tthen\n"
+    b"2\t\\N\tclean \\\\ text\n"
+    b"3\t987-65-4321\tcall (212) 555-0143\\nbye\n"
+)
+TEXT_OUT = (
+    b"1\t***-**-6789\tmail [REDACTED:email]\\tthen\n"
+    b"2\t\\N\tclean \\\\ text\n"
+    b"3\t***-**-4321\tcall [REDACTED:phone]\\nbye\n"
+)
+
+CSV_IN = (
+    b'id,ssn,note\n1,123-45-6789,"multi\nline a@b.com, ""quoted"""\n2,,""\n3,987-65-4321,plain\r\n'
+)
+CSV_OUT = (
+    b"id,ssn,note\n"
+    b'1,***-**-6789,"multi\nline [REDACTED:email], ""quoted"""\n'
+    b'2,,""\n'
+    b"3,***-**-4321,plain\r\n"
+)
+
+
+def test_text_format_whole_and_every_split() -> None:
+    assert run(copier(CopyFormat()), TEXT_IN, step=len(TEXT_IN)) == TEXT_OUT
+    for i in range(len(TEXT_IN) + 1):
+        assert run(copier(CopyFormat()), TEXT_IN, split=i) == TEXT_OUT, i
+    assert run(copier(CopyFormat()), TEXT_IN, step=1) == TEXT_OUT
+
+
+def test_csv_format_with_header_and_every_split() -> None:
+    fmt = CopyFormat(kind="csv", header=True)
+    assert run(copier(fmt), CSV_IN, step=len(CSV_IN)) == CSV_OUT
+    for i in range(len(CSV_IN) + 1):
+        assert run(copier(fmt), CSV_IN, split=i) == CSV_OUT, i
+    assert run(copier(fmt), CSV_IN, step=1) == CSV_OUT
+
+
+def test_stats_accumulate() -> None:
+    cm = copier(CopyFormat())
+    run(cm, TEXT_IN, step=7)
+    assert cm.stats.values == 4
+    assert dict(cm.stats.by_detector) == {"email": 1, "phone": 1}
+
+
+def test_last_record_without_newline() -> None:
+    cm = copier(CopyFormat())
+    assert cm.feed(b"1\t123-45-6789\tx") == b""
+    assert cm.finish() == b"1\t***-**-6789\tx"
+
+
+def test_text_custom_delimiter_with_escaped_delimiter() -> None:
+    cm = copier(CopyFormat(delimiter=b","))
+    data = b"1,111-22-3333,a\\,b@example.com\n"
+    assert run(cm, data, step=3) == b"1,***-**-3333,a\\,[REDACTED:email]\n"
+
+
+def test_null_result_is_written_as_null() -> None:
+    masker = engine(
+        [{"name": "n", "columns": [{"match": "people.ssn", "strategy": "null"}]}]
+    ).masker(["n"])
+    assert run(copier(CopyFormat(), masker), b"1\tx\ty\n", step=2) == b"1\t\\N\ty\n"
+    csv = copier(CopyFormat(kind="csv"), masker)
+    assert run(csv, b'1,x,""\n', step=2) == b'1,,""\n'
+
+
+def test_malformed_streams_fail_closed() -> None:
+    cm = copier(CopyFormat(kind="csv"))
+    cm.feed(b'1,2,"open quote')
+    with pytest.raises(MaskingError):
+        cm.finish()
+    with pytest.raises(MaskingError):
+        run(copier(CopyFormat()), b"only\ttwo\n", step=100)
+    cm = copier(CopyFormat())
+    with pytest.raises(MaskingError):
+        cm.feed(b"x" * (MAX_COPY_RECORD_BYTES + 1))
+
+
+def test_no_masker_when_nothing_applies() -> None:
+    plain = engine([{"name": "none", "detectors": []}]).masker(["none"])
+    assert plain.copy_masker(COLUMNS[:1], CopyFormat()) is None

@@ -1,0 +1,146 @@
+"""Lineage: output columns mapped to the base columns they are derived from."""
+
+from __future__ import annotations
+
+import pytest
+
+from sluice.masking.lineage import StaticCatalog, analyze, result_lineage
+from sluice.masking.model import OPAQUE, ColumnLineage, ColumnOrigin, TableRef
+
+CATALOG = StaticCatalog(
+    tables={
+        ("public", "customers"): ["id", "name", "email", "ssn"],
+        ("public", "orders"): ["id", "customer_id", "total", "note"],
+        ("crm", "contacts"): ["id", "phone"],
+        ("public", "customer_emails"): ["cid", "mail"],
+    },
+    views={("public", "customer_emails"): "SELECT id, lower(email) FROM customers"},
+    search_path=("public", "crm"),
+)
+
+
+def o(table: str, column: str, schema: str = "public") -> ColumnOrigin:
+    return ColumnOrigin(schema=schema, table=table, column=column)
+
+
+def origins(sql: str, catalog: StaticCatalog | None = CATALOG) -> list[set[ColumnOrigin]]:
+    (stmt,) = analyze(sql, catalog)
+    assert stmt.columns is not None
+    return [set(c.lineage.origins) for c in stmt.columns]
+
+
+EMAIL, SSN, NAME, CID = (
+    o("customers", "email"),
+    o("customers", "ssn"),
+    o("customers", "name"),
+    o("customers", "id"),
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT email FROM customers", [{EMAIL}]),
+        ("SELECT c.email AS contact FROM public.customers AS c", [{EMAIL}]),
+        ("SELECT upper(c.email) || '!' FROM customers c", [{EMAIL}]),
+        ("SELECT substring(ssn from 1 for 3)::int FROM customers", [{SSN}]),
+        (
+            "SELECT encode(convert_to(ssn, 'UTF8'), 'base64'), md5(email) FROM customers",
+            [{SSN}, {EMAIL}],
+        ),
+        ("SELECT CASE WHEN id > 1 THEN email ELSE name END FROM customers", [{CID, EMAIL, NAME}]),
+        ("SELECT json_build_object('e', email, 'n', name) FROM customers", [{EMAIL, NAME}]),
+        ("SELECT string_agg(ssn, ',') FROM customers GROUP BY name", [{SSN}]),
+        ("SELECT array_agg(email ORDER BY id) FROM customers", [{EMAIL, CID}]),
+        ("SELECT to_jsonb(c) FROM customers c", [{CID, NAME, EMAIL, SSN}]),
+        ("SELECT row_to_json(c.*) FROM customers c", [{CID, NAME, EMAIL, SSN}]),
+        ("SELECT ROW(email, 1) FROM customers", [{EMAIL}]),
+        ("SELECT count(*), count(ssn) FROM customers", [set(), {SSN}]),
+        (
+            "SELECT o.total, c.email FROM orders o JOIN customers c ON c.id = o.customer_id",
+            [{o("orders", "total")}, {EMAIL}],
+        ),
+        (
+            "WITH x AS (SELECT email AS e, ssn FROM customers) SELECT e, s.s FROM x, "
+            "(SELECT ssn AS s FROM x) s",
+            [{EMAIL}, {SSN}],
+        ),
+        (
+            "SELECT (SELECT max(email) FROM customers c WHERE c.id = o.customer_id) FROM orders o",
+            [{EMAIL}],
+        ),
+        (
+            "SELECT email FROM customers UNION ALL SELECT note FROM orders",
+            [{EMAIL, o("orders", "note")}],
+        ),
+        ("SELECT phone FROM contacts", [{o("contacts", "phone", "crm")}]),
+        ("SELECT mail FROM customer_emails", [{EMAIL}]),
+        ("SELECT a FROM (VALUES (1), (2)) v(a)", [set()]),
+        ("SELECT x.e FROM (SELECT email FROM customers) AS x(e)", [{EMAIL}]),
+        ("SELECT t.e FROM customers c, LATERAL (SELECT c.email AS e) t", [{EMAIL}]),
+        ("SELECT email, n FROM customers, generate_series(1, 3) AS g(n)", [{EMAIL}, set()]),
+        ("UPDATE customers SET name = 'x' RETURNING ssn", [{SSN}]),
+        ("COPY (SELECT email FROM customers) TO STDOUT", [{EMAIL}]),
+        ("COPY customers (ssn) TO STDOUT", [{SSN}]),
+        (
+            "WITH RECURSIVE r(n, e) AS (SELECT 1, email FROM customers UNION ALL "
+            "SELECT n + 1, e FROM r WHERE n < 3) SELECT e FROM r",
+            [{EMAIL}],
+        ),
+    ],
+)
+def test_origins(sql: str, expected: list[set[ColumnOrigin]]) -> None:
+    assert origins(sql) == expected
+
+
+def test_star_with_catalog_expands() -> None:
+    assert origins("SELECT * FROM customers") == [{CID}, {NAME}, {EMAIL}, {SSN}]
+    got = origins("SELECT c.*, o.total FROM customers c JOIN orders o ON true")
+    assert got == [{CID}, {NAME}, {EMAIL}, {SSN}, {o("orders", "total")}]
+
+
+def test_unresolved_star_names_the_table() -> None:
+    lin = result_lineage("SELECT 1 AS k, * FROM secret.cards", 4)
+    table = TableRef(schema="secret", table="cards")
+    assert lin[0] == ColumnLineage()
+    assert all(table in x.unresolved for x in lin[1:])
+    # With the catalog but an unknown table: the same.
+    lin2 = result_lineage("SELECT * FROM nowhere", 2, CATALOG)
+    assert all(TableRef(schema=None, table="nowhere") in x.unresolved for x in lin2)
+
+
+def test_no_catalog_named_columns_still_resolve() -> None:
+    got = origins("SELECT c.ssn, email FROM customers c", catalog=None)
+    assert got == [
+        {ColumnOrigin(schema="", table="customers", column="ssn")},
+        {ColumnOrigin(schema="", table="customers", column="email")},
+    ]
+
+
+def test_opaque_cases() -> None:
+    assert result_lineage("FETCH 10 FROM cur", 2) == [OPAQUE, OPAQUE]
+    assert result_lineage("SELECT my_function(id) FROM customers", 1, CATALOG) == [OPAQUE]
+    assert result_lineage("SELEC broken", 1) == [OPAQUE]
+    assert result_lineage("SELECT nosuchcol FROM customers", 1, CATALOG) == [OPAQUE]
+    assert result_lineage("SELECT 1, 2", 3) == [OPAQUE] * 3  # width mismatch
+    assert result_lineage("SELECT 1", 1, statement=5) == [OPAQUE]
+
+
+def test_non_row_statements() -> None:
+    (stmt,) = analyze("CREATE TABLE t (a int)")
+    assert stmt.columns == ()
+    (explain,) = analyze("EXPLAIN SELECT ssn FROM customers", CATALOG)
+    assert explain.for_result(1) == [ColumnLineage()]
+
+
+def test_multiple_statements() -> None:
+    stmts = analyze("SELECT email FROM customers; SELECT total FROM orders", CATALOG)
+    assert [s.for_result(1)[0].origins for s in stmts] == [
+        frozenset({EMAIL}),
+        frozenset({o("orders", "total")}),
+    ]
+
+
+def test_recursive_view_is_opaque() -> None:
+    cat = StaticCatalog(tables={("public", "v"): ["a"]}, views={("public", "v"): "SELECT a FROM v"})
+    assert result_lineage("SELECT a FROM v", 1, cat) == [OPAQUE]

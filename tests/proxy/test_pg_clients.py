@@ -296,3 +296,37 @@ def test_session_is_written_to_the_store(gateway: GatewayThread, token: str) -> 
     assert latest.bytes_from_client > 0
     assert latest.bytes_to_client > 0
     assert latest.end_reason == "client_terminated"
+
+
+def test_fast_path_function_calls_large_objects(
+    gateway: GatewayThread, tmp_path: Path, token: str
+) -> None:
+    """psql's \\lo_import and \\lo_export use the protocol's FunctionCall message."""
+    source = tmp_path / "blob.bin"
+    source.write_bytes(bytes(range(256)) * 64)
+    target = tmp_path / "copy.bin"
+    script = (
+        f"BEGIN;\n\\lo_import '{source}'\n\\lo_export :LASTOID '{target}'\n"
+        "SELECT lo_unlink(:LASTOID);\nCOMMIT;\n"
+    )
+    result = psql(gateway.dsn(token), "-v", "ON_ERROR_STOP=1", stdin=script)
+    assert result.returncode == 0, result.stderr
+    assert target.read_bytes() == source.read_bytes()
+
+
+def test_verify_full_with_the_wrong_server_name_is_refused(
+    pg: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    from tests.conftest import base_config
+
+    config = base_config(pg, tmp_path)
+    raw = config.model_dump(mode="json")
+    raw["connections"][0]["tls"]["server_name"] = "db.example.com"
+    thread = GatewayThread(type(config).model_validate(raw)).start()
+    try:
+        result = psql(thread.dsn(thread.token()), "-c", "SELECT 1")
+        assert result.returncode != 0
+        assert "TLS to the backend of connection 'app' failed" in result.stderr
+        assert "certificate verify failed" in result.stderr
+    finally:
+        thread.stop()

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import time
 from collections.abc import Iterator
 from pathlib import Path

@@ -52,7 +52,8 @@ class Pattern:
 class Detector:
     name: str
     patterns: tuple[Pattern, ...]
-    # Overlapping findings are merged; the highest priority names the merged span.
+    # Overlapping findings are merged; secrets (priority >= 80), then the
+    # longest, then the highest priority names the merged span.
     priority: int = 50
     # Whether `fake` can produce a format-valid value of this kind (else: redact).
     fakeable: bool = False

@@ -67,6 +67,16 @@ def _entries(detectors: Sequence[Detector]) -> tuple[_Entry, ...]:
     )
 
 
+# Detectors with this priority or more are secrets: they name a merged span
+# whatever its length (a password inside a URL that also looks like an email).
+SECRET_PRIORITY = 80
+
+
+def _rank(priority: int, length: int) -> tuple[bool, int, int]:
+    """Secrets first, then the longest finding, then the highest priority."""
+    return (priority >= SECRET_PRIORITY, length, priority)
+
+
 class Scanner:
     """Immutable after construction; safe to share (hyperscan scratch is per thread)."""
 
@@ -212,14 +222,14 @@ class Scanner:
                 out.append((s, e, name))
 
     def _merge(self, found: list[tuple[int, int, str]]) -> list[Finding]:
-        """Merge overlapping findings; the highest priority (then longest) names the span."""
+        """Merge overlapping findings into one span named by the best-ranked finding."""
         found.sort()
         prio = self._priority
         merged: list[Finding] = []
         cs, ce, cn = found[0]
         for s, e, name in found[1:]:
             if s < ce:
-                if (prio.get(name, 0), e - s) > (prio.get(cn, 0), ce - cs):
+                if _rank(prio.get(name, 0), e - s) > _rank(prio.get(cn, 0), ce - cs):
                     cn = name
                 ce = max(ce, e)
             else:

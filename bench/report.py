@@ -98,8 +98,7 @@ def goals(*, stream_rows: int) -> list[Goal]:
     for clients in (1, 8):
         out.append(
             Goal(
-                text=f"large results, content masking, no hits, {clients} client(s) "
-                ">= 0.6x direct",
+                text=f"large results, content masking, no hits, {clients} client(s) >= 0.6x direct",
                 workload="large-results",
                 case=f"clean-c{clients}",
                 target="sluice-governed",
@@ -179,27 +178,34 @@ def summarize(samples: list[Sample]) -> list[Summary]:
     out = []
     for (workload, case, target), items in groups.items():
         metric = MAIN_METRIC.get(workload, ("tps", ""))[0]
-        value = medians[(workload, case, target)].get(metric)
-
-        def ratio(ref: str, value: float | None = value, w: str = workload, c: str = case) -> float | None:
-            base = medians.get((w, c, ref), {}).get(metric)
-            if value is None or not base:
-                return None
-            return value / base
-
+        mine = medians[(workload, case, target)]
         out.append(
             Summary(
                 workload=workload,
                 case=case,
                 target=target,
-                medians=medians[(workload, case, target)],
+                medians=mine,
                 n=sum(1 for i in items if i.error is None),
                 errors=[i.error for i in items if i.error is not None],
-                ratio_direct=ratio("direct") if target != "direct" else None,
-                ratio_pgbouncer=ratio("pgbouncer") if target != "pgbouncer" else None,
+                ratio_direct=None
+                if target == "direct"
+                else _ratio_of(
+                    mine.get(metric), medians.get((workload, case, "direct"), {}).get(metric)
+                ),
+                ratio_pgbouncer=None
+                if target == "pgbouncer"
+                else _ratio_of(
+                    mine.get(metric), medians.get((workload, case, "pgbouncer"), {}).get(metric)
+                ),
             )
         )
     return out
+
+
+def _ratio_of(value: float | None, base: float | None) -> float | None:
+    if value is None or not base:
+        return None
+    return value / base
 
 
 def judge(goal: Goal, summaries: list[Summary]) -> tuple[str, float | None]:
@@ -240,7 +246,13 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_json(path: Path, run: dict[str, Any], samples: list[Sample], summaries: list[Summary], goal_rows: list[dict[str, Any]]) -> None:
+def write_json(
+    path: Path,
+    run: dict[str, Any],
+    samples: list[Sample],
+    summaries: list[Summary],
+    goal_rows: list[dict[str, Any]],
+) -> None:
     payload = {
         **run,
         "samples": [asdict(s) for s in samples],
@@ -256,11 +268,17 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
-def goal_rows(goal_list: list[Goal], summaries: list[Summary]) -> list[dict[str, Any]]:
+def goal_rows(
+    goal_list: list[Goal], summaries: list[Summary], *, masking_inactive: set[str]
+) -> list[dict[str, Any]]:
+    """Each goal judged; goals about masking on a target that masked nothing get a caveat."""
     rows = []
     for goal in goal_list:
         status, value = judge(goal, summaries)
-        rows.append({**asdict(goal), "status": status, "value": value})
+        caveat = None
+        if goal.workload == "large-results" and goal.target in masking_inactive:
+            caveat = "masking not applied by the gateway"
+        rows.append({**asdict(goal), "status": status, "value": value, "caveat": caveat})
     return rows
 
 
@@ -296,7 +314,8 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
     for g in goal_list:
         value = g["value"]
         shown = "-" if value is None else (f"{value:.2f}x" if g["reference"] else f"{value:.1f}")
-        lines.append(f"| {g['text']} | {shown} | **{g['status']}** |")
+        status = f"**{g['status']}**" + (f" ({g['caveat']})" if g.get("caveat") else "")
+        lines.append(f"| {g['text']} | {shown} | {status} |")
     lines.append("")
     by_workload: dict[str, list[Summary]] = defaultdict(list)
     for s in summaries:
@@ -322,17 +341,17 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
             for case in cases:
                 cells = []
                 for target in targets:
-                    s = index.get((case, target))
-                    if s is None:
+                    found = index.get((case, target))
+                    if found is None:
                         cells.append("")
                         continue
-                    cell = _fmt(s.medians.get(metric), metric)
-                    if workload == "large-results" and "mb_per_s" in s.medians:
-                        cell += f" ({s.medians['mb_per_s']:.1f} MB/s)"
-                    if s.ratio_direct is not None or s.ratio_pgbouncer is not None:
-                        cell += f" ({_ratio(s.ratio_direct)} / {_ratio(s.ratio_pgbouncer)})"
-                    if s.errors:
-                        cell += f" ⚠ {len(s.errors)} error(s)"
+                    cell = _fmt(found.medians.get(metric), metric)
+                    if workload == "large-results" and "mb_per_s" in found.medians:
+                        cell += f" ({found.medians['mb_per_s']:.1f} MB/s)"
+                    if found.ratio_direct is not None or found.ratio_pgbouncer is not None:
+                        cell += f" ({_ratio(found.ratio_direct)} / {_ratio(found.ratio_pgbouncer)})"
+                    if found.errors:
+                        cell += f" ⚠ {len(found.errors)} error(s)"
                     cells.append(cell)
                 lines.append(f"| {case} | " + " | ".join(cells) + " |")
         else:
@@ -351,7 +370,9 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
     return "\n".join(lines)
 
 
-def plots(out: Path, summaries: list[Summary], series: dict[str, list[tuple[float, float]]]) -> list[Path]:
+def plots(
+    out: Path, summaries: list[Summary], series: dict[str, list[tuple[float, float]]]
+) -> list[Path]:
     """Bar charts per workload and RSS over time for the big stream."""
     import matplotlib
 

@@ -109,7 +109,9 @@ def _kill_all() -> None:
         _kill_group(proc, grace=2.0)
 
 
-def spawn(argv: list[str], *, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str], *, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a long-running server in its own process group, output to `log`."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -128,7 +130,9 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: str) ->
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.05)
-    raise BenchSetupError(f"{what} did not listen on port {port} in {START_TIMEOUT:.0f}s:\n{tail(log)}")
+    raise BenchSetupError(
+        f"{what} did not listen on port {port} in {START_TIMEOUT:.0f}s:\n{tail(log)}"
+    )
 
 
 def tail(path: Path, lines: int = 30) -> str:

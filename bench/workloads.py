@@ -18,7 +18,6 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import pq
@@ -28,7 +27,7 @@ from bench.targets import APPROVER_GROUP, APPROVER_USER, Endpoint, gateway_rss
 PGBENCH_SCALE = 10
 CUSTOMER_ROWS = 10_000
 # A worker gets this long to connect before the measured window opens.
-CONNECT_LEAD = 1.5
+CONNECT_LEAD = 1.0
 # Rows per chunk when streaming (libpq chunked-rows mode): bounded client memory.
 STREAM_CHUNK = 1000
 RSS_SAMPLE_SECONDS = 0.1
@@ -146,7 +145,9 @@ def masked_cells(direct: Endpoint, through: Endpoint, table: str, limit: int = 5
     with psycopg.connect(direct.dsn()) as a, psycopg.connect(through.dsn()) as b:
         rows_a = a.execute(sql).fetchall()
         rows_b = b.execute(sql).fetchall()
-    return sum(x != y for ra, rb in zip(rows_a, rows_b, strict=True) for x, y in zip(ra, rb, strict=True))
+    return sum(
+        x != y for ra, rb in zip(rows_a, rows_b, strict=True) for x, y in zip(ra, rb, strict=True)
+    )
 
 
 # pgbench
@@ -178,7 +179,12 @@ def pgbench(
     if connect:
         argv.append("-C")
     proc = subprocess.run(
-        argv, env=endpoint.pg_env(), capture_output=True, text=True, check=False, timeout=seconds + 120
+        argv,
+        env=endpoint.pg_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 120,
     )
     out = proc.stdout
     tps = _TPS.search(out)
@@ -221,9 +227,9 @@ def fetch_worker(dsn: str, sql: str, start_at: float, duration: float) -> tuple[
 
 
 def large_results(
-    pool: ProcessPoolExecutor,
     endpoint: Endpoint,
     *,
+    pool: ProcessPoolExecutor,
     table: str,
     clients: int,
     seconds: float,
@@ -265,7 +271,7 @@ def stream_worker(dsn: str, sql: str) -> tuple[int, float]:
 
 
 def stream(
-    pool: ProcessPoolExecutor, endpoint: Endpoint, *, rows: int
+    endpoint: Endpoint, *, pool: ProcessPoolExecutor, rows: int
 ) -> tuple[dict[str, float], list[tuple[float, float]]]:
     """`generate_series` of `rows` rows, sampling the gateway's RSS every 100 ms."""
     assert endpoint.pid is not None
@@ -314,7 +320,9 @@ def approval_roundtrip(endpoint: Endpoint, *, store_url: str, rounds: int) -> di
             with psycopg.connect(endpoint.dsn(), autocommit=True) as conn:
                 for i in range(rounds):
                     go.acquire()
-                    row = conn.execute(f"UPDATE t SET x = {i + 1} WHERE id = 1 RETURNING x").fetchone()
+                    row = conn.execute(
+                        f"UPDATE t SET x = {i + 1} WHERE id = 1 RETURNING x"
+                    ).fetchone()
                     stamp = time.perf_counter()
                     if row is None or row[0] != i + 1:
                         raise WorkloadError(f"unexpected result {row!r}")

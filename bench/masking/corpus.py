@@ -46,7 +46,7 @@ LABELS = (
 )
 
 # Real NANP area codes (a sample), so generated numbers are valid.
-AREA_CODES = (
+_AREA_TEXT = (
     "201 202 203 205 206 212 213 214 215 216 217 224 225 228 229 231 234 239 240 248 251 "
     "252 253 254 256 260 262 267 269 270 276 281 301 302 303 304 305 307 308 309 310 312 "
     "313 314 315 316 317 318 319 320 321 323 330 334 336 337 339 347 351 352 360 361 385 "
@@ -60,7 +60,8 @@ AREA_CODES = (
     "843 845 847 848 850 856 857 858 859 860 862 863 864 865 870 901 903 904 906 907 908 "
     "909 910 912 913 914 915 916 917 918 919 920 925 928 931 936 937 940 941 947 949 952 "
     "954 956 970 971 972 973 978 979 980 985 989"
-).split()
+)
+AREA_CODES = tuple(_AREA_TEXT.split())
 INTL_REGIONS = ("GB", "DE", "FR", "IN", "BR", "AU", "JP", "ES", "IT", "NL", "MX", "ZA")
 
 
@@ -150,42 +151,55 @@ class Generator:
         if r < 0.1:
             return f"fe80::{self.rng.randrange(1, 0xFFFF):x}:{self.rng.randrange(1, 0xFFFF):x}"
         if r < 0.2:
-            return f"100.{self.rng.randrange(64, 128)}.{self.rng.randrange(256)}.{self.rng.randrange(1, 255)}"
+            return f"100.{self.rng.randrange(64, 128)}.{self.rng.randrange(256)}.{self.rng.randrange(1, 255)}"  # noqa: E501
         return str(self.fake.ipv4_private())
 
     def _chars(self, alphabet: str, n: int) -> str:
         return "".join(self.rng.choice(alphabet) for _ in range(n))
 
     def aws_access_key(self) -> str:
-        return self.rng.choice(["AKIA", "ASIA"]) + self._chars(string.ascii_uppercase + "234567", 16)
+        return self.rng.choice(["AKIA", "ASIA"]) + self._chars(
+            string.ascii_uppercase + "234567", 16
+        )
 
     def aws_secret_key(self) -> str:
         while True:
             v = self._chars(string.ascii_letters + string.digits + "+/", 40)
-            if any(c.isupper() for c in v) and any(c.islower() for c in v) and any(c.isdigit() for c in v):
+            if (
+                any(c.isupper() for c in v)
+                and any(c.islower() for c in v)
+                and any(c.isdigit() for c in v)
+            ):
                 return v
 
     def github_token(self) -> str:
-        return self.rng.choice(["ghp_", "gho_", "ghs_"]) + self._chars(string.ascii_letters + string.digits, 36)
+        return self.rng.choice(["ghp_", "gho_", "ghs_"]) + self._chars(
+            string.ascii_letters + string.digits, 36
+        )
 
     def slack_token(self) -> str:
-        return f"xoxb-{self._chars(string.digits, 12)}-{self._chars(string.digits, 12)}-{self._chars(string.ascii_letters + string.digits, 24)}"
+        return f"xoxb-{self._chars(string.digits, 12)}-{self._chars(string.digits, 12)}-{self._chars(string.ascii_letters + string.digits, 24)}"  # noqa: E501
 
     def stripe_key(self) -> str:
-        return self.rng.choice(["sk_live_", "rk_live_"]) + self._chars(string.ascii_letters + string.digits, 24)
+        return self.rng.choice(["sk_live_", "rk_live_"]) + self._chars(
+            string.ascii_letters + string.digits, 24
+        )
 
     def jwt(self) -> str:
         def b64(obj: Any) -> str:
             return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
         header = b64({"alg": self.rng.choice(["HS256", "RS256"]), "typ": "JWT"})
-        payload = b64({"sub": str(self.rng.randrange(10**6)), "name": self.fake.name(), "iat": 1700000000})
+        payload = b64(
+            {"sub": str(self.rng.randrange(10**6)), "name": self.fake.name(), "iat": 1700000000}
+        )
         sig = base64.urlsafe_b64encode(self.rng.randbytes(32)).rstrip(b"=").decode()
         return f"{header}.{payload}.{sig}"
 
     def private_key(self) -> str:
         body = "\n".join(
-            base64.b64encode(self.rng.randbytes(48)).decode() for _ in range(self.rng.randrange(3, 8))
+            base64.b64encode(self.rng.randbytes(48)).decode()
+            for _ in range(self.rng.randrange(3, 8))
         )
         kind = self.rng.choice(["RSA ", "EC ", "", "OPENSSH "])
         return f"-----BEGIN {kind}PRIVATE KEY-----\n{body}\n-----END {kind}PRIVATE KEY-----"
@@ -203,7 +217,11 @@ class Generator:
         """(prefix, value, suffix) for a value in a realistic carrier."""
         v = self.value(label)
         if label == "aws_secret_key":
-            return self.rng.choice(["aws_secret_access_key=", "AWS secret: ", '"SecretAccessKey": "']), v, ""
+            return (
+                self.rng.choice(["aws_secret_access_key=", "AWS secret: ", '"SecretAccessKey": "']),
+                v,
+                "",
+            )
         if label == "password":
             user, host = self.fake.user_name(), self.fake.domain_word()
             style = self.rng.choice(["url", "kv", "json"])
@@ -264,7 +282,7 @@ class Generator:
             area = r.choice(["000", "666", f"9{r.randrange(10)}{r.randrange(10)}"])
             return f"test SSN {area}-{r.randrange(1, 100):02d}-{r.randrange(1, 10000):04d}"
         if choice == 2:
-            return f"upgraded to version {r.randrange(1, 20)}.{r.randrange(10)}.{r.randrange(10)}.{r.randrange(100)}"
+            return f"upgraded to version {r.randrange(1, 20)}.{r.randrange(10)}.{r.randrange(10)}.{r.randrange(100)}"  # noqa: E501
         if choice == 3:
             return f"order ORD-{r.randrange(2015, 2026)}-{r.randrange(10**6):06d} shipped"
         if choice == 4:
@@ -274,24 +292,26 @@ class Generator:
         if choice == 6:
             return f"sha1 {self.fake.sha1()} md5 {self.fake.md5()}"
         if choice == 7:
-            return f"total ${r.randrange(1, 10**6):,}.{r.randrange(100):02d} ({r.randrange(10**9)} items)"
+            return f"total ${r.randrange(1, 10**6):,}.{r.randrange(100):02d} ({r.randrange(10**9)} items)"  # noqa: E501
         if choice == 8:
             return f"see icon@2x.png and {self.fake.user_name()}@localhost"
         if choice == 9:
-            return f"mac {self.fake.mac_address()} at {r.randrange(24):02d}:{r.randrange(60):02d}:{r.randrange(60):02d}"
+            return f"mac {self.fake.mac_address()} at {r.randrange(24):02d}:{r.randrange(60):02d}:{r.randrange(60):02d}"  # noqa: E501
         if choice == 10:
-            return f"tracking {r.randrange(10**15, 10**16)} and epoch {r.randrange(10**12, 2 * 10**12)}"
+            return f"tracking {r.randrange(10**15, 10**16)} and epoch {r.randrange(10**12, 2 * 10**12)}"  # noqa: E501
         if choice == 11:
-            return f"isbn 978-{r.randrange(10)}-{r.randrange(10**3):03d}-{r.randrange(10**5):05d}-{r.randrange(10)}"
+            return f"isbn 978-{r.randrange(10)}-{r.randrange(10**3):03d}-{r.randrange(10**5):05d}-{r.randrange(10)}"  # noqa: E501
         if choice == 12:
-            return f"invalid phone 555-{r.randrange(100, 1000)}-{r.randrange(10**4):04d} or 123-456-7890"
+            return f"invalid phone 555-{r.randrange(100, 1000)}-{r.randrange(10**4):04d} or 123-456-7890"  # noqa: E501
         if choice == 13:
             return f"password reset requested by {self.fake.first_name()}"
         if choice == 14:
             iban = list(str(self.fake.iban()))
             iban[-1] = str((int(iban[-1]) + 1) % 10) if iban[-1].isdigit() else "0"
             return f"bad iban {''.join(iban)}"
-        return f"coordinates {self.fake.latitude()}, {self.fake.longitude()} zip {self.fake.zipcode()}"
+        return (
+            f"coordinates {self.fake.latitude()}, {self.fake.longitude()} zip {self.fake.zipcode()}"
+        )
 
     def lookalike_sample(self) -> Sample:
         text = self.fake.sentence() + " " + self.lookalike() + ". " + self.lookalike() + "."
@@ -313,7 +333,9 @@ def generate(size: int, seed: int) -> list[Sample]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=2000, help="number of samples")
     parser.add_argument("--seed", type=int, default=7, help="random seed")
     parser.add_argument("--out", default="-", help="JSON-lines output path, '-' for stdout")

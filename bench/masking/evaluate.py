@@ -37,6 +37,8 @@ PRESIDIO_LABELS = {
     "IP_ADDRESS": "ip",
 }
 FAMILY = {"ip_address": "ip", "ip_private": "ip"}
+# PII types both tools detect: the fair overall comparison.
+COMMON = ("email", "phone", "ssn", "credit_card", "iban", "ip")
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
@@ -60,9 +62,10 @@ def sluice_predictor() -> Callable[[str], list[Span]]:
     return predict
 
 
-def presidio_predictor(threshold: float, model: str) -> tuple[Callable[[str], list[Span]], str] | None:
+def presidio_predictor(
+    threshold: float, model: str
+) -> tuple[Callable[[str], list[Span]], str] | None:
     try:
-        import presidio_analyzer
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
     except ImportError:
@@ -83,14 +86,22 @@ def presidio_predictor(threshold: float, model: str) -> tuple[Callable[[str], li
                 out.append((r.start, r.end, label))
         return out
 
-    return predict, f"presidio-analyzer {presidio_analyzer.__version__ if hasattr(presidio_analyzer, '__version__') else '?'} ({model})"
+    from importlib.metadata import version
+
+    spacy_version = version("spacy")
+    return predict, (
+        f"presidio-analyzer {version('presidio-analyzer')}, spaCy {spacy_version}, model {model}, "
+        f"score_threshold {threshold}"
+    )
 
 
 def _family(label: str) -> str:
     return FAMILY.get(label, label)
 
 
-def score(samples: Sequence[Sample], predictions: Sequence[list[Span]], *, family: bool) -> dict[str, Any]:
+def score(
+    samples: Sequence[Sample], predictions: Sequence[list[Span]], *, family: bool
+) -> dict[str, Any]:
     norm = _family if family else (lambda x: x)
     gold_n: Counter[str] = Counter()
     recall_hit: Counter[str] = Counter()
@@ -124,6 +135,16 @@ def score(samples: Sequence[Sample], predictions: Sequence[list[Span]], *, famil
         }
         for lab in labels
     }
+    if family:
+        common_pred = sum(pred_n[lab] for lab in COMMON)
+        common_gold = sum(gold_n[lab] for lab in COMMON)
+        table["COMMON"] = {
+            "gold": common_gold,
+            "predicted": common_pred,
+            "precision": sum(pred_ok[lab] for lab in COMMON) / common_pred if common_pred else None,
+            "recall": sum(recall_hit[lab] for lab in COMMON) / common_gold if common_gold else None,
+            "covered": sum(covered[lab] for lab in COMMON) / common_gold if common_gold else None,
+        }
     total_pred = sum(pred_n.values())
     total_gold = sum(gold_n.values())
     table["ALL"] = {
@@ -141,17 +162,27 @@ def _pct(x: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=3000, help="corpus samples")
     parser.add_argument("--seed", type=int, default=7, help="corpus seed")
-    parser.add_argument("--presidio-threshold", type=float, default=0.0, help="Presidio score_threshold")
+    parser.add_argument(
+        "--presidio-threshold", type=float, default=0.0, help="Presidio score_threshold"
+    )
     parser.add_argument("--spacy-model", default="en_core_web_sm", help="spaCy model for Presidio")
-    parser.add_argument("--no-presidio", action="store_true", help="skip Presidio even if installed")
-    parser.add_argument("--out", default=str(RESULTS / "masking_eval.json"), help="JSON output path")
+    parser.add_argument(
+        "--no-presidio", action="store_true", help="skip Presidio even if installed"
+    )
+    parser.add_argument(
+        "--out", default=str(RESULTS / "masking_eval.json"), help="JSON output path"
+    )
     args = parser.parse_args(argv)
 
     samples = generate(args.size, args.seed)
-    tools: dict[str, tuple[Callable[[str], list[Span]], str]] = {"sluice": (sluice_predictor(), "sluice")}
+    tools: dict[str, tuple[Callable[[str], list[Span]], str]] = {
+        "sluice": (sluice_predictor(), "sluice")
+    }
     if not args.no_presidio:
         presidio = presidio_predictor(args.presidio_threshold, args.spacy_model)
         if presidio is not None:
@@ -174,12 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("|" + "---|" * (2 + 3 * len(names)))
     sluice_rows = report["tools"]["sluice"]["exact"]["labels"]
-    rows = [lab for lab in LABELS if lab in sluice_rows] + ["ip", "ALL"]
+    rows = [lab for lab in LABELS if lab in sluice_rows] + ["ip", "COMMON", "ALL"]
     for lab in rows:
         cells = []
         gold = None
         for n in names:
-            view = report["tools"][n]["family" if lab == "ip" or n != "sluice" else "exact"]["labels"]
+            use_family = lab in ("ip", "COMMON") or n != "sluice"
+            view = report["tools"][n]["family" if use_family else "exact"]["labels"]
             if n == "presidio" and lab in FAMILY:
                 view = {}
             m = view.get(lab, {})

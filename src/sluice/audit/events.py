@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
+
+import orjson
 
 from sluice.events import Identity, SessionContext
 
@@ -233,7 +234,7 @@ def format_timestamp(ts: dt.datetime) -> str:
     """UTC ISO 8601 with microseconds and a Z suffix."""
     if ts.tzinfo is None:
         raise ValueError("audit timestamps must be timezone-aware")
-    return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(dt.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _value(value: Any) -> Any:
@@ -257,5 +258,16 @@ def to_dict(event: AuditEvent) -> dict[str, Any]:
 
 
 def to_json(event: AuditEvent) -> str:
-    """One line of compact JSON (no newline)."""
-    return json.dumps(to_dict(event), ensure_ascii=False, separators=(",", ":"))
+    """One line of compact JSON (no newline); the same members as `to_dict`."""
+    if event.timestamp.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    head = b'{"type":"' + event.TYPE.encode() + b'","schema":' + str(SCHEMA_VERSION).encode()
+    body = orjson.dumps(event, option=orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_SUBCLASS,
+                        default=_orjson_default)
+    return (head + b"," + body[1:]).decode() if len(body) > 2 else (head + b"}").decode()
+
+
+def _orjson_default(value: Any) -> Any:
+    if isinstance(value, str):  # StrEnum members, passed through by OPT_PASSTHROUGH_SUBCLASS
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

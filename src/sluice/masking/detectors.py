@@ -93,10 +93,9 @@ _PHONE_US = _p(
     after=rb"(?![\w\-]|\.\d)",
     validator=v.phone_ok,
 )
-_PHONE_INTL = _p(
-    rb"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}",
-    before=rb"(?<![\w+])",
-    after=rb"(?![\w\-]|\.\d)",
+_PHONE_INTL = Pattern(
+    regex=rb"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}(?![\w\-]|\.\d)",
+    prefilter=rb"\+\d",
     validator=v.phone_ok,
 )
 
@@ -113,10 +112,10 @@ _SSN_CONTEXT = _p(
     validator=v.ssn_ok,
 )
 
-_CARD = _p(
-    rb"\d(?:[ \-]?\d){11,18}",
-    before=rb"(?<![\w\-.])",
-    after=rb"(?![\w\-]|\.\d)",
+_CARD = Pattern(
+    regex=rb"(?<![\w\-.])\d(?:[ \-]?\d){11,18}(?![\w\-]|\.\d)",
+    # Short anchor: one report per card, not one per possible length.
+    prefilter=rb"\b\d(?:[ \-]?\d){11}",
     validator=v.card_ok,
 )
 
@@ -137,10 +136,9 @@ _IPV6_BODY = (
 
 def _ip_patterns(validator: v.Validator) -> tuple[Pattern, ...]:
     return (
-        _p(
-            _IPV4_BODY,
-            before=rb"(?<![\w.])",
-            after=rb"(?![\w]|\.\d)",
+        Pattern(
+            regex=rb"(?<![\w.])" + _IPV4_BODY + rb"(?![\w]|\.\d)",
+            prefilter=rb"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d",
             validator=validator,
             context=True,
         ),

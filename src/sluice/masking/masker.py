@@ -34,7 +34,14 @@ from sluice.masking.model import (
     TableRef,
 )
 from sluice.masking.scanner import Backend, Finding, Scanner
-from sluice.masking.strategies import COLUMN_KIND, REDACT, Action, Replacer, Strategy
+from sluice.masking.strategies import (
+    COLUMN_KIND,
+    REDACT,
+    Action,
+    Replacer,
+    Strategy,
+    redact,
+)
 
 if TYPE_CHECKING:
     from sluice.masking.copy import CopyFormat, CopyMasker
@@ -121,6 +128,7 @@ class _Scan:
     column: ResultColumn
     is_json: bool
     decode: bool  # binary number: scan its decimal text
+    text_like: bool  # masked text is valid as is
 
 
 class Masker:
@@ -163,6 +171,10 @@ class Masker:
                 actions[c.name] = act if c.name not in actions else actions[c.name].stronger(act)
         self._rules = tuple(rules)
         self._actions = actions
+        # Redacted detectors: the placeholder does not depend on the value.
+        self._fixed = {
+            name: redact(name) for name, a in actions.items() if a.strategy is Strategy.REDACT
+        }
         detectors = [BUILTIN_DETECTORS[n] for n in BUILTIN_DETECTORS if n in actions]
         detectors.extend(custom.values())
         self.scanner = Scanner(detectors, backend=backend)
@@ -234,6 +246,7 @@ class Masker:
                         is_json=col.type_oid in pgtypes.JSON_TYPES,
                         decode=col.format == pgtypes.BINARY_FORMAT
                         and col.type_oid in pgtypes.NUMERIC_TYPES,
+                        text_like=pgtypes.is_text_like(col.type_oid, col.format, self._extra_text),
                     )
                 )
         plan = RowMasker(self, tuple(whole), tuple(scan), len(columns)) if whole or scan else None
@@ -258,15 +271,21 @@ class Masker:
         """Replace each finding by its detector's action; None if one says NULL."""
         parts: list[bytes] = []
         pos = 0
+        fixed = self._fixed
         for f in findings:
-            s, e = _utf8_snap(value, f.start, f.end)
-            s = max(s, pos)
-            action = self._actions.get(f.detector, REDACT)
-            if action.strategy is Strategy.NULL and not allow_null:
-                action = REDACT
-            rep = self._replacer.replace(value[s:e], f.detector, action)
+            s, e, name = f
+            if (s < len(value) and value[s] >= 0x80) or (e < len(value) and value[e] >= 0x80):
+                s, e = _utf8_snap(value, s, e)
+            if s < pos:
+                s = pos
+            rep = fixed.get(name)
             if rep is None:
-                return None
+                action = self._actions.get(name, REDACT)
+                if action.strategy is Strategy.NULL and not allow_null:
+                    action = REDACT
+                rep = self._replacer.replace(value[s:e], name, action)
+                if rep is None:
+                    return None
             parts.append(value[pos:s])
             parts.append(rep)
             pos = e
@@ -396,6 +415,7 @@ class RowMasker:
         changed: dict[int, Row] = {}
         by_det: Counter[str] = Counter()
         by_col: Counter[str] = Counter()
+        names: list[str] = []  # detector of every finding, counted once at the end
         nvals = 0
 
         def writable(ri: int) -> Row:
@@ -452,11 +472,12 @@ class RowMasker:
                 raw = rows[ri][plan.index]
                 if raw is None:
                     continue
-                new = self._mask_found(plan, raw, values[j], findings, by_det)
+                new = self._mask_found(plan, raw, values[j], findings, by_det, names)
                 writable(ri)[plan.index] = new
                 by_col[plan.column.name] += 1
                 nvals += 1
-                handled.add(j)
+                if plan.is_json:
+                    handled.add(j)
             # JSON can hide text behind \u escapes that the raw scan cannot read.
             for c, plan in enumerate(self._scan):
                 if not plan.is_json:
@@ -473,6 +494,8 @@ class RowMasker:
 
         if not changed:
             return rows, EMPTY_STATS
+        if names:
+            by_det.update(names)
         out = [changed.get(i, r) for i, r in enumerate(rows)]
         return out, MaskStats.of(nvals, by_det, by_col)
 
@@ -496,7 +519,13 @@ class RowMasker:
         )
 
     def _mask_found(
-        self, plan: _Scan, raw: bytes, view: bytes, findings: list[Finding], counts: Counter[str]
+        self,
+        plan: _Scan,
+        raw: bytes,
+        view: bytes,
+        findings: list[Finding],
+        counts: Counter[str],
+        names: list[str],
     ) -> bytes | None:
         col = plan.column
         if plan.is_json:
@@ -507,10 +536,13 @@ class RowMasker:
                 counts.update(f.detector for f in findings)
                 return None
             return self._mask_json(plan, raw, counts)
-        counts.update(f.detector for f in findings)
+        for f in findings:
+            names.append(f.detector)
         if plan.decode:
             return None  # binary number holding PII: no valid masked binary form
         masked = self._masker.apply(view, findings)
+        if plan.text_like:
+            return masked
         return pgtypes.coerce_masked(col.type_oid, col.format, masked, self._masker._extra_text)
 
 

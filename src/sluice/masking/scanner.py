@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -56,6 +56,16 @@ class _Entry:
     checks: tuple[tuple[str, Validator], ...]
 
 
+# Per hyperscan id: match, value groups, needs context, checks, entry if windowed.
+_Fast = tuple[
+    Callable[[bytes, int], "re.Match[bytes] | None"],
+    tuple[str, ...],
+    bool,
+    tuple[tuple[str, Validator], ...],
+    "_Entry | None",
+]
+
+
 def _entries(detectors: Sequence[Detector]) -> tuple[_Entry, ...]:
     groups: dict[tuple[bytes, bytes, int, int], list[tuple[Pattern, str]]] = {}
     for d in detectors:
@@ -65,6 +75,11 @@ def _entries(detectors: Sequence[Detector]) -> tuple[_Entry, ...]:
         _Entry(pattern=g[0][0], checks=tuple((name, p.validator) for p, name in g))
         for g in groups.values()
     )
+
+
+def _finding(t: tuple[int, int, str]) -> Finding:
+    # tuple.__new__ skips the NamedTuple constructor's Python-level wrapper.
+    return tuple.__new__(Finding, t)
 
 
 # Detectors with this priority or more are secrets: they name a merged span
@@ -87,6 +102,7 @@ class Scanner:
         self._local = threading.local()
         self._hs_db: Any = None
         self._hs_ids: tuple[int, ...] = ()
+        self._fast: tuple[_Fast, ...] = ()
         self._slow: tuple[int, ...] = ()  # entries the automaton could not take
         self._re2_set: Any = None
         self._re2_ids: tuple[int, ...] = ()
@@ -114,6 +130,16 @@ class Scanner:
                 )
                 self._hs_db = db
                 self._hs_ids = tuple(ok)
+                self._fast = tuple(
+                    (
+                        e.pattern.compiled.match,
+                        e.pattern.value_groups,
+                        e.pattern.context,
+                        e.checks,
+                        e if e.pattern.lookback else None,
+                    )
+                    for e in (self._entries[i] for i in ok)
+                )
             self._slow = tuple(slow)
             return "hyperscan"
         r2 = _re2() if backend in (None, "re2") else None
@@ -145,6 +171,13 @@ class Scanner:
 
     def scan(self, buf: bytes) -> list[Finding]:
         """Validated findings in `buf`, sorted, overlaps merged into one span."""
+        raw = self._raw(buf)
+        if not raw:
+            return []
+        return [_finding(f) for f in self._merge(raw)]
+
+    def _raw(self, buf: bytes) -> list[tuple[int, int, str]]:
+        """Validated, unmerged findings."""
         raw: list[tuple[int, int, str]] = []
         if self._hs_db is not None:
             hits: list[int] = []
@@ -156,23 +189,53 @@ class Scanner:
 
             self._hs_db.scan(buf, match_event_handler=on_match, scratch=self._scratch())
             if hits:
-                entries = [self._entries[i] for i in self._hs_ids]
-                accept = self._accept
-                for key in set(hits):
-                    start, idx = divmod(key, n)
-                    entry = entries[idx]
-                    if entry.pattern.lookback:
-                        self._exact_window(entry, buf, start, raw)
-                    else:
-                        m = entry.pattern.compiled.match(buf, start)
-                        if m is not None:
-                            accept(entry, buf, m, raw)
+                self._validate_hits(buf, hits, n, raw)
         elif self._re2_set is not None:
             for idx in self._re2_set.Match(buf) or ():
                 self._exact_all(self._entries[self._re2_ids[idx]], buf, raw)
         for i in self._slow:
             self._exact_all(self._entries[i], buf, raw)
-        return self._merge(raw) if raw else []
+        return raw
+
+    def _validate_hits(
+        self, buf: bytes, hits: list[int], n: int, out: list[tuple[int, int, str]]
+    ) -> None:
+        """Exact regex and validators at each distinct (start, pattern) hit.
+
+        The hot loop of PII-dense data: kept flat on purpose.
+        """
+        fast = self._fast
+        append = out.append
+        for key in set(hits):
+            start, idx = divmod(key, n)
+            match, groups, context, checks, entry = fast[idx]
+            if entry is not None:  # anchor may start after the match: search a window
+                self._exact_window(entry, buf, start, out)
+                continue
+            m = match(buf, start)
+            if m is None:
+                continue
+            if groups:
+                for g in groups:
+                    if m.group(g) is not None:
+                        s, e = m.span(g)
+                        break
+                else:
+                    continue
+                if e <= s:
+                    continue
+            else:
+                s = start
+                e = m.end()
+            value = buf[s:e]
+            before = buf[max(0, s - CONTEXT_BYTES) : s].rpartition(SEPARATOR)[2] if context else b""
+            for name, validator in checks:
+                try:
+                    valid = validator(value, before)
+                except Exception:  # a validator bug must not unmask: fail closed
+                    valid = True
+                if valid:
+                    append((s, e, name))
 
     def _exact_window(
         self, entry: _Entry, buf: bytes, start: int, out: list[tuple[int, int, str]]
@@ -221,11 +284,11 @@ class Scanner:
             if valid:
                 out.append((s, e, name))
 
-    def _merge(self, found: list[tuple[int, int, str]]) -> list[Finding]:
+    def _merge(self, found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
         """Merge overlapping findings into one span named by the best-ranked finding."""
         found.sort()
         prio = self._priority
-        merged: list[Finding] = []
+        merged: list[tuple[int, int, str]] = []
         cs, ce, cn = found[0]
         for s, e, name in found[1:]:
             if s < ce:
@@ -233,9 +296,9 @@ class Scanner:
                     cn = name
                 ce = max(ce, e)
             else:
-                merged.append(Finding(cs, ce, cn))
+                merged.append((cs, ce, cn))
                 cs, ce, cn = s, e, name
-        merged.append(Finding(cs, ce, cn))
+        merged.append((cs, ce, cn))
         return merged
 
     def scan_many(self, values: Sequence[bytes]) -> dict[int, list[Finding]]:
@@ -247,32 +310,37 @@ class Scanner:
         if not values:
             return {}
         if len(values) == 1:
-            found = self.scan(values[0])
-            return {0: found} if found else {}
-        found = self.scan(SEPARATOR.join(values))
-        if not found:
+            single = self.scan(values[0])
+            return {0: single} if single else {}
+        buf = SEPARATOR.join(values)
+        raw = self._raw(buf)
+        if not raw:
             return {}
+        found = self._merge(raw)
         out: dict[int, list[Finding]] = {}
         # Walk values and findings together; both are sorted by offset.
         i = 0
         base = 0
         vend = len(values[0])
         last = len(values) - 1
-        for f in found:
-            while f.start >= vend and i < last:
+        for fs, fe, name in found:
+            while fs >= vend and i < last:
                 i += 1
                 base = vend + 1
                 vend = base + len(values[i])
+            if fe <= vend:  # the usual case: inside one value
+                hit = _finding((fs - base, fe - base, name))
+                if i in out:
+                    out[i].append(hit)
+                else:
+                    out[i] = [hit]
+                continue
             j, jbase, jend = i, base, vend
             while True:
-                s, e = max(f.start, jbase), min(f.end, jend)
+                s, e = max(fs, jbase), min(fe, jend)
                 if s < e:
-                    hit = Finding(s - jbase, e - jbase, f.detector)
-                    if j in out:
-                        out[j].append(hit)
-                    else:
-                        out[j] = [hit]
-                if f.end <= jend or j >= last:
+                    out.setdefault(j, []).append(_finding((s - jbase, e - jbase, name)))
+                if fe <= jend or j >= last:
                     break
                 j += 1
                 jbase = jend + 1

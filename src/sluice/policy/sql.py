@@ -40,11 +40,12 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from pglast import ast, enums, parse_sql
+from pglast.parser import scan
 
 PARSE_CACHE_SIZE = 4096
 """Distinct statement texts whose analysis is kept: ORMs and agents repeat a
@@ -188,7 +189,59 @@ def classify(sql: str) -> SqlAnalysis:
     """Classify every statement of `sql`; never raises."""
     if len(sql) > MAX_CACHED_SQL_CHARS:
         return _classify(sql)
-    return _classify_cached(sql)
+    key = _numbers_zeroed(sql)
+    if key is None or key == sql:
+        return _classify_cached(sql)
+    return _with_original_text(_classify_cached(key), key, sql)
+
+
+def _numbers_zeroed(sql: str) -> str | None:
+    """`sql` with every digit of its numeric literals turned into '0'.
+
+    Statements that differ only in their numbers (`... WHERE id = 7` and
+    `... WHERE id = 8`) then share one cache entry, which is what makes the
+    cache work for clients that inline values. No classification depends on
+    a number's value except EXPLAIN/VACUUM option values (`ANALYZE 0`), so
+    texts with such options are not normalised. The replacement keeps every
+    offset, so statement texts are cut from the original afterwards.
+    Returns None when the text cannot be scanned.
+    """
+    try:
+        tokens = scan(sql)
+    except Exception:
+        return None
+    spans = []
+    for token in tokens:
+        if token.name in _NUMBER_TOKENS:
+            spans.append((token.start, token.end + 1))
+        elif token.name in _OPTION_KEYWORDS:
+            return None
+    if not spans:
+        return sql
+    chars = list(sql)
+    for start, end in spans:
+        for index in range(start, end):
+            if chars[index].isdigit():
+                chars[index] = "0"
+    return "".join(chars)
+
+
+_NUMBER_TOKENS = frozenset({"ICONST", "FCONST"})
+_OPTION_KEYWORDS = frozenset({"EXPLAIN", "ANALYZE", "ANALYSE", "VACUUM"})
+
+
+def _with_original_text(analysis: SqlAnalysis, key: str, sql: str) -> SqlAnalysis:
+    """Give a cached analysis of the normalised `key` the texts of `sql`."""
+    statements = []
+    position = 0
+    for statement in analysis.statements:
+        offset = key.find(statement.text, position)
+        if offset < 0:
+            return _classify(sql)  # texts do not line up: classify the original
+        end = offset + len(statement.text)
+        statements.append(replace(statement, text=sql[offset:end]))
+        position = end
+    return SqlAnalysis(sql=sql, statements=tuple(statements), error=analysis.error)
 
 
 @functools.lru_cache(maxsize=PARSE_CACHE_SIZE)

@@ -155,8 +155,9 @@ class SessionGovernance:
         statement must then not be sent.
         """
         if self.recorder is not None:
+            # Both records reach the OS in one write, before the statement is sent.
             self.recorder.statement(
-                sql, origin=_origin_label(origin), statement_name=statement_name
+                sql, origin=_origin_label(origin), statement_name=statement_name, flush=False
             )
             self.recorder.verdict(verdict)
         if self.services is not None:
@@ -171,11 +172,13 @@ class SessionGovernance:
                     approval_id=approval_id,
                 )
             )
-        if origin is QueryOrigin.PARSE:
+        if self.connection.policy is None:
+            pass  # nothing judges prepared statements on this connection
+        elif origin is QueryOrigin.PARSE:
             self.prepared.parse(statement_name or "", sql)
             if approval_id is not None and statement_name:
                 self._approved_statements.add(statement_name)
-        elif origin is QueryOrigin.SIMPLE:
+        elif origin is QueryOrigin.SIMPLE and _may_prepare(sql):
             self.prepared.observe(sql)
         if self.masking is not None:
             self.masking.statement_allowed(sql, verdict)
@@ -435,6 +438,12 @@ class SessionGovernance:
                     bytes_out=bytes_out,
                 )
             )
+
+
+def _may_prepare(sql: str) -> bool:
+    """Whether `sql` can contain PREPARE, DEALLOCATE or DISCARD (keywords are literal)."""
+    lowered = sql.lower()
+    return "prepare" in lowered or "deallocate" in lowered or "discard" in lowered
 
 
 def _display_row(row: bytes, shape: ResultShape | None) -> list[str | None]:

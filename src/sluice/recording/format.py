@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from enum import StrEnum
 from typing import Any, Final
+
+import orjson
 
 FORMAT_VERSION: Final = 1
 LOG_SUFFIX: Final = ".slog"
@@ -78,8 +79,9 @@ def key_id(key: bytes) -> str:
 
 def encode_record(body: dict[str, Any], chain: Chain) -> tuple[bytes, str]:
     """Serialise one record; returns the full line and its digest."""
-    text = json.dumps(body, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
-    content = text[:-1].encode("ascii")  # drop the closing brace
+    # orjson: compact UTF-8 JSON, control characters escaped, several times
+    # faster than the standard library on this hot path.
+    content = orjson.dumps(body)[:-1]  # drop the closing brace
     digest = chain.digest(content)
     return content + TRAILER_HEAD + digest.encode("ascii") + TRAILER_TAIL, digest
 

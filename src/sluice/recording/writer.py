@@ -199,14 +199,20 @@ class Recorder:
 
     # -- hot-path API -----------------------------------------------------------
 
-    def statement(self, sql: str, *, origin: str, statement_name: str | None = None) -> None:
-        """Record a statement; it is handed to the OS before this returns."""
+    def statement(
+        self, sql: str, *, origin: str, statement_name: str | None = None, flush: bool = True
+    ) -> None:
+        """Record a statement; it is handed to the OS before this returns.
+
+        With `flush=False` it is handed over with the next flushed record (the
+        verdict, written right after it), saving a write per statement.
+        """
         if self._usable():
             self._statements += 1
             self._append(
                 RecordKind.STATEMENT,
                 {"sql": sql, "origin": str(origin), "statement_name": statement_name},
-                flush=True,
+                flush=flush,
             )
 
     def verdict(self, verdict: Verdict) -> None:

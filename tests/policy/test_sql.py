@@ -365,3 +365,21 @@ SQL_WORDS = st.sampled_from(
 @given(st.lists(SQL_WORDS, max_size=25).map(" ".join))
 def test_classify_never_raises_on_sql_like_text(text: str) -> None:
     classify(text)
+
+
+def test_texts_differing_only_in_numbers_share_analysis_but_keep_their_text() -> None:
+    first = classify("SELECT * FROM t WHERE id = 7; DELETE FROM t WHERE id = 12")
+    second = classify("SELECT * FROM t WHERE id = 8; DELETE FROM t WHERE id = 993")
+    assert [s.text for s in second.statements] == [
+        "SELECT * FROM t WHERE id = 8",
+        "DELETE FROM t WHERE id = 993",
+    ]
+    assert [s.category for s in first.statements] == [s.category for s in second.statements]
+    assert second.sql == "SELECT * FROM t WHERE id = 8; DELETE FROM t WHERE id = 993"
+
+
+def test_explain_option_values_are_not_normalised() -> None:
+    on = classify("EXPLAIN (ANALYZE 1) DELETE FROM t")
+    off = classify("EXPLAIN (ANALYZE 0) DELETE FROM t")
+    assert on.statements[0].category is Category.WRITE
+    assert off.statements[0].category is Category.READ

@@ -307,10 +307,17 @@ class Lab:
         policy: bool = False,
         masking: dict[str, Any] | None = None,
         workers: int = 1,
+        provision: bool = False,
     ) -> tuple[Endpoint, Path]:
-        """Start `sluice serve`; returns the endpoint and its config file."""
+        """Start `sluice serve`; returns the endpoint and its config file.
+
+        With `provision`, the self-signed certificate and the master key are
+        created before the gateway starts, instead of by the gateway itself.
+        """
         data_dir = self.root / name
-        data_dir.mkdir()
+        data_dir.mkdir(exist_ok=True)
+        if provision:
+            _provision(data_dir)
         port = free_port()
         config_file = data_dir / "sluice.yaml"
         raw = self.sluice_config(data_dir, port, policy=policy, masking=masking)
@@ -344,6 +351,17 @@ class Lab:
         if self.keep_logs is not None and log.exists():
             self.keep_logs.mkdir(parents=True, exist_ok=True)
             shutil.copy(log, self.keep_logs / f"sluice-{name}.log")
+
+
+def _provision(data_dir: Path) -> None:
+    """Create the gateway's first-run files (TLS cert/key, master key) up front."""
+    from sluice.credentials.vault import MASTER_KEY_FILE, Vault
+    from sluice.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY, gateway_cert
+
+    for stale in (SELF_SIGNED_CERT, SELF_SIGNED_KEY, MASTER_KEY_FILE):
+        (data_dir / stale).unlink(missing_ok=True)
+    gateway_cert(data_dir, None, None)
+    Vault.open(data_dir, environ={})
 
 
 def create_token(config_file: Path, user: str, *, groups: tuple[str, ...] = ()) -> str:

@@ -52,6 +52,7 @@ CTX = SessionContext(
 def test_all_types_listed() -> None:
     assert sorted(EVENT_TYPES) == sorted(
         [
+            "auth.failed",
             "session.start",
             "session.end",
             "statement.allowed",

@@ -308,3 +308,31 @@ def test_backend_killed_mid_session(gateway: GatewayThread) -> None:
         with pytest.raises(psycopg.OperationalError):
             victim.execute("SELECT 1")
         assert killer.execute("SELECT 'alive'").fetchone() == ("alive",)
+
+
+def test_refused_clients_are_audited_without_the_token(gateway: GatewayThread) -> None:
+    import json
+    from pathlib import Path
+
+    bad = "slc_000000000000_definitely-not-valid"
+    client = RawClient(gateway.port)
+    client.login("eve", bad)
+    assert client.error_fields()["C"] == "28P01"
+    wrong_db = RawClient(gateway.port)
+    wrong_db.login("alice", gateway.token("alice"), dbname="ops-only")
+    assert wrong_db.error_fields()["C"] == "3D000"
+    audit = Path(gateway.config.data_dir) / "audit.jsonl"
+    deadline = time.monotonic() + 5
+    events: list[dict[str, object]] = []
+    while time.monotonic() < deadline:
+        events = [json.loads(line) for line in audit.read_text().splitlines()]
+        failed = [e for e in events if e["type"] == "auth.failed"]
+        if len(failed) >= 2:
+            break
+        time.sleep(0.05)
+    by_user = {e["claimed_user"]: e for e in failed}
+    assert by_user["eve"]["sqlstate"] == "28P01"
+    assert by_user["eve"]["identity"] is None
+    assert by_user["alice"]["sqlstate"] == "3D000"
+    assert by_user["alice"]["identity"]["user"] == "alice"  # type: ignore[index]
+    assert bad not in audit.read_text()

@@ -199,6 +199,18 @@ class MaskingApplied(AuditEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuthFailed(AuditEvent):
+    """A client could not authenticate (bad, expired or revoked token, wrong user,
+    a connection it may not use). `identity` is set when the token was valid."""
+
+    TYPE: ClassVar[str] = "auth.failed"
+    outcome: Outcome = Outcome.DENIED
+    protocol: str = ""
+    claimed_user: str = ""
+    sqlstate: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingFailed(AuditEvent):
     TYPE: ClassVar[str] = "recording.failed"
     outcome: Outcome = Outcome.FAILURE
@@ -223,6 +235,7 @@ EVENT_TYPES: dict[str, type[AuditEvent]] = {
         PolicyReloaded,
         MaskingApplied,
         RecordingFailed,
+        AuthFailed,
     )
 }
 

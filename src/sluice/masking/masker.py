@@ -416,6 +416,7 @@ class RowMasker:
         by_det: Counter[str] = Counter()
         by_col: Counter[str] = Counter()
         names: list[str] = []  # detector of every finding, counted once at the end
+        cols_hit: list[str] = []  # column of every masked value, likewise
         nvals = 0
 
         def writable(ri: int) -> Row:
@@ -466,18 +467,26 @@ class RowMasker:
                         if extra_found:
                             found[j] = _merge_findings(found.get(j, []), extra_found)
             handled: set[int] = set()
+            plans = self._scan
             for j, findings in found.items():
                 ri, c = divmod(j, k)
-                plan = self._scan[c]
-                raw = rows[ri][plan.index]
-                if raw is None:
-                    continue
-                new = self._mask_found(plan, raw, values[j], findings, by_det, names)
-                writable(ri)[plan.index] = new
-                by_col[plan.column.name] += 1
+                plan = plans[c]
+                if plan.text_like and not plan.decode:  # the common case, inlined
+                    names.extend([f.detector for f in findings])
+                    new = m.apply(values[j], findings)
+                else:
+                    raw = rows[ri][plan.index]
+                    if raw is None:
+                        continue
+                    new = self._mask_found(plan, raw, values[j], findings, by_det, names)
+                    if plan.is_json:
+                        handled.add(j)
+                r = changed.get(ri)
+                if r is None:
+                    r = changed[ri] = list(rows[ri])
+                r[plan.index] = new
+                cols_hit.append(plan.column.name)
                 nvals += 1
-                if plan.is_json:
-                    handled.add(j)
             # JSON can hide text behind \u escapes that the raw scan cannot read.
             for c, plan in enumerate(self._scan):
                 if not plan.is_json:
@@ -496,6 +505,8 @@ class RowMasker:
             return rows, EMPTY_STATS
         if names:
             by_det.update(names)
+        if cols_hit:
+            by_col.update(cols_hit)
         out = [changed.get(i, r) for i, r in enumerate(rows)]
         return out, MaskStats.of(nvals, by_det, by_col)
 

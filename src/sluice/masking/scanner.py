@@ -319,6 +319,7 @@ class Scanner:
         found = self._merge(raw)
         out: dict[int, list[Finding]] = {}
         # Walk values and findings together; both are sorted by offset.
+        new = tuple.__new__
         i = 0
         base = 0
         vend = len(values[0])
@@ -329,11 +330,12 @@ class Scanner:
                 base = vend + 1
                 vend = base + len(values[i])
             if fe <= vend:  # the usual case: inside one value
-                hit = _finding((fs - base, fe - base, name))
-                if i in out:
-                    out[i].append(hit)
-                else:
+                hit = new(Finding, (fs - base, fe - base, name))
+                lst = out.get(i)
+                if lst is None:
                     out[i] = [hit]
+                else:
+                    lst.append(hit)
                 continue
             j, jbase, jend = i, base, vend
             while True:

@@ -126,8 +126,6 @@ _FILE_EXTENSIONS = frozenset(
     b"html htm xml yaml yml toml lock gz zip tar whl jar so dll exe md csv log".split()
 )
 
-_PHONE_DATE_LIKE = re.compile(rb"^\d{4}[-./]\d{2}[-./]\d{2}")
-
 
 def _nanp_regex() -> re.Pattern[str]:
     """phonenumbers' own number-type patterns for every NANP region, as one regex.
@@ -165,8 +163,6 @@ _NOT_DIGITS = bytes(c for c in range(256) if not 48 <= c <= 57)
 
 
 def phone_ok(value: bytes, before: bytes) -> bool:
-    if _PHONE_DATE_LIKE.match(value):
-        return False
     if b"x" in value or b"X" in value or b"t" in value:
         value = _PHONE_EXTENSION.sub(b"", value)
     digits = value.translate(None, _NOT_DIGITS).decode("ascii")

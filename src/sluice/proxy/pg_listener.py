@@ -19,6 +19,7 @@ import socket
 import uuid
 from collections.abc import Callable
 
+from sluice.audit import AuthFailed
 from sluice.config import ConnectionSpec
 from sluice.errors import AuthenticationError, CredentialError, SluiceError, StoreError
 from sluice.events import Identity, Protocol, SessionContext
@@ -40,6 +41,8 @@ _RESERVED_PARAMETERS = frozenset({"user", "database", "replication"})
 
 class ClientRejected(SluiceError):
     """The client is told why, in its protocol, and the connection closes."""
+
+    identity: Identity | None = None
 
 
 def _is_loopback(peer: object) -> bool:
@@ -107,6 +110,7 @@ class PostgresListener:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client_addr = _format_peer(peer)
         limits = self.gateway.config.limits
+        startup: m.StartupMessage | None = None
         try:
             async with asyncio.timeout(limits.auth_timeout):
                 startup = await self._startup(client, peer)
@@ -123,6 +127,7 @@ class PostgresListener:
             return
         except ClientRejected as exc:
             self._reject(client, exc.sqlstate, exc.message, hint=exc.hint)
+            self._audit_refusal(client_addr, startup, exc)
             return
         except RemoteProtocolError as exc:
             self._reject(client, "08P01", f"invalid startup: {exc.message}")
@@ -135,6 +140,27 @@ class PostgresListener:
             self._reject(client, "XX000", f"the gateway failed during startup: {exc}")
             return
         await self._run_session(client, client_addr, startup, identity, conn)
+
+    def _audit_refusal(
+        self, client_addr: str, startup: m.StartupMessage | None, exc: ClientRejected
+    ) -> None:
+        services = self.gateway.governor.services
+        if services is None:
+            return
+        try:
+            services.audit.emit(
+                AuthFailed(
+                    identity=exc.identity,
+                    connection=startup.database if startup else None,
+                    client_addr=client_addr,
+                    protocol=Protocol.POSTGRES.value,
+                    claimed_user=startup.user if startup else "",
+                    sqlstate=exc.sqlstate,
+                    reason=exc.message,
+                )
+            )
+        except Exception:
+            log.exception("auditing a refused client failed")
 
     async def _startup(self, client: _ClientReceiver, peer: object) -> m.StartupMessage | None:
         while True:
@@ -186,10 +212,13 @@ class PostgresListener:
                 hint="try again; the operator should check the store",
             ) from exc
         if startup.user != identity.user:
-            raise ClientRejected(
-                f"this token belongs to user {identity.user!r}, not {startup.user!r}",
-                sqlstate="28P01",
-                hint=f"connect with user={identity.user}",
+            raise _rejected_as(
+                identity,
+                ClientRejected(
+                    f"this token belongs to user {identity.user!r}, not {startup.user!r}",
+                    sqlstate="28P01",
+                    hint=f"connect with user={identity.user}",
+                ),
             )
         config = self.gateway.config
         allowed = [
@@ -198,10 +227,13 @@ class PostgresListener:
         conn = config.connection(startup.database)
         if conn is None or conn.name not in allowed:
             choices = ", ".join(allowed) if allowed else "none"
-            raise ClientRejected(
-                f'connection "{startup.database}" does not exist or you may not use it',
-                sqlstate="3D000",
-                hint=f"set dbname to one of the connections you may use: {choices}",
+            raise _rejected_as(
+                identity,
+                ClientRejected(
+                    f'connection "{startup.database}" does not exist or you may not use it',
+                    sqlstate="3D000",
+                    hint=f"set dbname to one of the connections you may use: {choices}",
+                ),
             )
         return identity, conn
 
@@ -468,6 +500,11 @@ class PostgresListener:
                 )
         else:
             raise RemoteProtocolError(f"unexpected answer {answer!r} to SSLRequest")
+
+
+def _rejected_as(identity: Identity, exc: ClientRejected) -> ClientRejected:
+    exc.identity = identity
+    return exc
 
 
 class _SessionEnd:

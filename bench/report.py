@@ -333,7 +333,7 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
             lines.append(
                 f"Cells: median {unit} (ratio to direct / ratio to pgbouncer)."
                 if workload != "workers"
-                else f"Cells: median {unit} (ratio to direct / to pgbouncer)."
+                else f"Cells: median {unit}; the same pass-through config with 1 and 2 workers."
             )
             lines.append("")
             lines.append("| case | " + " | ".join(targets) + " |")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
 import os
 import ssl
@@ -62,8 +63,17 @@ def gateway_cert(
     if cert_file is not None and key_file is not None:
         return cert_file, key_file
     cert, key = data_dir / SELF_SIGNED_CERT, data_dir / SELF_SIGNED_KEY
-    if not (cert.exists() and key.exists()):
-        generate_self_signed(cert, key)
+    if cert.exists() and key.exists():
+        return cert, key
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Several processes may start at once: one generates, the others wait.
+    with (data_dir / ".tls.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cert.exists() and key.exists()):
+            tmp_cert, tmp_key = cert.with_suffix(".crt.tmp"), key.with_suffix(".key.tmp")
+            generate_self_signed(tmp_cert, tmp_key)
+            os.replace(tmp_key, key)
+            os.replace(tmp_cert, cert)
     return cert, key
 
 

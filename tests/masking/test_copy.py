@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.masking import pgtypes as t
 from sluice.masking.copy import MAX_COPY_RECORD_BYTES, CopyFormat, CopyMasker
@@ -118,3 +122,11 @@ def test_malformed_streams_fail_closed() -> None:
 def test_no_masker_when_nothing_applies() -> None:
     plain = engine([{"name": "none", "detectors": []}]).masker(["none"])
     assert plain.copy_masker(COLUMNS[:1], CopyFormat()) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), kind=st.sampled_from(["text", "csv"]), step=st.integers(1, 17))
+def test_garbage_is_masked_or_rejected(data: bytes, kind: str, step: int) -> None:
+    cm = copier(CopyFormat(kind=kind))  # type: ignore[arg-type]
+    with contextlib.suppress(MaskingError):
+        run(cm, data, step=step)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.masking.lineage import StaticCatalog, analyze, result_lineage
 from sluice.masking.model import OPAQUE, ColumnLineage, ColumnOrigin, TableRef
@@ -144,3 +146,32 @@ def test_multiple_statements() -> None:
 def test_recursive_view_is_opaque() -> None:
     cat = StaticCatalog(tables={("public", "v"): ["a"]}, views={("public", "v"): "SELECT a FROM v"})
     assert result_lineage("SELECT a FROM v", 1, cat) == [OPAQUE]
+
+
+@settings(max_examples=200, deadline=None)
+@given(sql=st.text(max_size=200))
+def test_analyze_never_raises(sql: str) -> None:
+    for stmt in analyze(sql, CATALOG):
+        assert all(isinstance(x, ColumnLineage) for x in stmt.for_result(3))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    sql=st.sampled_from(
+        [
+            "SELECT {} FROM customers c",
+            "SELECT x FROM (SELECT {} AS x FROM customers c) s",
+            "WITH w AS (SELECT {} AS x FROM customers c) SELECT x FROM w",
+        ]
+    ),
+    wrap=st.lists(
+        st.sampled_from(["upper({})", "md5({})", "({})::text", "{} || 'x'", "coalesce({}, '')"]),
+        max_size=4,
+    ),
+)
+def test_any_wrapping_keeps_lineage(sql: str, wrap: list[str]) -> None:
+    expr = "c.ssn"
+    for w in wrap:
+        expr = w.format(expr)
+    (stmt,) = analyze(sql.format(expr), CATALOG)
+    assert stmt.for_result(1)[0].origins == {SSN}

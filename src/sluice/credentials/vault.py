@@ -40,9 +40,18 @@ class Vault:
         path = data_dir / MASTER_KEY_FILE
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Write a private temporary file, then link it into place: another
+            # process never sees a half-written key, and the first key wins.
+            tmp = data_dir / f".{MASTER_KEY_FILE}.{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(Fernet.generate_key())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         return cls(path.read_bytes().strip())
 
     def encrypt(self, secret: str) -> bytes:

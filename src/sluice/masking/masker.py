@@ -269,9 +269,13 @@ class Masker:
         self, value: bytes, findings: Sequence[Finding], *, allow_null: bool = True
     ) -> bytes | None:
         """Replace each finding by its detector's action; None if one says NULL."""
+        fixed = self._fixed
+        if len(findings) == 1:
+            s, e, name = findings[0]
+            if s == 0 and e == len(value) and name in fixed:  # a whole-value item, redacted
+                return fixed[name]
         parts: list[bytes] = []
         pos = 0
-        fixed = self._fixed
         for f in findings:
             s, e, name = f
             if (s < len(value) and value[s] >= 0x80) or (e < len(value) and value[e] >= 0x80):

@@ -316,35 +316,59 @@ class Scanner:
         raw = self._raw(buf)
         if not raw:
             return {}
-        found = self._merge(raw)
+        raw.sort()
+        prio = self._priority
         out: dict[int, list[Finding]] = {}
-        # Walk values and findings together; both are sorted by offset.
         new = tuple.__new__
+        # One pass: merge overlapping findings into clusters and place each
+        # cluster in the value it falls in (both are sorted by offset).
         i = 0
         base = 0
         vend = len(values[0])
         last = len(values) - 1
-        for fs, fe, name in found:
-            while fs >= vend and i < last:
+        cs, ce, cn = raw[0]
+        for s, e, name in (*raw[1:], (-1, -1, "")):
+            if s >= 0 and s < ce:
+                if _rank(prio.get(name, 0), e - s) > _rank(prio.get(cn, 0), ce - cs):
+                    cn = name
+                if e > ce:
+                    ce = e
+                continue
+            while cs >= vend and i < last:
                 i += 1
                 base = vend + 1
                 vend = base + len(values[i])
-            if fe <= vend:  # the usual case: inside one value
-                hit = new(Finding, (fs - base, fe - base, name))
+            if ce <= vend:  # the usual case: inside one value
+                hit = new(Finding, (cs - base, ce - base, cn))
                 lst = out.get(i)
                 if lst is None:
                     out[i] = [hit]
                 else:
                     lst.append(hit)
-                continue
-            j, jbase, jend = i, base, vend
-            while True:
-                s, e = max(fs, jbase), min(fe, jend)
-                if s < e:
-                    out.setdefault(j, []).append(_finding((s - jbase, e - jbase, name)))
-                if fe <= jend or j >= last:
-                    break
-                j += 1
-                jbase = jend + 1
-                jend = jbase + len(values[j])
+            else:
+                self._place_across(values, out, i, base, vend, cs, ce, cn)
+            cs, ce, cn = s, e, name
         return out
+
+    @staticmethod
+    def _place_across(
+        values: Sequence[bytes],
+        out: dict[int, list[Finding]],
+        j: int,
+        jbase: int,
+        jend: int,
+        fs: int,
+        fe: int,
+        name: str,
+    ) -> None:
+        """Clip a finding that crosses separators into every value it touches."""
+        last = len(values) - 1
+        while True:
+            s, e = max(fs, jbase), min(fe, jend)
+            if s < e:
+                out.setdefault(j, []).append(_finding((s - jbase, e - jbase, name)))
+            if fe <= jend or j >= last:
+                return
+            j += 1
+            jbase = jend + 1
+            jend = jbase + len(values[j])

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from sluice.config import Config
+from sluice.credentials.vault import Vault
 from sluice.proxy.server import build_gateway, run
+from sluice.tls import gateway_cert
 
 if TYPE_CHECKING:
     from sluice.cli.common import CliState
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def _worker(state: CliState, reuse_port: bool) -> None:
+    # A forked worker must not reuse the parent's database connections.
+    state.store.engine.dispose(close=False)
     gateway = build_gateway(state.config, store=state.store)
     run(gateway, reuse_port=reuse_port, config_path=state.resolved_config_path)
 
@@ -39,8 +43,12 @@ def run_gateway(state: CliState, *, workers: int = 1) -> None:
             f"as {conn.user} (tls {conn.tls.mode})",
             highlight=False,
         )
-    # Migrate once, before workers start, so they never race on the schema.
+    # Create what workers share once, before they start, so they never race
+    # on the schema, the self-signed certificate or the master key.
     state.store.migrate()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    gateway_cert(config.data_dir, config.tls.cert_file, config.tls.key_file)
+    Vault.open(config.data_dir)
     if workers == 1:
         _worker(state, reuse_port=False)
         return
@@ -48,19 +56,31 @@ def run_gateway(state: CliState, *, workers: int = 1) -> None:
     procs = [ctx.Process(target=_worker, args=(state, True), daemon=False) for _ in range(workers)]
     for proc in procs:
         proc.start()
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if signum != signal.SIGHUP:
+            stopping = True
         for proc in procs:
-            if proc.pid is not None:
+            if proc.pid is not None and proc.is_alive():
                 os.kill(proc.pid, signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
-    codes = []
-    for proc in procs:
-        proc.join()
-        codes.append(proc.exitcode)
-    if any(codes):
+    # A worker that dies on its own takes the gateway down loudly: a gateway
+    # silently serving at a fraction of its capacity is worse.
+    while any(proc.is_alive() for proc in procs):
+        for proc in procs:
+            proc.join(0.5)
+            if not proc.is_alive() and proc.exitcode not in (0, None) and not stopping:
+                console.print(
+                    f"[bold red]error:[/] worker {proc.pid} exited with status {proc.exitcode}; "
+                    "stopping the gateway",
+                    highlight=False,
+                )
+                forward(signal.SIGTERM, None)
+    if any(proc.exitcode for proc in procs):
         sys.exit(1)
 
 

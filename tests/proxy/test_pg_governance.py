@@ -448,7 +448,8 @@ def test_recording_replays_and_detects_tampering(governed: GatewayThread, agent:
     assert "no-destructive" in replay.stdout
     path = recording_store(governed.config).path_for(session_id)
     data = path.read_bytes()
-    path.write_bytes(data.replace(b"owner 2", b"owner 9", 1))
+    assert b"owner 2" not in data  # rows are kept as the wire messages, base64-encoded
+    path.write_bytes(data.replace(b"ORDER BY id LIMIT 3", b"ORDER BY id LIMIT 9", 1))
     tampered = sluice_cli(governed, "sessions", "verify", session_id, "--json")
     assert tampered.returncode == 1
     report = json.loads(tampered.stdout)

@@ -304,3 +304,36 @@ def test_documented_yaml_example_is_valid() -> None:
     spec = RecordingSpec.model_validate(yaml.safe_load(block.group(1))["recording"])
     assert spec.max_bytes_per_session == 64 * 1024 * 1024
     assert spec.hmac_key == "env:SLUICE_RECORDING_KEY"
+
+
+def test_wire_rows_round_trip_text_and_binary(tmp_path: Path) -> None:
+    from sluice.protocols.postgres.messages import encode_data_row
+    from sluice.recording import replay, verify
+    from sluice.recording.records import RowsRecord
+
+    st = store(tmp_path)
+    rows = [[b"alice", b"\x00\x01", None], [b"bob", b"\xff", b"x"]] * 3000
+    data = b"".join(encode_data_row(r) for r in rows)  # ~70 KiB: split into records
+    rec = st.open(context())
+    rec.wire_rows(["name", "blob", "note"], [0, 1, 0], data, len(rows))
+    rec.complete("SELECT 6000")
+    rec.end(reason="client_terminated")
+    path = st.path_for("sess-1")
+    assert verify(path).ok
+    decoded = [row for r in replay(path) if isinstance(r, RowsRecord) for row in r.rows]
+    assert len(decoded) == 6000
+    assert decoded[:2] == [("alice", "\\x0001", None), ("bob", "\\xff", "x")]
+
+
+def test_wire_rows_respect_the_size_cap(tmp_path: Path) -> None:
+    from sluice.protocols.postgres.messages import encode_data_row
+
+    st = store(tmp_path, max_bytes_per_session=64 * 1024)
+    rec = st.open(context())
+    row = encode_data_row([b"y" * 1000])
+    for _ in range(200):
+        rec.wire_rows(["c"], [0], row * 10, 10)
+    rec.statement("SELECT 2", origin="simple")
+    rec.end(reason="client_terminated")
+    assert rec.capped
+    assert os.path.getsize(st.path_for("sess-1")) < 80 * 1024

@@ -44,7 +44,7 @@ class SessionMasking(Protocol):
 
     def statement_allowed(self, sql: str, verdict: Allow) -> None: ...
 
-    def mask_rows(self, shape: ResultShape | None, rows: list[bytes]) -> list[bytes] | None: ...
+    def mask_rows(self, shape: ResultShape | None, region: bytes, count: int) -> bytes | None: ...
 
     def mask_message(self, kind: int, body: bytes) -> bytes: ...
 
@@ -117,6 +117,7 @@ class SessionGovernance:
         self.masks_messages = self.recorder is not None or self.masking is not None
         self.masks_copy = self.masking is not None
         self._columns: tuple[str, ...] = ()
+        self._formats: tuple[int, ...] = ()
         self._shape: ResultShape | None = None
 
     # Statements
@@ -362,27 +363,27 @@ class SessionGovernance:
 
     # Results
 
-    def process_rows(self, shape: ResultShape | None, rows: list[bytes]) -> bytes | None:
-        """Mask and record a run of DataRows; None means "forward them unchanged"."""
-        if self.masking is not None:
-            masked = self.masking.mask_rows(shape, rows)
-            if masked is not None:
-                rows = masked
-        if self.recorder is not None:
-            names = self._column_names(shape, rows)
-            self.recorder.rows(names, [_display_row(row, shape) for row in rows])
-        if self.masking is not None and masked is not None:
-            return b"".join(frame(b"D", row) for row in rows)
-        return None
+    def process_rows(self, shape: ResultShape | None, region: bytes, count: int) -> bytes | None:
+        """Mask and record a run of `count` DataRow messages (`region`, whole frames).
 
-    def _column_names(self, shape: ResultShape | None, rows: list[bytes]) -> tuple[str, ...]:
-        if shape is not None:
-            if shape is not self._shape:
-                self._shape = shape
-                self._columns = tuple(f.name for f in shape.fields)
-            return self._columns
-        width = len(m.decode_data_row(rows[0])) if rows else 0
-        return tuple(f"?column{i + 1}?" for i in range(width))
+        Returns the bytes to send instead, or None for "forward them unchanged".
+        """
+        replaced = None
+        if self.masking is not None:
+            replaced = self.masking.mask_rows(shape, region, count)
+        if self.recorder is not None:
+            if shape is not None:
+                if shape is not self._shape:
+                    self._shape = shape
+                    self._columns = tuple(f.name for f in shape.fields)
+                    self._formats = tuple(f.format for f in shape.fields)
+                names, formats = self._columns, self._formats
+            else:
+                names, formats = ("?column?",), ()
+            self.recorder.wire_rows(
+                names, formats, replaced if replaced is not None else region, count
+            )
+        return replaced
 
     def result_done(self, body: bytes) -> None:
         if self.recorder is not None:
@@ -444,21 +445,6 @@ def _may_prepare(sql: str) -> bool:
     """Whether `sql` can contain PREPARE, DEALLOCATE or DISCARD (keywords are literal)."""
     lowered = sql.lower()
     return "prepare" in lowered or "deallocate" in lowered or "discard" in lowered
-
-
-def _display_row(row: bytes, shape: ResultShape | None) -> list[str | None]:
-    """DataRow values as text for the recording (binary values as hex)."""
-    values = m.decode_data_row(row)
-    formats = [f.format for f in shape.fields] if shape is not None else []
-    out: list[str | None] = []
-    for index, value in enumerate(values):
-        if value is None:
-            out.append(None)
-        elif index < len(formats) and formats[index] == 1:
-            out.append("\\x" + value.hex())
-        else:
-            out.append(value.decode("utf-8", "replace"))
-    return out
 
 
 class Governor:

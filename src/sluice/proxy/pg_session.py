@@ -500,7 +500,12 @@ class PgSession:
             self.client.write(out)
 
     def _process_backend(self, buf: bytearray) -> tuple[bytes, int]:
-        """Walk complete frames in buf; return what to send and how much was used."""
+        """Walk complete frames in buf; return what to send and how much was used.
+
+        Runs of DataRows are walked by their headers only and handed to
+        governance as one region of bytes: no object is made per row unless
+        masking or recording needs the values.
+        """
         size = len(buf)
         pos = 0
         copied = 0
@@ -509,8 +514,6 @@ class PgSession:
         tracker = self._tracker
         governance = self.governance
         rows_wanted = governance.wants_rows
-        rows: list[bytes] = []
-        rows_start = 0
         while size - pos >= 5:
             kind = buf[pos]
             (length,) = unpack(buf, pos + 1)
@@ -523,20 +526,32 @@ class PgSession:
                         f"a server message of {length} bytes is over the gateway's limit"
                     )
                 break
-            if kind == 68:  # 'D' DataRow
-                if rows_wanted:
-                    if not rows:
-                        rows_start = pos
-                    rows.append(bytes(buf[pos + 5 : end]))
+            if kind == 68:  # 'D' DataRow: take the whole run of them
+                run_start = pos
+                count = 1
                 pos = end
+                while size - pos >= 5 and buf[pos] == 68:
+                    (length,) = unpack(buf, pos + 1)
+                    if length < 4:
+                        raise RemoteProtocolError(f"invalid message length {length}")
+                    end = pos + 1 + length
+                    if end > size:
+                        if length > MAX_SERVER_MESSAGE:
+                            raise FrameTooLarge(
+                                f"a server message of {length} bytes is over the gateway's limit"
+                            )
+                        break
+                    count += 1
+                    pos = end
+                if rows_wanted:
+                    replaced = governance.process_rows(
+                        tracker.rows_shape(), bytes(buf[run_start:pos]), count
+                    )
+                    if replaced is not None:
+                        parts.append(bytes(buf[copied:run_start]))
+                        parts.append(replaced)
+                        copied = pos
                 continue
-            if rows:
-                replaced = governance.process_rows(tracker.rows_shape(), rows)
-                if replaced is not None:
-                    parts.append(bytes(buf[copied:rows_start]))
-                    parts.append(replaced)
-                    copied = pos
-                rows = []
             if kind in _TRACKED:
                 if kind == 84:  # 'T'
                     tracker.on_server(kind, bytes(buf[pos + 5 : end]))
@@ -563,12 +578,6 @@ class PgSession:
                 parts.append(replacement)
                 copied = end
             pos = end
-        if rows:
-            replaced = governance.process_rows(tracker.rows_shape(), rows)
-            if replaced is not None:
-                parts.append(bytes(buf[copied:rows_start]))
-                parts.append(replaced)
-                copied = pos
         if not parts:
             return bytes(buf[:pos]), pos
         parts.append(bytes(buf[copied:pos]))

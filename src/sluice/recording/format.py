@@ -77,6 +77,10 @@ def key_id(key: bytes) -> str:
     return hmac.new(key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
 
 
+WIRE_ENCODING: Final = "pg-datarow"
+"""Rows recorded as base64 of concatenated PostgreSQL DataRow messages."""
+
+
 def encode_record(body: dict[str, Any], chain: Chain) -> tuple[bytes, str]:
     """Serialise one record; returns the full line and its digest."""
     # orjson: compact UTF-8 JSON, control characters escaped, several times

@@ -7,13 +7,16 @@ session start on the monotonic clock (seconds) and the wall-clock time (UTC).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sluice.protocols.postgres.messages import decode_data_row
 from sluice.recording.errors import RecordingFormatError
+from sluice.recording.format import WIRE_ENCODING
 
 
 class RecordKind(StrEnum):
@@ -196,6 +199,8 @@ def _columns(obj: Mapping[str, Any]) -> tuple[Column, ...]:
 
 
 def _rows(obj: Mapping[str, Any]) -> tuple[tuple[str | None, ...], ...]:
+    if "wire" in obj:
+        return _wire_rows(obj)
     value = obj.get("rows")
     if not isinstance(value, list):
         raise RecordingFormatError("member 'rows' must be a list")
@@ -204,6 +209,38 @@ def _rows(obj: Mapping[str, Any]) -> tuple[tuple[str | None, ...], ...]:
         if not isinstance(row, list) or not all(v is None or isinstance(v, str) for v in row):
             raise RecordingFormatError("each row must be a list of strings or nulls")
         out.append(tuple(row))
+    return tuple(out)
+
+
+def _wire_rows(obj: Mapping[str, Any]) -> tuple[tuple[str | None, ...], ...]:
+    """Decode rows recorded as wire messages (binary values shown as \\x hex)."""
+    from sluice.protocols.postgres.errors import PgProtocolError
+    from sluice.protocols.postgres.framing import FrameBuffer
+
+    if obj.get("encoding") != WIRE_ENCODING:
+        raise RecordingFormatError(f"unknown row encoding {obj.get('encoding')!r}")
+    formats = obj.get("formats", [])
+    if not isinstance(formats, list) or not all(f in (0, 1) for f in formats):
+        raise RecordingFormatError("member 'formats' must be a list of 0 and 1")
+    try:
+        data = base64.b64decode(_str(obj, "wire"), validate=True)
+        frames = FrameBuffer(max_message=len(data) + 5)
+        frames.feed(data)
+        out = []
+        for _kind, body in frames.frames():
+            values = decode_data_row(body)
+            out.append(
+                tuple(
+                    None
+                    if v is None
+                    else ("\\x" + v.hex())
+                    if i < len(formats) and formats[i] == 1
+                    else v.decode("utf-8", "replace")
+                    for i, v in enumerate(values)
+                )
+            )
+    except (ValueError, PgProtocolError) as exc:
+        raise RecordingFormatError(f"recorded wire rows cannot be decoded: {exc}") from None
     return tuple(out)
 
 

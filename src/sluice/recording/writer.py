@@ -10,6 +10,7 @@ thread-safe; it is meant to be called from that session's event-loop task.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import logging
@@ -26,6 +27,7 @@ from sluice.recording.errors import RecordingError
 from sluice.recording.format import (
     FORMAT_VERSION,
     MAX_RECORD_BYTES,
+    WIRE_ENCODING,
     Chain,
     encode_record,
 )
@@ -59,6 +61,28 @@ def _now_iso() -> str:
         _wall_cache[1] = stamp.isoformat(timespec="milliseconds")
     text: str = _wall_cache[1]
     return text
+
+
+WIRE_CHUNK_BYTES: Final = 256 * 1024
+"""Wire rows are recorded in records of at most about this many raw bytes."""
+
+
+def _wire_chunks(data: bytes, count: int, limit: int) -> list[tuple[bytes, int]]:
+    """Split concatenated frames at frame boundaries into chunks of about `limit`."""
+    if len(data) <= limit:
+        return [(data, count)]
+    chunks = []
+    start = pos = rows = 0
+    size = len(data)
+    while pos + 5 <= size:
+        end = pos + 1 + int.from_bytes(data[pos + 1 : pos + 5], "big")
+        if pos > start and end - start > limit:
+            chunks.append((data[start:pos], rows))
+            start, rows = pos, 0
+        pos = end
+        rows += 1
+    chunks.append((data[start:], rows))
+    return chunks
 
 
 def _row_size(row: Sequence[str | None]) -> int:
@@ -294,6 +318,53 @@ class Recorder:
         self._pending_bytes = size
         if size >= ROW_BATCH_BYTES:
             self._flush_rows()
+
+    def wire_rows(
+        self, columns: Sequence[str], formats: Sequence[int], data: bytes, count: int
+    ) -> None:
+        """Record `count` rows as the exact wire messages delivered to the client.
+
+        `data` is the concatenation of the protocol's row messages (PostgreSQL
+        DataRow frames: type byte, 4-byte length, body); they are decoded only
+        when the log is replayed, so recording a large result costs a copy and
+        a hash, not a parse per row. `formats` gives each column's wire format
+        (0 text, 1 binary).
+        """
+        if not self._usable():
+            return
+        if self._columns is None or tuple(columns) != self._columns:
+            self.columns(columns)
+        if self._pending:
+            self._flush_rows()
+        for chunk, rows in _wire_chunks(data, count, WIRE_CHUNK_BYTES):
+            if self._capped:
+                self._rows_dropped += rows
+                continue
+            fields = {
+                "encoding": WIRE_ENCODING,
+                "formats": list(formats),
+                "count": rows,
+                "wire": base64.b64encode(chunk).decode("ascii"),
+            }
+            line, digest = self._encode(RecordKind.ROWS, fields)
+            if self._size + len(line) > self._max_bytes:
+                self._capped = True
+                self._rows_dropped += rows
+                self._commit(*self._encode(RecordKind.CAP, {"limit_bytes": self._max_bytes}))
+                continue
+            if len(line) > MAX_RECORD_BYTES:  # a single row larger than a record
+                self._rows_dropped += rows
+                self._commit(
+                    *self._encode(
+                        RecordKind.OMITTED,
+                        {"rows": rows, "reason": f"row longer than {MAX_RECORD_BYTES} bytes"},
+                    )
+                )
+                continue
+            self._commit(line, digest)
+            self._rows_recorded += rows
+        if len(self._buf) >= WRITE_BUFFER_BYTES:
+            self._write_out()
 
     def complete(self, tag: str) -> None:
         """Record a command-complete tag (e.g. `SELECT 3`); ends the current result."""

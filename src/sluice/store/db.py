@@ -27,6 +27,9 @@ from sluice.identity.tokens import generate_token, hash_token, token_id_of
 from sluice.store.models import ApprovalRow, CredentialRow, SessionRow, TokenRow
 
 
+LAST_USED_PRECISION = dt.timedelta(minutes=1)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -237,7 +240,11 @@ class Store:
                     f"Sluice token {info.token_id} expired at {info.expires_at:%Y-%m-%d %H:%M} UTC",
                     hint="ask for a new token",
                 )
-            row.last_used_at = utcnow()
+            now = utcnow()
+            # A write per connection would serialise logins on the store;
+            # "last used" to the minute is what an operator needs.
+            if info.last_used_at is None or now - info.last_used_at > LAST_USED_PRECISION:
+                row.last_used_at = now
         identity = Identity(user=info.user, groups=info.groups, token_id=info.token_id)
         return identity, info
 

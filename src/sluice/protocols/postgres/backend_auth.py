@@ -3,19 +3,18 @@
 Sans-IO: feed it each message the server sends during startup; it returns
 the bytes to answer with, and collects ParameterStatus and BackendKeyData
 until ReadyForQuery. Every auth method a server asks for is handled: trust,
-cleartext, md5 and SCRAM-SHA-256 (with scramp).
+cleartext, md5 and SCRAM-SHA-256 (see scram.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 
-import scramp
-
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import RemoteProtocolError
 from sluice.protocols.postgres.framing import frame
 from sluice.protocols.postgres.messages import BackendKeyData
+from sluice.protocols.postgres.scram import ScramClient, ScramError
 
 
 class BackendAuthError(RemoteProtocolError):
@@ -48,7 +47,7 @@ class BackendHandshake:
         self.transaction_status = "I"
         self.done = False
         self.auth_method = "trust"
-        self._scram: scramp.ScramClient | None = None
+        self._scram: ScramClient | None = None
         self._scram_verified = False
 
     def _need_password(self, method: str) -> str:
@@ -117,32 +116,24 @@ class BackendHandshake:
                     "the gateway supports SCRAM-SHA-256"
                 )
             self.auth_method = "scram-sha-256"
-            password = self._need_password("SCRAM-SHA-256")
-            try:
-                self._scram = scramp.ScramClient(["SCRAM-SHA-256"], self.user, password)
-                first = self._scram.get_client_first().encode()
-            except scramp.ScramException as exc:
-                # SASLprep refuses some user names and passwords (control
-                # characters, mixed-direction text): say so, do not crash.
-                raise BackendAuthError(
-                    f"cannot start SCRAM authentication with the backend: {exc}"
-                ) from exc
-            return m.encode_sasl_initial("SCRAM-SHA-256", first)
+            self._scram = ScramClient(
+                password=self._need_password("SCRAM-SHA-256"), user=self.user
+            )
+            return m.encode_sasl_initial("SCRAM-SHA-256", self._scram.first_message())
         if req.code == m.AUTH_SASL_CONTINUE:
             if self._scram is None:
                 raise RemoteProtocolError("SASLContinue before SASL")
             try:
-                self._scram.set_server_first(req.payload.decode())
-                final = self._scram.get_client_final().encode()
-            except (scramp.ScramException, UnicodeDecodeError) as exc:
+                final = self._scram.final_message(req.payload)
+            except ScramError as exc:
                 raise BackendAuthError(f"SCRAM exchange with the backend failed: {exc}") from exc
             return m.encode_sasl_response(final)
         if req.code == m.AUTH_SASL_FINAL:
             if self._scram is None:
                 raise RemoteProtocolError("SASLFinal before SASL")
             try:
-                self._scram.set_server_final(req.payload.decode())
-            except (scramp.ScramException, UnicodeDecodeError) as exc:
+                self._scram.verify_server_final(req.payload)
+            except ScramError as exc:
                 raise BackendAuthError(
                     f"the backend's SCRAM signature did not verify: {exc}"
                 ) from exc

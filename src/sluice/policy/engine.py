@@ -142,6 +142,10 @@ class PolicyEngine:
     def policy_names(self) -> tuple[str, ...]:
         return tuple(self._policies)
 
+    def may_mask(self, name: str) -> bool:
+        """Whether any rule of policy `name` (or what it extends) attaches masking."""
+        return any(rule.mask_profiles for rule in self.policy(name).rules)
+
     def policy(self, name: str) -> CompiledPolicy:
         try:
             return self._policies[name]

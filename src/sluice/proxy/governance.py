@@ -31,11 +31,13 @@ from sluice.audit import (
 )
 from sluice.config import ConnectionSpec
 from sluice.events import QueryOrigin, QueryRequested, SessionContext
+from sluice.masking import MaskingEngine
 from sluice.policy import PolicyEngine, PreparedStatements
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
 from sluice.protocols.postgres.tracker import ResultShape
+from sluice.proxy.pg_masking import CatalogCache, PgSessionMasking, QueryRunner
 from sluice.recording import Recorder
 
 
@@ -48,7 +50,13 @@ class SessionMasking(Protocol):
 
     def mask_message(self, kind: int, body: bytes) -> bytes: ...
 
+    def result_done(self) -> None: ...
+
+    def copy_started(self, body: bytes, sql: str) -> None: ...
+
     def mask_copy(self, body: bytes) -> bytes: ...
+
+    def copy_done(self) -> bytes: ...
 
 
 class ApprovalNotifier(Protocol):
@@ -80,7 +88,8 @@ class GovernanceServices:
     approvals: ApprovalService
     audit: AuditLog
     recorder_factory: Callable[[SessionContext, ConnectionSpec], Recorder | None]
-    masking_factory: Callable[[SessionContext, ConnectionSpec], SessionMasking | None]
+    masking_engine: MaskingEngine | None = None
+    catalogs: CatalogCache = field(default_factory=CatalogCache)
     notifier: ApprovalNotifier | None = None
     approval_command: str = "sluice approvals approve"
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -109,16 +118,49 @@ class SessionGovernance:
         self.masking: SessionMasking | None = None
         if services is not None:
             self.recorder = services.recorder_factory(context, connection)
-            self.masking = services.masking_factory(context, connection)
             services.audit.emit(
                 SessionStart(**context_fields(context), protocol=context.protocol.value)
             )
-        self.wants_rows = self.recorder is not None or self.masking is not None
-        self.masks_messages = self.recorder is not None or self.masking is not None
-        self.masks_copy = self.masking is not None
+        self._set_flags()
         self._columns: tuple[str, ...] = ()
         self._formats: tuple[int, ...] = ()
         self._shape: ResultShape | None = None
+
+    def _set_flags(self) -> None:
+        self.wants_rows = self.recorder is not None or self.masking is not None
+        self.masks_messages = self.recorder is not None or self.masking is not None
+        self.masks_copy = self.masking is not None
+
+    async def start_masking(self, run_query: QueryRunner) -> None:
+        """Set up masking before the session starts; reads the catalog if rules need it.
+
+        Masking is on when the connection names profiles, or when its policy
+        may attach profiles to statements. Raises (fail closed) when the
+        catalog a column rule needs cannot be read.
+        """
+        services = self.services
+        if services is None or services.masking_engine is None:
+            return
+        if not self.connection.masking and self.connection.policy is None:
+            return
+        engine = services.masking_engine
+        masker = engine.masker(self.connection.masking)
+        policy_masks = self.connection.policy is not None and services.engine.may_mask(
+            self.connection.policy
+        )
+        if not self.connection.masking and not policy_masks:
+            return
+        catalog = None
+        if masker.has_column_rules or policy_masks:
+            catalog = await services.catalogs.get(self.connection.name, run_query)
+        self.masking = PgSessionMasking(
+            engine=engine,
+            profiles=self.connection.masking,
+            context=self.context,
+            audit=services.audit,
+            catalog=catalog,
+        )
+        self._set_flags()
 
     # Statements
 
@@ -386,6 +428,8 @@ class SessionGovernance:
         return replaced
 
     def result_done(self, body: bytes) -> None:
+        if self.masking is not None:
+            self.masking.result_done()
         if self.recorder is not None:
             tag = body.rstrip(b"\0").decode("utf-8", "replace")
             self.recorder.complete(tag)
@@ -411,7 +455,17 @@ class SessionGovernance:
     def process_copy_data(self, body: bytes) -> bytes:
         if self.masking is not None:
             body = self.masking.mask_copy(body)
+            if not body:
+                return b""  # a partial line waits for the rest of it
         return frame(b"d", body)
+
+    def copy_out_started(self, body: bytes, sql: str) -> None:
+        if self.masking is not None:
+            self.masking.copy_started(body, sql)
+
+    def copy_out_done(self) -> bytes:
+        """Anything masked COPY data still holds, sent before the CopyDone."""
+        return self.masking.copy_done() if self.masking is not None else b""
 
     def close(
         self,

@@ -27,7 +27,8 @@ from sluice.errors import ConfigError
 from sluice.events import Identity, SessionContext
 from sluice.notify.webhook import ApprovalNotifier, DeliveryResult, NotifySpec
 from sluice.policy import PolicyEngine, PolicySpec
-from sluice.proxy.governance import GovernanceServices, SessionMasking
+from sluice.proxy.governance import GovernanceServices
+from sluice.proxy.pg_masking import masking_engine
 from sluice.recording import Recorder, RecordingSpec, RecordingStore
 from sluice.store.db import Store
 
@@ -83,7 +84,7 @@ def recording_store(config: Config, audit: AuditLog | None = None) -> RecordingS
 
 
 def build_services(
-    config: Config, store: Store, *, audit: AuditLog | None = None, masking_factory: Any = None
+    config: Config, store: Store, *, audit: AuditLog | None = None
 ) -> GovernanceServices:
     """Everything sessions share. Raises ConfigError on an invalid section."""
     engine = compile_policies(config)
@@ -94,15 +95,12 @@ def build_services(
     def open_recorder(context: SessionContext, conn: ConnectionSpec) -> Recorder | None:
         return recordings.open(context, required=conn.recording.required and spec.required)
 
-    def no_masking(context: SessionContext, conn: ConnectionSpec) -> SessionMasking | None:
-        return None
-
     return GovernanceServices(
         engine=engine,
         approvals=ApprovalService(store),
         audit=audit,
         recorder_factory=open_recorder,
-        masking_factory=masking_factory or no_masking,
+        masking_engine=masking_engine(config),
         notifier=approval_notifier(config, audit),
     )
 

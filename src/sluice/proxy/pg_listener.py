@@ -308,6 +308,16 @@ class PostgresListener:
         try:
             governance = gateway.governor.session(context, conn)
             backend, handshake = await self._connect_backend(conn, startup)
+            try:
+                await governance.start_masking(lambda sql: self._side_query(conn, sql))
+            except Exception as exc:
+                backend.close()
+                log.exception("masking cannot start for %s", conn.name)
+                raise ClientRejected(
+                    f"the gateway cannot set up masking for connection {conn.name!r}: {exc}",
+                    sqlstate="58000",
+                    hint="the operator should check the masking configuration",
+                ) from exc
         except ClientRejected as exc:
             self._reject(client, exc.sqlstate, exc.message, hint=exc.hint)
             await end.record(reason="backend_unavailable", detail=exc.message)
@@ -469,6 +479,38 @@ class PostgresListener:
                 sqlstate="08006",
             ) from exc
         return backend, handshake
+
+    async def _side_query(self, conn: ConnectionSpec, sql: str) -> list[list[list[bytes | None]]]:
+        """Run SQL on a connection of the gateway's own (e.g. to read the catalog).
+
+        Returns the rows of each result; raises on an error.
+        """
+        startup = m.StartupMessage(
+            protocol=m.PROTOCOL_3_0,
+            parameters={"user": conn.user, "application_name": "sluice-gateway"},
+        )
+        backend, _ = await self._connect_backend(conn, startup)
+        results: list[list[list[bytes | None]]] = []
+        error: str | None = None
+        try:
+            backend.write(m.encode_query(sql))
+            async with asyncio.timeout(conn.connect_timeout * 3):
+                while True:
+                    kind, body = await backend.read_frame()
+                    if kind == m.ROW_DESCRIPTION:
+                        results.append([])
+                    elif kind == m.DATA_ROW:
+                        results[-1].append(m.decode_data_row(body))
+                    elif kind == m.ERROR_RESPONSE:
+                        error = m.decode_fields(body).get("M", "error")
+                    elif kind == m.READY_FOR_QUERY:
+                        break
+            backend.write(m.TERMINATE_MESSAGE)
+        finally:
+            backend.close()
+        if error is not None:
+            raise ClientRejected(f"the backend refused a gateway query: {error}")
+        return results
 
     async def _backend_tls(self, backend: FrameReceiver, conn: ConnectionSpec) -> None:
         mode = conn.tls.mode

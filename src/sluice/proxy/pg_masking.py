@@ -1,19 +1,536 @@
-"""Masking of PostgreSQL results (bridges sluice.masking to the data path)."""
+"""Masking of PostgreSQL results: the bridge from `sluice.masking` to the data path.
+
+Every server message that can carry data passes here when masking applies to
+a session: DataRow (text and binary formats), CopyData of COPY TO (text and
+CSV; binary COPY is refused), ErrorResponse and NoticeResponse fields, and
+NotificationResponse payloads. Any exception means the message must not pass
+(the session reports 58000 and ends): masking fails closed.
+
+Column rules need to know where a result column comes from. The
+RowDescription names the table OID and column number of plain column
+references; lineage (from the statement's parse tree) covers expressions.
+Both need the catalog (OIDs to names, `SELECT *`, view definitions), which is
+read from the backend once per connection and cached briefly.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pglast
+from pglast import ast
+from pglast.stream import RawStream
+from pydantic import ValidationError
+
+from sluice.audit import AuditLog, MaskingApplied, MaskingCount, context_fields
 from sluice.config import Config
+from sluice.errors import ConfigError
+from sluice.events import SessionContext
+from sluice.masking import (
+    OPAQUE,
+    ColumnLineage,
+    ColumnOrigin,
+    CopyFormat,
+    CopyMasker,
+    Masker,
+    MaskingEngine,
+    MaskingError,
+    MaskingSpec,
+    MaskStats,
+    ResultColumn,
+    StaticCatalog,
+    analyze,
+    result_lineage,
+)
+from sluice.policy.verdict import Allow
+from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.framing import frame
+from sluice.protocols.postgres.tracker import ResultShape
+
+log = logging.getLogger(__name__)
+
+# How long a catalog snapshot is trusted before it is read again.
+CATALOG_TTL_SECONDS = 60.0
+# Error and notice fields that can quote data (message, detail, hint, context,
+# internal query); the others name objects or positions.
+_TEXT_FIELDS = frozenset("MDHWq")
+
+CATALOG_SQL = """
+SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname,
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND a.attnum > 0 AND NOT a.attisdropped
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%'
+ORDER BY c.oid, a.attnum;
+SELECT pg_catalog.array_to_string(pg_catalog.current_schemas(false), ',')
+"""
 
 
-def masking_engine(config: Config) -> Any:
-    """Validate the masking section; None when no profile is declared."""
-    return None
+def _resolve_key(ref: str | None) -> bytes | None:
+    if ref is None:
+        return None
+    scheme, _, target = ref.partition(":")
+    if scheme == "env":
+        value = os.environ.get(target)
+        if value is None:
+            raise ConfigError(f"masking.hmac_key: environment variable {target} is not set")
+        return value.encode()
+    if scheme == "file":
+        try:
+            return Path(target).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"masking.hmac_key: cannot read {target}: {exc}") from exc
+    raise ConfigError("masking.hmac_key must be a reference: 'env:NAME' or 'file:/path'")
+
+
+def masking_engine(config: Config) -> MaskingEngine | None:
+    """Validate the masking section; None when no profile is declared.
+
+    Every profile a connection names must exist: a typo must not leave data
+    unmasked.
+    """
+    try:
+        spec = MaskingSpec.model_validate(config.masking)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"masking.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid masking configuration: {problems}") from exc
+    declared = {p.name for p in spec.profiles}
+    for conn in config.connections:
+        for name in conn.masking:
+            if name not in declared:
+                raise ConfigError(
+                    f"connection {conn.name!r} uses masking profile {name!r}, "
+                    "which is not declared",
+                    hint="declare it under masking.profiles",
+                )
+    for policy in config.policies:
+        for rule in policy.get("rules", ()) or ():
+            for name in rule.get("mask_profiles", ()) or ():
+                if name not in declared:
+                    raise ConfigError(
+                        f"policy {policy.get('name')!r} rule {rule.get('name')!r} uses masking "
+                        f"profile {name!r}, which is not declared",
+                        hint="declare it under masking.profiles",
+                    )
+    if not spec.profiles:
+        return None
+    engine = MaskingEngine(spec, hmac_key=_resolve_key(getattr(spec, "hmac_key", None)))
+    engine.validate()
+    return engine
+
+
+# Catalog
+
+
+@dataclass(slots=True)
+class PgCatalog:
+    """A snapshot of the backend's tables, columns and views."""
+
+    static: StaticCatalog
+    by_oid: dict[int, tuple[str, str, dict[int, str]]]
+    loaded_at: float
+
+    def origin(self, table_oid: int, attnum: int) -> ColumnOrigin | None:
+        found = self.by_oid.get(table_oid)
+        if found is None or attnum <= 0:
+            return None
+        schema, table, columns = found
+        column = columns.get(attnum)
+        return ColumnOrigin(schema=schema, table=table, column=column) if column else None
+
+
+def parse_catalog(rows: list[list[bytes | None]], search_path: str) -> PgCatalog:
+    by_oid: dict[int, tuple[str, str, dict[int, str]]] = {}
+    tables: dict[tuple[str, str], list[str]] = {}
+    views: dict[tuple[str, str], str] = {}
+    for oid_b, schema_b, table_b, attnum_b, name_b, view_b in rows:
+        if not (oid_b and schema_b and table_b and attnum_b and name_b):
+            raise MaskingError("the catalog query returned an incomplete row")
+        oid, schema, table = int(oid_b), schema_b.decode(), table_b.decode()
+        entry = by_oid.setdefault(oid, (schema, table, {}))
+        entry[2][int(attnum_b)] = name_b.decode()
+        tables.setdefault((schema, table), []).append(name_b.decode())
+        if view_b is not None:
+            views[(schema, table)] = view_b.decode()
+    path = tuple(s for s in search_path.split(",") if s) or ("public",)
+    return PgCatalog(
+        static=StaticCatalog(tables=tables, views=views, search_path=path),
+        by_oid=by_oid,
+        loaded_at=time.monotonic(),
+    )
+
+
+QueryRunner = Callable[[str], Awaitable[list[list[list[bytes | None]]]]]
+
+
+@dataclass(slots=True)
+class CatalogCache:
+    """Catalog snapshots per connection, read with the gateway's own credential."""
+
+    snapshots: dict[str, PgCatalog] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    async def get(self, connection: str, run: QueryRunner) -> PgCatalog:
+        lock = self.locks.setdefault(connection, asyncio.Lock())
+        async with lock:
+            snap = self.snapshots.get(connection)
+            if snap is not None and time.monotonic() - snap.loaded_at < CATALOG_TTL_SECONDS:
+                return snap
+            results = await run(CATALOG_SQL)
+            rows, path_rows = results[0], results[1]
+            path = (path_rows[0][0] or b"public").decode() if path_rows else "public"
+            snap = parse_catalog(rows, path)
+            self.snapshots[connection] = snap
+            return snap
+
+
+# COPY TO STDOUT
+
+
+def copy_format(sql: str) -> tuple[CopyFormat | None, bool]:
+    """The format of the COPY TO in `sql`: (format, is_binary). Unknown: (None, False)."""
+    try:
+        statements = pglast.parse_sql(sql)
+    except Exception:
+        return None, False
+    for raw in statements:
+        stmt = raw.stmt
+        if not isinstance(stmt, ast.CopyStmt) or stmt.is_from:
+            continue
+        options: dict[str, Any] = {}
+        for opt in stmt.options or ():
+            if isinstance(opt, ast.DefElem) and opt.defname:
+                value = opt.arg
+                if isinstance(value, ast.String):
+                    options[opt.defname] = value.sval
+                elif isinstance(value, ast.Boolean):
+                    options[opt.defname] = value.boolval
+                elif isinstance(value, ast.Integer):
+                    options[opt.defname] = bool(value.ival)
+                else:
+                    options[opt.defname] = True
+        kind = str(options.get("format", "text")).lower()
+        if kind == "binary":
+            return None, True
+        csv = kind == "csv"
+
+        fmt = CopyFormat(
+            kind="csv" if csv else "text",
+            delimiter=_option_bytes(options, "delimiter") or b"",
+            null=_option_bytes(options, "null"),
+            quote=_option_bytes(options, "quote") or b'"',
+            escape=_option_bytes(options, "escape"),
+            header=bool(options.get("header", False)),
+        )
+        return fmt, False
+    return None, False
+
+
+def _option_bytes(options: dict[str, Any], name: str) -> bytes | None:
+    value = options.get(name)
+    return value.encode() if isinstance(value, str) else None
+
+
+# The session bridge
+
+
+class PgSessionMasking:
+    """Masking of one session's results (implements governance's SessionMasking)."""
+
+    def __init__(
+        self,
+        *,
+        engine: MaskingEngine,
+        profiles: Sequence[str],
+        context: SessionContext,
+        audit: AuditLog,
+        catalog: PgCatalog | None,
+    ):
+        self.engine = engine
+        self.context = context
+        self.audit = audit
+        self.catalog = catalog
+        self._profiles: tuple[str, ...] = tuple(dict.fromkeys(profiles))
+        self.masker: Masker = engine.masker(self._profiles)
+        self._shape: ResultShape | None = None
+        self._columns: list[ResultColumn] = []
+        self._stats: MaskStats | None = None
+        self._copy: CopyMasker | None = None
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        return self._profiles
+
+    def statement_allowed(self, sql: str, verdict: Allow) -> None:
+        """Profiles a policy rule attached stay on for the rest of the session.
+
+        Masking more than asked never leaks; binding profiles to exactly one
+        statement across pipelined results is not worth that risk.
+        """
+        extra = verdict.mask.profiles if verdict.mask else ()
+        if any(p not in self._profiles for p in extra):
+            self._profiles = tuple(dict.fromkeys((*self._profiles, *extra)))
+            self.masker = self.engine.masker(self._profiles)
+            self._shape = None
+
+    # Rows
+
+    def _result_columns(self, shape: ResultShape) -> list[ResultColumn]:
+        if shape is self._shape:
+            return self._columns
+        lineage: list[ColumnLineage] | None = None
+        if self.masker.has_column_rules:
+            lineage = self._lineage(shape)
+        columns = []
+        for index, f in enumerate(shape.fields):
+            origin = self.catalog.origin(f.table_oid, f.column) if self.catalog else None
+            columns.append(
+                ResultColumn(
+                    name=f.name,
+                    type_oid=f.type_oid,
+                    format=f.format,
+                    origin=origin,
+                    lineage=lineage[index] if lineage is not None else None,
+                )
+            )
+        self._shape, self._columns = shape, columns
+        return columns
+
+    def _lineage(self, shape: ResultShape) -> list[ColumnLineage]:
+        n = len(shape.fields)
+        if not shape.sql:
+            return [OPAQUE] * n
+        catalog = self.catalog.static if self.catalog else None
+        try:
+            statements = len(pglast.parse_sql(shape.sql))
+        except Exception:
+            return [OPAQUE] * n
+        if statements != 1:
+            # Which statement of several produced this result is not known
+            # for sure: treat every column as of unknown origin.
+            return [OPAQUE] * n
+        return result_lineage(shape.sql, n, catalog, statement=0)
+
+    def mask_rows(self, shape: ResultShape | None, region: bytes, count: int) -> bytes | None:
+        if shape is None:
+            raise MaskingError("rows arrived for a result whose columns are unknown")
+        plan = self.masker.prepare(self._result_columns(shape))
+        if plan is None:
+            return None
+        rows, spans = _decode_region(region)
+        if len(rows) != count:
+            raise MaskingError("the rows of a result do not match their framing")
+        masked, stats = plan.mask_rows(rows)
+        if stats.values:
+            self._stats = stats if self._stats is None else self._stats + stats
+        changed = [i for i, (a, b) in enumerate(zip(rows, masked, strict=True)) if a is not b]
+        if not changed:
+            return None
+        out = bytearray()
+        copied = 0
+        for i in changed:
+            start, end = spans[i]
+            out += region[copied:start]
+            out += m.encode_data_row(masked[i])
+            copied = end
+        out += region[copied:]
+        return bytes(out)
+
+    def result_done(self) -> None:
+        """Audit what one result had masked: counts only, never values."""
+        stats, self._stats = self._stats, None
+        if stats is None or not stats.values:
+            return
+        counts = tuple(
+            MaskingCount(column=column, detector=detector, count=n)
+            for (column, detector), n in _pairs(stats)
+        )
+        self.audit.emit(
+            MaskingApplied(**context_fields(self.context), profiles=self._profiles, counts=counts)
+        )
+
+    # Messages
+
+    def mask_message(self, kind: int, body: bytes) -> bytes:
+        if kind in (m.ERROR_RESPONSE, m.NOTICE_RESPONSE):
+            fields = m.decode_fields(body)
+            for code in _TEXT_FIELDS & fields.keys():
+                fields[code], _ = self.masker.mask_text(fields[code])
+            return m.encode_fields(bytes((kind,)), fields)[5:]
+        if kind == m.NOTIFICATION_RESPONSE:
+            pid, channel, payload = m.decode_notification(body)
+            payload, _ = self.masker.mask_text(payload)
+            return m.encode_notification(pid, channel, payload)[5:]
+        return body
+
+    # COPY TO STDOUT
+
+    def copy_started(self, body: bytes, sql: str) -> None:
+        """A CopyOutResponse: set up the masker for the data that follows."""
+        overall = body[0] if body else 0
+        ncols = struct.unpack_from("!h", body, 1)[0] if len(body) >= 3 else 0
+        fmt, binary = copy_format(sql)
+        if overall == 1 or binary:
+            raise MaskingError(
+                "binary COPY cannot be masked; use COPY ... TO STDOUT in text or CSV format"
+            )
+        if fmt is None:
+            fmt = CopyFormat(kind="text")
+        lineage = self._copy_lineage(sql, ncols)
+        columns = [
+            ResultColumn(name=f"column{i + 1}", type_oid=25, format=0, lineage=lineage[i])
+            for i in range(ncols)
+        ]
+        self._copy = self.masker.copy_masker(columns, fmt)
+
+    def _copy_lineage(self, sql: str, ncols: int) -> list[ColumnLineage]:
+        if not self.masker.has_column_rules:
+            return [OPAQUE] * ncols
+        catalog = self.catalog.static if self.catalog else None
+        try:
+            stmt = pglast.parse_sql(sql)[0].stmt
+        except Exception:
+            return [OPAQUE] * ncols
+        if isinstance(stmt, ast.CopyStmt) and stmt.query is not None:
+            inner = RawStream()(stmt.query)
+            return result_lineage(inner, ncols, catalog)
+        if isinstance(stmt, ast.CopyStmt) and stmt.relation is not None:
+            rel = stmt.relation
+            names = [c.sval for c in (stmt.attlist or ()) if isinstance(c, ast.String)]
+            cols = ", ".join(f'"{n}"' for n in names) if names else "*"
+            target = (
+                f'"{rel.schemaname}"."{rel.relname}"' if rel.schemaname else (f'"{rel.relname}"')
+            )
+            # Names come from the parse tree of the client's COPY, quoted; this
+            # text is only parsed for lineage, never sent anywhere.
+            query = f"SELECT {cols} FROM {target}"  # noqa: S608
+            return result_lineage(query, ncols, catalog)
+        return [OPAQUE] * ncols
+
+    def mask_copy(self, body: bytes) -> bytes:
+        if self._copy is None:
+            raise MaskingError("COPY data arrived without a CopyOutResponse")
+        return self._copy.feed(body)
+
+    def copy_done(self) -> bytes:
+        """The rest of a masked COPY (a last line without its newline)."""
+        copy, self._copy = self._copy, None
+        if copy is None:
+            return b""
+        tail = copy.finish()
+        stats = copy.stats
+        if stats.values:
+            self._stats = stats if self._stats is None else self._stats + stats
+        self.result_done()
+        return frame(b"d", tail) if tail else b""
+
+
+def _pairs(stats: MaskStats) -> list[tuple[tuple[str, str], int]]:
+    """Counts per (column, detector) for audit: from the per-column and per-detector tallies."""
+    pairs: list[tuple[tuple[str, str], int]] = []
+    for column, n in sorted(stats.by_column.items()):
+        pairs.append(((column, "*"), n))
+    for detector, n in sorted(stats.by_detector.items()):
+        pairs.append((("*", detector), n))
+    return pairs
+
+
+def _decode_region(region: bytes) -> tuple[list[list[bytes | None]], list[tuple[int, int]]]:
+    """The rows of concatenated DataRow frames, and each frame's span."""
+    rows: list[list[bytes | None]] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    size = len(region)
+    unpack = struct.unpack_from
+    while pos < size:
+        (length,) = unpack("!I", region, pos + 1)
+        end = pos + 1 + length
+        rows.append(m.decode_data_row(region[pos + 5 : end]))
+        spans.append((pos, end))
+        pos = end
+    return rows, spans
 
 
 def explain_masking(
     config: Config, connection: str, sql: str, verdict: object
 ) -> list[dict[str, str]]:
-    """Which output columns of `sql` would be masked, by what and why."""
-    return []
+    """Which output columns of `sql` would be masked on `connection`, by what and why.
+
+    Offline: no catalog, so `*` cannot be expanded (a note says so) and plain
+    columns are judged by name and lineage only.
+    """
+    engine = masking_engine(config)
+    conn = config.connection(connection)
+    if engine is None or conn is None:
+        return []
+    profiles = list(conn.masking)
+    if isinstance(verdict, Allow) and verdict.mask is not None:
+        profiles += [p for p in verdict.mask.profiles if p not in profiles]
+    if not profiles:
+        return []
+    masker = engine.masker(profiles)
+    out: list[dict[str, str]] = []
+    for statement in analyze(sql):
+        columns = statement.columns
+        if columns is None:
+            if masker.has_column_rules:
+                out.append(
+                    {
+                        "column": "(every column)",
+                        "strategy": "column rules",
+                        "why": "lineage unknown for this statement: rules apply to all",
+                    }
+                )
+            continue
+        for item in columns:
+            if item.star:
+                out.append(
+                    {
+                        "column": item.name or "*",
+                        "strategy": "per column",
+                        "why": "expanded from the catalog when the statement runs",
+                    }
+                )
+                continue
+            name = item.name or "?column?"
+            action = masker.column_action(
+                ResultColumn(name=name, type_oid=25, lineage=item.lineage)
+            )
+            if action is None:
+                continue
+            origins = ", ".join(
+                sorted(
+                    f"{o.schema + '.' if o.schema else ''}{o.table}.{o.column}"
+                    for o in item.lineage.origins
+                )
+            )
+            why = (
+                "lineage unknown"
+                if item.lineage.opaque
+                else (f"column rule on {origins}" if origins else "column rule on its name")
+            )
+            out.append({"column": name, "strategy": action.strategy.value, "why": why})
+    if masker.content and masker.has_detectors:
+        names = ", ".join(sorted(d.name for d in masker.scanner.detectors))
+        out.append(
+            {
+                "column": "(every text value)",
+                "strategy": "detectors",
+                "why": f"content rule of profile(s) {', '.join(profiles)}: {names}",
+            }
+        )
+    return out

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from sluice.config import Limits
 from sluice.events import QueryOrigin
+from sluice.masking import MaskingError
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
@@ -478,6 +479,14 @@ class PgSession:
         buf += data
         try:
             out, consumed = self._process_backend(buf)
+        except MaskingError as exc:
+            log.error("masking failed in session %s: %s", self.governance.context.session_id, exc)
+            self.fail_client(
+                exc.sqlstate,
+                f"masking failed ({exc.message}); the rest of the result was not sent",
+                reason="masking_failed",
+            )
+            return
         except PgProtocolError as exc:
             self.fail_client(
                 "08P01",
@@ -577,6 +586,14 @@ class PgSession:
                 parts.append(bytes(buf[copied:pos]))
                 parts.append(replacement)
                 copied = end
+            elif kind == 72 and governance.masks_copy:  # 'H' CopyOutResponse
+                governance.copy_out_started(bytes(buf[pos + 5 : end]), tracker.current_sql())
+            elif kind == 99 and governance.masks_copy:  # 'c' CopyDone
+                tail = governance.copy_out_done()
+                if tail:
+                    parts.append(bytes(buf[copied:pos]))
+                    parts.append(tail)
+                    copied = pos
             pos = end
         if not parts:
             return bytes(buf[:pos]), pos

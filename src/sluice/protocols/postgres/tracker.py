@@ -206,6 +206,18 @@ class QueryTracker:
                 portal.fields = fields
                 portal.formats = tuple(f.format for f in fields)
 
+    def current_sql(self) -> str:
+        """The SQL whose response is arriving now (a simple query's whole text)."""
+        head = self._head()
+        if head is None:
+            return ""
+        if head.kind is Pending.QUERY:
+            return head.sql
+        if head.kind is Pending.EXECUTE:
+            portal = self.portals.get(head.name)
+            return portal.sql if portal is not None else ""
+        return ""
+
     def rows_shape(self) -> ResultShape | None:
         """The shape of DataRows arriving now (simple or extended protocol)."""
         if self.current is not None:

@@ -312,7 +312,7 @@ def test_wire_rows_round_trip_text_and_binary(tmp_path: Path) -> None:
     from sluice.recording.records import RowsRecord
 
     st = store(tmp_path)
-    rows = [[b"alice", b"\x00\x01", None], [b"bob", b"\xff", b"x"]] * 3000
+    rows: list[list[bytes | None]] = [[b"alice", b"\x00\x01", None], [b"bob", b"\xff", b"x"]] * 3000
     data = b"".join(encode_data_row(r) for r in rows)  # ~70 KiB: split into records
     rec = st.open(context())
     rec.wire_rows(["name", "blob", "note"], [0, 1, 0], data, len(rows))

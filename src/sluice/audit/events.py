@@ -275,8 +275,9 @@ def to_json(event: AuditEvent) -> str:
     if event.timestamp.tzinfo is None:
         raise ValueError("audit timestamps must be timezone-aware")
     head = b'{"type":"' + event.TYPE.encode() + b'","schema":' + str(SCHEMA_VERSION).encode()
-    body = orjson.dumps(event, option=orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_SUBCLASS,
-                        default=_orjson_default)
+    body = orjson.dumps(
+        event, option=orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_SUBCLASS, default=_orjson_default
+    )
     return (head + b"," + body[1:]).decode() if len(body) > 2 else (head + b"}").decode()
 
 

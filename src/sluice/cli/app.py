@@ -31,12 +31,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 tokens_app = typer.Typer(help="Create, list and revoke Sluice tokens.", no_args_is_help=True)
-connections_app = typer.Typer(help="Show the connections (targets) clients can reach.",
-                              no_args_is_help=True)
-sessions_app = typer.Typer(help="List, show, replay and verify recorded sessions.",
-                           no_args_is_help=True)
-credentials_app = typer.Typer(help="Store backend credentials encrypted at rest.",
-                              no_args_is_help=True)
+connections_app = typer.Typer(
+    help="Show the connections (targets) clients can reach.", no_args_is_help=True
+)
+sessions_app = typer.Typer(
+    help="List, show, replay and verify recorded sessions.", no_args_is_help=True
+)
+credentials_app = typer.Typer(
+    help="Store backend credentials encrypted at rest.", no_args_is_help=True
+)
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(connections_app, name="connections")
 app.add_typer(sessions_app, name="sessions")
@@ -50,13 +53,22 @@ def main_options(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Path of sluice.yaml (or set SLUICE_CONFIG).",
-                     envvar="SLUICE_CONFIG", show_envvar=True),
+        typer.Option(
+            "--config",
+            "-c",
+            help="Path of sluice.yaml (or set SLUICE_CONFIG).",
+            envvar="SLUICE_CONFIG",
+            show_envvar=True,
+        ),
     ] = None,
     store: Annotated[
         str | None,
-        typer.Option("--store", help="Store URL, e.g. postgresql://... (default: SQLite in "
-                     "the data directory).", envvar="SLUICE_STORE", show_envvar=True),
+        typer.Option(
+            "--store",
+            help="Store URL, e.g. postgresql://... (default: SQLite in the data directory).",
+            envvar="SLUICE_STORE",
+            show_envvar=True,
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
@@ -86,8 +98,10 @@ def version(json_output: JsonOption = False) -> None:
 @app.command()
 def serve(
     ctx: typer.Context,
-    workers: Annotated[int, typer.Option(help="Worker processes sharing the listeners "
-                                         "(SO_REUSEPORT).", min=1, max=64)] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(help="Worker processes sharing the listeners (SO_REUSEPORT).", min=1, max=64),
+    ] = 1,
 ) -> None:
     """Run the gateway with the configuration file."""
     from sluice.proxy.runner import run_gateway
@@ -116,8 +130,9 @@ def demo(
 def tokens_create(
     ctx: typer.Context,
     user: Annotated[str, typer.Option("--user", "-u", help="The user the token identifies.")],
-    group: Annotated[list[str] | None, typer.Option("--group", "-g",
-                                                    help="A group of the user (repeat).")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="A group of the user (repeat).")
+    ] = None,
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 12h, 30d.")] = "30d",
     description: Annotated[str, typer.Option(help="What the token is for.")] = "",
     json_output: JsonOption = False,
@@ -127,17 +142,28 @@ def tokens_create(
     with friendly_errors():
         st = state(ctx)
         info, plaintext = st.store.create_token(
-            user=user, groups=group or [], description=description,
+            user=user,
+            groups=group or [],
+            description=description,
             expires_at=dt.datetime.now(dt.UTC) + lifetime if lifetime else None,
         )
         _audit_token(st, "token.created", info.token_id, user, tuple(group or []))
     if json_output:
-        print_json({"id": info.token_id, "token": plaintext, "user": user,
-                    "groups": list(info.groups), "expires_at": info.expires_at})
+        print_json(
+            {
+                "id": info.token_id,
+                "token": plaintext,
+                "user": user,
+                "groups": list(info.groups),
+                "expires_at": info.expires_at,
+            }
+        )
         return
-    console.print(f"Created token [bold]{info.token_id}[/] for [bold]{user}[/]"
-                  f"{' in ' + ', '.join(info.groups) if info.groups else ''}, "
-                  f"expires {ago(info.expires_at) if info.expires_at else 'never'} UTC.")
+    console.print(
+        f"Created token [bold]{info.token_id}[/] for [bold]{user}[/]"
+        f"{' in ' + ', '.join(info.groups) if info.groups else ''}, "
+        f"expires {ago(info.expires_at) if info.expires_at else 'never'} UTC."
+    )
     console.print("Use it as the password; it is shown only now:", style="yellow")
     console.print(plaintext, highlight=False, soft_wrap=True)
 
@@ -148,15 +174,33 @@ def tokens_list(ctx: typer.Context, json_output: JsonOption = False) -> None:
     with friendly_errors():
         tokens = state(ctx).store.list_tokens()
     if json_output:
-        print_json([{"id": t.token_id, "user": t.user, "groups": list(t.groups),
-                     "status": t.status, "description": t.description,
-                     "created_at": t.created_at, "expires_at": t.expires_at,
-                     "last_used_at": t.last_used_at} for t in tokens])
+        print_json(
+            [
+                {
+                    "id": t.token_id,
+                    "user": t.user,
+                    "groups": list(t.groups),
+                    "status": t.status,
+                    "description": t.description,
+                    "created_at": t.created_at,
+                    "expires_at": t.expires_at,
+                    "last_used_at": t.last_used_at,
+                }
+                for t in tokens
+            ]
+        )
         return
     table = Table("id", "user", "groups", "status", "expires", "last used", "description")
     for t in tokens:
-        table.add_row(t.token_id, t.user, ", ".join(t.groups), t.status, ago(t.expires_at),
-                      ago(t.last_used_at), t.description)
+        table.add_row(
+            t.token_id,
+            t.user,
+            ", ".join(t.groups),
+            t.status,
+            ago(t.expires_at),
+            ago(t.last_used_at),
+            t.description,
+        )
     console.print(table)
 
 
@@ -175,8 +219,9 @@ def tokens_revoke(
     console.print(f"Revoked token {token_id} of {info.user}.")
 
 
-def _audit_token(st: CliState, kind: str, token_id: str, user: str,
-                 groups: tuple[str, ...]) -> None:
+def _audit_token(
+    st: CliState, kind: str, token_id: str, user: str, groups: tuple[str, ...]
+) -> None:
     from sluice.proxy.runner import emit_admin_audit
 
     emit_admin_audit(st.config, kind, token_id=token_id, user=user, groups=groups)
@@ -191,16 +236,37 @@ def connections_list(ctx: typer.Context, json_output: JsonOption = False) -> Non
     with friendly_errors():
         conns = state(ctx).config.connections
     if json_output:
-        print_json([{"name": c.name, "type": c.type, "host": c.host, "port": c.port,
-                     "database": c.database, "user": c.user, "tls": c.tls.mode,
-                     "policy": c.policy, "masking": list(c.masking),
-                     "access": c.access.model_dump(mode="json")} for c in conns])
+        print_json(
+            [
+                {
+                    "name": c.name,
+                    "type": c.type,
+                    "host": c.host,
+                    "port": c.port,
+                    "database": c.database,
+                    "user": c.user,
+                    "tls": c.tls.mode,
+                    "policy": c.policy,
+                    "masking": list(c.masking),
+                    "access": c.access.model_dump(mode="json"),
+                }
+                for c in conns
+            ]
+        )
         return
     table = Table("name", "type", "target", "user", "tls", "policy", "masking", "access")
     for c in conns:
         who = ", ".join([*c.access.users, *(f"@{g}" for g in c.access.groups)]) or "everyone"
-        table.add_row(c.name, c.type, f"{c.host}:{c.port}/{c.database}", c.user, c.tls.mode,
-                      c.policy or "-", ", ".join(c.masking) or "-", who)
+        table.add_row(
+            c.name,
+            c.type,
+            f"{c.host}:{c.port}/{c.database}",
+            c.user,
+            c.tls.mode,
+            c.policy or "-",
+            ", ".join(c.masking) or "-",
+            who,
+        )
     console.print(table)
 
 
@@ -218,17 +284,37 @@ def sessions_list(
 ) -> None:
     """List sessions, newest first."""
     with friendly_errors():
-        rows = state(ctx).store.list_sessions(limit=limit, user=user, connection=connection,
-                                              active_only=active)
+        rows = state(ctx).store.list_sessions(
+            limit=limit, user=user, connection=connection, active_only=active
+        )
     if json_output:
         print_json([s.as_json() for s in rows])
         return
-    table = Table("id", "user", "connection", "client", "started", "ended", "stmts",
-                  "in", "out", "how it ended")
+    table = Table(
+        "id",
+        "user",
+        "connection",
+        "client",
+        "started",
+        "ended",
+        "stmts",
+        "in",
+        "out",
+        "how it ended",
+    )
     for s in rows:
-        table.add_row(s.session_id[:8], s.user, s.connection, s.client_addr, ago(s.started_at),
-                      ago(s.ended_at), str(s.statements), _size(s.bytes_from_client),
-                      _size(s.bytes_to_client), s.end_reason or "open")
+        table.add_row(
+            s.session_id[:8],
+            s.user,
+            s.connection,
+            s.client_addr,
+            ago(s.started_at),
+            ago(s.ended_at),
+            str(s.statements),
+            _size(s.bytes_from_client),
+            _size(s.bytes_to_client),
+            s.end_reason or "open",
+        )
     console.print(table)
 
 
@@ -247,8 +333,7 @@ def sessions_show(
         print_json(info.as_json())
         return
     for key, value in info.as_json().items():
-        console.print(f"[bold]{key:>18}[/] {value if value is not None else '-'}",
-                      highlight=False)
+        console.print(f"[bold]{key:>18}[/] {value if value is not None else '-'}", highlight=False)
 
 
 def _size(n: int) -> str:
@@ -266,8 +351,10 @@ def _size(n: int) -> str:
 def credentials_set(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Name referenced as `password: {stored: NAME}`.")],
-    value: Annotated[str | None, typer.Option(
-        "--value", help="The secret (prompted for if omitted; avoid shell history).")] = None,
+    value: Annotated[
+        str | None,
+        typer.Option("--value", help="The secret (prompted for if omitted; avoid shell history)."),
+    ] = None,
 ) -> None:
     """Store a backend secret, encrypted with the master key."""
     secret = value if value is not None else typer.prompt("secret", hide_input=True)

@@ -245,7 +245,7 @@ class Masker:
                         column=col,
                         is_json=col.type_oid in pgtypes.JSON_TYPES,
                         decode=col.format == pgtypes.BINARY_FORMAT
-                        and col.type_oid in pgtypes.NUMERIC_TYPES,
+                        and col.type_oid in pgtypes.DECODED_BINARY_TYPES,
                         text_like=pgtypes.is_text_like(col.type_oid, col.format, self._extra_text),
                     )
                 )

@@ -68,6 +68,9 @@ BINARY_TEXT_LIKE: frozenset[int] = frozenset({TEXT, VARCHAR, BPCHAR, NAME, UNKNO
 JSON_TYPES: frozenset[int] = frozenset({JSON, JSONB})
 # Numbers may hold card, phone or SSN digits: scanned in content mode.
 NUMERIC_TYPES: frozenset[int] = frozenset({INT2, INT4, INT8, NUMERIC})
+# Binary values decoded to their text form before detectors read them; a
+# finding turns such a value into NULL (there is no masked binary form).
+DECODED_BINARY_TYPES: frozenset[int] = NUMERIC_TYPES | {INET, CIDR}
 # Types whose values cannot carry free text (content scanning skips them).
 NO_CONTENT: frozenset[int] = frozenset(
     {BOOL, BYTEA, CHAR, OID, FLOAT4, FLOAT8, MONEY, DATE, TIME, TIMESTAMP, TIMESTAMPTZ}
@@ -260,10 +263,27 @@ _BINARY_NUMBER_DECODERS: dict[int, Callable[[bytes], bytes]] = {
 }
 
 
+def decode_binary_inet(value: bytes) -> bytes:
+    """PostgreSQL binary inet/cidr (family, bits, is_cidr, nb, address) to text."""
+    family, bits, _is_cidr, size = value[0], value[1], value[2], value[3]
+    address = value[4 : 4 + size]
+    if family == 2 and size == 4:  # PGSQL_AF_INET
+        text = str(ipaddress.IPv4Address(address))
+        full = 32
+    elif family == 3 and size == 16:  # PGSQL_AF_INET6
+        text = str(ipaddress.IPv6Address(address))
+        full = 128
+    else:
+        raise ValueError("malformed binary inet value")
+    return (text if bits == full else f"{text}/{bits}").encode()
+
+
 def scan_view(value: bytes, type_oid: int, fmt: int) -> bytes:
     """The bytes content detectors should read for this value."""
     if fmt == BINARY_FORMAT:
         decoder = _BINARY_NUMBER_DECODERS.get(type_oid)
         if decoder is not None:
             return decoder(value)
+        if type_oid in (INET, CIDR):
+            return decode_binary_inet(value)
     return value

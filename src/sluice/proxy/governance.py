@@ -50,6 +50,8 @@ class SessionMasking(Protocol):
 
     def mask_message(self, kind: int, body: bytes) -> bytes: ...
 
+    def mask_statement(self, sql: str) -> str: ...
+
     def result_done(self) -> None: ...
 
     def copy_started(self, body: bytes, sql: str) -> None: ...
@@ -197,10 +199,11 @@ class SessionGovernance:
         Raises (RecordingError, AuditError) when that cannot be done: the
         statement must then not be sent.
         """
+        shown = self._shown(sql)
         if self.recorder is not None:
             # Both records reach the OS in one write, before the statement is sent.
             self.recorder.statement(
-                sql, origin=_origin_label(origin), statement_name=statement_name, flush=False
+                shown, origin=_origin_label(origin), statement_name=statement_name, flush=False
             )
             self.recorder.verdict(verdict)
         if self.services is not None:
@@ -209,7 +212,7 @@ class SessionGovernance:
                     **context_fields(self.context),
                     rule=verdict.rule,
                     reason=verdict.reason,
-                    statement=sql,
+                    statement=shown,
                     origin=origin.value,
                     mask_profiles=verdict.mask.profiles if verdict.mask else (),
                     approval_id=approval_id,
@@ -236,9 +239,10 @@ class SessionGovernance:
         message: str,
     ) -> None:
         """A statement did not reach the backend; record and audit why."""
+        shown = self._shown(sql)
         if self.recorder is not None:
             self.recorder.statement(
-                sql, origin=_origin_label(origin), statement_name=statement_name
+                shown, origin=_origin_label(origin), statement_name=statement_name
             )
             self.recorder.verdict(verdict)
             self.recorder.error(sqlstate=sqlstate, message=message, source="gateway")
@@ -248,10 +252,14 @@ class SessionGovernance:
                     **context_fields(self.context),
                     rule=verdict.rule,
                     reason=message,
-                    statement=sql,
+                    statement=shown,
                     origin=origin.value,
                 )
             )
+
+    def _shown(self, sql: str) -> str:
+        """Statement text for recordings and audit: masked when masking is on."""
+        return self.masking.mask_statement(sql) if self.masking is not None else sql
 
     def statement_closed(self, name: str) -> None:
         self.prepared.close(name)
@@ -298,7 +306,7 @@ class SessionGovernance:
                     rule=verdict.rule,
                     reason=verdict.reason,
                     approval_id=request.id,
-                    statement=sql,
+                    statement=self._shown(sql),
                     approver_groups=verdict.approver_groups,
                     expires_at=request.expires_at,
                 )

@@ -287,6 +287,11 @@ class PgSessionMasking:
             self.masker = self.engine.masker(self._profiles)
             self._shape = None
 
+    def mask_statement(self, sql: str) -> str:
+        """A statement's text as recordings and audit may keep it (literals masked)."""
+        masked, _ = self.masker.mask_text(sql)
+        return masked
+
     # Rows
 
     def _result_columns(self, shape: ResultShape) -> list[ResultColumn]:

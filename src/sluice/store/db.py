@@ -26,7 +26,6 @@ from sluice.events import Identity
 from sluice.identity.tokens import generate_token, hash_token, token_id_of
 from sluice.store.models import ApprovalRow, CredentialRow, SessionRow, TokenRow
 
-
 LAST_USED_PRECISION = dt.timedelta(minutes=1)
 
 

@@ -259,8 +259,12 @@ def test_saslprep_follows_libpq(password: str) -> None:
     from sluice.protocols.postgres.scram import _saslprep
 
     prepared = _saslprep(password)
-    expected = {"pw\x00x": "pw\x00x", "\u0627a": "\u0627a", "pass\u00adword": "password",
-                "I\u2168": "IIX"}[password]
+    expected = {
+        "pw\x00x": "pw\x00x",
+        "\u0627a": "\u0627a",
+        "pass\u00adword": "password",
+        "I\u2168": "IIX",
+    }[password]
     assert prepared == expected
     hs = BackendHandshake(user="alice", password=password, parameters={})
     first = hs.handle(R, auth(m.AUTH_SASL, b"SCRAM-SHA-256\x00\x00"))

@@ -116,9 +116,7 @@ class BackendHandshake:
                     "the gateway supports SCRAM-SHA-256"
                 )
             self.auth_method = "scram-sha-256"
-            self._scram = ScramClient(
-                password=self._need_password("SCRAM-SHA-256"), user=self.user
-            )
+            self._scram = ScramClient(password=self._need_password("SCRAM-SHA-256"), user=self.user)
             return m.encode_sasl_initial("SCRAM-SHA-256", self._scram.first_message())
         if req.code == m.AUTH_SASL_CONTINUE:
             if self._scram is None:

@@ -1,0 +1,344 @@
+"""Inline masking through the gateway: no original sensitive value reaches the client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import psycopg
+import pytest
+import yaml
+
+from sluice.devservers.postgres import ThrowawayPostgres
+from tests.conftest import APP_PASSWORD, base_config
+from tests.helpers import GatewayThread
+
+# Realistic PII; each value must never be seen by the client.
+PEOPLE = [
+    (
+        "Maria Lopez",
+        "maria.lopez@example.org",
+        "+1 415-555-0132",
+        "123-45-6789",
+        "4111 1111 1111 1111",
+        "GB82WEST12345698765432",
+        "10.12.4.7",
+    ),
+    (
+        "Jon Fischer",
+        "j.fischer@mailbox.de",
+        "+49 30 901820",
+        "219-09-9999",
+        "5500-0000-0000-0004",
+        "DE89370400440532013000",
+        "192.168.77.10",
+    ),
+    (
+        "Aiko Tanaka",
+        "aiko.tanaka@corp.jp",
+        "(212) 555-0187",
+        "078-05-1120",
+        "340000000000009",
+        "FR1420041010050500013M02606",
+        "172.20.1.99",
+    ),
+]
+SECRETS = ["AKIAIOSFODNN7EXAMPLE", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"]
+SENSITIVE = [v for person in PEOPLE for v in person[1:]] + SECRETS
+
+PROFILES = {
+    "profiles": [
+        {
+            "name": "pii",
+            "content": True,
+            "detectors": ["all"],
+            "columns": [
+                {"match": "public.people.ssn", "strategy": "partial", "keep_last": 4},
+                {"match": "*card*", "strategy": "redact"},
+            ],
+        },
+    ]
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def people(pg: ThrowawayPostgres) -> None:
+    dsn = pg.dsn(user="app", password=APP_PASSWORD, dbname="app")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS people CASCADE")
+        conn.execute(
+            "CREATE TABLE people (id int PRIMARY KEY, name text, email text, phone text, "
+            "ssn text, card_number text, iban text, ip inet, notes text, balance int, "
+            "profile jsonb)"
+        )
+        for i, (name, email, phone, ssn, card, iban, ip) in enumerate(PEOPLE, 1):
+            conn.execute(
+                "INSERT INTO people VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    i,
+                    name,
+                    email,
+                    phone,
+                    ssn,
+                    card,
+                    iban,
+                    ip,
+                    f"call {phone} or write {email}; key {SECRETS[i % 2]}",
+                    i * 100,
+                    json.dumps({"contact": {"email": email, "tier": "gold"}, "id": i}),
+                ),
+            )
+        conn.execute("CREATE VIEW people_view AS SELECT id, ssn AS tax_id FROM people")
+
+
+@pytest.fixture(scope="module")
+def masked(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
+    data_dir = tmp_path_factory.mktemp("masked")
+    config = base_config(pg, data_dir, masking=("pii",))
+    raw = config.model_dump(mode="json")
+    raw["masking"] = PROFILES
+    (data_dir / "sluice.yaml").write_text(yaml.safe_dump(raw))
+    thread = GatewayThread(type(config).model_validate(raw)).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="module")
+def token(masked: GatewayThread) -> str:
+    return masked.token()
+
+
+def assert_clean(text: str) -> None:
+    leaked = [value for value in SENSITIVE if value in text]
+    assert not leaked, f"sensitive values reached the client: {leaked}"
+
+
+def psql(
+    masked: GatewayThread, token: str, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["psql", "-X", masked.dsn(token), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
+
+
+QUERIES = {
+    "plain": "SELECT * FROM people ORDER BY id",
+    "aliases": "SELECT email AS contact, ssn AS x, card_number AS c FROM people",
+    "expressions": "SELECT upper(email), substr(ssn, 1, 11), 'ssn:' || ssn, "
+    "encode(convert_to(card_number, 'UTF8'), 'base64') FROM people",
+    "json-and-aggregates": "SELECT json_agg(p), string_agg(ssn, ','), "
+    "jsonb_build_object('s', max(ssn)) FROM people p",
+    "cte-and-subquery": "WITH c AS (SELECT ssn AS s FROM people) "
+    "SELECT (SELECT max(s) FROM c), s FROM c",
+    "view": "SELECT tax_id FROM people_view",
+    "free-text": "SELECT notes, profile FROM people",
+    "union": "SELECT ssn FROM people UNION ALL SELECT card_number FROM people",
+}
+
+
+@pytest.mark.parametrize("sql", QUERIES.values(), ids=QUERIES.keys())
+def test_psql_sees_no_sensitive_value(masked: GatewayThread, token: str, sql: str) -> None:
+    result = psql(masked, token, "-A", "-c", sql)
+    assert result.returncode == 0, result.stderr
+    assert_clean(result.stdout + result.stderr)
+
+
+def test_non_sensitive_values_arrive_unchanged(masked: GatewayThread, token: str) -> None:
+    result = psql(
+        masked,
+        token,
+        "-A",
+        "-t",
+        "-c",
+        "SELECT id, name, balance, profile->'contact'->>'tier' FROM people ORDER BY id",
+    )
+    assert result.stdout.splitlines() == [
+        "1|Maria Lopez|100|gold",
+        "2|Jon Fischer|200|gold",
+        "3|Aiko Tanaka|300|gold",
+    ]
+
+
+def test_column_rules_apply_their_strategy(masked: GatewayThread, token: str) -> None:
+    result = psql(
+        masked, token, "-A", "-t", "-c", "SELECT ssn, card_number FROM people WHERE id = 1"
+    )
+    ssn, card = result.stdout.strip().split("|")
+    assert ssn.endswith("6789")
+    assert "123-45" not in ssn
+    assert card.startswith("[REDACTED")
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_psycopg_text_and_binary(masked: GatewayThread, token: str, binary: bool) -> None:
+    with psycopg.connect(masked.dsn(token)) as conn:
+        rows = (
+            conn.cursor(binary=binary)
+            .execute("SELECT email, ssn, ip, profile, notes, balance FROM people ORDER BY id")
+            .fetchall()
+        )
+    assert_clean(repr(rows))
+    assert [r[5] for r in rows] == [100, 200, 300]
+
+
+def test_psycopg_pipeline_and_server_side_cursor(masked: GatewayThread, token: str) -> None:
+    with psycopg.connect(masked.dsn(token)) as conn:
+        with conn.pipeline():
+            a = conn.execute("SELECT email FROM people WHERE id = %s", (1,))
+            b = conn.execute("SELECT ssn FROM people WHERE id = %s", (2,))
+        got = [a.fetchall(), b.fetchall()]
+        with conn.cursor(name="c1") as cursor:
+            cursor.execute("SELECT phone, iban FROM people")
+            got.append(cursor.fetchmany(2))
+            got.append(cursor.fetchall())
+    assert_clean(repr(got))
+
+
+def test_asyncpg_prepared_binary(masked: GatewayThread, token: str) -> None:
+    async def fetch() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(masked.url(token), ssl="require")
+        try:
+            stmt = await conn.prepare("SELECT email, ssn, ip, profile FROM people WHERE id <= $1")
+            return list(await stmt.fetch(3))
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(fetch())
+    assert len(rows) == 3
+    assert_clean(repr([tuple(r) for r in rows]))
+
+
+def test_copy_to_stdout_text_and_csv(masked: GatewayThread, token: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.csv"
+    result = psql(
+        masked,
+        token,
+        "-c",
+        "COPY people TO STDOUT",
+        "-c",
+        f"\\copy (SELECT email, ssn, notes FROM people) TO '{out}' WITH (FORMAT csv)",
+        "-c",
+        "COPY (SELECT card_number, name FROM people) TO STDOUT WITH (FORMAT csv, HEADER true)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert_clean(result.stdout + out.read_text())
+    assert "Maria Lopez" in result.stdout
+
+
+def test_binary_copy_is_refused(masked: GatewayThread, token: str) -> None:
+    result = psql(masked, token, "-c", "COPY people TO STDOUT WITH (FORMAT binary)")
+    assert result.returncode != 0
+    assert "binary COPY cannot be masked" in result.stderr
+    assert_clean(result.stdout)
+
+
+def test_errors_and_notices_quoting_values_are_masked(masked: GatewayThread, token: str) -> None:
+    result = psql(
+        masked,
+        token,
+        "-c",
+        "SELECT ssn::int FROM people WHERE id = 1",
+        "-c",
+        "DO $$ BEGIN RAISE NOTICE 'customer % at %', "
+        "(SELECT email FROM people WHERE id = 2), (SELECT ip FROM people WHERE id = 2); "
+        "END $$",
+        "-c",
+        "INSERT INTO people (id, email) VALUES (1, 'maria.lopez@example.org')",
+    )
+    assert "invalid input syntax for type integer" in result.stderr
+    assert "NOTICE:  customer" in result.stderr
+    assert "duplicate key value" in result.stderr
+    assert_clean(result.stdout + result.stderr)
+
+
+def test_notify_payloads_are_masked(masked: GatewayThread, token: str) -> None:
+    with (
+        psycopg.connect(masked.dsn(token), autocommit=True) as listener,
+        psycopg.connect(masked.dsn(token), autocommit=True) as sender,
+    ):
+        listener.execute("LISTEN leaks")
+        sender.execute("SELECT pg_notify('leaks', 'card 4111 1111 1111 1111 for 123-45-6789')")
+        note = next(listener.notifies(timeout=5))
+    assert note.channel == "leaks"
+    assert_clean(note.payload)
+    assert note.payload.startswith("card ")
+
+
+def test_audit_counts_what_was_masked_without_values(masked: GatewayThread, token: str) -> None:
+    psql(masked, token, "-c", "SELECT email, notes FROM people")
+    audit = (Path(masked.config.data_dir) / "audit.jsonl").read_text()
+    events = [json.loads(line) for line in audit.splitlines()]
+    applied = [e for e in events if e["type"] == "masking.applied"]
+    assert applied
+    assert any(c["count"] > 0 for e in applied for c in e["counts"])
+    assert_clean(audit)  # statement texts are masked too
+
+
+def test_recordings_hold_only_masked_rows(masked: GatewayThread, token: str) -> None:
+    psql(masked, token, "-c", "SELECT * FROM people")
+    assert masked.gateway is not None
+    session = masked.gateway.store.list_sessions(limit=1)[0]
+    env = {
+        **os.environ,
+        "SLUICE_CONFIG": str(Path(masked.config.data_dir) / "sluice.yaml"),
+        "COLUMNS": "400",
+    }
+    replay = subprocess.run(
+        [sys.executable, "-m", "sluice", "sessions", "replay", session.session_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "Maria Lopez" in replay.stdout
+    assert_clean(replay.stdout)
+
+
+def test_policy_test_explains_masking(masked: GatewayThread) -> None:
+    env = {**os.environ, "SLUICE_CONFIG": str(Path(masked.config.data_dir) / "sluice.yaml")}
+    raw = yaml.safe_load((Path(masked.config.data_dir) / "sluice.yaml").read_text())
+    raw["connections"][0]["policy"] = "agent"
+    raw["policies"] = [{"name": "agent", "extends": "ai-agent"}]
+    path = Path(masked.config.data_dir) / "policy-test.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    env["SLUICE_CONFIG"] = str(path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sluice",
+            "policy",
+            "test",
+            "--connection",
+            "app",
+            "--as",
+            "x",
+            "--sql",
+            "SELECT upper(ssn) AS s, name FROM people",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    masking = json.loads(result.stdout)["masking"]
+    by_column = {item["column"]: item for item in masking}
+    assert by_column["s"]["strategy"] == "partial"
+    assert "people.ssn" in by_column["s"]["why"]
+    assert "name" not in by_column

@@ -384,3 +384,39 @@ class TestCompile:
         assert engine.policy_names == ("base",)
         with pytest.raises(PolicyError, match="unknown policy"):
             engine.policy("ai-agent")
+
+
+def test_verdicts_are_reused_across_numbers_but_not_identities() -> None:
+    engine = compile_policies(
+        {
+            "name": "p",
+            "extends": "ai-agent",
+            "rules": [
+                {
+                    "name": "ops-write",
+                    "subjects": {"groups": ["ops"]},
+                    "when": {"kind": "update"},
+                    "action": "allow",
+                }
+            ],
+        }
+    )
+    sql = "UPDATE t SET a = 1 WHERE id = {}"
+    agent = engine.decide(query(sql.format(1)), policy_name="p")
+    assert isinstance(agent, RequireApproval)
+    assert engine.decide(query(sql.format(2)), policy_name="p") == agent
+    ops = engine.decide(query(sql.format(3), user="olga", groups=("ops",)), policy_name="p")
+    assert isinstance(ops, Allow)
+    assert ops.rule == "ops-write"
+
+
+def test_text_regex_policies_judge_every_text() -> None:
+    engine = compile_policies(
+        {
+            "name": "p",
+            "extends": "read-only",
+            "rules": [{"name": "no-42", "when": {"text_regex": "= 42"}, "action": "block"}],
+        }
+    )
+    assert isinstance(engine.decide(query("SELECT 1 FROM t WHERE a = 41"), policy_name="p"), Allow)
+    assert isinstance(engine.decide(query("SELECT 1 FROM t WHERE a = 42"), policy_name="p"), Block)

@@ -52,6 +52,7 @@ from sluice.policy.errors import PolicyError
 from sluice.policy.prepared import PreparedStatements
 from sluice.policy.rules import CompiledRule, Condition, RuleAction, Subjects, table_names
 from sluice.policy.sql import (
+    MAX_CACHED_SQL_CHARS,
     Category,
     Deallocate,
     Execute,
@@ -59,6 +60,7 @@ from sluice.policy.sql import (
     StatementInfo,
     classify,
     merge_execution,
+    numbers_zeroed,
 )
 from sluice.policy.verdict import Allow, Block, MaskPlan, RequireApproval, Verdict
 
@@ -112,13 +114,26 @@ class RecordedQuery:
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
+# Distinct (policy, identity, statement shape) verdicts kept for reuse.
+VERDICT_CACHE_SIZE = 8192
+# Statements whose meaning depends on session state, never cached by text.
+_SESSION_WORDS = ("execute", "prepare", "deallocate", "discard")
+
+
 class PolicyEngine:
     """Immutable compiled policies; see the module docstring."""
 
-    __slots__ = ("_policies",)
+    __slots__ = ("_policies", "_textual", "_verdicts")
 
     def __init__(self, policies: Mapping[str, CompiledPolicy]) -> None:
         self._policies: Mapping[str, CompiledPolicy] = MappingProxyType(dict(policies))
+        # Policies whose rules read the raw text: their verdicts are never reused.
+        self._textual = frozenset(
+            name
+            for name, policy in self._policies.items()
+            if any(rule.condition.text_regex is not None for rule in policy.rules)
+        )
+        self._verdicts: dict[tuple[object, ...], Verdict] = {}
 
     @classmethod
     def compile(
@@ -155,8 +170,43 @@ class PolicyEngine:
     def decide(
         self, event: Event, *, policy_name: str, prepared: Mapping[str, str] | None = None
     ) -> Verdict:
-        """The verdict for `event` under `policy_name`; never raises."""
-        return self.explain(event, policy_name=policy_name, prepared=prepared).verdict
+        """The verdict for `event` under `policy_name`; never raises.
+
+        Verdicts of self-contained statements are reused for texts that differ
+        only in their numbers (the same key the SQL analysis cache uses), per
+        policy and identity. Anything that depends on session state (EXECUTE of
+        a prepared statement, PREPARE/DEALLOCATE/DISCARD) or on the raw text (a
+        policy with `text_regex` rules) is judged afresh every time.
+        """
+        key = self._verdict_key(event, policy_name)
+        if key is not None:
+            cached = self._verdicts.get(key)
+            if cached is not None:
+                return cached
+        verdict = self.explain(event, policy_name=policy_name, prepared=prepared).verdict
+        if key is not None and not (
+            isinstance(verdict, Block) and verdict.rule == ENGINE_ERROR_RULE
+        ):
+            if len(self._verdicts) >= VERDICT_CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
+
+    def _verdict_key(self, event: Event, policy_name: str) -> tuple[object, ...] | None:
+        if not isinstance(event, QueryRequested) or policy_name in self._textual:
+            return None
+        if event.origin not in (QueryOrigin.SIMPLE, QueryOrigin.PARSE, QueryOrigin.ONE_SHOT):
+            return None
+        if len(event.sql) > MAX_CACHED_SQL_CHARS:
+            return None
+        lowered = event.sql.lower()
+        if any(word in lowered for word in _SESSION_WORDS):
+            return None
+        text = numbers_zeroed(event.sql)
+        if text is None:
+            return None
+        identity = event.context.identity
+        return (policy_name, identity.user, identity.groups, event.origin, text)
 
     def explain(
         self, event: Event, *, policy_name: str, prepared: Mapping[str, str] | None = None

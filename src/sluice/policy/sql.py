@@ -189,13 +189,13 @@ def classify(sql: str) -> SqlAnalysis:
     """Classify every statement of `sql`; never raises."""
     if len(sql) > MAX_CACHED_SQL_CHARS:
         return _classify(sql)
-    key = _numbers_zeroed(sql)
+    key = numbers_zeroed(sql)
     if key is None or key == sql:
         return _classify_cached(sql)
     return _with_original_text(_classify_cached(key), key, sql)
 
 
-def _numbers_zeroed(sql: str) -> str | None:
+def numbers_zeroed(sql: str) -> str | None:
     """`sql` with every digit of its numeric literals turned into '0'.
 
     Statements that differ only in their numbers (`... WHERE id = 7` and

@@ -20,6 +20,7 @@ import logging
 import os
 import struct
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,8 @@ from sluice.masking import (
     analyze,
     result_lineage,
 )
+from sluice.masking.pgtypes import DECODED_BINARY_TYPES
+from sluice.masking.precheck import RegionPrecheck
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -266,7 +269,9 @@ class PgSessionMasking:
         self.catalog = catalog
         self._profiles: tuple[str, ...] = tuple(dict.fromkeys(profiles))
         self.masker: Masker = engine.masker(self._profiles)
+        self._precheck = _precheck_for(self.masker)
         self._shape: ResultShape | None = None
+        self._shape_prechecks = False
         self._columns: list[ResultColumn] = []
         self._stats: MaskStats | None = None
         self._copy: CopyMasker | None = None
@@ -285,6 +290,7 @@ class PgSessionMasking:
         if any(p not in self._profiles for p in extra):
             self._profiles = tuple(dict.fromkeys((*self._profiles, *extra)))
             self.masker = self.engine.masker(self._profiles)
+            self._precheck = _precheck_for(self.masker)
             self._shape = None
 
     def mask_statement(self, sql: str) -> str:
@@ -313,6 +319,14 @@ class PgSessionMasking:
                 )
             )
         self._shape, self._columns = shape, columns
+        # The raw-buffer pre-check stands in for per-value scanning only when
+        # content detectors are all that applies and every value's bytes are
+        # what the detectors would read (no binary number or address to decode).
+        self._shape_prechecks = (
+            self._precheck is not None
+            and not self.masker.has_column_rules
+            and not any(f.format == 1 and f.type_oid in DECODED_BINARY_TYPES for f in shape.fields)
+        )
         return columns
 
     def _lineage(self, shape: ResultShape) -> list[ColumnLineage]:
@@ -336,6 +350,10 @@ class PgSessionMasking:
         plan = self.masker.prepare(self._result_columns(shape))
         if plan is None:
             return None
+        if self._shape_prechecks:
+            assert self._precheck is not None
+            if not self._precheck.may_contain(region):
+                return None
         rows, spans = _decode_region(region)
         if len(rows) != count:
             raise MaskingError("the rows of a result do not match their framing")
@@ -442,6 +460,21 @@ class PgSessionMasking:
             self._stats = stats if self._stats is None else self._stats + stats
         self.result_done()
         return frame(b"d", tail) if tail else b""
+
+
+# Per masker (a reloaded configuration makes new maskers): compiled once.
+_prechecks: weakref.WeakKeyDictionary[Masker, RegionPrecheck | None] = weakref.WeakKeyDictionary()
+
+
+def _precheck_for(masker: Masker) -> RegionPrecheck | None:
+    """The raw-buffer pre-check for a masker's detectors, when one is sound."""
+    if masker not in _prechecks:
+        check = None
+        if masker.has_detectors and getattr(masker, "_ner", None) is None:
+            candidate = RegionPrecheck(masker.scanner.detectors)
+            check = candidate if candidate.usable else None
+        _prechecks[masker] = check
+    return _prechecks[masker]
 
 
 def _pairs(stats: MaskStats) -> list[tuple[tuple[str, str], int]]:

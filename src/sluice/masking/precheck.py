@@ -1,0 +1,73 @@
+"""A whole-buffer pre-check: can any built-in detector possibly fire in here?
+
+The data path sees result rows as one buffer of framed values (for
+PostgreSQL, a run of DataRow messages with length headers between values).
+Decoding every row to scan its values costs microseconds per row; most
+results hold no PII at all. This check runs the detectors' prefilters once
+over the raw buffer, headers and all: if nothing matches, no value can hold
+a finding, and the rows pass untouched.
+
+Why the raw buffer is safe to pre-check: a prefilter match inside a value is
+also a match inside the buffer, because the prefilters are plain patterns
+without lookaround. The one assertion some use, a word boundary, could be
+broken by a header byte next to a value, so it is dropped here: the check
+becomes broader (more "maybe"), never narrower. A "maybe" sends the rows to
+the exact per-value path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import hyperscan
+
+from sluice.masking.detectors import BUILTIN_DETECTORS, Detector
+
+
+class RegionPrecheck:
+    """Compiled once per detector set; `may_contain` is thread-safe."""
+
+    def __init__(self, detectors: Sequence[Detector]):
+        self._db: Any = None
+        self._local = threading.local()
+        if not detectors:
+            return
+        if any(BUILTIN_DETECTORS.get(d.name) is not d for d in detectors):
+            return  # custom detectors may use any assertion: no pre-check
+        expressions = [p.prefilter.replace(rb"\b", b"") for d in detectors for p in d.patterns]
+        try:
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(
+                expressions=expressions,
+                ids=list(range(len(expressions))),
+                flags=hyperscan.HS_FLAG_SINGLEMATCH,
+            )
+        except hyperscan.error:
+            return
+        self._db = db
+
+    @property
+    def usable(self) -> bool:
+        return self._db is not None
+
+    def may_contain(self, buf: bytes) -> bool:
+        """False only when no detector can match anywhere in `buf`."""
+        if self._db is None:
+            return True
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._db)
+        found = False
+
+        def on_match(idx: int, start: int, end: int, flags: int, ctx: object) -> bool:
+            nonlocal found
+            found = True
+            return True  # stop at the first match
+
+        try:
+            self._db.scan(buf, match_event_handler=on_match, scratch=scratch)
+        except hyperscan.error:
+            return True  # stopped at a match, or failed: either way, not "clean"
+        return found

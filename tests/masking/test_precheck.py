@@ -1,0 +1,70 @@
+"""The raw-buffer pre-check never says "clean" where per-value scanning finds PII."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice.masking import BUILTIN_DETECTORS, Scanner
+from sluice.masking.precheck import RegionPrecheck
+from sluice.protocols.postgres.messages import encode_data_row
+
+DETECTORS = list(BUILTIN_DETECTORS.values())
+PRECHECK = RegionPrecheck(DETECTORS)
+SCANNER = Scanner(DETECTORS)
+
+PII = [
+    "maria.lopez@example.org",
+    "+1 415-555-0132",
+    "123-45-6789",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "GB82WEST12345698765432",
+    "10.12.4.7",
+    "8.8.8.8",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+    "(212) 555-0187",
+    "password=hunter22",
+    "postgres://app:s3cret@db:5432/x",
+    "2001:db8::1",
+]
+
+# Values whose lengths put digits and letters in the header byte before them.
+values = st.one_of(
+    st.text(alphabet="abcdefghij XYZ0123456789.-@:", max_size=90),
+    st.builds(
+        lambda pad, pii, tail: pad + pii + tail,
+        st.text(alphabet="0123456789abcXYZ ", max_size=70),
+        st.sampled_from(PII),
+        st.text(alphabet="0123456789abcXYZ ", max_size=10),
+    ),
+)
+rows = st.lists(
+    st.lists(st.one_of(st.none(), values), min_size=1, max_size=5), min_size=1, max_size=8
+)
+
+
+def test_precheck_is_usable_with_builtin_detectors() -> None:
+    assert PRECHECK.usable
+    assert not PRECHECK.may_contain(encode_data_row([b"order shipped", b"gold tier"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(rows)
+def test_clean_verdict_implies_no_finding_in_any_value(data: list[list[str | None]]) -> None:
+    encoded = [[v.encode() if v is not None else None for v in row] for row in data]
+    region = b"".join(encode_data_row(row) for row in encoded)
+    if not PRECHECK.may_contain(region):
+        for row in encoded:
+            for value in row:
+                if value:
+                    assert SCANNER.scan(value) == [], value
+
+
+def test_custom_detectors_disable_the_precheck() -> None:
+    from sluice.masking.detectors import regex_detector
+
+    check = RegionPrecheck([*DETECTORS, regex_detector("emp", r"\bEMP-\d{6}\b")])
+    assert not check.usable
+    assert check.may_contain(b"anything")

@@ -72,6 +72,13 @@ class ConnectionRecording(_Model):
     required: bool = True
 
 
+class PoolSpec(_Model):
+    """Opt-in reuse of authenticated backend sessions (reset with DISCARD ALL)."""
+
+    size: int = Field(default=0, ge=0, le=10_000)
+    max_idle_seconds: float = Field(default=300.0, gt=0)
+
+
 class ConnectionSpec(_Model):
     """A target that clients reach through Sluice by its name."""
 
@@ -87,6 +94,7 @@ class ConnectionSpec(_Model):
     policy: str | None = None
     masking: tuple[str, ...] = ()
     recording: ConnectionRecording = ConnectionRecording()
+    pool: PoolSpec = PoolSpec()
     connect_timeout: float = Field(default=10.0, gt=0)
 
     @field_validator("name")

@@ -11,6 +11,7 @@ from sluice.config import Config, ConnectionSpec
 from sluice.credentials.vault import Vault, resolve_credential
 from sluice.errors import CredentialError
 from sluice.proxy.cancel import CancelRegistry
+from sluice.proxy.pool import BackendPool
 from sluice.store.db import Store
 
 if TYPE_CHECKING:
@@ -26,6 +27,17 @@ class Gateway:
     governor: Governor
     cancels: CancelRegistry = field(default_factory=CancelRegistry)
     active_sessions: set[asyncio.Task[None]] = field(default_factory=set)
+    pools: dict[str, BackendPool] = field(default_factory=dict)
+
+    def pool_for(self, conn: ConnectionSpec) -> BackendPool | None:
+        if conn.pool.size <= 0:
+            return None
+        pool = self.pools.get(conn.name)
+        if pool is None:
+            pool = self.pools[conn.name] = BackendPool(
+                size=conn.pool.size, max_idle_seconds=conn.pool.max_idle_seconds
+            )
+        return pool
 
     def backend_password(self, conn: ConnectionSpec) -> str | None:
         def load_stored(name: str) -> str:

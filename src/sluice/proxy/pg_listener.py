@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
+import re
 import socket
 import uuid
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from sluice.proxy.cancel import CancelTarget
 from sluice.proxy.gateway import Gateway
 from sluice.proxy.governance import SessionGovernance
 from sluice.proxy.pg_session import BackendSide, ClientSide, PgSession
+from sluice.proxy.pool import PooledBackend
 from sluice.proxy.wire import FrameReceiver, PeerClosed
 from sluice.tls import backend_context
 
@@ -307,7 +309,7 @@ class PostgresListener:
         governance: SessionGovernance | None = None
         try:
             governance = gateway.governor.session(context, conn)
-            backend, handshake = await self._connect_backend(conn, startup)
+            backend, handshake = await self._backend_for(conn, startup)
             try:
                 await governance.start_masking(lambda sql: self._side_query(conn, sql))
             except Exception as exc:
@@ -365,6 +367,7 @@ class PostgresListener:
             limits=gateway.config.limits,
             transaction_status=handshake.transaction_status,
             on_finish=on_finish,
+            release_backend=self._releaser(conn, handshake),
         )
         self.sessions.add(session)
         client_leftover = client.detach()
@@ -480,6 +483,72 @@ class PostgresListener:
             ) from exc
         return backend, handshake
 
+    async def _backend_for(
+        self, conn: ConnectionSpec, startup: m.StartupMessage
+    ) -> tuple[FrameReceiver, BackendHandshake]:
+        """A backend session for a new client: from the pool when it can, else a new one."""
+        pool = self.gateway.pool_for(conn)
+        if pool is not None and _poolable_startup(startup):
+            while (pooled := pool.take()) is not None:
+                adopted = await self._adopt(pooled, conn, startup)
+                if adopted is not None:
+                    return adopted
+        return await self._connect_backend(conn, startup)
+
+    async def _adopt(
+        self, pooled: PooledBackend, conn: ConnectionSpec, startup: m.StartupMessage
+    ) -> tuple[FrameReceiver, BackendHandshake] | None:
+        """Apply the client's startup settings to a pooled session; None if that fails."""
+        receiver = FrameReceiver(max_message=self.gateway.config.limits.max_client_message)
+        receiver.transport = pooled.transport
+        pooled.transport.set_protocol(receiver)
+        receiver.begin_typed()
+        handshake = BackendHandshake(user=conn.user, password=None, parameters={})
+        handshake.parameters = dict(pooled.parameters)
+        handshake.key = pooled.key
+        handshake.done = True
+        settings = {k: v for k, v in startup.parameters.items() if k not in _RESERVED_PARAMETERS}
+        if not settings:
+            return receiver, handshake
+        sql = "; ".join(f"SET {name} = {_quote_literal(value)}" for name, value in settings.items())
+        failed = False
+        try:
+            receiver.write(m.encode_query(sql))
+            async with asyncio.timeout(conn.connect_timeout):
+                while True:
+                    kind, body = await receiver.read_frame()
+                    if kind == m.PARAMETER_STATUS:
+                        name, value = m.decode_parameter_status(body)
+                        handshake.parameters[name] = value
+                    elif kind == m.ERROR_RESPONSE:
+                        failed = True
+                    elif kind == m.READY_FOR_QUERY:
+                        failed = failed or body != b"I"
+                        break
+        except (TimeoutError, PeerClosed, PgProtocolError):
+            failed = True
+        if failed:
+            receiver.close()
+            return None
+        return receiver, handshake
+
+    def _releaser(
+        self, conn: ConnectionSpec, handshake: BackendHandshake
+    ) -> Callable[[asyncio.Transport], bool] | None:
+        pool = self.gateway.pool_for(conn)
+        if pool is None:
+            return None
+
+        def release(transport: asyncio.Transport) -> bool:
+            task = asyncio.get_running_loop().create_task(
+                pool.give_back(transport, handshake.parameters, handshake.key)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return True
+
+        return release
+
     async def _side_query(self, conn: ConnectionSpec, sql: str) -> list[list[list[bytes | None]]]:
         """Run SQL on a connection of the gateway's own (e.g. to read the catalog).
 
@@ -544,6 +613,21 @@ class PostgresListener:
                 )
         else:
             raise RemoteProtocolError(f"unexpected answer {answer!r} to SSLRequest")
+
+
+_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,62}$")
+
+
+def _poolable_startup(startup: m.StartupMessage) -> bool:
+    """Startup settings a pooled session can take with SET (not `options`)."""
+    return "options" not in startup.parameters and all(
+        _SETTING_NAME.match(name) for name in startup.parameters
+    )
+
+
+def _quote_literal(value: str) -> str:
+    """An E'' string literal: means the same whatever standard_conforming_strings is."""
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _rejected_as(identity: Identity, exc: ClientRejected) -> ClientRejected:

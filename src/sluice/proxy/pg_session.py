@@ -68,6 +68,7 @@ class PgSession:
         limits: Limits,
         transaction_status: str,
         on_finish: Callable[[PgSession], None],
+        release_backend: Callable[[asyncio.Transport], bool] | None = None,
     ):
         self.client = client
         self.backend = backend
@@ -75,6 +76,7 @@ class PgSession:
         self.limits = limits
         self.transaction_status = transaction_status
         self._on_finish = on_finish
+        self._release_backend = release_backend
         self.loop = asyncio.get_running_loop()
         self.bytes_from_client = 0
         self.bytes_to_client = 0
@@ -108,12 +110,29 @@ class PgSession:
         if self._approval_task is not None and not self._approval_task.done():
             self._approval_task.cancel()
         if not self.backend.is_closing():
-            if reason not in ("backend_disconnected",):
-                self.backend.write(m.TERMINATE_MESSAGE)
-            self.backend.close()
+            if (
+                self._poolable(reason)
+                and self._release_backend is not None
+                and self._release_backend(self.backend)
+            ):
+                self.backend = _Released()
+            if not self.backend.is_closing():
+                if reason not in ("backend_disconnected",):
+                    self.backend.write(m.TERMINATE_MESSAGE)
+                self.backend.close()
         if not self.client.is_closing():
             self.client.close()
         self._on_finish(self)
+
+    def _poolable(self, reason: str) -> bool:
+        """A backend session may serve another client only after a clean end."""
+        return (
+            reason == "client_terminated"
+            and self.transaction_status == "I"
+            and not self._tracker.pending
+            and not self._sbuf
+            and self._held is None
+        )
 
     def fail_client(
         self,
@@ -637,6 +656,25 @@ class PgSession:
         self._client_paused_by_backend = False
         if self._held is None and not self.client.is_closing():
             self.client.resume_reading()
+
+
+class _Released(asyncio.Transport):
+    """Stands in for a backend transport handed to the pool: it is closed here."""
+
+    def is_closing(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
 
 
 def _origin_of(

@@ -133,6 +133,10 @@ class Store:
     """All persistent state of the gateway."""
 
     def __init__(self, url: str):
+        # A plain postgresql:// URL means psycopg 3, the driver Sluice ships with.
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                url = "postgresql+psycopg://" + url.removeprefix(prefix)
         self.url = url
         try:
             if url.startswith("sqlite:///"):

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from sluice.errors import SluiceError
 from sluice.events import Identity
-from sluice.store.db import Store, utcnow
+from sluice.store.db import Store, aware, utcnow
 from sluice.store.models import ApprovalRow
 
 
@@ -45,12 +45,6 @@ class ApprovalError(SluiceError):
 
 def statement_digest(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,12 +81,12 @@ class Approval:
             reason=row.reason,
             approver_groups=tuple(row.approver_groups),
             status=ApprovalStatus(row.status),
-            created_at=_aware(row.created_at) or utcnow(),
-            expires_at=_aware(row.expires_at) or utcnow(),
-            decided_at=_aware(row.decided_at),
+            created_at=aware(row.created_at) or utcnow(),
+            expires_at=aware(row.expires_at) or utcnow(),
+            decided_at=aware(row.decided_at),
             decided_by=row.decided_by,
             decision_reason=row.decision_reason,
-            window_until=_aware(row.window_until),
+            window_until=aware(row.window_until),
         )
 
     def as_json(self) -> dict[str, object]:
@@ -193,7 +187,7 @@ class ApprovalService:
                 .order_by(ApprovalRow.decided_at.desc())
             ).all()
             for row in rows:
-                window = _aware(row.window_until)
+                window = aware(row.window_until)
                 if window is not None and window > now:
                     return Approval.of(row)
                 if row.status == ApprovalStatus.APPROVED.value:
@@ -234,7 +228,7 @@ class ApprovalService:
                 )
             if row.status != ApprovalStatus.PENDING.value:
                 raise ApprovalError(f"request {approval_id} is already {row.status}")
-            if (_aware(row.expires_at) or now) <= now:
+            if (aware(row.expires_at) or now) <= now:
                 row.status = ApprovalStatus.EXPIRED.value
                 raise ApprovalError(
                     f"request {approval_id} expired at {row.expires_at:%Y-%m-%d %H:%M:%S} UTC"

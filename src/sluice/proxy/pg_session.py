@@ -538,36 +538,21 @@ class PgSession:
         pos = 0
         copied = 0
         parts: list[bytes] = []
-        unpack = _LEN.unpack_from
         tracker = self._tracker
         governance = self.governance
         rows_wanted = governance.wants_rows
         while size - pos >= 5:
             kind = buf[pos]
-            (length,) = unpack(buf, pos + 1)
-            if length < 4:
-                raise RemoteProtocolError(f"invalid message length {length}")
-            end = pos + 1 + length
-            if end > size:
-                if length > MAX_SERVER_MESSAGE:
-                    raise FrameTooLarge(
-                        f"a server message of {length} bytes is over the gateway's limit"
-                    )
+            end = _frame_end(buf, pos, size)
+            if end < 0:
                 break
             if kind == 68:  # 'D' DataRow: take the whole run of them
                 run_start = pos
                 count = 1
                 pos = end
                 while size - pos >= 5 and buf[pos] == 68:
-                    (length,) = unpack(buf, pos + 1)
-                    if length < 4:
-                        raise RemoteProtocolError(f"invalid message length {length}")
-                    end = pos + 1 + length
-                    if end > size:
-                        if length > MAX_SERVER_MESSAGE:
-                            raise FrameTooLarge(
-                                f"a server message of {length} bytes is over the gateway's limit"
-                            )
+                    end = _frame_end(buf, pos, size)
+                    if end < 0:
                         break
                     count += 1
                     pos = end
@@ -656,6 +641,19 @@ class PgSession:
         self._client_paused_by_backend = False
         if self._held is None and not self.client.is_closing():
             self.client.resume_reading()
+
+
+def _frame_end(buf: bytearray, pos: int, size: int) -> int:
+    """Where the server frame at `pos` ends, or -1 while it is incomplete."""
+    length: int = _LEN.unpack_from(buf, pos + 1)[0]
+    if length < 4:
+        raise RemoteProtocolError(f"invalid message length {length}")
+    end = pos + 1 + length
+    if end > size:
+        if length > MAX_SERVER_MESSAGE:
+            raise FrameTooLarge(f"a server message of {length} bytes is over the gateway's limit")
+        return -1
+    return end
 
 
 class _Released(asyncio.Transport):

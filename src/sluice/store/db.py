@@ -33,7 +33,7 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
+def aware(value: dt.datetime | None) -> dt.datetime | None:
     """SQLite returns naive datetimes; everything stored is UTC."""
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
@@ -66,10 +66,10 @@ class TokenInfo:
             user=row.user,
             groups=tuple(row.groups),
             description=row.description,
-            created_at=_aware(row.created_at) or utcnow(),
-            expires_at=_aware(row.expires_at),
-            revoked_at=_aware(row.revoked_at),
-            last_used_at=_aware(row.last_used_at),
+            created_at=aware(row.created_at) or utcnow(),
+            expires_at=aware(row.expires_at),
+            revoked_at=aware(row.revoked_at),
+            last_used_at=aware(row.last_used_at),
         )
 
 
@@ -98,8 +98,8 @@ class SessionInfo:
             connection=row.connection,
             protocol=row.protocol,
             client_addr=row.client_addr,
-            started_at=_aware(row.started_at) or utcnow(),
-            ended_at=_aware(row.ended_at),
+            started_at=aware(row.started_at) or utcnow(),
+            ended_at=aware(row.ended_at),
             bytes_from_client=row.bytes_from_client,
             bytes_to_client=row.bytes_to_client,
             statements=row.statements,
@@ -369,7 +369,7 @@ class Store:
     def list_credentials(self) -> list[tuple[str, dt.datetime]]:
         with self._tx() as s:
             rows = s.scalars(select(CredentialRow).order_by(CredentialRow.name)).all()
-            return [(r.name, _aware(r.updated_at) or utcnow()) for r in rows]
+            return [(r.name, aware(r.updated_at) or utcnow()) for r in rows]
 
     def delete_credential(self, name: str) -> bool:
         with self._tx() as s:

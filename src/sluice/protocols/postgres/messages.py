@@ -394,12 +394,7 @@ def error_response(
     detail: str | None = None,
     hint: str | None = None,
 ) -> bytes:
-    fields = {"S": severity, "V": severity, "C": sqlstate, "M": message}
-    if detail:
-        fields["D"] = detail
-    if hint:
-        fields["H"] = hint
-    return encode_fields(b"E", fields)
+    return encode_fields(b"E", _report_fields(severity, sqlstate, message, detail, hint))
 
 
 def notice_response(
@@ -410,12 +405,18 @@ def notice_response(
     detail: str | None = None,
     hint: str | None = None,
 ) -> bytes:
+    return encode_fields(b"N", _report_fields(severity, sqlstate, message, detail, hint))
+
+
+def _report_fields(
+    severity: str, sqlstate: str, message: str, detail: str | None, hint: str | None
+) -> dict[str, str]:
     fields = {"S": severity, "V": severity, "C": sqlstate, "M": message}
     if detail:
         fields["D"] = detail
     if hint:
         fields["H"] = hint
-    return encode_fields(b"N", fields)
+    return fields
 
 
 def decode_row_description(body: bytes) -> list[FieldDescription]:

@@ -77,7 +77,7 @@ def test_every_event_has_the_common_fields(name: str) -> None:
     data = json.loads(to_json(event))
     assert list(data)[: len(COMMON)] == COMMON
     assert data["type"] == name == event.type
-    assert uuid.UUID(data["id"]).version == 4
+    assert uuid.UUID(data["id"]).version == 8  # RFC 9562 v8: per-process random bits + counter
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", data["timestamp"])
     assert data["identity"] == {"user": "alice", "groups": ["dba"], "token_id": "tok-1"}
     assert data["session_id"] == "sess-9"
@@ -151,3 +151,21 @@ def test_timestamps_are_utc() -> None:
     assert to_dict(event)["timestamp"] == "2030-06-01T10:00:00.000000Z"
     with pytest.raises(ValueError, match="timezone-aware"):
         to_json(SessionStart(timestamp=dt.datetime(2030, 6, 1)))
+
+
+def test_event_ids_are_unique_across_forked_workers() -> None:
+    import os
+
+    from sluice.audit.events import _new_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, "\n".join(_new_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = set(os.read(read, 1 << 20).decode().split("\n"))
+    mine = {_new_id() for _ in range(100)}
+    assert len(child) == 100
+    assert not child & mine

@@ -95,7 +95,8 @@ class _Renderer:
             self.console.print(table)
         if self.hidden:
             self.console.print(Text(f"... {self.hidden} more rows not shown", style="dim"))
-        self.columns, self.rows, self.hidden, self.open_result = (), [], 0, False
+        # Columns stay: a result repeating the last columns has no result record.
+        self.rows, self.hidden, self.open_result = [], 0, False
 
     def render(self, record: Record) -> None:
         if isinstance(record, RowsRecord):

@@ -367,10 +367,13 @@ class Recorder:
             self._write_out()
 
     def complete(self, tag: str) -> None:
-        """Record a command-complete tag (e.g. `SELECT 3`); ends the current result."""
+        """Record a command-complete tag (e.g. `SELECT 3`); ends the current result.
+
+        The columns stay known: a next result with the same columns (the same
+        query again) gets no new result record; replay reuses the last one.
+        """
         if self._usable():
             self._append(RecordKind.COMPLETE, {"tag": tag}, flush=False)
-            self._columns = None
 
     def error(self, *, sqlstate: str, message: str, source: str = "backend") -> None:
         """Record an error sent to the client (`source`: backend or gateway)."""

@@ -11,6 +11,8 @@ import time
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -336,3 +338,41 @@ def test_refused_clients_are_audited_without_the_token(gateway: GatewayThread) -
     assert by_user["alice"]["sqlstate"] == "3D000"
     assert by_user["alice"]["identity"]["user"] == "alice"  # type: ignore[index]
     assert bad not in audit.read_text()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.binary(min_size=1, max_size=300))
+def test_garbage_after_login_never_breaks_the_gateway(gateway: GatewayThread,
+                                                      garbage: bytes) -> None:
+    """Any bytes a client sends get an error or a closed connection, nothing else."""
+    token = _fuzz_token(gateway)
+    client = RawClient(gateway.port)
+    client.login("alice", token)
+    client.until_ready()
+    client.send(garbage)
+    client.stream.settimeout(0.5)  # an incomplete frame just waits for its rest
+    try:
+        while True:
+            kind, body = client.read_message()
+            if kind == m.ERROR_RESPONSE:
+                assert m.decode_fields(body)["C"] in ("08P01", "54000", "42601", "08006",
+                                                       "XX000", "22021", "0A000", "26000",
+                                                       "34000", "42P05", "08004", "57014")
+            if kind == m.READY_FOR_QUERY:
+                break
+    except (ConnectionError, OSError, ssl.SSLError, struct.error):
+        pass
+    finally:
+        client.close()
+    with psycopg.connect(gateway.dsn(token)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+_TOKENS: dict[int, str] = {}
+
+
+def _fuzz_token(gateway: GatewayThread) -> str:
+    if gateway.port not in _TOKENS:
+        _TOKENS[gateway.port] = gateway.token()
+    return _TOKENS[gateway.port]

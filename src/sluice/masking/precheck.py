@@ -31,6 +31,7 @@ class RegionPrecheck:
 
     def __init__(self, detectors: Sequence[Detector]):
         self._db: Any = None
+        self._every: Any = None
         self._local = threading.local()
         if not detectors:
             return
@@ -44,9 +45,36 @@ class RegionPrecheck:
                 ids=list(range(len(expressions))),
                 flags=hyperscan.HS_FLAG_SINGLEMATCH,
             )
+            every = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            every.compile(expressions=expressions, ids=list(range(len(expressions))))
         except hyperscan.error:
             return
         self._db = db
+        self._every = every
+
+    def candidate_ends(self, buf: bytes) -> list[int] | None:
+        """Where in `buf` a prefilter match ends (a superset of real findings).
+
+        A finding inside one value ends inside that value, so only the rows
+        holding one of these offsets can need masking. None: unknown (check
+        everything).
+        """
+        if self._db is None:
+            return None
+        scratch = getattr(self._local, "every_scratch", None)
+        if scratch is None:
+            scratch = self._local.every_scratch = hyperscan.Scratch(self._every)
+        ends: list[int] = []
+        append = ends.append
+
+        def on_match(idx: int, start: int, end: int, flags: int, ctx: object) -> None:
+            append(end)
+
+        try:
+            self._every.scan(buf, match_event_handler=on_match, scratch=scratch)
+        except hyperscan.error:
+            return None
+        return ends
 
     @property
     def usable(self) -> bool:

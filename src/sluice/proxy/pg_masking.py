@@ -16,6 +16,7 @@ read from the backend once per connection and cached briefly.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import os
 import struct
@@ -350,25 +351,36 @@ class PgSessionMasking:
         plan = self.masker.prepare(self._result_columns(shape))
         if plan is None:
             return None
+        spans = _row_spans(region)
+        if len(spans) != count:
+            raise MaskingError("the rows of a result do not match their framing")
+        chosen: list[int] | None = None
         if self._shape_prechecks:
             assert self._precheck is not None
-            if not self._precheck.may_contain(region):
-                return None
-        rows, spans = _decode_region(region)
-        if len(rows) != count:
-            raise MaskingError("the rows of a result do not match their framing")
+            ends = self._precheck.candidate_ends(region)
+            if ends is not None:
+                if not ends:
+                    return None
+                starts = [start for start, _ in spans]
+                chosen = sorted({bisect.bisect_right(starts, end - 1) - 1 for end in ends})
+        indexes = chosen if chosen is not None else list(range(count))
+        rows = [m.decode_data_row(region[spans[i][0] + 5 : spans[i][1]]) for i in indexes]
         masked, stats = plan.mask_rows(rows)
         if stats.values:
             self._stats = stats if self._stats is None else self._stats + stats
-        changed = [i for i, (a, b) in enumerate(zip(rows, masked, strict=True)) if a is not b]
+        changed = [
+            (indexes[j], new)
+            for j, (old, new) in enumerate(zip(rows, masked, strict=True))
+            if old is not new
+        ]
         if not changed:
             return None
         out = bytearray()
         copied = 0
-        for i in changed:
+        for i, new in changed:
             start, end = spans[i]
             out += region[copied:start]
-            out += m.encode_data_row(masked[i])
+            out += m.encode_data_row(new)
             copied = end
         out += region[copied:]
         return bytes(out)
@@ -487,20 +499,17 @@ def _pairs(stats: MaskStats) -> list[tuple[tuple[str, str], int]]:
     return pairs
 
 
-def _decode_region(region: bytes) -> tuple[list[list[bytes | None]], list[tuple[int, int]]]:
-    """The rows of concatenated DataRow frames, and each frame's span."""
-    rows: list[list[bytes | None]] = []
+def _row_spans(region: bytes) -> list[tuple[int, int]]:
+    """Where each frame of concatenated DataRow frames starts and ends."""
     spans: list[tuple[int, int]] = []
     pos = 0
     size = len(region)
     unpack = struct.unpack_from
     while pos < size:
-        (length,) = unpack("!I", region, pos + 1)
-        end = pos + 1 + length
-        rows.append(m.decode_data_row(region[pos + 5 : end]))
+        end = pos + 1 + unpack("!I", region, pos + 1)[0]
         spans.append((pos, end))
         pos = end
-    return rows, spans
+    return spans
 
 
 def explain_masking(

@@ -1,0 +1,70 @@
+"""PgSessionMasking on raw DataRow regions, without a server."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice.audit import AuditLog
+from sluice.events import Identity, Protocol, SessionContext
+from sluice.masking import MaskingEngine, MaskingSpec
+from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.tracker import ResultShape
+from sluice.proxy.pg_masking import PgSessionMasking, _row_spans
+
+ENGINE = MaskingEngine(
+    MaskingSpec.model_validate(
+        {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]}
+    )
+)
+CONTEXT = SessionContext(
+    session_id="s",
+    identity=Identity(user="u"),
+    connection="c",
+    protocol=Protocol.POSTGRES,
+    client_addr="x",
+)
+FIELDS = [
+    m.FieldDescription(
+        name=f"c{i}", table_oid=0, column=0, type_oid=25, type_size=-1, type_modifier=-1, format=0
+    )
+    for i in range(3)
+]
+PII = [
+    "john.doe@example.com",
+    "123-45-6789",
+    "4111 1111 1111 1111",
+    "10.1.2.3",
+    "AKIAIOSFODNN7EXAMPLE",
+]
+FILLER = st.text(alphabet="abcdefghijklmnopqrstuvwxyz LawsonDawsnSt 0123456789.", max_size=80)
+
+
+def masking() -> PgSessionMasking:
+    return PgSessionMasking(
+        engine=ENGINE, profiles=["pii"], context=CONTEXT, audit=AuditLog([]), catalog=None
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(FILLER, st.one_of(st.none(), st.sampled_from(PII)), FILLER),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_only_rows_with_findings_change_and_no_pii_survives(
+    rows: list[tuple[str, str | None, str]],
+) -> None:
+    values = [[a.encode(), (b or "clean").encode(), c.encode()] for a, b, c in rows]
+    region = b"".join(m.encode_data_row(list(v)) for v in values)
+    out = masking().mask_rows(ResultShape(fields=FIELDS, sql="SELECT"), region, len(values))
+    result = region if out is None else out
+    for pii in PII:
+        assert pii.encode() not in result
+    decoded = [m.decode_data_row(result[s + 5 : e]) for s, e in _row_spans(result)]
+    assert len(decoded) == len(values)
+    for (_before, b, _after), got in zip(rows, decoded, strict=True):
+        if b is None:
+            assert got[1] == b"clean"

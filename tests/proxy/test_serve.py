@@ -1,0 +1,158 @@
+"""`sluice serve` as users run it: the CLI process, SIGHUP and file-change reloads, workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from sluice.devservers.postgres import ThrowawayPostgres, free_port
+from tests.conftest import APP_PASSWORD
+
+
+def write_config(path: Path, pg: ThrowawayPostgres, port: int, policy: str) -> None:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(path.parent / "data"),
+                "listen": {"postgres": f"127.0.0.1:{port}"},
+                "connections": [
+                    {
+                        "name": "app",
+                        "host": "127.0.0.1",
+                        "port": pg.port,
+                        "database": "app",
+                        "user": "app",
+                        "password": {"env": "SERVE_TEST_PASSWORD"},
+                        "tls": {"mode": "require"},
+                        "policy": "agent",
+                    }
+                ],
+                "policies": [
+                    {"name": "agent", "extends": policy}
+                    if policy != "allow-all"
+                    else {"name": "agent", "default": "allow"}
+                ],
+            }
+        )
+    )
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sluice", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def wait_until_up(port: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            with psycopg.connect(
+                f"host=127.0.0.1 port={port} dbname=x user=x password=x", connect_timeout=1
+            ):
+                pass
+        except psycopg.OperationalError as exc:
+            if "Connection refused" not in str(exc):
+                return
+        time.sleep(0.1)
+    raise AssertionError("sluice serve did not come up")
+
+
+@pytest.fixture
+def served(
+    pg: ThrowawayPostgres, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, int, subprocess.Popen[str], str]]:
+    workers = getattr(request, "param", 1)
+    port = free_port()
+    config = tmp_path / "sluice.yaml"
+    write_config(config, pg, port, "allow-all")
+    token = json.loads(cli(config, "tokens", "create", "--user", "agent", "--json").stdout)["token"]
+    env = {**os.environ, "SERVE_TEST_PASSWORD": APP_PASSWORD}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice", "-c", str(config), "serve", "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_up(port, proc)
+        yield config, port, proc, token
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def dsn(port: int, token: str) -> str:
+    return f"host=127.0.0.1 port={port} dbname=app user=agent password={token} sslmode=require"
+
+
+PROBE = "CREATE TEMP TABLE IF NOT EXISTS probe (a int)"
+
+
+def test_sighup_and_file_change_reload_the_policy(
+    served: tuple[Path, int, subprocess.Popen[str], str], pg: ThrowawayPostgres
+) -> None:
+    config, port, proc, token = served
+    with psycopg.connect(dsn(port, token), autocommit=True) as conn:
+        conn.execute(PROBE)  # allowed by the first policy
+        write_config(config, pg, port, "read-only")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                conn.execute(PROBE)
+            except psycopg.errors.InsufficientPrivilege:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the reloaded policy was not applied to the open session")
+        # An invalid file is rejected and the policy in force stays.
+        config.write_text(config.read_text().replace("read-only", "no-such-preset"))
+        time.sleep(2.5)  # the file watch polls every second
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(PROBE)
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        # A valid change is picked up from the file alone, without a signal.
+        write_config(config, pg, port, "allow-all")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                conn.execute(PROBE)
+                break
+            except psycopg.errors.InsufficientPrivilege:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the changed file was not reloaded")
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize("served", [2], indirect=True)
+def test_two_workers_share_the_listener(
+    served: tuple[Path, int, subprocess.Popen[str], str],
+) -> None:
+    _, port, proc, token = served
+    pids = set()
+    for _ in range(12):
+        with psycopg.connect(dsn(port, token)) as conn:
+            pids.add(conn.execute("SELECT 1").fetchone())
+    assert pids == {(1,)}
+    assert proc.poll() is None

@@ -22,6 +22,7 @@ TARGET_ORDER = (
     "sluice-governed",
     "sluice-colmask",
     "sluice-pass-w2",
+    "sluice-pooled",
 )
 # The metric each workload is judged by, and its unit in tables.
 MAIN_METRIC = {
@@ -131,6 +132,18 @@ def goals(*, stream_rows: int) -> list[Goal]:
             metric="tps",
             reference="direct",
             bound=0.8,
+            at_least=True,
+        )
+    )
+    out.append(
+        Goal(
+            text="connection churn, governed with backend pooling >= 1.0x pgbouncer",
+            workload="churn",
+            case="c8",
+            target="sluice-pooled",
+            metric="tps",
+            reference="pgbouncer",
+            bound=1.0,
             at_least=True,
         )
     )

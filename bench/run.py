@@ -186,6 +186,16 @@ class Runner:
             except BenchSetupError as exc:
                 self._setup_failed("sluice-colmask", exc)
                 self.notes.append(f"sluice-colmask skipped, startup failed: {_first_line(exc)}")
+        if self.wants("churn"):
+            console.print("Starting Sluice: governed with backend pooling ...")
+            try:
+                self._sluice("sluice-pooled", policy=True, masking=PII_MASKING, pool=8)
+                self.notes.append(
+                    "sluice-pooled: as governed, with `pool: {size: 8}` (backend sessions "
+                    "reset with DISCARD ALL and reused); used for connection churn."
+                )
+            except BenchSetupError as exc:
+                self._setup_failed("sluice-pooled", exc)
         if self.wants("workers"):
             console.print("Starting Sluice: pass-through with --workers 2 ...")
             try:
@@ -266,7 +276,7 @@ class Runner:
                         Job(workload=workload, case=case, target=target, run=partial(fn, target))
                     )
 
-        main = [n for n in order if n != "sluice-colmask"]
+        main = [n for n in order if n not in ("sluice-colmask", "sluice-pooled")]
         if self.wants("pgbench"):
             for clients in (1, 8):
                 for mode in ("simple", "extended", "prepared"):
@@ -297,7 +307,7 @@ class Runner:
             add(
                 "churn",
                 "c8",
-                main,
+                [n for n in order if n != "sluice-colmask"],
                 partial(pgbench, clients=8, mode="simple", seconds=s.seconds, connect=True),
             )
         if self.wants("stream"):

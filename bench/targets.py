@@ -308,6 +308,7 @@ class Lab:
         masking: dict[str, Any] | None = None,
         workers: int = 1,
         provision: bool = False,
+        pool: int = 0,
     ) -> tuple[Endpoint, Path]:
         """Start `sluice serve`; returns the endpoint and its config file.
 
@@ -321,6 +322,8 @@ class Lab:
         port = free_port()
         config_file = data_dir / "sluice.yaml"
         raw = self.sluice_config(data_dir, port, policy=policy, masking=masking)
+        if pool:
+            raw["connections"][0]["pool"] = {"size": pool}
         config_file.write_text(yaml.safe_dump(raw, sort_keys=False))
         sluice = str(Path(sys.executable).parent / "sluice")
         token = create_token(config_file, AGENT_USER, groups=("agents",))

@@ -68,3 +68,55 @@ def test_only_rows_with_findings_change_and_no_pii_survives(
     for (_before, b, _after), got in zip(rows, decoded, strict=True):
         if b is None:
             assert got[1] == b"clean"
+
+
+COLUMN_ENGINE = MaskingEngine(
+    MaskingSpec.model_validate(
+        {
+            "profiles": [
+                {
+                    "name": "cols",
+                    "content": False,
+                    "detectors": [],
+                    "columns": [
+                        {"match": "*email*", "strategy": "redact"},
+                        {"match": "*ssn*", "strategy": "null"},
+                    ],
+                }
+            ]
+        }
+    )
+)
+COLUMN_FIELDS = [
+    m.FieldDescription(
+        name=n, table_oid=0, column=0, type_oid=25, type_size=-1, type_modifier=-1, format=0
+    )
+    for n in ("id", "email", "note", "ssn", "tail")
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.one_of(st.none(), st.binary(max_size=40)), min_size=5, max_size=5),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_spliced_column_rules_equal_the_full_path(rows: list[list[bytes | None]]) -> None:
+    region = b"".join(m.encode_data_row(r) for r in rows)
+    shape = ResultShape(fields=COLUMN_FIELDS, sql="SELECT id, email, note, ssn, tail FROM t")
+
+    def run(splice: bool) -> bytes | None:
+        session = PgSessionMasking(
+            engine=COLUMN_ENGINE,
+            profiles=["cols"],
+            context=CONTEXT,
+            audit=AuditLog([]),
+            catalog=None,
+        )
+        if not splice:
+            session._plan_constants = lambda plan: None  # type: ignore[method-assign]
+        return session.mask_rows(shape, region, len(rows))
+
+    assert run(splice=True) == run(splice=False)

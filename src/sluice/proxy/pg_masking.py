@@ -22,6 +22,7 @@ import os
 import struct
 import time
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,14 @@ from sluice.masking import (
     analyze,
     result_lineage,
 )
-from sluice.masking.pgtypes import DECODED_BINARY_TYPES
+from sluice.masking.pgtypes import (
+    DECODED_BINARY_TYPES,
+    JSON_TYPES,
+    is_text_like,
+    mask_whole_value,
+)
 from sluice.masking.precheck import RegionPrecheck
+from sluice.masking.strategies import Strategy
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -273,6 +280,8 @@ class PgSessionMasking:
         self._precheck = _precheck_for(self.masker)
         self._shape: ResultShape | None = None
         self._shape_prechecks = False
+        self._constant_shape: ResultShape | None = None
+        self._constants: dict[int, bytes | None] | None = None
         self._columns: list[ResultColumn] = []
         self._stats: MaskStats | None = None
         self._copy: CopyMasker | None = None
@@ -293,6 +302,7 @@ class PgSessionMasking:
             self.masker = self.engine.masker(self._profiles)
             self._precheck = _precheck_for(self.masker)
             self._shape = None
+            self._constant_shape = None
 
     def mask_statement(self, sql: str) -> str:
         """A statement's text as recordings and audit may keep it (literals masked)."""
@@ -354,6 +364,17 @@ class PgSessionMasking:
         spans = _row_spans(region)
         if len(spans) != count:
             raise MaskingError("the rows of a result do not match their framing")
+        constants = self._constant_columns(plan, shape)
+        if constants is not None:
+            spliced, masked_values = _splice_columns(region, spans, constants)
+            if masked_values:
+                stats = MaskStats.of(
+                    masked_values,
+                    Counter(),
+                    Counter({shape.fields[i].name: masked_values for i in constants}),
+                )
+                self._stats = stats if self._stats is None else self._stats + stats
+            return spliced if masked_values else None
         chosen: list[int] | None = None
         if self._shape_prechecks:
             assert self._precheck is not None
@@ -384,6 +405,41 @@ class PgSessionMasking:
             copied = end
         out += region[copied:]
         return bytes(out)
+
+    def _constant_columns(self, plan: Any, shape: ResultShape) -> dict[int, bytes | None] | None:
+        """Replacements of a plan that only swaps whole columns for fixed values.
+
+        Column rules with `null`, or `redact` on a text column, replace every
+        value with the same bytes: such rows are rewritten by splicing bytes,
+        without decoding the other columns. None: the plan needs the full path.
+        """
+        if shape is self._constant_shape:
+            return self._constants
+        constants: dict[int, bytes | None] | None = self._plan_constants(plan)
+        self._constant_shape, self._constants = shape, constants
+        return constants
+
+    def _plan_constants(self, plan: Any) -> dict[int, bytes | None] | None:
+        whole = getattr(plan, "_whole", ())
+        if getattr(plan, "_scan", ()) or not whole:
+            return None
+        constants: dict[int, bytes | None] = {}
+        for rule in whole:
+            col = rule.column
+            if rule.action.strategy is Strategy.NULL:
+                constants[rule.index] = None
+            elif (
+                rule.action.strategy is Strategy.REDACT
+                and is_text_like(col.type_oid, col.format)
+                and col.type_oid not in JSON_TYPES
+            ):
+                replacer = self.masker._replacer
+                constants[rule.index] = mask_whole_value(
+                    b"x", col.type_oid, col.format, rule.action, replacer
+                )
+            else:
+                return None
+        return constants
 
     def result_done(self) -> None:
         """Audit what one result had masked: counts only, never values."""
@@ -497,6 +553,44 @@ def _pairs(stats: MaskStats) -> list[tuple[tuple[str, str], int]]:
     for detector, n in sorted(stats.by_detector.items()):
         pairs.append((("*", detector), n))
     return pairs
+
+
+def _splice_columns(
+    region: bytes, spans: list[tuple[int, int]], constants: dict[int, bytes | None]
+) -> tuple[bytes, int]:
+    """Rows with the given columns replaced by fixed values; NULLs stay NULL.
+
+    Returns the new frames and how many values were replaced.
+    """
+    out = bytearray()
+    replaced = 0
+    unpack = struct.unpack_from
+    encoded = {
+        i: (b"\xff\xff\xff\xff" if v is None else struct.pack("!I", len(v)) + v)
+        for i, v in constants.items()
+    }
+    last = max(encoded)
+    for start, end in spans:
+        (ncols,) = unpack("!h", region, start + 5)
+        if ncols <= last:
+            raise MaskingError("a DataRow has fewer columns than its result")
+        body = bytearray(region[start + 5 : start + 7])
+        pos = start + 7
+        copied = pos
+        for col in range(last + 1):  # the columns after the last replaced one are copied
+            (length,) = unpack("!i", region, pos)
+            value_end = pos + 4 + max(length, 0)
+            if value_end > end:
+                raise MaskingError("a DataRow's values run past its length")
+            if col in encoded and length >= 0:
+                body += region[copied:pos]
+                body += encoded[col]
+                copied = value_end
+                replaced += 1
+            pos = value_end
+        body += region[copied:end]
+        out += b"D" + struct.pack("!I", len(body) + 4) + body
+    return bytes(out), replaced
 
 
 def _row_spans(region: bytes) -> list[tuple[int, int]]:

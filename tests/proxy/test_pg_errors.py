@@ -340,11 +340,13 @@ def test_refused_clients_are_audited_without_the_token(gateway: GatewayThread) -
     assert bad not in audit.read_text()
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(garbage=st.binary(min_size=1, max_size=300))
-def test_garbage_after_login_never_breaks_the_gateway(gateway: GatewayThread,
-                                                      garbage: bytes) -> None:
+def test_garbage_after_login_never_breaks_the_gateway(
+    gateway: GatewayThread, garbage: bytes
+) -> None:
     """Any bytes a client sends get an error or a closed connection, nothing else."""
     token = _fuzz_token(gateway)
     client = RawClient(gateway.port)
@@ -356,9 +358,20 @@ def test_garbage_after_login_never_breaks_the_gateway(gateway: GatewayThread,
         while True:
             kind, body = client.read_message()
             if kind == m.ERROR_RESPONSE:
-                assert m.decode_fields(body)["C"] in ("08P01", "54000", "42601", "08006",
-                                                       "XX000", "22021", "0A000", "26000",
-                                                       "34000", "42P05", "08004", "57014")
+                assert m.decode_fields(body)["C"] in (
+                    "08P01",
+                    "54000",
+                    "42601",
+                    "08006",
+                    "XX000",
+                    "22021",
+                    "0A000",
+                    "26000",
+                    "34000",
+                    "42P05",
+                    "08004",
+                    "57014",
+                )
             if kind == m.READY_FOR_QUERY:
                 break
     except (ConnectionError, OSError, ssl.SSLError, struct.error):

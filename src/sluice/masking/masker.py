@@ -225,9 +225,8 @@ class Masker:
     def prepare(self, columns: Sequence[ResultColumn]) -> RowMasker | None:
         """Plan masking for a result shape; None when nothing can apply (fast path)."""
         key = tuple(columns)
-        cached = self._cache.get(key, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
+        if key in self._cache:
+            return self._cache[key]
         whole: list[_Whole] = []
         scan: list[_Scan] = []
         for i, col in enumerate(columns):

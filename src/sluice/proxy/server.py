@@ -88,11 +88,11 @@ async def serve(
             await services.audit.aclose()
 
 
-def run(gateway: Gateway, **kwargs: object) -> None:
+def run(gateway: Gateway, *, config_path: Path | None = None, reuse_port: bool = False) -> None:
     """Run `serve` on uvloop."""
     import uvloop
 
-    uvloop.run(serve(gateway, **kwargs))  # type: ignore[arg-type]
+    uvloop.run(serve(gateway, config_path=config_path, reuse_port=reuse_port))
 
 
 def default_config_path() -> Path | None:

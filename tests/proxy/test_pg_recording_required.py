@@ -1,0 +1,52 @@
+"""Recording is required by default: no unrecorded statement reaches the backend."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from sluice.devservers.postgres import ThrowawayPostgres
+from sluice.recording import writer
+from tests.conftest import APP_PASSWORD, base_config
+from tests.helpers import GatewayThread
+
+
+@pytest.fixture
+def recorded(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
+    thread = GatewayThread(base_config(pg, tmp_path_factory.mktemp("recorded"))).start()
+    yield thread
+    thread.stop()
+
+
+def test_a_statement_that_cannot_be_recorded_is_refused(
+    recorded: GatewayThread, pg: ThrowawayPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = recorded.token()
+    real_write = os.write
+
+    def disk_full(fd: int, data: bytes | memoryview) -> int:
+        """Session logs hit a full disk; every other write goes through."""
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".slog"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    with psycopg.connect(recorded.dsn(token), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        monkeypatch.setattr(writer.os, "write", disk_full)
+        try:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+                conn.execute("CREATE TABLE unrecorded_probe (a int)")
+        finally:
+            monkeypatch.setattr(writer.os, "write", real_write)
+    assert "could not be recorded" in str(info.value)
+    direct = pg.dsn(user="app", password=APP_PASSWORD, dbname="app")
+    with psycopg.connect(direct) as check:
+        assert check.execute("SELECT to_regclass('unrecorded_probe')").fetchone() == (None,)
+    with psycopg.connect(recorded.dsn(token)) as fresh:  # other sessions keep working
+        assert fresh.execute("SELECT 2").fetchone() == (2,)

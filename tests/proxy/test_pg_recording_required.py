@@ -10,7 +10,6 @@ import psycopg
 import pytest
 
 from sluice.devservers.postgres import ThrowawayPostgres
-from sluice.recording import writer
 from tests.conftest import APP_PASSWORD, base_config
 from tests.helpers import GatewayThread
 
@@ -38,12 +37,12 @@ def test_a_statement_that_cannot_be_recorded_is_refused(
 
     with psycopg.connect(recorded.dsn(token), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-        monkeypatch.setattr(writer.os, "write", disk_full)
+        monkeypatch.setattr(os, "write", disk_full)
         try:
             with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
                 conn.execute("CREATE TABLE unrecorded_probe (a int)")
         finally:
-            monkeypatch.setattr(writer.os, "write", real_write)
+            monkeypatch.setattr(os, "write", real_write)
     assert "could not be recorded" in str(info.value)
     direct = pg.dsn(user="app", password=APP_PASSWORD, dbname="app")
     with psycopg.connect(direct) as check:

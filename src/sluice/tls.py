@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import ipaddress
 import os
 import ssl
@@ -84,8 +85,13 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
+@functools.lru_cache(maxsize=64)
 def backend_context(mode: str, ca_file: Path | None) -> ssl.SSLContext:
-    """An SSL context for the backend with libpq's sslmode semantics."""
+    """An SSL context for the backend with libpq's sslmode semantics.
+
+    Cached: building one (and loading its CA file) per connection costs more
+    than the handshake's own Python work. A changed CA file needs a restart.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if mode in ("verify-ca", "verify-full"):

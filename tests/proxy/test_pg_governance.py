@@ -540,3 +540,37 @@ def test_policy_hot_reload_rejects_invalid_and_applies_valid(
     governed.call(lambda: asyncio.ensure_future(reloader.reload()))
     time.sleep(0.5)
     assert reloader.last_error is None
+
+
+def test_exec_wait_blocks_until_the_decision(governed: GatewayThread, agent: str, dba: str) -> None:
+    sql = "UPDATE accounts SET owner = 'waited' WHERE id = 6"
+    config = Path(governed.config.data_dir) / "sluice.yaml"
+    env = {
+        **os.environ,
+        "SLUICE_CONFIG": str(config),
+        "SLUICE_TOKEN": agent,
+        "SLUICE_GATEWAY": f"127.0.0.1:{governed.port}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice", "exec", "app", "-c", sql, "--wait", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    service = ApprovalService(governed.gateway.store)  # type: ignore[union-attr]
+    deadline = time.monotonic() + 15
+    pending: list[Approval] = []
+    while time.monotonic() < deadline and not pending:
+        pending = [
+            a for a in service.list_requests(status=ApprovalStatus.PENDING) if a.statement == sql
+        ]
+        time.sleep(0.05)
+    assert pending, "the statement was not held"
+    assert proc.poll() is None  # still waiting for the decision
+    approved = sluice_cli(governed, "approvals", "approve", pending[0].id, token=dba)
+    assert approved.returncode == 0, approved.stderr
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["status"] == "UPDATE 1"
+    assert f"request {pending[0].id}" in err

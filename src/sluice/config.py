@@ -185,6 +185,14 @@ class Config(_Model):
         return None
 
 
+def section_error(section: str, exc: ValidationError) -> ConfigError:
+    """A section validated apart from the main model (policies, masking, audit...)."""
+    problems = "; ".join(
+        f"{section}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+    return ConfigError(f"invalid {section} configuration: {problems}")
+
+
 def parse_host_port(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:

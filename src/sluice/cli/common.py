@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from rich.console import Console
 
 from sluice.config import Config, load_config
 from sluice.errors import SluiceError
+from sluice.policy.config import parse_duration as policy_duration
 from sluice.store.db import Store
 
 console = Console()
@@ -80,15 +80,12 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_duration(text: str) -> dt.timedelta:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise typer.BadParameter(f"{text!r} is not a duration like 30m, 12h, 7d or 2w")
-    return dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    """A duration option (30m, 12h, 7d, 2w, 1h30m), as policies spell them."""
+    try:
+        return policy_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30m, 12h, 7d or 2w") from exc
 
 
 def ago(moment: dt.datetime | None) -> str:

@@ -48,8 +48,15 @@ from sluice.policy.sql import KNOWN_KINDS, Category
 
 DEFAULT_APPROVAL_TIMEOUT = dt.timedelta(minutes=10)
 
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
-_DURATION_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+_DURATION_UNITS = {
+    "ms": "milliseconds",
+    "s": "seconds",
+    "m": "minutes",
+    "h": "hours",
+    "d": "days",
+    "w": "weeks",
+}
 
 PRESET_NAMES = ("read-only", "ai-agent")
 

@@ -49,7 +49,7 @@ from sluice.events import (
 )
 from sluice.policy.config import PolicySpec, RuleSpec, builtin_presets
 from sluice.policy.errors import PolicyError
-from sluice.policy.prepared import PreparedStatements
+from sluice.policy.prepared import PreparedStatements, mentions_prepared
 from sluice.policy.rules import CompiledRule, Condition, RuleAction, Subjects, table_names
 from sluice.policy.sql import (
     MAX_CACHED_SQL_CHARS,
@@ -116,8 +116,6 @@ class RecordedQuery:
 
 # Distinct (policy, identity, statement shape) verdicts kept for reuse.
 VERDICT_CACHE_SIZE = 8192
-# Statements whose meaning depends on session state, never cached by text.
-_SESSION_WORDS = ("execute", "prepare", "deallocate", "discard")
 
 
 class PolicyEngine:
@@ -199,8 +197,7 @@ class PolicyEngine:
             return None
         if len(event.sql) > MAX_CACHED_SQL_CHARS:
             return None
-        lowered = event.sql.lower()
-        if any(word in lowered for word in _SESSION_WORDS):
+        if mentions_prepared(event.sql):  # depends on session state
             return None
         text = numbers_zeroed(event.sql)
         if text is None:

@@ -63,3 +63,16 @@ class PreparedStatements(Mapping[str, str]):
                     self.clear()
                 else:
                     self.close(effect.name)
+
+
+_SESSION_WORDS = ("prepare", "execute", "deallocate", "discard")
+
+
+def mentions_prepared(sql: str) -> bool:
+    """Whether `sql` may hold PREPARE, EXECUTE, DEALLOCATE or DISCARD.
+
+    Keywords cannot be escaped or quoted into existence, so a text without
+    these words holds none of those statements: a cheap pre-filter.
+    """
+    lowered = sql.lower()
+    return any(word in lowered for word in _SESSION_WORDS)

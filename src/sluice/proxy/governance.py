@@ -33,6 +33,7 @@ from sluice.config import ConnectionSpec
 from sluice.events import QueryOrigin, QueryRequested, SessionContext
 from sluice.masking import MaskingEngine
 from sluice.policy import PolicyEngine, PreparedStatements
+from sluice.policy.prepared import mentions_prepared
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -224,7 +225,7 @@ class SessionGovernance:
             self.prepared.parse(statement_name or "", sql)
             if approval_id is not None and statement_name:
                 self._approved_statements.add(statement_name)
-        elif origin is QueryOrigin.SIMPLE and _may_prepare(sql):
+        elif origin is QueryOrigin.SIMPLE and mentions_prepared(sql):
             self.prepared.observe(sql)
         if self.masking is not None:
             self.masking.statement_allowed(sql, verdict)
@@ -501,12 +502,6 @@ class SessionGovernance:
                     bytes_out=bytes_out,
                 )
             )
-
-
-def _may_prepare(sql: str) -> bool:
-    """Whether `sql` can contain PREPARE, DEALLOCATE or DISCARD (keywords are literal)."""
-    lowered = sql.lower()
-    return "prepare" in lowered or "deallocate" in lowered or "discard" in lowered
 
 
 class Governor:

@@ -22,7 +22,7 @@ from sluice.audit import (
     TokenCreated,
     TokenRevoked,
 )
-from sluice.config import Config, ConnectionSpec, load_config
+from sluice.config import Config, ConnectionSpec, load_config, section_error
 from sluice.errors import ConfigError
 from sluice.events import Identity, SessionContext
 from sluice.notify.webhook import ApprovalNotifier, DeliveryResult, NotifySpec
@@ -38,18 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _section_error(section: str, exc: ValidationError) -> ConfigError:
-    problems = "; ".join(
-        f"{section}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-    )
-    return ConfigError(f"invalid {section} configuration: {problems}")
-
-
 def compile_policies(config: Config) -> PolicyEngine:
     try:
         specs = [PolicySpec.model_validate(raw) for raw in config.policies]
     except ValidationError as exc:
-        raise _section_error("policies", exc) from exc
+        raise section_error("policies", exc) from exc
     engine = PolicyEngine.compile(specs)
     for conn in config.connections:
         if conn.policy is not None and conn.policy not in engine.policy_names:
@@ -65,14 +58,14 @@ def audit_spec(config: Config) -> AuditSpec:
     try:
         return AuditSpec.model_validate(config.audit)
     except ValidationError as exc:
-        raise _section_error("audit", exc) from exc
+        raise section_error("audit", exc) from exc
 
 
 def recording_spec(config: Config) -> RecordingSpec:
     try:
         return RecordingSpec.model_validate(config.recording)
     except ValidationError as exc:
-        raise _section_error("recording", exc) from exc
+        raise section_error("recording", exc) from exc
 
 
 def recording_store(config: Config, audit: AuditLog | None = None) -> RecordingStore:
@@ -109,7 +102,7 @@ def approvals_spec(config: Config) -> ApprovalsSpec:
     try:
         return ApprovalsSpec.model_validate(config.approvals)
     except ValidationError as exc:
-        raise _section_error("approvals", exc) from exc
+        raise section_error("approvals", exc) from exc
 
 
 def approval_notifier(config: Config, audit: AuditLog) -> ApprovalNotifier | None:

@@ -18,14 +18,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import os
 import struct
 import time
 import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pglast
@@ -34,7 +32,7 @@ from pglast.stream import RawStream
 from pydantic import ValidationError
 
 from sluice.audit import AuditLog, MaskingApplied, MaskingCount, context_fields
-from sluice.config import Config
+from sluice.config import Config, section_error
 from sluice.errors import ConfigError
 from sluice.events import SessionContext
 from sluice.masking import (
@@ -65,6 +63,7 @@ from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
 from sluice.protocols.postgres.tracker import ResultShape
+from sluice.recording.spec import resolve_key_ref
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +88,6 @@ SELECT pg_catalog.array_to_string(pg_catalog.current_schemas(false), ',')
 """
 
 
-def _resolve_key(ref: str | None) -> bytes | None:
-    if ref is None:
-        return None
-    scheme, _, target = ref.partition(":")
-    if scheme == "env":
-        value = os.environ.get(target)
-        if value is None:
-            raise ConfigError(f"masking.hmac_key: environment variable {target} is not set")
-        return value.encode()
-    if scheme == "file":
-        try:
-            return Path(target).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"masking.hmac_key: cannot read {target}: {exc}") from exc
-    raise ConfigError("masking.hmac_key must be a reference: 'env:NAME' or 'file:/path'")
-
-
 def masking_engine(config: Config) -> MaskingEngine | None:
     """Validate the masking section; None when no profile is declared.
 
@@ -115,10 +97,7 @@ def masking_engine(config: Config) -> MaskingEngine | None:
     try:
         spec = MaskingSpec.model_validate(config.masking)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"masking.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid masking configuration: {problems}") from exc
+        raise section_error("masking", exc) from exc
     declared = {p.name for p in spec.profiles}
     for conn in config.connections:
         for name in conn.masking:
@@ -139,7 +118,9 @@ def masking_engine(config: Config) -> MaskingEngine | None:
                     )
     if not spec.profiles:
         return None
-    engine = MaskingEngine(spec, hmac_key=_resolve_key(getattr(spec, "hmac_key", None)))
+    ref = spec.hmac_key
+    key = resolve_key_ref(ref, setting="masking.hmac_key") if ref is not None else None
+    engine = MaskingEngine(spec, hmac_key=key)
     engine.validate()
     return engine
 

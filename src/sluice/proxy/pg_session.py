@@ -28,7 +28,7 @@ from sluice.masking import MaskingError
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
-from sluice.protocols.postgres.framing import FrameBuffer, frame
+from sluice.protocols.postgres.framing import FrameBuffer, frame, frame_end
 from sluice.protocols.postgres.tracker import QueryTracker
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
 
@@ -543,7 +543,7 @@ class PgSession:
         rows_wanted = governance.wants_rows
         while size - pos >= 5:
             kind = buf[pos]
-            end = _frame_end(buf, pos, size)
+            end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)
             if end < 0:
                 break
             if kind == 68:  # 'D' DataRow: take the whole run of them
@@ -551,7 +551,7 @@ class PgSession:
                 count = 1
                 pos = end
                 while size - pos >= 5 and buf[pos] == 68:
-                    end = _frame_end(buf, pos, size)
+                    end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)
                     if end < 0:
                         break
                     count += 1
@@ -641,19 +641,6 @@ class PgSession:
         self._client_paused_by_backend = False
         if self._held is None and not self.client.is_closing():
             self.client.resume_reading()
-
-
-def _frame_end(buf: bytearray, pos: int, size: int) -> int:
-    """Where the server frame at `pos` ends, or -1 while it is incomplete."""
-    length: int = _LEN.unpack_from(buf, pos + 1)[0]
-    if length < 4:
-        raise RemoteProtocolError(f"invalid message length {length}")
-    end = pos + 1 + length
-    if end > size:
-        if length > MAX_SERVER_MESSAGE:
-            raise FrameTooLarge(f"a server message of {length} bytes is over the gateway's limit")
-        return -1
-    return end
 
 
 class _Released(asyncio.Transport):

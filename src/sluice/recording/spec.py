@@ -50,14 +50,17 @@ class RecordingSpec(BaseModel):
         return value
 
 
-def resolve_key_ref(ref: str) -> bytes:
-    """Resolve `env:NAME` or `file:/path` to key bytes (at least 16 bytes)."""
+def resolve_key_ref(ref: str, *, setting: str = "recording.hmac_key") -> bytes:
+    """Resolve `env:NAME` or `file:/path` to key bytes (at least 16 bytes).
+
+    `setting` names the configuration key in error messages.
+    """
     scheme, _, target = ref.partition(":")
     if scheme == "env":
         value = os.environ.get(target)
         if value is None:
             raise ConfigError(
-                f"recording.hmac_key: environment variable {target} is not set",
+                f"{setting}: environment variable {target} is not set",
                 hint=f"export {target}=$(openssl rand -hex 32)",
             )
         key = value.strip().encode()
@@ -65,11 +68,9 @@ def resolve_key_ref(ref: str) -> bytes:
         try:
             key = Path(target).read_bytes().strip()
         except OSError as exc:
-            raise ConfigError(f"recording.hmac_key: cannot read {target}: {exc.strerror}") from None
+            raise ConfigError(f"{setting}: cannot read {target}: {exc.strerror}") from None
     else:
-        raise ConfigError(f"recording.hmac_key: unknown reference {ref!r}")
+        raise ConfigError(f"{setting}: unknown reference {ref!r}")
     if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(
-            f"recording.hmac_key: key is {len(key)} bytes, at least {MIN_KEY_BYTES} required"
-        )
+        raise ConfigError(f"{setting}: key is {len(key)} bytes, at least {MIN_KEY_BYTES} required")
     return key

@@ -120,13 +120,28 @@ def scan_headers(
     """
     size = len(buf)
     pos = start
-    unpack = _LEN.unpack_from
     while size - pos >= 5:
-        (length,) = unpack(buf, pos + 1)
-        if length < MIN_LENGTH:
-            raise RemoteProtocolError(f"invalid message length {length}")
-        end = pos + 1 + length
-        if end > size:
+        end = frame_end(buf, pos, size)
+        if end < 0:
             return
         yield buf[pos], pos, end
         pos = end
+
+
+def frame_end(
+    buf: bytes | bytearray | memoryview, pos: int, size: int, max_message: int | None = None
+) -> int:
+    """Where the typed frame at `pos` ends, or -1 while it is incomplete.
+
+    With `max_message`, an incomplete frame declaring more than that raises
+    FrameTooLarge instead of waiting for bytes the caller will never buffer.
+    """
+    length: int = _LEN.unpack_from(buf, pos + 1)[0]
+    if length < MIN_LENGTH:
+        raise RemoteProtocolError(f"invalid message length {length}")
+    end = pos + 1 + length
+    if end > size:
+        if max_message is not None and length > max_message:
+            raise FrameTooLarge(f"a message of {length} bytes is over the limit of {max_message}")
+        return -1
+    return end

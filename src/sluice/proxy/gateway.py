@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,7 +25,6 @@ class Gateway:
     client_tls: ssl.SSLContext
     governor: Governor
     cancels: CancelRegistry = field(default_factory=CancelRegistry)
-    active_sessions: set[asyncio.Task[None]] = field(default_factory=set)
     pools: dict[str, BackendPool] = field(default_factory=dict)
 
     def pool_for(self, conn: ConnectionSpec) -> BackendPool | None:

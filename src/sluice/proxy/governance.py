@@ -98,10 +98,6 @@ class GovernanceServices:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
-def _origin_label(origin: QueryOrigin) -> str:
-    return origin.value
-
-
 class SessionGovernance:
     """Governance of one session."""
 
@@ -204,7 +200,7 @@ class SessionGovernance:
         if self.recorder is not None:
             # Both records reach the OS in one write, before the statement is sent.
             self.recorder.statement(
-                shown, origin=_origin_label(origin), statement_name=statement_name, flush=False
+                shown, origin=origin.value, statement_name=statement_name, flush=False
             )
             self.recorder.verdict(verdict)
         if self.services is not None:
@@ -242,9 +238,7 @@ class SessionGovernance:
         """A statement did not reach the backend; record and audit why."""
         shown = self._shown(sql)
         if self.recorder is not None:
-            self.recorder.statement(
-                shown, origin=_origin_label(origin), statement_name=statement_name
-            )
+            self.recorder.statement(shown, origin=origin.value, statement_name=statement_name)
             self.recorder.verdict(verdict)
             self.recorder.error(sqlstate=sqlstate, message=message, source="gateway")
         if self.services is not None:

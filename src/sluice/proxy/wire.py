@@ -29,8 +29,6 @@ class FrameReceiver(asyncio.Protocol):
         self._typed = False
         self._waiter: asyncio.Future[None] | None = None
         self._closed: Exception | None = None
-        self._paused_writing = False
-        self._drain_waiter: asyncio.Future[None] | None = None
         self.max_message = max_message
 
     # asyncio.Protocol callbacks
@@ -54,16 +52,6 @@ class FrameReceiver(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = PeerClosed(f"connection lost: {exc}" if exc else "connection closed")
         self._wake()
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-
-    def resume_writing(self) -> None:
-        self._paused_writing = False
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -111,11 +99,6 @@ class FrameReceiver(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             raise PeerClosed("cannot write: the connection is closed")
         self.transport.write(data)
-
-    async def drain(self) -> None:
-        if self._paused_writing:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            await self._drain_waiter
 
     async def read_exact_byte(self) -> bytes:
         """One raw byte (the server's answer to SSLRequest)."""

@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 
 # How long a catalog snapshot is trusted before it is read again.
 CATALOG_TTL_SECONDS = 60.0
+# Distinct statement texts whose result lineage a session keeps.
+LINEAGE_CACHE_SIZE = 256
 # Error and notice fields that can quote data (message, detail, hint, context,
 # internal query); the others name objects or positions.
 _TEXT_FIELDS = frozenset("MDHWq")
@@ -262,6 +264,7 @@ class PgSessionMasking:
         self._shape: ResultShape | None = None
         self._shape_prechecks = False
         self._constant_shape: ResultShape | None = None
+        self._lineages: dict[tuple[str, int], list[ColumnLineage]] = {}
         self._constants: dict[int, bytes | None] | None = None
         self._columns: list[ResultColumn] = []
         self._stats: MaskStats | None = None
@@ -322,19 +325,24 @@ class PgSessionMasking:
         return columns
 
     def _lineage(self, shape: ResultShape) -> list[ColumnLineage]:
+        """Lineage of a result's columns; parsed once per statement text."""
         n = len(shape.fields)
-        if not shape.sql:
-            return [OPAQUE] * n
-        catalog = self.catalog.static if self.catalog else None
-        try:
-            statements = len(pglast.parse_sql(shape.sql))
-        except Exception:
-            return [OPAQUE] * n
-        if statements != 1:
-            # Which statement of several produced this result is not known
-            # for sure: treat every column as of unknown origin.
-            return [OPAQUE] * n
-        return result_lineage(shape.sql, n, catalog, statement=0)
+        key = (shape.sql, n)
+        cached = self._lineages.get(key)
+        if cached is not None:
+            return cached
+        lineage = [OPAQUE] * n
+        if shape.sql:
+            catalog = self.catalog.static if self.catalog else None
+            statements = analyze(shape.sql, catalog)  # never raises; opaque on failure
+            # With several statements, which one produced this result is not
+            # known for sure: every column is then of unknown origin.
+            if len(statements) == 1:
+                lineage = statements[0].for_result(n)
+        if len(self._lineages) >= LINEAGE_CACHE_SIZE:
+            self._lineages.clear()
+        self._lineages[key] = lineage
+        return lineage
 
     def mask_rows(self, shape: ResultShape | None, region: bytes, count: int) -> bytes | None:
         if shape is None:

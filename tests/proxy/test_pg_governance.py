@@ -574,3 +574,45 @@ def test_exec_wait_blocks_until_the_decision(governed: GatewayThread, agent: str
     assert proc.returncode == 0, err
     assert json.loads(out)["status"] == "UPDATE 1"
     assert f"request {pending[0].id}" in err
+
+
+def test_a_mask_rule_added_by_reload_never_passes_unmasked(
+    governed: GatewayThread, agent: str, tmp_path: Path
+) -> None:
+    """A session opened without masking refuses statements a new mask rule covers."""
+    from sluice.proxy.governance_setup import PolicyReloader
+
+    assert governed.gateway is not None
+    raw = governed.config.model_dump(mode="json")
+    raw["masking"] = {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]}
+    raw["policies"] = [
+        {
+            "name": "agent",
+            "extends": "ai-agent",
+            "rules": [
+                {
+                    "name": "mask-accounts",
+                    "when": {"tables": ["public.accounts"]},
+                    "action": "mask",
+                    "mask_profiles": ["pii"],
+                }
+            ],
+        }
+    ]
+    path = tmp_path / "sluice.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with psycopg.connect(governed.dsn(agent, user="agent"), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM accounts").fetchone() == (10,)
+        reloader = PolicyReloader(governed.gateway, path)
+        governed.call(lambda: asyncio.ensure_future(reloader.reload()))
+        time.sleep(0.5)
+        assert reloader.last_error is None
+        try:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="requires masking"):
+                conn.execute("SELECT owner FROM accounts")
+        finally:
+            path.write_text(
+                yaml.safe_dump({**governed.config.model_dump(mode="json"), "policies": POLICIES})
+            )
+            governed.call(lambda: asyncio.ensure_future(reloader.reload()))
+            time.sleep(0.5)

@@ -31,7 +31,7 @@ from sluice.audit import (
 )
 from sluice.config import ConnectionSpec
 from sluice.events import QueryOrigin, QueryRequested, SessionContext
-from sluice.masking import MaskingEngine
+from sluice.masking import MaskingEngine, MaskingError
 from sluice.policy import PolicyEngine, PreparedStatements
 from sluice.policy.prepared import mentions_prepared
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
@@ -193,9 +193,15 @@ class SessionGovernance:
     ) -> None:
         """Record and audit an allowed statement right before it goes to the backend.
 
-        Raises (RecordingError, AuditError) when that cannot be done: the
-        statement must then not be sent.
+        Raises (RecordingError, AuditError, MaskingError) when that cannot be
+        done: the statement must then not be sent.
         """
+        if verdict.mask is not None and verdict.mask.profiles and self.masking is None:
+            # A reloaded policy asks for masking this session was opened without.
+            raise MaskingError(
+                f"rule {verdict.mask.rule!r} requires masking, which this session cannot "
+                "apply; reconnect to get a session with masking"
+            )
         shown = self._shown(sql)
         if self.recorder is not None:
             # Both records reach the OS in one write, before the statement is sent.

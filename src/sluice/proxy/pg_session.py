@@ -270,6 +270,9 @@ class PgSession:
         if isinstance(verdict, Allow):
             try:
                 self.governance.before_forward(sql, verdict, origin, name)
+            except MaskingError as exc:
+                log.error("masking cannot be applied; refusing the statement: %s", exc)
+                verdict = Block(rule="masking-required", reason=f"{exc.message}; nothing was sent")
             except Exception as exc:
                 log.exception("recording or audit failed; refusing the statement")
                 verdict = Block(

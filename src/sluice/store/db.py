@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sluice.errors import AuthenticationError, StoreError
 from sluice.events import Identity
 from sluice.identity.tokens import generate_token, hash_token, token_id_of
-from sluice.store.models import ApprovalRow, CredentialRow, SessionRow, TokenRow
+from sluice.store.models import CredentialRow, SessionRow, TokenRow
 
 LAST_USED_PRECISION = dt.timedelta(minutes=1)
 
@@ -393,6 +393,3 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
-
-
-__all__ = ["ApprovalRow", "SessionInfo", "Store", "StoreError", "TokenInfo", "utcnow"]

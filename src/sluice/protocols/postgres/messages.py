@@ -522,6 +522,3 @@ def command_complete(tag: str) -> bytes:
 def decode_command_complete(body: bytes) -> str:
     tag, _ = _cstring(body, 0)
     return tag
-
-
-__all__ = [name for name in dir() if not name.startswith("_")]

@@ -192,6 +192,15 @@ class PgSession:
                 "08P01", f"invalid message from the client: {exc.message}", reason="protocol_error"
             )
             return
+        except Exception as exc:
+            # A bug of ours: nothing more of this batch reaches the backend.
+            log.exception("handling the client's messages failed; closing the session")
+            self.fail_client(
+                "XX000",
+                f"the gateway failed on the client's message ({exc})",
+                reason="gateway_error",
+            )
+            return
         self._flush_backend(out)
 
     def _flush_backend(self, out: bytearray) -> None:

@@ -69,7 +69,12 @@ class Access(_Model):
 
 
 class ConnectionRecording(_Model):
+    """Session recording of one connection (the log format is global: `recording:`)."""
+
+    enabled: bool = True
+    """False: no session log for this connection; audit events are still emitted."""
     required: bool = True
+    """Fail closed: refuse statements when the session log cannot be written."""
 
 
 class PoolSpec(_Model):

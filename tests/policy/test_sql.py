@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pglast.parser import scan
+
 from sluice.policy.sql import (
+    plain_numbers_zeroed,
     KNOWN_KINDS,
     Category,
     Deallocate,
@@ -282,6 +285,8 @@ def test_alter_table_drop_column_is_a_drop_kind() -> None:
         ("DELETE FROM t WHERE 'a' = 'a'", False),
         ("DELETE FROM t WHERE NOT false", False),
         ("DELETE FROM t WHERE id = id", False),
+        ("DELETE FROM t WHERE id + 1 = id + 2", False),  # numbers never decide
+        ("DELETE FROM t WHERE id + 1 = id - 1", True),
         ("DELETE FROM t WHERE id = 1 OR true", False),
         ("DELETE FROM t WHERE random() < 2", False),
         ("DELETE FROM t WHERE $1", False),
@@ -383,3 +388,71 @@ def test_explain_option_values_are_not_normalised() -> None:
     off = classify("EXPLAIN (ANALYZE 0) DELETE FROM t")
     assert on.statements[0].category is Category.WRITE
     assert off.statements[0].category is Category.READ
+
+
+# The plain-text cache key (no lexer): texts that share a key must differ only
+# in the digits of numeric literals, as PostgreSQL's own lexer sees them.
+
+_PLAIN_ALPHABET = "abcxyzE_0123456789 \t\n,.=<>()*;+-/%!|&^~:[]@#"
+
+
+def _vary_digit_led_runs(text: str, digits: list[int]) -> str:
+    """`text` with digits inside digit-led word runs replaced (what the key hides)."""
+    out = list(text)
+    for i, char in enumerate(text):
+        if not char.isdigit():
+            continue
+        start = i
+        while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+            start -= 1
+        if text[start].isdigit():
+            out[i] = str(digits[i % len(digits)])
+    return "".join(out)
+
+
+def _tokens(text: str) -> list[tuple[str, str]] | None:
+    try:
+        tokens = scan(text)
+    except Exception:
+        return None
+    return [
+        (t.name, "#" if t.name in ("ICONST", "FCONST") else text[t.start : t.end + 1])
+        for t in tokens
+    ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(alphabet=_PLAIN_ALPHABET, max_size=60),
+    st.lists(st.integers(0, 9), min_size=1, max_size=8),
+)
+def test_plain_key_hides_only_numeric_literals(text: str, digits: list[int]) -> None:
+    key = plain_numbers_zeroed(text)
+    if key is None:
+        return
+    other = _vary_digit_led_runs(text, digits)
+    assert plain_numbers_zeroed(other) == key
+    assert _tokens(other) == _tokens(text)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM t WHERE name = 'a1'",  # a string
+        'SELECT * FROM "t 1"',  # a quoted identifier
+        "SELECT $1",  # a parameter
+        "SELECT $$1$$",  # a dollar quote
+        "SELECT 1 -- 2",  # a comment
+        "SELECT 1 /* 2 */",
+        "EXPLAIN (ANALYZE 0) SELECT 1",  # option values
+        "VACUUM t",
+        "SELECT * FROM t\u00a01",  # non-ASCII: PostgreSQL reads it as part of a name
+    ],
+)
+def test_plain_key_refuses_texts_it_cannot_read_without_the_lexer(sql: str) -> None:
+    assert plain_numbers_zeroed(sql) is None
+
+
+def test_plain_key_zeroes_numbers_but_not_names() -> None:
+    sql = "SELECT c1, 12.5e3 FROM t2 WHERE aid = 48213 AND x_9 > .5"
+    assert plain_numbers_zeroed(sql) == "SELECT c1, 00.0e0 FROM t2 WHERE aid = 00000 AND x_9 > .0"

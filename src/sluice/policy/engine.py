@@ -61,6 +61,7 @@ from sluice.policy.sql import (
     classify,
     merge_execution,
     numbers_zeroed,
+    plain_numbers_zeroed,
 )
 from sluice.policy.verdict import Allow, Block, MaskPlan, RequireApproval, Verdict
 
@@ -199,11 +200,17 @@ class PolicyEngine:
             return None
         if mentions_prepared(event.sql):  # depends on session state
             return None
-        text = numbers_zeroed(event.sql)
+        # Two kinds of key, told apart by their first member: the plain-text
+        # one needs no lexer; both map only texts that differ in numbers.
+        kind = "plain"
+        text = plain_numbers_zeroed(event.sql)
         if text is None:
-            return None
+            kind = "lexed"
+            text = numbers_zeroed(event.sql)
+            if text is None:
+                return None
         identity = event.context.identity
-        return (policy_name, identity.user, identity.groups, event.origin, text)
+        return (kind, policy_name, identity.user, identity.groups, event.origin, text)
 
     def explain(
         self, event: Event, *, policy_name: str, prepared: Mapping[str, str] | None = None

@@ -37,6 +37,7 @@ from sluice.policy.prepared import mentions_prepared
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
+from sluice.protocols.postgres.messages import FieldDescription
 from sluice.protocols.postgres.tracker import ResultShape
 from sluice.proxy.pg_masking import CatalogCache, PgSessionMasking, QueryRunner
 from sluice.recording import Recorder
@@ -123,7 +124,7 @@ class SessionGovernance:
         self._set_flags()
         self._columns: tuple[str, ...] = ()
         self._formats: tuple[int, ...] = ()
-        self._shape: ResultShape | None = None
+        self._fields: list[FieldDescription] | None = None
 
     def _set_flags(self) -> None:
         self.wants_rows = self.recorder is not None or self.masking is not None
@@ -204,11 +205,10 @@ class SessionGovernance:
             )
         shown = self._shown(sql)
         if self.recorder is not None:
-            # Both records reach the OS in one write, before the statement is sent.
+            # The statement and its verdict reach the OS before the statement is sent.
             self.recorder.statement(
-                shown, origin=origin.value, statement_name=statement_name, flush=False
+                shown, origin=origin.value, statement_name=statement_name, verdict=verdict
             )
-            self.recorder.verdict(verdict)
         if self.services is not None:
             self.services.audit.emit(
                 StatementAllowed(
@@ -244,8 +244,9 @@ class SessionGovernance:
         """A statement did not reach the backend; record and audit why."""
         shown = self._shown(sql)
         if self.recorder is not None:
-            self.recorder.statement(shown, origin=origin.value, statement_name=statement_name)
-            self.recorder.verdict(verdict)
+            self.recorder.statement(
+                shown, origin=origin.value, statement_name=statement_name, verdict=verdict
+            )
             self.recorder.error(sqlstate=sqlstate, message=message, source="gateway")
         if self.services is not None:
             self.services.audit.emit(
@@ -424,8 +425,8 @@ class SessionGovernance:
             replaced = self.masking.mask_rows(shape, region, count)
         if self.recorder is not None:
             if shape is not None:
-                if shape is not self._shape:
-                    self._shape = shape
+                if shape.fields is not self._fields:  # descriptions are shared when equal
+                    self._fields = shape.fields
                     self._columns = tuple(f.name for f in shape.fields)
                     self._formats = tuple(f.format for f in shape.fields)
                 names, formats = self._columns, self._formats

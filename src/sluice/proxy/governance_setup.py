@@ -86,6 +86,8 @@ def build_services(
     spec = recordings.spec
 
     def open_recorder(context: SessionContext, conn: ConnectionSpec) -> Recorder | None:
+        if not conn.recording.enabled:
+            return None
         return recordings.open(context, required=conn.recording.required and spec.required)
 
     return GovernanceServices(

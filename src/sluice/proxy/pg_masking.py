@@ -47,6 +47,7 @@ from sluice.masking import (
     MaskingSpec,
     MaskStats,
     ResultColumn,
+    RowMasker,
     StaticCatalog,
     analyze,
     result_lineage,
@@ -263,7 +264,9 @@ class PgSessionMasking:
         self._precheck = _precheck_for(self.masker)
         self._shape: ResultShape | None = None
         self._shape_prechecks = False
-        self._constant_shape: ResultShape | None = None
+        self._plan: RowMasker | None = None
+        self._plan_columns: list[ResultColumn] | None = None
+        self._constant_plan: RowMasker | None = None
         self._lineages: dict[tuple[str, int], list[ColumnLineage]] = {}
         self._constants: dict[int, bytes | None] | None = None
         self._columns: list[ResultColumn] = []
@@ -286,7 +289,8 @@ class PgSessionMasking:
             self.masker = self.engine.masker(self._profiles)
             self._precheck = _precheck_for(self.masker)
             self._shape = None
-            self._constant_shape = None
+            self._plan_columns = None
+            self._constant_plan = None
 
     def mask_statement(self, sql: str) -> str:
         """A statement's text as recordings and audit may keep it (literals masked)."""
@@ -296,7 +300,17 @@ class PgSessionMasking:
     # Rows
 
     def _result_columns(self, shape: ResultShape) -> list[ResultColumn]:
-        if shape is self._shape:
+        last = self._shape
+        if shape is last:
+            return self._columns
+        if (
+            last is not None
+            and shape.fields is last.fields  # descriptions are shared (tracker cache)
+            and (not self.masker.has_column_rules or shape.sql == last.sql)
+        ):
+            # The same columns again (the next query of the same kind): only
+            # column rules depend on the statement text, through lineage.
+            self._shape = shape
             return self._columns
         lineage: list[ColumnLineage] | None = None
         if self.masker.has_column_rules:
@@ -347,13 +361,18 @@ class PgSessionMasking:
     def mask_rows(self, shape: ResultShape | None, region: bytes, count: int) -> bytes | None:
         if shape is None:
             raise MaskingError("rows arrived for a result whose columns are unknown")
-        plan = self.masker.prepare(self._result_columns(shape))
+        columns = self._result_columns(shape)
+        if columns is self._plan_columns:
+            plan = self._plan
+        else:
+            plan = self._plan = self.masker.prepare(columns)
+            self._plan_columns = columns
         if plan is None:
             return None
         spans = _row_spans(region)
         if len(spans) != count:
             raise MaskingError("the rows of a result do not match their framing")
-        constants = self._constant_columns(plan, shape)
+        constants = self._constant_columns(plan)
         if constants is not None:
             spliced, masked_values = _splice_columns(region, spans, constants)
             if masked_values:
@@ -395,17 +414,17 @@ class PgSessionMasking:
         out += region[copied:]
         return bytes(out)
 
-    def _constant_columns(self, plan: Any, shape: ResultShape) -> dict[int, bytes | None] | None:
+    def _constant_columns(self, plan: RowMasker) -> dict[int, bytes | None] | None:
         """Replacements of a plan that only swaps whole columns for fixed values.
 
         Column rules with `null`, or `redact` on a text column, replace every
         value with the same bytes: such rows are rewritten by splicing bytes,
         without decoding the other columns. None: the plan needs the full path.
         """
-        if shape is self._constant_shape:
+        if plan is self._constant_plan:
             return self._constants
         constants: dict[int, bytes | None] | None = self._plan_constants(plan)
-        self._constant_shape, self._constants = shape, constants
+        self._constant_plan, self._constants = plan, constants
         return constants
 
     def _plan_constants(self, plan: Any) -> dict[int, bytes | None] | None:

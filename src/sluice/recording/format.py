@@ -23,7 +23,8 @@ from typing import Any, Final
 
 import orjson
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+"""2: a statement record may carry its verdict, a complete record its last rows."""
 LOG_SUFFIX: Final = ".slog"
 
 MAX_RECORD_BYTES: Final = 16 * 1024 * 1024

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sluice.recording.errors import RecordingFormatError
 from sluice.recording.format import MAX_RECORD_BYTES
-from sluice.recording.records import Record, parse_record
+from sluice.recording.records import Record, parse_records
 
 
 def replay(path: Path) -> Iterator[Record]:
@@ -38,6 +38,6 @@ def replay(path: Path) -> Iterator[Record]:
             except (ValueError, RecursionError) as exc:
                 raise RecordingFormatError(f"{path}:{line_no}: not JSON: {exc}") from None
             try:
-                yield parse_record(obj)
+                yield from parse_records(obj)
             except RecordingFormatError as exc:
                 raise RecordingFormatError(f"{path}:{line_no}: {exc.message}") from None

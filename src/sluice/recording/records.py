@@ -331,3 +331,18 @@ def parse_record(obj: Any) -> Record:
         return parser(obj, base)
     except (AttributeError, TypeError) as exc:  # e.g. a column that is not an object
         raise RecordingFormatError(f"malformed {kind} record: {exc}") from None
+
+
+def parse_records(obj: Any) -> tuple[Record, ...]:
+    """The typed records of one line: a `statement` record that carries its
+    verdict, or a `complete` record that carries its last rows, is two."""
+    record = parse_record(obj)
+    if isinstance(record, StatementRecord) and "verdict" in obj:
+        return record, _PARSERS[RecordKind.VERDICT](obj, _base(record))
+    if isinstance(record, CompleteRecord) and "wire" in obj:
+        return _PARSERS[RecordKind.ROWS](obj, _base(record)), record
+    return (record,)
+
+
+def _base(record: RecordBase) -> dict[str, Any]:
+    return {"seq": record.seq, "t": record.t, "wall": record.wall}

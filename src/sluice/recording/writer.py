@@ -35,6 +35,21 @@ from sluice.recording.records import RecordKind
 
 log = logging.getLogger(__name__)
 
+# Record kinds as plain strings: the hot path serialises them per record.
+_APPROVAL: Final = RecordKind.APPROVAL.value
+_CAP: Final = RecordKind.CAP.value
+_COMPLETE: Final = RecordKind.COMPLETE.value
+_END: Final = RecordKind.END.value
+_ERROR: Final = RecordKind.ERROR.value
+_NOTICE: Final = RecordKind.NOTICE.value
+_OMITTED: Final = RecordKind.OMITTED.value
+_RESULT: Final = RecordKind.RESULT.value
+_ROWS: Final = RecordKind.ROWS.value
+_SEAL: Final = RecordKind.SEAL.value
+_START: Final = RecordKind.START.value
+_STATEMENT: Final = RecordKind.STATEMENT.value
+_VERDICT: Final = RecordKind.VERDICT.value
+
 WRITE_BUFFER_BYTES: Final = 64 * 1024
 """Buffered records are written out past this, bounding memory and loss on a crash."""
 
@@ -85,6 +100,27 @@ def _wire_chunks(data: bytes, count: int, limit: int) -> list[tuple[bytes, int]]
     return chunks
 
 
+def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
+    fields: dict[str, Any]
+    if isinstance(verdict, Allow):
+        profiles = verdict.mask.profiles if verdict.mask else ()
+        fields = {"verdict": "allow", "mask_profiles": list(profiles), "approver_groups": []}
+    elif isinstance(verdict, Block):
+        fields = {"verdict": "block", "mask_profiles": [], "approver_groups": []}
+    elif isinstance(verdict, RequireApproval):
+        profiles = verdict.mask.profiles if verdict.mask else ()
+        fields = {
+            "verdict": "require_approval",
+            "mask_profiles": list(profiles),
+            "approver_groups": list(verdict.approver_groups),
+        }
+    else:  # pragma: no cover - Verdict is a closed union
+        raise RecordingError(f"unknown verdict type {type(verdict).__name__}")
+    fields["rule"] = verdict.rule
+    fields["reason"] = verdict.reason
+    return fields
+
+
 def _row_size(row: Sequence[str | None]) -> int:
     return sum(map(len, filter(None, row))) + 4 * len(row) + 2
 
@@ -114,6 +150,10 @@ class Recorder:
         "_size",
         "_statements",
         "_t0",
+        "_wire",
+        "_wire_bytes",
+        "_wire_count",
+        "_wire_formats",
         "path",
         "session_id",
     )
@@ -154,6 +194,10 @@ class Recorder:
         self._statements = 0
         self._rows_recorded = 0
         self._rows_dropped = 0
+        self._wire: list[bytes] = []
+        self._wire_count = 0
+        self._wire_bytes = 0
+        self._wire_formats: Sequence[int] = ()
 
     # -- construction -----------------------------------------------------------
 
@@ -197,7 +241,7 @@ class Recorder:
         rec._prev = chain.genesis(context.session_id, started_at)
         identity = context.identity
         rec._append(
-            RecordKind.START,
+            _START,
             {
                 "session_id": context.session_id,
                 "started_at": started_at,
@@ -238,43 +282,31 @@ class Recorder:
     # -- hot-path API -----------------------------------------------------------
 
     def statement(
-        self, sql: str, *, origin: str, statement_name: str | None = None, flush: bool = True
+        self,
+        sql: str,
+        *,
+        origin: str,
+        statement_name: str | None = None,
+        verdict: Verdict | None = None,
+        flush: bool = True,
     ) -> None:
         """Record a statement; it is handed to the OS before this returns.
 
-        With `flush=False` it is handed over with the next flushed record (the
-        verdict, written right after it), saving a write per statement.
+        With `verdict`, the policy's verdict is part of the same record (one
+        record and one digest per statement instead of two). With
+        `flush=False` it is handed over with the next flushed record.
         """
         if self._usable():
             self._statements += 1
-            self._append(
-                RecordKind.STATEMENT,
-                {"sql": sql, "origin": str(origin), "statement_name": statement_name},
-                flush=flush,
-            )
+            fields = {"sql": sql, "origin": str(origin), "statement_name": statement_name}
+            if verdict is not None:
+                fields.update(_verdict_fields(verdict))
+            self._append(_STATEMENT, fields, flush=flush)
 
     def verdict(self, verdict: Verdict) -> None:
         """Record the policy verdict for the last statement (written out at once)."""
-        if not self._usable():
-            return
-        fields: dict[str, Any]
-        if isinstance(verdict, Allow):
-            profiles = verdict.mask.profiles if verdict.mask else ()
-            fields = {"verdict": "allow", "mask_profiles": list(profiles), "approver_groups": []}
-        elif isinstance(verdict, Block):
-            fields = {"verdict": "block", "mask_profiles": [], "approver_groups": []}
-        elif isinstance(verdict, RequireApproval):
-            profiles = verdict.mask.profiles if verdict.mask else ()
-            fields = {
-                "verdict": "require_approval",
-                "mask_profiles": list(profiles),
-                "approver_groups": list(verdict.approver_groups),
-            }
-        else:  # pragma: no cover - Verdict is a closed union
-            raise RecordingError(f"unknown verdict type {type(verdict).__name__}")
-        fields["rule"] = verdict.rule
-        fields["reason"] = verdict.reason
-        self._append(RecordKind.VERDICT, fields, flush=True)
+        if self._usable():
+            self._append(_VERDICT, _verdict_fields(verdict), flush=True)
 
     def approval(
         self, *, state: str, approval_id: str, actor: str | None = None, reason: str = ""
@@ -282,7 +314,7 @@ class Recorder:
         """Record an approval event: requested, approved, denied, expired, withdrawn."""
         if self._usable():
             self._append(
-                RecordKind.APPROVAL,
+                _APPROVAL,
                 {"state": state, "approval_id": approval_id, "actor": actor, "reason": reason},
                 flush=True,
             )
@@ -296,7 +328,7 @@ class Recorder:
             raise RecordingError("columns: names and types differ in length")
         self._columns = tuple(names)
         self._append(
-            RecordKind.RESULT,
+            _RESULT,
             {"columns": [{"name": n, "type": t} for n, t in zip(names, types, strict=True)]},
             flush=False,
         )
@@ -328,35 +360,60 @@ class Recorder:
         DataRow frames: type byte, 4-byte length, body); they are decoded only
         when the log is replayed, so recording a large result costs a copy and
         a hash, not a parse per row. `formats` gives each column's wire format
-        (0 text, 1 binary).
+        (0 text, 1 binary). Rows are gathered up to about WIRE_CHUNK_BYTES or
+        the result's end: a small result and its completion share one record.
         """
         if not self._usable():
             return
-        if self._columns is None or tuple(columns) != self._columns:
+        if self._columns is None or (
+            columns is not self._columns and tuple(columns) != self._columns
+        ):
             self.columns(columns)
         if self._pending:
             self._flush_rows()
+        if self._wire and formats != self._wire_formats:
+            self._flush_wire()
+        self._wire.append(data)
+        self._wire_formats = formats
+        self._wire_count += count
+        self._wire_bytes += len(data)
+        if self._wire_bytes >= WIRE_CHUNK_BYTES:
+            self._flush_wire()
+
+    def _take_wire(self) -> tuple[bytes, int, list[int]]:
+        wire = self._wire
+        data = wire[0] if len(wire) == 1 else b"".join(wire)
+        count, formats = self._wire_count, list(self._wire_formats)
+        self._wire = []
+        self._wire_count = self._wire_bytes = 0
+        return data, count, formats
+
+    def _flush_wire(self) -> None:
+        """Write gathered wire rows as `rows` records (split, capped or omitted)."""
+        if not self._wire:
+            return
+        data, count, formats = self._take_wire()
         for chunk, rows in _wire_chunks(data, count, WIRE_CHUNK_BYTES):
             if self._capped:
                 self._rows_dropped += rows
                 continue
             fields = {
                 "encoding": WIRE_ENCODING,
-                "formats": list(formats),
+                "formats": formats,
                 "count": rows,
                 "wire": base64.b64encode(chunk).decode("ascii"),
             }
-            line, digest = self._encode(RecordKind.ROWS, fields)
+            line, digest = self._encode(_ROWS, fields)
             if self._size + len(line) > self._max_bytes:
                 self._capped = True
                 self._rows_dropped += rows
-                self._commit(*self._encode(RecordKind.CAP, {"limit_bytes": self._max_bytes}))
+                self._commit(*self._encode(_CAP, {"limit_bytes": self._max_bytes}))
                 continue
             if len(line) > MAX_RECORD_BYTES:  # a single row larger than a record
                 self._rows_dropped += rows
                 self._commit(
                     *self._encode(
-                        RecordKind.OMITTED,
+                        _OMITTED,
                         {"rows": rows, "reason": f"row longer than {MAX_RECORD_BYTES} bytes"},
                     )
                 )
@@ -369,17 +426,38 @@ class Recorder:
     def complete(self, tag: str) -> None:
         """Record a command-complete tag (e.g. `SELECT 3`); ends the current result.
 
-        The columns stay known: a next result with the same columns (the same
-        query again) gets no new result record; replay reuses the last one.
+        Rows still gathered go into the same record when they fit. The columns
+        stay known: a next result with the same columns (the same query again)
+        gets no new result record; replay reuses the last one.
         """
-        if self._usable():
-            self._append(RecordKind.COMPLETE, {"tag": tag}, flush=False)
+        if not self._usable():
+            return
+        if self._wire and not self._capped:
+            data, count, formats = self._take_wire()
+            fields = {
+                "tag": tag,
+                "encoding": WIRE_ENCODING,
+                "formats": formats,
+                "count": count,
+                "wire": base64.b64encode(data).decode("ascii"),
+            }
+            line, digest = self._encode(_COMPLETE, fields)
+            if self._size + len(line) <= self._max_bytes and len(line) <= MAX_RECORD_BYTES:
+                self._commit(line, digest)
+                self._rows_recorded += count
+                if len(self._buf) >= WRITE_BUFFER_BYTES:
+                    self._write_out()
+                return
+            # Too big to share the record: the rows path caps or omits them.
+            self._wire, self._wire_count, self._wire_bytes = [data], count, len(data)
+            self._wire_formats = formats
+        self._append(_COMPLETE, {"tag": tag}, flush=False)
 
     def error(self, *, sqlstate: str, message: str, source: str = "backend") -> None:
         """Record an error sent to the client (`source`: backend or gateway)."""
         if self._usable():
             self._append(
-                RecordKind.ERROR,
+                _ERROR,
                 {"sqlstate": sqlstate, "message": message, "source": source},
                 flush=True,
             )
@@ -387,11 +465,12 @@ class Recorder:
 
     def notice(self, message: str, *, severity: str = "NOTICE") -> None:
         if self._usable():
-            self._append(RecordKind.NOTICE, {"severity": severity, "message": message}, flush=False)
+            self._append(_NOTICE, {"severity": severity, "message": message}, flush=False)
 
     def flush(self) -> None:
         """Hand everything recorded so far, rows included, to the OS."""
         if self._usable():
+            self._flush_wire()
             self._flush_rows()
             self._write_out()
 
@@ -402,9 +481,10 @@ class Recorder:
         if self._failed is not None:  # already reported (raised or logged)
             self._ended = True
             return
+        self._flush_wire()
         self._flush_rows()
         self._append(
-            RecordKind.END,
+            _END,
             {
                 "reason": reason,
                 "bytes_in": bytes_in,
@@ -415,7 +495,7 @@ class Recorder:
             },
             flush=False,
         )
-        self._append(RecordKind.SEAL, {"records": self._seq, "bytes": self._size}, flush=True)
+        self._append(_SEAL, {"records": self._seq, "bytes": self._size}, flush=True)
         fd = self._fd
         self._ended = True
         self._fd = None
@@ -452,15 +532,15 @@ class Recorder:
             raise RecordingError(f"session log {self.session_id} is already sealed")
         return True
 
-    def _encode(self, kind: RecordKind, fields: dict[str, Any]) -> tuple[bytes, str]:
+    def _encode(self, kind: str, fields: dict[str, Any]) -> tuple[bytes, str]:
         body: dict[str, Any] = {
             "seq": self._seq,
             "prev": self._prev,
-            "kind": kind.value,
+            "kind": kind,
             "t": round(self._clock() - self._t0, 6),
             "wall": _now_iso(),
+            **fields,
         }
-        body.update(fields)
         try:
             return encode_record(body, self._chain)
         except (TypeError, ValueError) as exc:
@@ -472,16 +552,23 @@ class Recorder:
         self._prev = digest
         self._size += len(line)
 
-    def _append(self, kind: RecordKind, fields: dict[str, Any], *, flush: bool) -> None:
+    def _append(self, kind: str, fields: dict[str, Any], *, flush: bool) -> None:
+        if self._wire:
+            self._flush_wire()
         if self._pending:
             self._flush_rows()
         line, digest = self._encode(kind, fields)
-        if len(line) > MAX_RECORD_BYTES:
+        size = len(line)
+        if size > MAX_RECORD_BYTES:
             raise RecordingError(
-                f"{kind} record of {len(line)} bytes exceeds the {MAX_RECORD_BYTES}-byte limit"
+                f"{kind} record of {size} bytes exceeds the {MAX_RECORD_BYTES}-byte limit"
             )
-        self._commit(line, digest)
-        if flush or len(self._buf) >= WRITE_BUFFER_BYTES:
+        buf = self._buf
+        buf += line
+        self._seq += 1
+        self._prev = digest
+        self._size += size
+        if flush or len(buf) >= WRITE_BUFFER_BYTES:
             self._write_out()
 
     def _flush_rows(self) -> None:
@@ -496,7 +583,7 @@ class Recorder:
         if self._capped:
             self._rows_dropped += len(rows)
             return
-        line, digest = self._encode(RecordKind.ROWS, {"rows": rows})
+        line, digest = self._encode(_ROWS, {"rows": rows})
         if len(line) > MAX_RECORD_BYTES:
             if len(rows) > 1:
                 half = len(rows) // 2
@@ -506,7 +593,7 @@ class Recorder:
                 self._rows_dropped += 1
                 self._commit(
                     *self._encode(
-                        RecordKind.OMITTED,
+                        _OMITTED,
                         {"rows": 1, "reason": f"row longer than {MAX_RECORD_BYTES} bytes"},
                     )
                 )
@@ -519,7 +606,7 @@ class Recorder:
                 return
             self._capped = True
             self._rows_dropped += len(rows)
-            self._commit(*self._encode(RecordKind.CAP, {"limit_bytes": self._max_bytes}))
+            self._commit(*self._encode(_CAP, {"limit_bytes": self._max_bytes}))
             return
         self._commit(line, digest)
         self._rows_recorded += len(rows)
@@ -545,6 +632,7 @@ class Recorder:
         )
         self._failed = err
         self._pending.clear()
+        self._wire.clear()
         self._buf.clear()
         if self._fd is not None:
             with contextlib.suppress(OSError):

@@ -25,6 +25,25 @@ from sluice.protocols.postgres.messages import FieldDescription
 # unboundedly. libpq and drivers pipeline far fewer messages than this.
 MAX_PENDING_REQUESTS = 100_000
 
+# Decoded RowDescriptions by their bytes: a session (and every session running
+# the same queries) sees the same few descriptions over and over. The lists
+# are shared and never modified.
+ROW_DESCRIPTION_CACHE_SIZE = 2048
+MAX_CACHED_ROW_DESCRIPTION_BYTES = 4096
+_row_descriptions: dict[bytes, list[FieldDescription]] = {}
+
+
+def row_description(body: bytes) -> list[FieldDescription]:
+    """`decode_row_description`, remembered for descriptions seen before."""
+    fields = _row_descriptions.get(body)
+    if fields is None:
+        fields = m.decode_row_description(body)
+        if len(body) <= MAX_CACHED_ROW_DESCRIPTION_BYTES:
+            if len(_row_descriptions) >= ROW_DESCRIPTION_CACHE_SIZE:
+                _row_descriptions.clear()
+            _row_descriptions[body] = fields
+    return fields
+
 
 class Pending(Enum):
     QUERY = auto()
@@ -167,7 +186,7 @@ class QueryTracker:
         elif kind == m.PARAMETER_DESCRIPTION:
             pass
         elif kind == m.ROW_DESCRIPTION:
-            self._on_row_description(m.decode_row_description(body or b""))
+            self._on_row_description(row_description(body or b""))
         elif kind == m.NO_DATA:
             self._pop(Pending.DESCRIBE_STATEMENT, Pending.DESCRIBE_PORTAL)
         elif kind in (m.COMMAND_COMPLETE, m.EMPTY_QUERY, m.PORTAL_SUSPENDED):

@@ -29,7 +29,8 @@ from sluice.proxy.governance_setup import build_services
 from sluice.proxy.pg_session import PgSession
 from sluice.store.db import Store
 
-TARGETS = ("pass", "governed", "norecord")
+TARGETS = ("pass", "governed", "norecord", "colmask")
+READ_BYTES = 256 * 1024
 
 
 class _Sink(asyncio.Transport):
@@ -70,9 +71,51 @@ def _config(target: str, data_dir: Path) -> Config:
         conn["masking"] = ["pii"]
         raw["policies"] = [{"name": "agent", "extends": "ai-agent"}]
         raw["masking"] = {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]}
+    if target == "colmask":
+        conn["policy"] = "agent"
+        conn["masking"] = ["cols"]
+        raw["policies"] = [{"name": "agent", "extends": "ai-agent"}]
+        raw["masking"] = {
+            "profiles": [
+                {
+                    "name": "cols",
+                    "columns": [{"match": "*email*", "strategy": "redact"}],
+                    "content": False,
+                }
+            ]
+        }
     if target == "norecord":
         conn["recording"] = {"enabled": False}
     return Config.model_validate(raw)
+
+
+def _large_result(rows: int, *, pii: bool) -> tuple[bytes, bytes]:
+    """`SELECT * FROM customers_...` and its response, as the large-result workload has it."""
+    from bench.workloads import customer_rows
+
+    table = "customers_pii" if pii else "customers_clean"
+    names = (
+        ["id", "full_name", "email", "phone", "ssn", "address", "notes"]
+        if pii
+        else ["id", "full_name", "company", "job", "address", "slogan", "notes"]
+    )
+    fields = [
+        m.FieldDescription(
+            name=name,
+            table_oid=16500,
+            column=i + 1,
+            type_oid=23 if i == 0 else 25,
+            type_size=4 if i == 0 else -1,
+            type_modifier=-1,
+            format=0,
+        )
+        for i, name in enumerate(names)
+    ]
+    body = bytearray(m.encode_row_description(fields))
+    for line in customer_rows(rows, pii=pii).splitlines():
+        body += m.encode_data_row([value.encode() for value in line.split("\t")])
+    body += m.command_complete(f"SELECT {rows}") + m.ready_for_query("I")
+    return m.encode_query(f"SELECT * FROM {table} LIMIT {rows}"), bytes(body)
 
 
 def _round_trip() -> tuple[bytes, bytes]:
@@ -97,7 +140,9 @@ def _round_trip() -> tuple[bytes, bytes]:
     return query, response
 
 
-async def _run(target: str, n: int, profile: bool) -> float:
+async def _run(
+    target: str, n: int, profile: bool, sort: str = "tottime", rows: int = 0, pii: bool = False
+) -> float:
     with tempfile.TemporaryDirectory(prefix="sluice-hotpath-") as tmp:
         data_dir = Path(tmp)
         config = _config(target, data_dir)
@@ -125,21 +170,25 @@ async def _run(target: str, n: int, profile: bool) -> float:
             transaction_status="I",
             on_finish=lambda s: None,
         )
-        query, response = _round_trip()
-        for _ in range(200):  # warm the caches
+        query, response = _large_result(rows, pii=pii) if rows else _round_trip()
+        # The backend's stream arrives in socket-sized reads.
+        reads = [response[i : i + READ_BYTES] for i in range(0, len(response), READ_BYTES)]
+        for _ in range(3 if rows else 200):  # warm the caches
             session.client_data(query)
-            session.backend_data(response)
+            for read in reads:
+                session.backend_data(read)
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             profiler.enable()
         start = time.perf_counter()
         for _ in range(n):
             session.client_data(query)
-            session.backend_data(response)
+            for read in reads:
+                session.backend_data(read)
         elapsed = time.perf_counter() - start
         if profiler is not None:
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+            pstats.Stats(profiler).sort_stats(sort).print_stats(40)
         session.finish("client_terminated")
         governance.close(reason="client_terminated", detail=None)
         store.close()
@@ -154,10 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=20000, help="round trips per target")
     parser.add_argument("--target", choices=TARGETS, action="append", help="default: all")
     parser.add_argument("--profile", action="store_true", help="print a cProfile table")
+    parser.add_argument(
+        "--rows", type=int, default=0, help="a customers SELECT of this many rows instead"
+    )
+    parser.add_argument("--pii", action="store_true", help="with --rows: the table with PII")
     args = parser.parse_args(argv)
     for target in args.target or TARGETS:
-        micros = asyncio.run(_run(target, args.n, args.profile))
-        print(f"{target:10s} {micros:7.1f} us per round trip")
+        micros = asyncio.run(_run(target, args.n, args.profile, rows=args.rows, pii=args.pii))
+        if args.rows:
+            print(f"{target:10s} {args.rows / micros * 1e6:12,.0f} rows/s")
+        else:
+            print(f"{target:10s} {micros:7.1f} us per round trip")
     return 0
 
 

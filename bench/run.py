@@ -156,10 +156,10 @@ class Runner:
             console.print("Starting pgbouncer (session mode, TLS both ways, SCRAM) ...")
             self.endpoints["pgbouncer"] = self.lab.start_pgbouncer()
         console.print("Starting Sluice: pass-through ...")
-        self._sluice("sluice-pass")
+        self._sluice("sluice-pass", recording=False)
         self.notes.append(
-            "sluice-pass: no policy and no masking; session recording and audit stay on "
-            "(Sluice's defaults)."
+            "sluice-pass: no rules: no policy, no masking, recording off "
+            "(`recording: {enabled: false}`); token auth, TLS and audit stay on."
         )
         console.print("Starting Sluice: governed (ai-agent policy, content masking) ...")
         try:
@@ -199,7 +199,7 @@ class Runner:
         if self.wants("workers"):
             console.print("Starting Sluice: pass-through with --workers 2 ...")
             try:
-                self._sluice("sluice-pass-w2", workers=2)
+                self._sluice("sluice-pass-w2", workers=2, recording=False)
             except BenchSetupError as exc:
                 self._setup_failed("sluice serve --workers 2", exc)
                 self.notes.append(
@@ -208,7 +208,7 @@ class Runner:
                     "TLS cert/key and master.key. Retried with both created beforehand."
                 )
                 try:
-                    self._sluice("sluice-pass-w2", workers=2, provision=True)
+                    self._sluice("sluice-pass-w2", workers=2, provision=True, recording=False)
                 except BenchSetupError as again:
                     self._setup_failed("sluice serve --workers 2 (retry)", again)
                     self.notes.append(

@@ -272,6 +272,7 @@ class Lab:
         *,
         policy: bool,
         masking: dict[str, Any] | None,
+        recording: bool = True,
     ) -> dict[str, Any]:
         assert self.pg is not None
         conn: dict[str, Any] = {
@@ -292,6 +293,8 @@ class Lab:
             "listen": {"postgres": f"127.0.0.1:{port}"},
             "connections": [conn],
         }
+        if not recording:
+            conn["recording"] = {"enabled": False}
         if policy:
             conn["policy"] = "agent"
             raw["policies"] = [{"name": "agent", "extends": "ai-agent"}]
@@ -309,6 +312,7 @@ class Lab:
         workers: int = 1,
         provision: bool = False,
         pool: int = 0,
+        recording: bool = True,
     ) -> tuple[Endpoint, Path]:
         """Start `sluice serve`; returns the endpoint and its config file.
 
@@ -321,7 +325,9 @@ class Lab:
             _provision(data_dir)
         port = free_port()
         config_file = data_dir / "sluice.yaml"
-        raw = self.sluice_config(data_dir, port, policy=policy, masking=masking)
+        raw = self.sluice_config(
+            data_dir, port, policy=policy, masking=masking, recording=recording
+        )
         if pool:
             raw["connections"][0]["pool"] = {"size": pool}
         config_file.write_text(yaml.safe_dump(raw, sort_keys=False))

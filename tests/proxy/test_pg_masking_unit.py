@@ -10,7 +10,7 @@ from sluice.events import Identity, Protocol, SessionContext
 from sluice.masking import MaskingEngine, MaskingSpec
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.tracker import ResultShape
-from sluice.proxy.pg_masking import PgSessionMasking, _row_spans
+from sluice.proxy.pg_masking import PgSessionMasking, _row_starts
 
 ENGINE = MaskingEngine(
     MaskingSpec.model_validate(
@@ -63,7 +63,9 @@ def test_only_rows_with_findings_change_and_no_pii_survives(
     result = region if out is None else out
     for pii in PII:
         assert pii.encode() not in result
-    decoded = [m.decode_data_row(result[s + 5 : e]) for s, e in _row_spans(result)]
+    starts = _row_starts(result)
+    ends = [*starts[1:], len(result)]
+    decoded = [m.decode_data_row(result[s + 5 : e]) for s, e in zip(starts, ends, strict=True)]
     assert len(decoded) == len(values)
     for (_before, b, _after), got in zip(rows, decoded, strict=True):
         if b is None:

@@ -337,3 +337,72 @@ def test_wire_rows_respect_the_size_cap(tmp_path: Path) -> None:
     rec.end(reason="client_terminated")
     assert rec.capped
     assert os.path.getsize(st.path_for("sess-1")) < 80 * 1024
+
+
+def test_statement_with_its_verdict_and_small_result_with_its_completion_share_records(
+    tmp_path: Path,
+) -> None:
+    """The hot path's two records per round trip read back as the four they stand for."""
+    from sluice.protocols.postgres.messages import encode_data_row
+
+    st = store(tmp_path)
+    rec = st.open(context())
+    verdict = RequireApproval(rule="prod-writes", reason="r", approver_groups=("dba",))
+    rec.statement("SELECT 42", origin="simple", verdict=verdict)
+    rows: list[list[bytes | None]] = [[b"42"], [None]]
+    rec.wire_rows(["answer"], [0], b"".join(encode_data_row(r) for r in rows), 2)
+    rec.complete("SELECT 2")
+    rec.end(reason="client_terminated")
+    path = st.path_for("sess-1")
+    assert verify(path).ok
+    raw = [record["kind"] for record in parse(path)]
+    assert raw == ["start", "statement", "result", "complete", "end", "seal"]
+    records = list(replay(path))
+    assert [type(r).__name__ for r in records] == [
+        "StartRecord",
+        "StatementRecord",
+        "VerdictRecord",
+        "ResultRecord",
+        "RowsRecord",
+        "CompleteRecord",
+        "EndRecord",
+        "SealRecord",
+    ]
+    statement, judged, _, rows_record, complete = records[1:6]
+    assert isinstance(statement, StatementRecord)
+    assert statement.sql == "SELECT 42"
+    assert isinstance(judged, VerdictRecord)
+    assert (judged.verdict, judged.rule, judged.approver_groups) == (
+        "require_approval",
+        "prod-writes",
+        ("dba",),
+    )
+    assert judged.seq == statement.seq
+    assert isinstance(rows_record, RowsRecord)
+    assert rows_record.rows == (("42",), (None,))
+    assert isinstance(complete, CompleteRecord)
+    assert complete.tag == "SELECT 2"
+    end = records[-2]
+    assert isinstance(end, EndRecord)
+    assert end.rows_recorded == 2
+
+
+def test_a_completion_whose_rows_pass_the_cap_is_recorded_without_them(tmp_path: Path) -> None:
+    from sluice.protocols.postgres.messages import encode_data_row
+
+    st = store(tmp_path, max_bytes_per_session=64 * 1024)
+    rec = st.open(context())
+    rec.statement("SELECT big", origin="simple", verdict=Allow(rule="r"))
+    rec.wire_rows(["c"], [0], encode_data_row([b"y" * 60_000]), 1)
+    rec.complete("SELECT 1")
+    rec.end(reason="client_terminated")
+    path = st.path_for("sess-1")
+    assert verify(path).ok
+    records = list(replay(path))
+    assert not any(isinstance(r, RowsRecord) for r in records)
+    assert any(isinstance(r, CapRecord) for r in records)
+    complete = [r for r in records if isinstance(r, CompleteRecord)]
+    assert [c.tag for c in complete] == ["SELECT 1"]
+    end = records[-2]
+    assert isinstance(end, EndRecord)
+    assert (end.rows_recorded, end.rows_dropped) == (0, 1)

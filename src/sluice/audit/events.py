@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import itertools
 import os
-import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -52,7 +51,8 @@ os.register_at_fork(after_in_child=_seed_ids)
 
 
 def _new_id() -> str:
-    return str(uuid.UUID(int=_ID_BASE | _ID_VARIANT | (next(_ID_COUNTER) & _ID_LOW)))
+    h = "%032x" % (_ID_BASE | _ID_VARIANT | (next(_ID_COUNTER) & _ID_LOW))
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"  # uuid.UUID's str, faster
 
 
 def _now() -> dt.datetime:

@@ -204,7 +204,10 @@ _PASSWORD_PAIR = Pattern(
     regex=rb"(?i)(?<![\w.\-])" + _PASSWORD_KEYS + rb"[\"']?[ \t]*[=:][ \t]*"
     rb"(?:\"(?P<v1>[^\"\x00\n]{1,256})\"|'(?P<v2>[^'\x00\n]{1,256})'"
     rb"|(?P<v3>[^\s&;,'\"\x00<>\[\]{}()]{1,256}))",
-    prefilter=rb"(?i)(password|passwd|passphrase|pwd|secret|api[_\-]?key|token|credential)",
+    # The keyword only counts when `=` or `:` follows it: prose that merely
+    # says "secret" or "token" is not searched further.
+    prefilter=rb"(?i)(password|passwd|passphrase|pwd|secret|api[_\-]?key|token|credential)"
+    rb"[\w\-]*[\"']?[ \t]*[=:]",
     validator=v.always,
     lookback=64,
     window=400,

@@ -227,32 +227,30 @@ def numbers_zeroed(sql: str) -> str | None:
 
 
 # Texts made only of these characters hold no string, quoted identifier,
-# dollar quote, parameter or non-ASCII letter: every run of word characters
-# that starts with a digit is then a number (identifiers cannot start with one).
+# dollar quote, parameter or non-ASCII letter: a run of digits that does not
+# follow a word character is then a number (identifiers cannot start with one).
 _PLAIN_TEXT = re.compile(r"[A-Za-z0-9_ \t\n\r\f\v,.=<>()*;+\-/%!|&^~:\[\]@#]*")
-_DIGIT_LED_RUN = re.compile(r"(?<![A-Za-z0-9_])[0-9][A-Za-z0-9_]*")
-_VALUE_SENSITIVE = re.compile(r"explain|analy[sz]e|vacuum|--|/\*", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+")
+# What the plain key leaves to the lexer: option values whose numbers matter,
+# comments, and numbers run into letters (1e5, 0x1F, 0o17, 1_000).
+_NOT_PLAIN = re.compile(
+    r"explain|analy[sz]e|vacuum|--|/\*|(?<![A-Za-z0-9_])[0-9]+[A-Za-z_]", re.IGNORECASE
+)
 
 
 def plain_numbers_zeroed(sql: str) -> str | None:
     """A cheaper `numbers_zeroed` for plain texts, without running the lexer.
 
-    Applies only to texts of `_PLAIN_TEXT` characters with no comment and no
-    EXPLAIN/ANALYZE/VACUUM; returns None for any other text. Two texts with
-    the same result differ only in the digits of numeric literals, so they
-    parse to the same statements with different numbers. (Its keys are not
-    those of `numbers_zeroed`: keep the two apart.)
+    Every decimal number becomes `0` (`12.5` becomes `0.0`). Applies only to
+    texts of `_PLAIN_TEXT` characters with none of `_NOT_PLAIN`; returns None
+    for any other text. Two texts with the same result differ only in the
+    digits of decimal numbers, so they parse to the same statements with
+    different numbers. (Its keys are not those of `numbers_zeroed`: keep the
+    two apart.)
     """
-    if _PLAIN_TEXT.fullmatch(sql) is None or _VALUE_SENSITIVE.search(sql) is not None:
+    if _PLAIN_TEXT.fullmatch(sql) is None or _NOT_PLAIN.search(sql) is not None:
         return None
-    return _DIGIT_LED_RUN.sub(_zero_digits, sql)
-
-
-def _zero_digits(match: re.Match[str]) -> str:
-    return _DIGITS.sub("0", match.group())
-
-
-_DIGITS = re.compile(r"[0-9]")
+    return _NUMBER.sub("0", sql)
 
 
 _NUMBER_TOKENS = frozenset({"ICONST", "FCONST"})

@@ -48,7 +48,13 @@ class SessionMasking(Protocol):
 
     def statement_allowed(self, sql: str, verdict: Allow) -> None: ...
 
-    def mask_rows(self, shape: ResultShape | None, region: bytes, count: int) -> bytes | None: ...
+    def mask_rows(
+        self,
+        shape: ResultShape | None,
+        region: bytes,
+        count: int,
+        starts: list[int] | None = None,
+    ) -> bytes | None: ...
 
     def mask_message(self, kind: int, body: bytes) -> bytes: ...
 
@@ -127,6 +133,8 @@ class SessionGovernance:
         self._fields: list[FieldDescription] | None = None
 
     def _set_flags(self) -> None:
+        # A policy may be installed by a reload later only where one is named.
+        self.judges = self.connection.policy is not None
         self.wants_rows = self.recorder is not None or self.masking is not None
         self.masks_messages = self.recorder is not None or self.masking is not None
         self.masks_copy = self.masking is not None
@@ -415,14 +423,21 @@ class SessionGovernance:
 
     # Results
 
-    def process_rows(self, shape: ResultShape | None, region: bytes, count: int) -> bytes | None:
+    def process_rows(
+        self,
+        shape: ResultShape | None,
+        region: bytes,
+        count: int,
+        starts: list[int] | None = None,
+    ) -> bytes | None:
         """Mask and record a run of `count` DataRow messages (`region`, whole frames).
 
+        `starts` (optional) holds the offset of each frame in `region`.
         Returns the bytes to send instead, or None for "forward them unchanged".
         """
         replaced = None
         if self.masking is not None:
-            replaced = self.masking.mask_rows(shape, region, count)
+            replaced = self.masking.mask_rows(shape, region, count, starts)
         if self.recorder is not None:
             if shape is not None:
                 if shape.fields is not self._fields:  # descriptions are shared when equal

@@ -22,7 +22,7 @@ import struct
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -358,7 +358,14 @@ class PgSessionMasking:
         self._lineages[key] = lineage
         return lineage
 
-    def mask_rows(self, shape: ResultShape | None, region: bytes, count: int) -> bytes | None:
+    def mask_rows(
+        self,
+        shape: ResultShape | None,
+        region: bytes,
+        count: int,
+        starts: list[int] | None = None,
+    ) -> bytes | None:
+        """Mask a run of `count` DataRow frames; `starts`: where each begins, if known."""
         if shape is None:
             raise MaskingError("rows arrived for a result whose columns are unknown")
         columns = self._result_columns(shape)
@@ -369,11 +376,18 @@ class PgSessionMasking:
             self._plan_columns = columns
         if plan is None:
             return None
-        spans = _row_spans(region)
-        if len(spans) != count:
+        if starts is None:
+            starts = _row_starts(region)
+        if len(starts) != count:
             raise MaskingError("the rows of a result do not match their framing")
+        size = len(region)
+
+        def row_end(i: int) -> int:
+            return starts[i + 1] if i + 1 < count else size
+
         constants = self._constant_columns(plan)
         if constants is not None:
+            spans = zip(starts, [*starts[1:], size], strict=True)
             spliced, masked_values = _splice_columns(region, spans, constants)
             if masked_values:
                 stats = MaskStats.of(
@@ -390,10 +404,9 @@ class PgSessionMasking:
             if ends is not None:
                 if not ends:
                     return None
-                starts = [start for start, _ in spans]
                 chosen = sorted({bisect.bisect_right(starts, end - 1) - 1 for end in ends})
         indexes = chosen if chosen is not None else list(range(count))
-        rows = [m.decode_data_row(region[spans[i][0] + 5 : spans[i][1]]) for i in indexes]
+        rows = [m.decode_data_row(region[starts[i] + 5 : row_end(i)]) for i in indexes]
         masked, stats = plan.mask_rows(rows)
         if stats.values:
             self._stats = stats if self._stats is None else self._stats + stats
@@ -407,10 +420,9 @@ class PgSessionMasking:
         out = bytearray()
         copied = 0
         for i, new in changed:
-            start, end = spans[i]
-            out += region[copied:start]
+            out += region[copied : starts[i]]
             out += m.encode_data_row(new)
-            copied = end
+            copied = row_end(i)
         out += region[copied:]
         return bytes(out)
 
@@ -564,7 +576,7 @@ def _pairs(stats: MaskStats) -> list[tuple[tuple[str, str], int]]:
 
 
 def _splice_columns(
-    region: bytes, spans: list[tuple[int, int]], constants: dict[int, bytes | None]
+    region: bytes, spans: Iterable[tuple[int, int]], constants: dict[int, bytes | None]
 ) -> tuple[bytes, int]:
     """Rows with the given columns replaced by fixed values; NULLs stay NULL.
 
@@ -601,17 +613,16 @@ def _splice_columns(
     return bytes(out), replaced
 
 
-def _row_spans(region: bytes) -> list[tuple[int, int]]:
-    """Where each frame of concatenated DataRow frames starts and ends."""
-    spans: list[tuple[int, int]] = []
+def _row_starts(region: bytes) -> list[int]:
+    """Where each frame of concatenated DataRow frames starts."""
+    starts: list[int] = []
     pos = 0
     size = len(region)
     unpack = struct.unpack_from
     while pos < size:
-        end = pos + 1 + unpack("!I", region, pos + 1)[0]
-        spans.append((pos, end))
-        pos = end
-    return spans
+        starts.append(pos)
+        pos += 1 + unpack("!I", region, pos + 1)[0]
+    return starts
 
 
 def explain_masking(

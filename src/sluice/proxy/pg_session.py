@@ -21,6 +21,7 @@ import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sluice.config import Limits
 from sluice.events import QueryOrigin
@@ -85,7 +86,16 @@ class PgSession:
         self.end_detail: str | None = None
         self._cbuf = FrameBuffer(max_message=limits.max_client_message)
         self._sbuf = bytearray()
-        self._tracker = QueryTracker()
+        # Nothing to judge, mask or record in responses, no pool: responses
+        # are only walked for their frame boundaries (see _process_backend_light).
+        self._light = (
+            not governance.wants_rows
+            and not governance.masks_messages
+            and not governance.masks_copy
+            and not governance.judges
+            and release_backend is None
+        )
+        self._tracker: QueryTracker = _NoTracking() if self._light else QueryTracker()
         self._client_statements: dict[str, str] = {}
         self._gateway_errors: dict[str, _GatewayError] = {}
         self._syncs_sent = 0
@@ -209,6 +219,11 @@ class PgSession:
 
     def _client_frame(self, kind: int, body: bytes, out: bytearray) -> bool:
         """Handle one client message; False stops processing (held for approval)."""
+        if self._light and kind in _UNJUDGED:
+            if kind == m.SYNC:
+                self._syncs_sent += 1
+            out += frame(bytes((kind,)), body)
+            return True
         if kind == m.QUERY:
             query = m.decode_query(body)
             self.statements += 1
@@ -509,7 +524,10 @@ class PgSession:
         buf = self._sbuf
         buf += data
         try:
-            out, consumed = self._process_backend(buf)
+            if self._light:
+                out, consumed = self._process_backend_light(buf)
+            else:
+                out, consumed = self._process_backend(buf)
         except MaskingError as exc:
             log.error("masking failed in session %s: %s", self.governance.context.session_id, exc)
             self.fail_client(
@@ -553,6 +571,7 @@ class PgSession:
         tracker = self._tracker
         governance = self.governance
         rows_wanted = governance.wants_rows
+        unpack_length = _LEN.unpack_from
         while size - pos >= 5:
             kind = buf[pos]
             end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)
@@ -560,17 +579,20 @@ class PgSession:
                 break
             if kind == 68:  # 'D' DataRow: take the whole run of them
                 run_start = pos
-                count = 1
+                starts = [0]  # each frame's offset in the run, for masking
                 pos = end
+                # frame_end inlined: this loop runs once per row.
                 while size - pos >= 5 and buf[pos] == 68:
-                    end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)
-                    if end < 0:
+                    length = unpack_length(buf, pos + 1)[0]
+                    if (length < 4 or pos + 1 + length > size) and frame_end(
+                        buf, pos, size, MAX_SERVER_MESSAGE
+                    ) < 0:  # incomplete (frame_end raises on a bad length)
                         break
-                    count += 1
-                    pos = end
+                    starts.append(pos - run_start)
+                    pos += 1 + length
                 if rows_wanted:
                     replaced = governance.process_rows(
-                        tracker.rows_shape(), bytes(buf[run_start:pos]), count
+                        tracker.rows_shape(), bytes(buf[run_start:pos]), len(starts), starts
                     )
                     if replaced is not None:
                         parts.append(bytes(buf[copied:run_start]))
@@ -616,6 +638,31 @@ class PgSession:
         parts.append(bytes(buf[copied:pos]))
         return b"".join(parts), pos
 
+    def _process_backend_light(self, buf: bytearray) -> tuple[bytes, int]:
+        """Walk frame boundaries only: for ReadyForQuery and the gateway's own errors."""
+        size = len(buf)
+        pos = 0
+        copied = 0
+        parts: list[bytes] = []
+        while size - pos >= 5:
+            end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)
+            if end < 0:
+                break
+            kind = buf[pos]
+            if kind == 90:  # 'Z'
+                self._on_ready(buf[pos + 5 : end])
+            elif kind == 69 and self._gateway_errors:  # 'E'
+                replacement = self._on_error(bytes(buf[pos + 5 : end]))
+                if replacement is not None:
+                    parts.append(bytes(buf[copied:pos]))
+                    parts.append(replacement)
+                    copied = end
+            pos = end
+        if not parts:
+            return bytes(buf[:pos]), pos
+        parts.append(bytes(buf[copied:pos]))
+        return b"".join(parts), pos
+
     def _on_ready(self, body: bytearray) -> None:
         self.transaction_status = chr(body[0]) if body else "I"
         self._syncs_done += 1
@@ -653,6 +700,17 @@ class PgSession:
         self._client_paused_by_backend = False
         if self._held is None and not self.client.is_closing():
             self.client.resume_reading()
+
+
+# Client messages that need no judging when nothing is judged, masked or recorded.
+_UNJUDGED = frozenset(b"BEDCSHdcf")
+
+
+class _NoTracking(QueryTracker):
+    """The tracker of a light session: nothing needs to know result shapes."""
+
+    def _push(self, request: Any) -> None:
+        return None
 
 
 class _Released(asyncio.Transport):

@@ -79,7 +79,11 @@ def _now_iso() -> str:
 
 
 WIRE_CHUNK_BYTES: Final = 256 * 1024
-"""Wire rows are recorded in records of at most about this many raw bytes."""
+"""Wire rows are gathered into records of about this many raw bytes."""
+
+WIRE_SPLIT_BYTES: Final = 4 * 1024 * 1024
+"""Gathered wire rows beyond this are split at row boundaries into
+WIRE_CHUNK_BYTES records; below it they are one record (no walk over rows)."""
 
 
 def _wire_chunks(data: bytes, count: int, limit: int) -> list[tuple[bytes, int]]:
@@ -393,7 +397,12 @@ class Recorder:
         if not self._wire:
             return
         data, count, formats = self._take_wire()
-        for chunk, rows in _wire_chunks(data, count, WIRE_CHUNK_BYTES):
+        chunks = (
+            [(data, count)]
+            if len(data) <= WIRE_SPLIT_BYTES
+            else _wire_chunks(data, count, WIRE_CHUNK_BYTES)
+        )
+        for chunk, rows in chunks:
             if self._capped:
                 self._rows_dropped += rows
                 continue

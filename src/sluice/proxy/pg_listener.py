@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 
 from sluice.audit import AuthFailed
-from sluice.config import ConnectionSpec
+from sluice.config import ConnectionSpec, EnvCredential
 from sluice.errors import AuthenticationError, CredentialError, SluiceError, StoreError
 from sluice.events import Identity, Protocol, SessionContext
 from sluice.protocols.postgres import messages as m
@@ -286,6 +286,10 @@ class PostgresListener:
             client_addr=client_addr,
         )
         started = dt.datetime.now(dt.UTC)
+        # The backend session is set up while the store records the session
+        # (one latency instead of two); the client's messages reach the
+        # backend only once both are done.
+        backend_setup = asyncio.ensure_future(self._backend_for(conn, startup))
         try:
             await asyncio.to_thread(
                 gateway.store.start_session,
@@ -304,12 +308,17 @@ class PostgresListener:
                 "the gateway cannot record this session",
                 hint="the operator should check the store",
             )
+            await _discard(backend_setup)
             return
         end = _SessionEnd(gateway, session_id)
         governance: SessionGovernance | None = None
         try:
-            governance = gateway.governor.session(context, conn)
-            backend, handshake = await self._backend_for(conn, startup)
+            try:
+                governance = gateway.governor.session(context, conn)
+            except BaseException:
+                await _discard(backend_setup)
+                raise
+            backend, handshake = await backend_setup
             try:
                 await governance.start_masking(lambda sql: self._side_query(conn, sql))
             except Exception as exc:
@@ -414,7 +423,10 @@ class PostgresListener:
         self, conn: ConnectionSpec, startup: m.StartupMessage
     ) -> tuple[FrameReceiver, BackendHandshake]:
         try:
-            password = await asyncio.to_thread(self.gateway.backend_password, conn)
+            if conn.password is None or isinstance(conn.password, EnvCredential):
+                password = self.gateway.backend_password(conn)  # no I/O: no thread hop
+            else:
+                password = await asyncio.to_thread(self.gateway.backend_password, conn)
         except CredentialError as exc:
             log.error("credential for %s: %s", conn.name, exc.message)
             raise ClientRejected(
@@ -616,6 +628,13 @@ class PostgresListener:
 
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,62}$")
+
+
+async def _discard(backend_setup: asyncio.Future[tuple[FrameReceiver, BackendHandshake]]) -> None:
+    """Close the backend session being set up for a client that will not use it."""
+    with contextlib.suppress(Exception):
+        backend, _ = await backend_setup
+        backend.close()
 
 
 def _poolable_startup(startup: m.StartupMessage) -> bool:

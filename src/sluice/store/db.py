@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -170,6 +170,15 @@ class Store:
         self.engine.dispose()
 
     @contextmanager
+    def _core(self) -> Iterator[Connection]:
+        """A transaction without the ORM: for the per-session writes of the hot path."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store error: {exc.__class__.__name__}: {exc}") from exc
+
+    @contextmanager
     def _tx(self) -> Iterator[Session]:
         try:
             with self._sessions.begin() as session:
@@ -263,9 +272,9 @@ class Store:
         client_addr: str,
         started_at: dt.datetime,
     ) -> None:
-        with self._tx() as s:
-            s.add(
-                SessionRow(
+        with self._core() as conn:
+            conn.execute(
+                insert(SessionRow).values(
                     id=session_id,
                     user=identity.user,
                     groups=list(identity.groups),
@@ -290,8 +299,8 @@ class Store:
         end_reason: str,
         end_detail: str | None = None,
     ) -> None:
-        with self._tx() as s:
-            s.execute(
+        with self._core() as conn:
+            conn.execute(
                 update(SessionRow)
                 .where(SessionRow.id == session_id)
                 .values(

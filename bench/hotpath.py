@@ -24,6 +24,7 @@ from typing import Any
 from sluice.config import Config
 from sluice.events import Identity, Protocol, SessionContext
 from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.framing import frame
 from sluice.proxy.governance import Governor
 from sluice.proxy.governance_setup import build_services
 from sluice.proxy.pg_session import PgSession
@@ -118,6 +119,18 @@ def _large_result(rows: int, *, pii: bool) -> tuple[bytes, bytes]:
     return m.encode_query(f"SELECT * FROM {table} LIMIT {rows}"), bytes(body)
 
 
+def _prepared_round_trip() -> tuple[bytes, bytes, bytes, bytes]:
+    """pgbench -M prepared: the Parse once, then Bind/Describe/Execute/Sync per transaction."""
+    sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1;"
+    setup = frame(b"P", b"P0_1\0" + sql.encode() + b"\0\0\0") + frame(b"S", b"")
+    setup_response = frame(b"1", b"") + m.ready_for_query("I")
+    param = b"48213"
+    bind = b"\0P0_1\0" + b"\0\0" + b"\0\1" + len(param).to_bytes(4, "big") + param + b"\0\0"
+    query = frame(b"B", bind) + frame(b"D", b"P\0") + frame(b"E", b"\0\0\0\0\0") + frame(b"S", b"")
+    _, response = _round_trip()
+    return setup, setup_response, query, frame(b"2", b"") + response
+
+
 def _round_trip() -> tuple[bytes, bytes]:
     query = m.encode_query("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;")
     fields = [
@@ -141,7 +154,13 @@ def _round_trip() -> tuple[bytes, bytes]:
 
 
 async def _run(
-    target: str, n: int, profile: bool, sort: str = "tottime", rows: int = 0, pii: bool = False
+    target: str,
+    n: int,
+    profile: bool,
+    sort: str = "tottime",
+    rows: int = 0,
+    pii: bool = False,
+    prepared: bool = False,
 ) -> float:
     with tempfile.TemporaryDirectory(prefix="sluice-hotpath-") as tmp:
         data_dir = Path(tmp)
@@ -170,7 +189,12 @@ async def _run(
             transaction_status="I",
             on_finish=lambda s: None,
         )
-        query, response = _large_result(rows, pii=pii) if rows else _round_trip()
+        if prepared:
+            setup, setup_response, query, response = _prepared_round_trip()
+            session.client_data(setup)
+            session.backend_data(setup_response)
+        else:
+            query, response = _large_result(rows, pii=pii) if rows else _round_trip()
         # The backend's stream arrives in socket-sized reads.
         reads = [response[i : i + READ_BYTES] for i in range(0, len(response), READ_BYTES)]
         for _ in range(3 if rows else 200):  # warm the caches
@@ -207,9 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         "--rows", type=int, default=0, help="a customers SELECT of this many rows instead"
     )
     parser.add_argument("--pii", action="store_true", help="with --rows: the table with PII")
+    parser.add_argument(
+        "--prepared", action="store_true", help="pgbench -M prepared messages instead"
+    )
     args = parser.parse_args(argv)
     for target in args.target or TARGETS:
-        micros = asyncio.run(_run(target, args.n, args.profile, rows=args.rows, pii=args.pii))
+        micros = asyncio.run(
+            _run(target, args.n, args.profile, rows=args.rows, pii=args.pii, prepared=args.prepared)
+        )
         if args.rows:
             print(f"{target:10s} {args.rows / micros * 1e6:12,.0f} rows/s")
         else:

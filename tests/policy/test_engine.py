@@ -228,6 +228,25 @@ class TestPreparedStatements:
         assert isinstance(result, Block)
         assert result.rule == "unknown-prepared-statement"
 
+    def test_a_bind_reuses_a_verdict_only_for_the_text_its_name_still_holds(
+        self, engine: PolicyEngine
+    ) -> None:
+        prepared = PreparedStatements()
+        prepared.parse("s1", "SELECT * FROM customers WHERE id = $1")
+        bind = query(
+            "SELECT * FROM customers WHERE id = $1",
+            origin=QueryOrigin.EXECUTE,
+            statement_name="s1",
+        )
+        for _ in range(2):  # judged, then from the cache
+            assert isinstance(engine.decide(bind, policy_name="ai-agent", prepared=prepared), Allow)
+        # The name now holds another text: the same Bind text must not pass on the
+        # cached verdict, the statement under the name is judged.
+        prepared.parse("s1", "DELETE FROM customers")
+        result = engine.decide(bind, policy_name="ai-agent", prepared=prepared)
+        assert isinstance(result, Block)
+        assert result.rule == "no-unbounded-writes"
+
     def test_unnamed_statement(self, engine: PolicyEngine) -> None:
         prepared = PreparedStatements()
         prepared.parse("", "SELECT 1")

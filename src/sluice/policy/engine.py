@@ -173,11 +173,12 @@ class PolicyEngine:
 
         Verdicts of self-contained statements are reused for texts that differ
         only in their numbers (the same key the SQL analysis cache uses), per
-        policy and identity. Anything that depends on session state (EXECUTE of
-        a prepared statement, PREPARE/DEALLOCATE/DISCARD) or on the raw text (a
-        policy with `text_regex` rules) is judged afresh every time.
+        policy and identity; so are those of a Bind of a statement whose text
+        is the one judged at its Parse. Anything else that depends on session
+        state (an EXECUTE statement, PREPARE/DEALLOCATE/DISCARD) or on the raw
+        text (a policy with `text_regex` rules) is judged afresh every time.
         """
-        key = self._verdict_key(event, policy_name)
+        key = self._verdict_key(event, policy_name, prepared)
         if key is not None:
             cached = self._verdicts.get(key)
             if cached is not None:
@@ -191,10 +192,17 @@ class PolicyEngine:
             self._verdicts[key] = verdict
         return verdict
 
-    def _verdict_key(self, event: Event, policy_name: str) -> tuple[object, ...] | None:
+    def _verdict_key(
+        self, event: Event, policy_name: str, prepared: Mapping[str, str] | None
+    ) -> tuple[object, ...] | None:
         if not isinstance(event, QueryRequested) or policy_name in self._textual:
             return None
-        if event.origin not in (QueryOrigin.SIMPLE, QueryOrigin.PARSE, QueryOrigin.ONE_SHOT):
+        if event.origin is QueryOrigin.EXECUTE:
+            # A Bind of a statement judged at its Parse: the statement's own text
+            # is all there is to judge, as for a Parse of that text.
+            if prepared is None or prepared.get(event.statement_name or "") != event.sql:
+                return None
+        elif event.origin not in (QueryOrigin.SIMPLE, QueryOrigin.PARSE, QueryOrigin.ONE_SHOT):
             return None
         if len(event.sql) > MAX_CACHED_SQL_CHARS:
             return None

@@ -29,6 +29,7 @@ MAX_PENDING_REQUESTS = 100_000
 # the same queries) sees the same few descriptions over and over. The lists
 # are shared and never modified.
 ROW_DESCRIPTION_CACHE_SIZE = 2048
+FORMATS_CACHE_SIZE = 64
 MAX_CACHED_ROW_DESCRIPTION_BYTES = 4096
 _row_descriptions: dict[bytes, list[FieldDescription]] = {}
 
@@ -98,6 +99,9 @@ class QueryTracker:
     # the statement under its name is still the one it was bound to.
     _generation: int = 0
     _statement_generations: dict[str, int] = field(default_factory=dict)
+    _formats_cache: dict[
+        tuple[int, tuple[int, ...]], tuple[list[FieldDescription], list[FieldDescription]]
+    ] = field(default_factory=dict)
 
     # Client side
 
@@ -256,8 +260,26 @@ class QueryTracker:
             fields = self.statements[portal.statement][1]
         if fields is None:
             return None
-        self.current = ResultShape(fields=_with_formats(fields, portal.formats), sql=portal.sql)
+        self.current = ResultShape(fields=self._formatted(fields, portal.formats), sql=portal.sql)
         return self.current
+
+    def _formatted(
+        self, fields: list[FieldDescription], formats: tuple[int, ...]
+    ) -> list[FieldDescription]:
+        """`fields` in the result formats of a Bind; the same list for the same inputs.
+
+        Shapes that compare by identity let masking and recording reuse their
+        per-result work across executions of a prepared statement.
+        """
+        key = (id(fields), formats)
+        found = self._formats_cache.get(key)
+        if found is not None and found[0] is fields:
+            return found[1]
+        chosen = _with_formats(fields, formats)
+        if len(self._formats_cache) >= FORMATS_CACHE_SIZE:
+            self._formats_cache.clear()
+        self._formats_cache[key] = (fields, chosen)
+        return chosen
 
     def _on_error(self) -> None:
         self.current = None
@@ -275,6 +297,8 @@ class QueryTracker:
 def _with_formats(
     fields: list[FieldDescription], formats: tuple[int, ...]
 ) -> list[FieldDescription]:
+    if all(f.format == 0 for f in fields) and not any(formats):
+        return fields
     if not formats:
         chosen = [0] * len(fields)
     elif len(formats) == 1:

@@ -7,6 +7,8 @@ runs; the decision function only reads it (it is a `Mapping`).
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterator, Mapping
 
 from sluice.policy.sql import Deallocate, Prepare, classify
@@ -65,7 +67,7 @@ class PreparedStatements(Mapping[str, str]):
                     self.close(effect.name)
 
 
-_SESSION_WORDS = ("prepare", "execute", "deallocate", "discard")
+_SESSION_WORDS = re.compile("prepare|execute|deallocate|discard", re.IGNORECASE)
 
 
 def mentions_prepared(sql: str) -> bool:
@@ -74,5 +76,4 @@ def mentions_prepared(sql: str) -> bool:
     Keywords cannot be escaped or quoted into existence, so a text without
     these words holds none of those statements: a cheap pre-filter.
     """
-    lowered = sql.lower()
-    return any(word in lowered for word in _SESSION_WORDS)
+    return _SESSION_WORDS.search(sql) is not None

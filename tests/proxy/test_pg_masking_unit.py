@@ -9,8 +9,9 @@ from sluice.audit import AuditLog
 from sluice.events import Identity, Protocol, SessionContext
 from sluice.masking import MaskingEngine, MaskingSpec
 from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.rows import datarow_run
 from sluice.protocols.postgres.tracker import ResultShape
-from sluice.proxy.pg_masking import PgSessionMasking, _row_starts
+from sluice.proxy.pg_masking import PgSessionMasking
 
 ENGINE = MaskingEngine(
     MaskingSpec.model_validate(
@@ -63,7 +64,7 @@ def test_only_rows_with_findings_change_and_no_pii_survives(
     result = region if out is None else out
     for pii in PII:
         assert pii.encode() not in result
-    starts = _row_starts(result)
+    _, starts = datarow_run(result, 0, len(result))
     ends = [*starts[1:], len(result)]
     decoded = [m.decode_data_row(result[s + 5 : e]) for s, e in zip(starts, ends, strict=True)]
     assert len(decoded) == len(values)

@@ -8,7 +8,6 @@ runs; the decision function only reads it (it is a `Mapping`).
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterator, Mapping
 
 from sluice.policy.sql import Deallocate, Prepare, classify

@@ -22,7 +22,7 @@ import struct
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ from sluice.masking.strategies import Strategy
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
+from sluice.protocols.postgres.rows import datarow_run, splice_columns
 from sluice.protocols.postgres.tracker import ResultShape
 from sluice.recording.spec import resolve_key_ref
 
@@ -169,6 +170,9 @@ def parse_catalog(rows: list[list[bytes | None]], search_path: str) -> PgCatalog
     )
 
 
+_LENGTH = struct.Struct("!I")
+NULL_VALUE = b"\xff\xff\xff\xff"  # a DataRow value's length -1: SQL NULL
+
 QueryRunner = Callable[[str], Awaitable[list[list[list[bytes | None]]]]]
 
 
@@ -269,6 +273,7 @@ class PgSessionMasking:
         self._constant_plan: RowMasker | None = None
         self._lineages: dict[tuple[str, int], list[ColumnLineage]] = {}
         self._constants: dict[int, bytes | None] | None = None
+        self._replacements: tuple[bytes | None, ...] = ()
         self._columns: list[ResultColumn] = []
         self._stats: MaskStats | None = None
         self._copy: CopyMasker | None = None
@@ -377,7 +382,9 @@ class PgSessionMasking:
         if plan is None:
             return None
         if starts is None:
-            starts = _row_starts(region)
+            walked, starts = datarow_run(region, 0, len(region))
+            if walked != len(region):
+                raise MaskingError("the rows of a result do not match their framing")
         if len(starts) != count:
             raise MaskingError("the rows of a result do not match their framing")
         size = len(region)
@@ -387,8 +394,10 @@ class PgSessionMasking:
 
         constants = self._constant_columns(plan)
         if constants is not None:
-            spans = zip(starts, [*starts[1:], size], strict=True)
-            spliced, masked_values = _splice_columns(region, spans, constants)
+            try:
+                spliced, masked_values = splice_columns(region, starts, self._replacements)
+            except ValueError as exc:
+                raise MaskingError(str(exc)) from None
             if masked_values:
                 stats = MaskStats.of(
                     masked_values,
@@ -437,6 +446,17 @@ class PgSessionMasking:
             return self._constants
         constants: dict[int, bytes | None] | None = self._plan_constants(plan)
         self._constant_plan, self._constants = plan, constants
+        if constants:
+            # Per column up to the last replaced one: None (kept) or the new
+            # value with its length in front (-1 for NULL).
+            self._replacements = tuple(
+                None
+                if i not in constants
+                else NULL_VALUE
+                if constants[i] is None
+                else _LENGTH.pack(len(constants[i] or b"")) + (constants[i] or b"")
+                for i in range(max(constants) + 1)
+            )
         return constants
 
     def _plan_constants(self, plan: Any) -> dict[int, bytes | None] | None:
@@ -573,56 +593,6 @@ def _pairs(stats: MaskStats) -> list[tuple[tuple[str, str], int]]:
     for detector, n in sorted(stats.by_detector.items()):
         pairs.append((("*", detector), n))
     return pairs
-
-
-def _splice_columns(
-    region: bytes, spans: Iterable[tuple[int, int]], constants: dict[int, bytes | None]
-) -> tuple[bytes, int]:
-    """Rows with the given columns replaced by fixed values; NULLs stay NULL.
-
-    Returns the new frames and how many values were replaced.
-    """
-    out = bytearray()
-    replaced = 0
-    unpack = struct.unpack_from
-    encoded = {
-        i: (b"\xff\xff\xff\xff" if v is None else struct.pack("!I", len(v)) + v)
-        for i, v in constants.items()
-    }
-    last = max(encoded)
-    for start, end in spans:
-        (ncols,) = unpack("!h", region, start + 5)
-        if ncols <= last:
-            raise MaskingError("a DataRow has fewer columns than its result")
-        body = bytearray(region[start + 5 : start + 7])
-        pos = start + 7
-        copied = pos
-        for col in range(last + 1):  # the columns after the last replaced one are copied
-            (length,) = unpack("!i", region, pos)
-            value_end = pos + 4 + max(length, 0)
-            if value_end > end:
-                raise MaskingError("a DataRow's values run past its length")
-            if col in encoded and length >= 0:
-                body += region[copied:pos]
-                body += encoded[col]
-                copied = value_end
-                replaced += 1
-            pos = value_end
-        body += region[copied:end]
-        out += b"D" + struct.pack("!I", len(body) + 4) + body
-    return bytes(out), replaced
-
-
-def _row_starts(region: bytes) -> list[int]:
-    """Where each frame of concatenated DataRow frames starts."""
-    starts: list[int] = []
-    pos = 0
-    size = len(region)
-    unpack = struct.unpack_from
-    while pos < size:
-        starts.append(pos)
-        pos += 1 + unpack("!I", region, pos + 1)[0]
-    return starts
 
 
 def explain_masking(

@@ -30,6 +30,7 @@ from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
 from sluice.protocols.postgres.framing import FrameBuffer, frame, frame_end
+from sluice.protocols.postgres.rows import datarow_run
 from sluice.protocols.postgres.tracker import QueryTracker
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
 
@@ -571,7 +572,6 @@ class PgSession:
         tracker = self._tracker
         governance = self.governance
         rows_wanted = governance.wants_rows
-        unpack_length = _LEN.unpack_from
         while size - pos >= 5:
             kind = buf[pos]
             end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)
@@ -579,17 +579,9 @@ class PgSession:
                 break
             if kind == 68:  # 'D' DataRow: take the whole run of them
                 run_start = pos
-                starts = [0]  # each frame's offset in the run, for masking
-                pos = end
-                # frame_end inlined: this loop runs once per row.
-                while size - pos >= 5 and buf[pos] == 68:
-                    length = unpack_length(buf, pos + 1)[0]
-                    if (length < 4 or pos + 1 + length > size) and frame_end(
-                        buf, pos, size, MAX_SERVER_MESSAGE
-                    ) < 0:  # incomplete (frame_end raises on a bad length)
-                        break
-                    starts.append(pos - run_start)
-                    pos += 1 + length
+                # Each frame's offset in the run (for masking); the walk stops
+                # at the first frame that is not a complete DataRow.
+                pos, starts = datarow_run(buf, pos, size)
                 if rows_wanted:
                     replaced = governance.process_rows(
                         tracker.rows_shape(), bytes(buf[run_start:pos]), len(starts), starts
@@ -649,6 +641,9 @@ class PgSession:
             if end < 0:
                 break
             kind = buf[pos]
+            if kind == 68:  # 'D': skip the whole run at once
+                pos, _ = datarow_run(buf, pos, size)
+                continue
             if kind == 90:  # 'Z'
                 self._on_ready(buf[pos + 5 : end])
             elif kind == 69 and self._gateway_errors:  # 'E'

@@ -1,0 +1,18 @@
+"""Build of the optional C speedups; everything else is in pyproject.toml.
+
+`optional=True`: without a compiler the install still succeeds and Sluice
+uses the pure-Python versions (sluice.protocols.postgres.rows).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "sluice.protocols.postgres._speedups",
+            ["src/sluice/protocols/postgres/_speedups.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        )
+    ]
+)

@@ -1,0 +1,207 @@
+/*
+ * Compiled versions of the two loops that run once per result row on the
+ * gateway's hot path. `sluice.protocols.postgres.rows` holds the pure-Python
+ * versions (used when this module is not built) and the tests hold both to
+ * the same answers.
+ *
+ * Both functions only read their input within bounds they check first; a
+ * malformed frame stops the walk (datarow_run) or raises ValueError
+ * (splice_columns). They never trust a length before comparing it with what
+ * is left of the buffer.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline uint32_t read_u32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static inline void write_u32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/*
+ * datarow_run(buf, pos, size) -> (end, starts)
+ *
+ * Walks the run of complete DataRow ('D') frames that starts at `pos`, up to
+ * `size`. Returns the offset after the last complete frame of the run and
+ * the list of each frame's offset relative to `pos`. Stops, without raising,
+ * at a frame of another type, an incomplete frame or a length below 4: the
+ * caller's general frame walk deals with those.
+ */
+static PyObject *datarow_run(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, size;
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &pos, &size))
+        return NULL;
+    if (size > view.len)
+        size = view.len;
+    if (pos < 0 || pos > size) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    PyObject *starts = PyList_New(0);
+    if (starts == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t start = pos;
+    while (size - pos >= 5 && buf[pos] == 'D') {
+        uint32_t length = read_u32(buf + pos + 1);
+        if (length < 4 || (Py_ssize_t)length > size - pos - 1)
+            break;
+        PyObject *offset = PyLong_FromSsize_t(pos - start);
+        if (offset == NULL || PyList_Append(starts, offset) < 0) {
+            Py_XDECREF(offset);
+            Py_DECREF(starts);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        Py_DECREF(offset);
+        pos += 1 + (Py_ssize_t)length;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nN)", pos, starts);
+}
+
+/*
+ * splice_columns(region, starts, replacements) -> (frames, replaced)
+ *
+ * `region` holds whole DataRow frames starting at the offsets in `starts`.
+ * `replacements` is a tuple indexed by column: None keeps the column, bytes
+ * (a 4-byte length and the value, or -1 for NULL) replaces every non-NULL
+ * value of it. Returns the rewritten frames and how many values were
+ * replaced. Raises ValueError on a row that is shorter than the
+ * replacements or whose values run past its frame.
+ */
+static PyObject *splice_columns(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    PyObject *starts, *replacements;
+    if (!PyArg_ParseTuple(args, "y*O!O!", &view, &PyList_Type, &starts, &PyTuple_Type,
+                          &replacements))
+        return NULL;
+    const unsigned char *region = (const unsigned char *)view.buf;
+    const Py_ssize_t size = view.len;
+    const Py_ssize_t rows = PyList_GET_SIZE(starts);
+    const Py_ssize_t columns = PyTuple_GET_SIZE(replacements);
+    PyObject *result = NULL;
+    unsigned char *out = NULL;
+    Py_ssize_t replaced = 0;
+
+    /* The output size: every row grows by at most the replacement sizes. */
+    Py_ssize_t extra = 0;
+    for (Py_ssize_t c = 0; c < columns; c++) {
+        PyObject *item = PyTuple_GET_ITEM(replacements, c);
+        if (item == Py_None)
+            continue;
+        if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) < 4) {
+            PyErr_SetString(PyExc_TypeError, "replacements must be None or length-prefixed bytes");
+            goto done;
+        }
+        extra += PyBytes_GET_SIZE(item);
+    }
+    if (columns == 0 || rows == 0) {
+        result = Py_BuildValue("(y#n)", region, size, (Py_ssize_t)0);
+        goto done;
+    }
+    if (extra > PY_SSIZE_T_MAX / rows - size / rows - 1) {
+        PyErr_SetString(PyExc_OverflowError, "result too large");
+        goto done;
+    }
+    Py_ssize_t capacity = size + rows * extra;
+    out = PyMem_Malloc(capacity > 0 ? (size_t)capacity : 1);
+    if (out == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t w = 0;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        Py_ssize_t start = PyLong_AsSsize_t(PyList_GET_ITEM(starts, r));
+        if (start == -1 && PyErr_Occurred())
+            goto done;
+        Py_ssize_t end = r + 1 < rows ? PyLong_AsSsize_t(PyList_GET_ITEM(starts, r + 1)) : size;
+        if (end == -1 && PyErr_Occurred())
+            goto done;
+        if (start < 0 || end > size || end - start < 7 || region[start] != 'D') {
+            PyErr_SetString(PyExc_ValueError, "a DataRow frame is out of bounds");
+            goto done;
+        }
+        uint16_t ncols = (uint16_t)((region[start + 5] << 8) | region[start + 6]);
+        if ((Py_ssize_t)ncols < columns) {
+            PyErr_SetString(PyExc_ValueError, "a DataRow has fewer columns than its result");
+            goto done;
+        }
+        Py_ssize_t frame_at = w;
+        out[w++] = 'D';
+        w += 4; /* the length, written when the row is done */
+        out[w++] = region[start + 5];
+        out[w++] = region[start + 6];
+        Py_ssize_t p = start + 7;
+        Py_ssize_t copied = p;
+        for (Py_ssize_t c = 0; c < columns; c++) {
+            if (end - p < 4) {
+                PyErr_SetString(PyExc_ValueError, "a DataRow's values run past its length");
+                goto done;
+            }
+            int32_t length = (int32_t)read_u32(region + p);
+            Py_ssize_t value_end = p + 4 + (length > 0 ? (Py_ssize_t)length : 0);
+            if (value_end > end || value_end < p) {
+                PyErr_SetString(PyExc_ValueError, "a DataRow's values run past its length");
+                goto done;
+            }
+            PyObject *item = PyTuple_GET_ITEM(replacements, c);
+            if (item != Py_None && length >= 0) {
+                memcpy(out + w, region + copied, (size_t)(p - copied));
+                w += p - copied;
+                Py_ssize_t n = PyBytes_GET_SIZE(item);
+                memcpy(out + w, PyBytes_AS_STRING(item), (size_t)n);
+                w += n;
+                copied = value_end;
+                replaced++;
+            }
+            p = value_end;
+        }
+        memcpy(out + w, region + copied, (size_t)(end - copied));
+        w += end - copied;
+        Py_ssize_t frame_length = w - frame_at - 1;
+        if (frame_length > (Py_ssize_t)UINT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "a DataRow grew too large");
+            goto done;
+        }
+        write_u32(out + frame_at + 1, (uint32_t)frame_length);
+    }
+    result = Py_BuildValue("(y#n)", out, w, replaced);
+done:
+    PyMem_Free(out);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"datarow_run", datarow_run, METH_VARARGS,
+     "datarow_run(buf, pos, size) -> (end, starts): walk a run of complete DataRow frames."},
+    {"splice_columns", splice_columns, METH_VARARGS,
+     "splice_columns(region, starts, replacements) -> (frames, replaced)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_speedups", "Compiled DataRow loops of the gateway's hot path.", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void)
+{
+    return PyModule_Create(&module);
+}

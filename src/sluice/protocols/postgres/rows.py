@@ -1,0 +1,100 @@
+"""The per-row loops of the hot path: walking a run of DataRows, splicing columns.
+
+Sans-IO and pure. A compiled version of both (`_speedups`, built from C when
+a compiler is available at install) is used when present; these Python
+versions are the reference and the fallback, and the tests hold both to the
+same answers.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+_LEN = struct.Struct("!I")
+_COUNT = struct.Struct("!h")
+_VALUE_LEN = struct.Struct("!i")
+
+
+def py_datarow_run(buf: bytes | bytearray, pos: int, size: int) -> tuple[int, list[int]]:
+    """Walk the run of complete DataRow frames at `pos` (up to `size`).
+
+    Returns the offset after the run's last complete frame and each frame's
+    offset relative to `pos`. Stops, without raising, at another message
+    type, an incomplete frame or an invalid length: the caller's frame walk
+    reports those.
+    """
+    if pos < 0 or pos > size:
+        raise ValueError("pos out of range")
+    size = min(size, len(buf))
+    start = pos
+    starts: list[int] = []
+    unpack = _LEN.unpack_from
+    while size - pos >= 5 and buf[pos] == 68:  # 'D'
+        length = unpack(buf, pos + 1)[0]
+        if length < 4 or pos + 1 + length > size:
+            break
+        starts.append(pos - start)
+        pos += 1 + length
+    return pos, starts
+
+
+def py_splice_columns(
+    region: bytes, starts: list[int], replacements: tuple[bytes | None, ...]
+) -> tuple[bytes, int]:
+    """Rows with whole columns replaced by fixed values; NULLs stay NULL.
+
+    `replacements[i]` is None (keep column i) or its new value with the
+    4-byte length in front (b"\\xff\\xff\\xff\\xff" for NULL). Returns the new
+    frames and how many values were replaced. Raises ValueError on a row
+    with fewer columns than `replacements` or values past its frame.
+    """
+    size = len(region)
+    columns = len(replacements)
+    if not columns or not starts:
+        return bytes(region), 0
+    out = bytearray()
+    replaced = 0
+    unpack_value = _VALUE_LEN.unpack_from
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else size
+        if start < 0 or end > size or end - start < 7 or region[start] != 68:
+            raise ValueError("a DataRow frame is out of bounds")
+        (ncols,) = _COUNT.unpack_from(region, start + 5)
+        if ncols & 0xFFFF < columns:
+            raise ValueError("a DataRow has fewer columns than its result")
+        body = bytearray(region[start + 5 : start + 7])
+        pos = start + 7
+        copied = pos
+        for column in range(columns):
+            if end - pos < 4:
+                raise ValueError("a DataRow's values run past its length")
+            (length,) = unpack_value(region, pos)
+            value_end = pos + 4 + max(length, 0)
+            if value_end > end:
+                raise ValueError("a DataRow's values run past its length")
+            new = replacements[column]
+            if new is not None and length >= 0:
+                body += region[copied:pos]
+                body += new
+                copied = value_end
+                replaced += 1
+            pos = value_end
+        body += region[copied:end]
+        out += b"D" + _LEN.pack(len(body) + 4) + body
+    return bytes(out), replaced
+
+
+DatarowRun = Callable[[bytes | bytearray, int, int], tuple[int, list[int]]]
+SpliceColumns = Callable[[bytes, list[int], tuple[bytes | None, ...]], tuple[bytes, int]]
+
+datarow_run: DatarowRun
+splice_columns: SpliceColumns
+try:
+    from sluice.protocols.postgres import _speedups
+except ImportError:  # no compiler at install: the Python versions
+    COMPILED = False
+    datarow_run, splice_columns = py_datarow_run, py_splice_columns
+else:
+    COMPILED = True
+    datarow_run, splice_columns = _speedups.datarow_run, _speedups.splice_columns

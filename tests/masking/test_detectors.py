@@ -72,6 +72,9 @@ POSITIVE = [
     ("password", "host=db password=s3cr3t user=x", "s3cr3t"),
     ("password", 'pwd="two words"', "two words"),
     ("password", '{"secret": "xyz"}', "xyz"),
+    # Long key names and aligned blanks (up to 64 and 32: the detector's bounds).
+    ("password", "reporting_replica_password_for_the_nightly_jobs = hunter2", "hunter2"),
+    ("password", "db_credentials\t\t\t\t\t\t:\tletmein", "letmein"),
 ]
 
 
@@ -108,6 +111,8 @@ NEGATIVE = [
     "aws sha 3fa2c1d9e0b7a6f58c4d2e1f0a9b8c7d6e5f4a3b",  # hex digest near 'aws'
     "eyJub3QiOiJqd3QifQ.eyJ4IjoxfQ.sig",  # header without alg
     "the password is reset weekly",
+    "the secret ingredient: love",  # prose: the keyword is not the key of a pair
+    "token " + " " * 40 + "= 1",  # more blanks than a key/value pair has
     "price 1,234.56 and 3.14159",
 ]
 

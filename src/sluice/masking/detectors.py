@@ -197,17 +197,21 @@ _PEM = Pattern(
     prefilter=rb"-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY-----",
     validator=v.always,
 )
+# Bounded repeats, the same in the exact regex and its prefilter (unbounded
+# ones halve hyperscan's speed on clean data): up to 64 name characters after
+# the keyword and 32 blanks before the `=` or `:`.
 _PASSWORD_KEYS = (
-    rb"[\w.\-]*(?:password|passwd|passphrase|pwd|secret|api[_\-]?key|token|credentials?)[\w\-]*"
+    rb"[\w.\-]*(?:password|passwd|passphrase|pwd|secret|api[_\-]?key|token|credentials?)"
+    rb"[\w\-]{0,64}"
 )
 _PASSWORD_PAIR = Pattern(
-    regex=rb"(?i)(?<![\w.\-])" + _PASSWORD_KEYS + rb"[\"']?[ \t]*[=:][ \t]*"
+    regex=rb"(?i)(?<![\w.\-])" + _PASSWORD_KEYS + rb"[\"']?[ \t]{0,32}[=:][ \t]*"
     rb"(?:\"(?P<v1>[^\"\x00\n]{1,256})\"|'(?P<v2>[^'\x00\n]{1,256})'"
     rb"|(?P<v3>[^\s&;,'\"\x00<>\[\]{}()]{1,256}))",
     # The keyword only counts when `=` or `:` follows it: prose that merely
     # says "secret" or "token" is not searched further.
-    prefilter=rb"(?i)(password|passwd|passphrase|pwd|secret|api[_\-]?key|token|credential)"
-    rb"[\w\-]*[\"']?[ \t]*[=:]",
+    prefilter=rb"(?i)(password|passwd|passphrase|pwd|secret|api[_\-]?key|token|credentials?)"
+    rb"[\w\-]{0,64}[\"']?[ \t]{0,32}[=:]",
     validator=v.always,
     lookback=64,
     window=400,

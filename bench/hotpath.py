@@ -30,7 +30,10 @@ from sluice.proxy.governance_setup import build_services
 from sluice.proxy.pg_session import PgSession
 from sluice.store.db import Store
 
-TARGETS = ("pass", "governed", "norecord", "colmask")
+# pass: no rules, recording on (the defaults); norecord: no rules, recording
+# off (the bench's sluice-pass); policy: + the ai-agent policy; masking: +
+# content masking (governed without recording); governed: all of it.
+TARGETS = ("norecord", "pass", "policy", "masking", "governed", "colmask")
 READ_BYTES = 256 * 1024
 
 
@@ -67,6 +70,13 @@ def _config(target: str, data_dir: Path) -> Config:
         "password": {"env": "UNUSED"},
     }
     raw: dict[str, Any] = {"data_dir": str(data_dir), "connections": [conn]}
+    if target in ("policy", "masking"):
+        conn["recording"] = {"enabled": False}
+        conn["policy"] = "agent"
+        raw["policies"] = [{"name": "agent", "extends": "ai-agent"}]
+    if target == "masking":
+        conn["masking"] = ["pii"]
+        raw["masking"] = {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]}
     if target == "governed":
         conn["policy"] = "agent"
         conn["masking"] = ["pii"]

@@ -18,6 +18,7 @@ from bench.workloads import Sample
 TARGET_ORDER = (
     "direct",
     "pgbouncer",
+    "uvloop-pipe",
     "sluice-pass",
     "sluice-governed",
     "sluice-colmask",

@@ -155,6 +155,16 @@ class Runner:
         if self.wants("pgbench") or self.wants("churn") or self.wants("large"):
             console.print("Starting pgbouncer (session mode, TLS both ways, SCRAM) ...")
             self.endpoints["pgbouncer"] = self.lab.start_pgbouncer()
+        if self.wants("pgbench"):
+            console.print("Starting the reference pipe (uvloop, TLS both ways, no parsing) ...")
+            try:
+                self.endpoints["uvloop-pipe"] = self.lab.start_pipe()
+                self.notes.append(
+                    "uvloop-pipe: bench/pipe.py, a minimal TLS-terminating byte pipe on "
+                    "uvloop (pgbench only): the floor under any Python gateway."
+                )
+            except BenchSetupError as exc:
+                self._setup_failed("the reference pipe", exc)
         console.print("Starting Sluice: pass-through ...")
         self._sluice("sluice-pass", recording=False)
         self.notes.append(
@@ -277,6 +287,7 @@ class Runner:
                     )
 
         main = [n for n in order if n not in ("sluice-colmask", "sluice-pooled")]
+        order = [n for n in order if n != "uvloop-pipe"]  # the pipe runs pgbench only
         if self.wants("pgbench"):
             for clients in (1, 8):
                 for mode in ("simple", "extended", "prepared"):

@@ -263,6 +263,43 @@ class Lab:
             pid=proc.pid,
         )
 
+    # The minimal pipe (a reference peer: the floor under any Python gateway)
+
+    def start_pipe(self) -> Endpoint:
+        assert self.pg is not None
+        home = self.root / "pipe"
+        home.mkdir()
+        # PostgreSQL's own certificate: libpq's SCRAM channel binding hashes it.
+        cert, key = self.pg.data_dir / "server.crt", self.pg.data_dir / "server.key"
+        port = free_port()
+        log = home / "pipe.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.pipe",
+            "--listen",
+            str(port),
+            "--backend",
+            str(self.pg.port),
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            "--ca",
+            str(self.pg.ca_file),
+        ]
+        proc = spawn(argv, log=log)
+        self.stack.callback(_kill_group, proc)
+        wait_port(port, proc, log, "bench.pipe")
+        return Endpoint(
+            name="uvloop-pipe",
+            port=port,
+            dbname=BENCH_DB,
+            user=BENCH_ROLE,
+            password=BENCH_PASSWORD,
+            pid=proc.pid,
+        )
+
     # Sluice
 
     def sluice_config(

@@ -77,6 +77,9 @@ class ApprovalNotifier(Protocol):
 
 log = logging.getLogger(__name__)
 
+# The verdict of every statement on a connection without a policy.
+_NO_POLICY = Allow(rule="no-policy")
+
 # How often a held statement looks for its decision in the store.
 APPROVAL_POLL_SECONDS = 0.02
 
@@ -177,7 +180,7 @@ class SessionGovernance:
         # policy applies to sessions already open.
         services = self._governor.services if self._governor is not None else None
         if services is None or self.connection.policy is None:
-            return Allow(rule="no-policy")
+            return _NO_POLICY
         event = QueryRequested(
             context=self.context, sql=sql, origin=origin, statement_name=statement_name
         )

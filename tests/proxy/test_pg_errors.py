@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sluice.devservers.postgres import ThrowawayPostgres
+from sluice.errors import StoreError
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
 from tests.helpers import GatewayThread
@@ -389,3 +391,39 @@ def _fuzz_token(gateway: GatewayThread) -> str:
     if gateway.port not in _TOKENS:
         _TOKENS[gateway.port] = gateway.token()
     return _TOKENS[gateway.port]
+
+
+def test_a_session_the_store_cannot_record_is_refused_and_its_backend_closed(
+    gateway: GatewayThread, raw: RawClient, pg: ThrowawayPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend is connected while the store records the session; if the
+    store fails, the client gets 58030 and that backend session is closed."""
+    from tests.conftest import APP_PASSWORD
+
+    assert gateway.gateway is not None
+    store = gateway.gateway.store
+    token = gateway.token()
+
+    def store_down(**_: object) -> None:
+        raise StoreError("store error: the database is locked")
+
+    monkeypatch.setattr(store, "start_session", store_down)
+    raw.login("alice", token)
+    fields = raw.error_fields()
+    assert fields["C"] == "58030"
+    assert "cannot record this session" in fields["M"]
+    monkeypatch.undo()
+    direct = pg.dsn(user="app", password=APP_PASSWORD, dbname="app")
+    with psycopg.connect(direct, autocommit=True) as check:
+        deadline = time.monotonic() + 10
+        while True:
+            row = check.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE usename = 'app' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if row == (0,) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert row == (0,)
+    with psycopg.connect(gateway.dsn(token)) as conn:  # the next session is recorded
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,3 +114,20 @@ class GatewayThread:
         sslmode: str = "require",
     ) -> str:
         return f"{driver}://{user}:{token}@127.0.0.1:{self.port}/{dbname}?sslmode={sslmode}"
+
+
+@contextmanager
+def disk_full_for(suffix: str) -> Iterator[None]:
+    """Writes to files whose path ends with `suffix` fail with ENOSPC; others go through."""
+    real_write = os.write
+
+    def write(fd: int, data: Any) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    os.write = write
+    try:
+        yield
+    finally:
+        os.write = real_write

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
 from collections.abc import Iterator
 
 import psycopg
@@ -11,7 +9,7 @@ import pytest
 
 from sluice.devservers.postgres import ThrowawayPostgres
 from tests.conftest import APP_PASSWORD, base_config
-from tests.helpers import GatewayThread
+from tests.helpers import GatewayThread, disk_full_for
 
 
 @pytest.fixture
@@ -24,25 +22,16 @@ def recorded(
 
 
 def test_a_statement_that_cannot_be_recorded_is_refused(
-    recorded: GatewayThread, pg: ThrowawayPostgres, monkeypatch: pytest.MonkeyPatch
+    recorded: GatewayThread, pg: ThrowawayPostgres
 ) -> None:
     token = recorded.token()
-    real_write = os.write
-
-    def disk_full(fd: int, data: bytes | memoryview) -> int:
-        """Session logs hit a full disk; every other write goes through."""
-        if os.readlink(f"/proc/self/fd/{fd}").endswith(".slog"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
     with psycopg.connect(recorded.dsn(token), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-        monkeypatch.setattr(os, "write", disk_full)
-        try:
-            with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
-                conn.execute("CREATE TABLE unrecorded_probe (a int)")
-        finally:
-            monkeypatch.setattr(os, "write", real_write)
+        with (
+            disk_full_for(".slog"),  # session logs hit a full disk
+            pytest.raises(psycopg.errors.InsufficientPrivilege) as info,
+        ):
+            conn.execute("CREATE TABLE unrecorded_probe (a int)")
     assert "could not be recorded" in str(info.value)
     direct = pg.dsn(user="app", password=APP_PASSWORD, dbname="app")
     with psycopg.connect(direct) as check:

@@ -7,9 +7,7 @@ exactly as through the full path, audit every statement, and still refuse
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 from sluice.config import Config, ConnectionRecording
 from sluice.devservers.postgres import ThrowawayPostgres
 from tests.conftest import APP_PASSWORD, base_config
-from tests.helpers import GatewayThread
+from tests.helpers import GatewayThread, disk_full_for
 
 
 def _unrecorded(config: Config) -> Config:
@@ -80,24 +78,16 @@ def test_results_errors_and_transactions_are_those_of_the_backend(
 
 
 def test_a_statement_that_cannot_be_audited_is_refused_and_the_session_goes_on(
-    unrecorded: GatewayThread, pg: ThrowawayPostgres, monkeypatch: pytest.MonkeyPatch
+    unrecorded: GatewayThread, pg: ThrowawayPostgres
 ) -> None:
     token = unrecorded.token()
-    real_write = os.write
-
-    def disk_full(fd: int, data: bytes | memoryview) -> int:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("audit.jsonl"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
     with psycopg.connect(unrecorded.dsn(token), autocommit=True) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-        monkeypatch.setattr(os, "write", disk_full)
-        try:
-            with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
-                conn.execute("CREATE TABLE unaudited_probe (a int)")
-        finally:
-            monkeypatch.setattr(os, "write", real_write)
+        with (
+            disk_full_for("audit.jsonl"),
+            pytest.raises(psycopg.errors.InsufficientPrivilege) as info,
+        ):
+            conn.execute("CREATE TABLE unaudited_probe (a int)")
         assert "could not be recorded" in str(info.value)
         assert conn.execute("SELECT 2").fetchone() == (2,)
     direct = pg.dsn(user="app", password=APP_PASSWORD, dbname="app")

@@ -625,10 +625,7 @@ class PgSession:
                     parts.append(tail)
                     copied = pos
             pos = end
-        if not parts:
-            return bytes(buf[:pos]), pos
-        parts.append(bytes(buf[copied:pos]))
-        return b"".join(parts), pos
+        return _joined(buf, parts, copied, pos)
 
     def _process_backend_light(self, buf: bytearray) -> tuple[bytes, int]:
         """Walk frame boundaries only: for ReadyForQuery and the gateway's own errors."""
@@ -653,10 +650,7 @@ class PgSession:
                     parts.append(replacement)
                     copied = end
             pos = end
-        if not parts:
-            return bytes(buf[:pos]), pos
-        parts.append(bytes(buf[copied:pos]))
-        return b"".join(parts), pos
+        return _joined(buf, parts, copied, pos)
 
     def _on_ready(self, body: bytearray) -> None:
         self.transaction_status = chr(body[0]) if body else "I"
@@ -695,6 +689,14 @@ class PgSession:
         self._client_paused_by_backend = False
         if self._held is None and not self.client.is_closing():
             self.client.resume_reading()
+
+
+def _joined(buf: bytearray, parts: list[bytes], copied: int, pos: int) -> tuple[bytes, int]:
+    """What to send for buf[:pos]: the replaced parts and the rest after `copied`."""
+    if not parts:
+        return bytes(buf[:pos]), pos
+    parts.append(bytes(buf[copied:pos]))
+    return b"".join(parts), pos
 
 
 # Client messages that need no judging when nothing is judged, masked or recorded.

@@ -308,15 +308,18 @@ class PostgresListener:
                 "the gateway cannot record this session",
                 hint="the operator should check the store",
             )
-            await _discard(backend_setup)
+            _discard(backend_setup)
             return
+        except BaseException:  # a bug or cancellation: the backend must not linger
+            _discard(backend_setup)
+            raise
         end = _SessionEnd(gateway, session_id)
         governance: SessionGovernance | None = None
         try:
             try:
                 governance = gateway.governor.session(context, conn)
             except BaseException:
-                await _discard(backend_setup)
+                _discard(backend_setup)
                 raise
             backend, handshake = await backend_setup
             try:
@@ -630,11 +633,16 @@ class PostgresListener:
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,62}$")
 
 
-async def _discard(backend_setup: asyncio.Future[tuple[FrameReceiver, BackendHandshake]]) -> None:
-    """Close the backend session being set up for a client that will not use it."""
-    with contextlib.suppress(Exception):
-        backend, _ = await backend_setup
-        backend.close()
+def _discard(backend_setup: asyncio.Future[tuple[FrameReceiver, BackendHandshake]]) -> None:
+    """Close the backend session being set up for a client that will not use it,
+    as soon as it is set up (without waiting for that here)."""
+
+    def close(done: asyncio.Future[tuple[FrameReceiver, BackendHandshake]]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            backend, _ = done.result()
+            backend.close()
+
+    backend_setup.add_done_callback(close)
 
 
 def _poolable_startup(startup: m.StartupMessage) -> bool:

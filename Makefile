@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt setup.py src/sluice/protocols/postgres/
 	touch $(STAMP)
 
 system-deps:
-	scripts/install-system-deps.sh
+	PYTHON=$(PYTHON) scripts/install-system-deps.sh
 
 demo: system-deps $(STAMP)
 	$(BIN)/sluice demo

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages Sluice's demo, tests and benchmarks use:
-# PostgreSQL server and clients (initdb, psql, pgbench, pg_dump) and pgbouncer.
+# PostgreSQL server and clients (initdb, psql, pgbench, pg_dump) and pgbouncer,
+# and a C compiler with Python's headers for the compiled hot-path loops.
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,11 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v pgbench >/dev/null || missing+=(postgresql-contrib)
 command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 command -v runuser >/dev/null || missing+=(util-linux)
+# The compiled hot-path loops (src/sluice/protocols/postgres/_speedups.c).
+command -v gcc >/dev/null || missing+=(gcc)
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || missing+=(python3-dev)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -272,8 +272,7 @@ class PgSessionMasking:
         self._plan_columns: list[ResultColumn] | None = None
         self._constant_plan: RowMasker | None = None
         self._lineages: dict[tuple[str, int], list[ColumnLineage]] = {}
-        self._constants: dict[int, bytes | None] | None = None
-        self._replacements: tuple[bytes | None, ...] = ()
+        self._replacements: tuple[bytes | None, ...] | None = None
         self._columns: list[ResultColumn] = []
         self._stats: MaskStats | None = None
         self._copy: CopyMasker | None = None
@@ -392,17 +391,18 @@ class PgSessionMasking:
         def row_end(i: int) -> int:
             return starts[i + 1] if i + 1 < count else size
 
-        constants = self._constant_columns(plan)
-        if constants is not None:
+        replacements = self._constant_columns(plan)
+        if replacements is not None:
             try:
-                spliced, masked_values = splice_columns(region, starts, self._replacements)
+                spliced, masked_values = splice_columns(region, starts, replacements)
             except ValueError as exc:
                 raise MaskingError(str(exc)) from None
             if masked_values:
+                replaced = [i for i, new in enumerate(replacements) if new is not None]
                 stats = MaskStats.of(
                     masked_values,
                     Counter(),
-                    Counter({shape.fields[i].name: masked_values for i in constants}),
+                    Counter({shape.fields[i].name: masked_values for i in replaced}),
                 )
                 self._stats = stats if self._stats is None else self._stats + stats
             return spliced if masked_values else None
@@ -435,51 +435,42 @@ class PgSessionMasking:
         out += region[copied:]
         return bytes(out)
 
-    def _constant_columns(self, plan: RowMasker) -> dict[int, bytes | None] | None:
+    def _constant_columns(self, plan: RowMasker) -> tuple[bytes | None, ...] | None:
         """Replacements of a plan that only swaps whole columns for fixed values.
 
         Column rules with `null`, or `redact` on a text column, replace every
         value with the same bytes: such rows are rewritten by splicing bytes,
         without decoding the other columns. None: the plan needs the full path.
         """
-        if plan is self._constant_plan:
-            return self._constants
-        constants: dict[int, bytes | None] | None = self._plan_constants(plan)
-        self._constant_plan, self._constants = plan, constants
-        if constants:
-            # Per column up to the last replaced one: None (kept) or the new
-            # value with its length in front (-1 for NULL).
-            self._replacements = tuple(
-                None
-                if i not in constants
-                else NULL_VALUE
-                if constants[i] is None
-                else _LENGTH.pack(len(constants[i] or b"")) + (constants[i] or b"")
-                for i in range(max(constants) + 1)
-            )
-        return constants
+        if plan is not self._constant_plan:
+            self._constant_plan = plan
+            self._replacements = self._plan_constants(plan)
+        return self._replacements
 
-    def _plan_constants(self, plan: Any) -> dict[int, bytes | None] | None:
+    def _plan_constants(self, plan: Any) -> tuple[bytes | None, ...] | None:
+        """Per column up to the last replaced one: None (kept) or the new value
+        with its length in front (-1 for NULL), as `splice_columns` takes them."""
         whole = getattr(plan, "_whole", ())
         if getattr(plan, "_scan", ()) or not whole:
             return None
-        constants: dict[int, bytes | None] = {}
+        constants: dict[int, bytes] = {}
         for rule in whole:
             col = rule.column
             if rule.action.strategy is Strategy.NULL:
-                constants[rule.index] = None
+                constants[rule.index] = NULL_VALUE
             elif (
                 rule.action.strategy is Strategy.REDACT
                 and is_text_like(col.type_oid, col.format)
                 and col.type_oid not in JSON_TYPES
             ):
                 replacer = self.masker._replacer
-                constants[rule.index] = mask_whole_value(
-                    b"x", col.type_oid, col.format, rule.action, replacer
+                value = mask_whole_value(b"x", col.type_oid, col.format, rule.action, replacer)
+                constants[rule.index] = (
+                    NULL_VALUE if value is None else _LENGTH.pack(len(value)) + value
                 )
             else:
                 return None
-        return constants
+        return tuple(constants.get(i) for i in range(max(constants) + 1))
 
     def result_done(self) -> None:
         """Audit what one result had masked: counts only, never values."""

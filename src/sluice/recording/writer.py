@@ -104,6 +104,16 @@ def _wire_chunks(data: bytes, count: int, limit: int) -> list[tuple[bytes, int]]
     return chunks
 
 
+def _wire_fields(data: bytes, count: int, formats: list[int]) -> dict[str, Any]:
+    """The members of `count` rows recorded as their wire messages."""
+    return {
+        "encoding": WIRE_ENCODING,
+        "formats": formats,
+        "count": count,
+        "wire": base64.b64encode(data).decode("ascii"),
+    }
+
+
 def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
     fields: dict[str, Any]
     if isinstance(verdict, Allow):
@@ -406,13 +416,7 @@ class Recorder:
             if self._capped:
                 self._rows_dropped += rows
                 continue
-            fields = {
-                "encoding": WIRE_ENCODING,
-                "formats": formats,
-                "count": rows,
-                "wire": base64.b64encode(chunk).decode("ascii"),
-            }
-            line, digest = self._encode(_ROWS, fields)
+            line, digest = self._encode(_ROWS, _wire_fields(chunk, rows, formats))
             if self._size + len(line) > self._max_bytes:
                 self._capped = True
                 self._rows_dropped += rows
@@ -443,13 +447,7 @@ class Recorder:
             return
         if self._wire and not self._capped:
             data, count, formats = self._take_wire()
-            fields = {
-                "tag": tag,
-                "encoding": WIRE_ENCODING,
-                "formats": formats,
-                "count": count,
-                "wire": base64.b64encode(data).decode("ascii"),
-            }
+            fields = {"tag": tag, **_wire_fields(data, count, formats)}
             line, digest = self._encode(_COMPLETE, fields)
             if self._size + len(line) <= self._max_bytes and len(line) <= MAX_RECORD_BYTES:
                 self._commit(line, digest)

@@ -1,7 +1,8 @@
 """Build of the optional C speedups; everything else is in pyproject.toml.
 
 `optional=True`: without a compiler the install still succeeds and Sluice
-uses the pure-Python versions (sluice.protocols.postgres.rows).
+uses the pure-Python versions (sluice.protocols.postgres.rows,
+sluice.masking.hits).
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,12 @@ setup(
             ["src/sluice/protocols/postgres/_speedups.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "sluice.masking._hits",
+            ["src/sluice/masking/_hits.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 
 from sluice.masking.errors import MaskingConfigError
+from sluice.masking.hits import Finding
 from sluice.masking.ner import NerAnalyzer
-from sluice.masking.scanner import Finding
 from tests.masking.conftest import engine
 
 HAS_PRESIDIO = importlib.util.find_spec("presidio_analyzer") is not None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sluice.masking.detectors import BUILTIN_DETECTORS, regex_detector
-from sluice.masking.scanner import Finding, Scanner
+from sluice.masking.hits import Finding
+from sluice.masking.scanner import Scanner
 
 DETECTORS = list(BUILTIN_DETECTORS.values())
 TEXT = (

@@ -15,6 +15,7 @@ from sluice.masking.config import (
 from sluice.masking.copy import CopyFormat, CopyMasker
 from sluice.masking.detectors import BUILTIN_DETECTORS, Detector, Pattern
 from sluice.masking.errors import MaskingConfigError, MaskingError
+from sluice.masking.hits import Finding
 from sluice.masking.lineage import (
     Catalog,
     OutputColumn,
@@ -34,7 +35,7 @@ from sluice.masking.model import (
     TableRef,
 )
 from sluice.masking.pgtypes import coerce_masked, mask_whole_value
-from sluice.masking.scanner import Finding, Scanner
+from sluice.masking.scanner import Scanner
 from sluice.masking.strategies import Action, Replacer, Strategy
 
 __all__ = [

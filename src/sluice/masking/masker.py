@@ -25,6 +25,7 @@ from sluice.masking.detectors import (
     wordlist_detector,
 )
 from sluice.masking.errors import MaskingConfigError, MaskingError
+from sluice.masking.hits import Finding
 from sluice.masking.model import (
     EMPTY_STATS,
     ColumnLineage,
@@ -33,7 +34,7 @@ from sluice.masking.model import (
     ResultColumn,
     TableRef,
 )
-from sluice.masking.scanner import Backend, Finding, Scanner
+from sluice.masking.scanner import Backend, Scanner
 from sluice.masking.strategies import (
     COLUMN_KIND,
     REDACT,

@@ -12,7 +12,7 @@ from typing import Any
 
 from sluice.masking.config import NerSpec
 from sluice.masking.errors import MaskingConfigError
-from sluice.masking.scanner import Finding
+from sluice.masking.hits import Finding
 
 INSTALL_HINT = (
     "pip install 'sluice[ner]' (presidio-analyzer and a spaCy English model such as en-core-web-sm)"

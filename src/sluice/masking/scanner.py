@@ -13,23 +13,16 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
+from sluice.masking import hits
 from sluice.masking.detectors import Detector, Pattern
+from sluice.masking.hits import SEPARATOR, Fast, Finding, RawFinding
 from sluice.masking.validators import CONTEXT_BYTES, Validator
 
 Backend = Literal["hyperscan", "re2", "re"]
-SEPARATOR = b"\x00"
-
-
-class Finding(NamedTuple):
-    """A validated span [start, end) of one detector in a buffer or value."""
-
-    start: int
-    end: int
-    detector: str
 
 
 def _hyperscan() -> Any:
@@ -56,16 +49,6 @@ class _Entry:
     checks: tuple[tuple[str, Validator], ...]
 
 
-# Per hyperscan id: match, value groups, needs context, checks, entry if windowed.
-_Fast = tuple[
-    Callable[[bytes, int], "re.Match[bytes] | None"],
-    tuple[str, ...],
-    bool,
-    tuple[tuple[str, Validator], ...],
-    "_Entry | None",
-]
-
-
 def _entries(detectors: Sequence[Detector]) -> tuple[_Entry, ...]:
     groups: dict[tuple[bytes, bytes, int, int], list[tuple[Pattern, str]]] = {}
     for d in detectors:
@@ -77,19 +60,9 @@ def _entries(detectors: Sequence[Detector]) -> tuple[_Entry, ...]:
     )
 
 
-def _finding(t: tuple[int, int, str]) -> Finding:
-    # tuple.__new__ skips the NamedTuple constructor's Python-level wrapper.
-    return tuple.__new__(Finding, t)
-
-
 # Detectors with this priority or more are secrets: they name a merged span
 # whatever its length (a password inside a URL that also looks like an email).
 SECRET_PRIORITY = 80
-
-
-def _rank(priority: int, length: int) -> tuple[bool, int, int]:
-    """Secrets first, then the longest finding, then the highest priority."""
-    return (priority >= SECRET_PRIORITY, length, priority)
 
 
 class Scanner:
@@ -102,7 +75,7 @@ class Scanner:
         self._local = threading.local()
         self._hs_db: Any = None
         self._hs_ids: tuple[int, ...] = ()
-        self._fast: tuple[_Fast, ...] = ()
+        self._fast: tuple[Fast, ...] = ()
         self._slow: tuple[int, ...] = ()  # entries the automaton could not take
         self._re2_set: Any = None
         self._re2_ids: tuple[int, ...] = ()
@@ -174,22 +147,20 @@ class Scanner:
         raw = self._raw(buf)
         if not raw:
             return []
-        return [_finding(f) for f in self._merge(raw)]
+        raw.sort()
+        # One value: every merged span lies inside it.
+        return hits.place(
+            raw, (buf,), self._priority, SECRET_PRIORITY, Finding, self._place_across
+        )[0]
 
-    def _raw(self, buf: bytes) -> list[tuple[int, int, str]]:
+    def _raw(self, buf: bytes) -> list[RawFinding]:
         """Validated, unmerged findings."""
-        raw: list[tuple[int, int, str]] = []
+        raw: list[RawFinding] = []
         if self._hs_db is not None:
-            hits: list[int] = []
-            append = hits.append
-            n = len(self._hs_ids)
-
-            def on_match(idx: int, start: int, end: int, flags: int, ctx: object) -> None:
-                append(start * n + idx)
-
-            self._hs_db.scan(buf, match_event_handler=on_match, scratch=self._scratch())
-            if hits:
-                self._validate_hits(buf, hits, n, raw)
+            collector = hits.Collector(len(self._hs_ids))
+            self._hs_db.scan(buf, match_event_handler=collector, scratch=self._scratch())
+            if len(collector):
+                hits.validate(collector, buf, self._fast, self._exact_window, raw, CONTEXT_BYTES)
         elif self._re2_set is not None:
             for idx in self._re2_set.Match(buf) or ():
                 self._exact_all(self._entries[self._re2_ids[idx]], buf, raw)
@@ -197,49 +168,7 @@ class Scanner:
             self._exact_all(self._entries[i], buf, raw)
         return raw
 
-    def _validate_hits(
-        self, buf: bytes, hits: list[int], n: int, out: list[tuple[int, int, str]]
-    ) -> None:
-        """Exact regex and validators at each distinct (start, pattern) hit.
-
-        The hot loop of PII-dense data: kept flat on purpose.
-        """
-        fast = self._fast
-        append = out.append
-        for key in set(hits):
-            start, idx = divmod(key, n)
-            match, groups, context, checks, entry = fast[idx]
-            if entry is not None:  # anchor may start after the match: search a window
-                self._exact_window(entry, buf, start, out)
-                continue
-            m = match(buf, start)
-            if m is None:
-                continue
-            if groups:
-                for g in groups:
-                    if m.group(g) is not None:
-                        s, e = m.span(g)
-                        break
-                else:
-                    continue
-                if e <= s:
-                    continue
-            else:
-                s = start
-                e = m.end()
-            value = buf[s:e]
-            before = buf[max(0, s - CONTEXT_BYTES) : s].rpartition(SEPARATOR)[2] if context else b""
-            for name, validator in checks:
-                try:
-                    valid = validator(value, before)
-                except Exception:  # a validator bug must not unmask: fail closed
-                    valid = True
-                if valid:
-                    append((s, e, name))
-
-    def _exact_window(
-        self, entry: _Entry, buf: bytes, start: int, out: list[tuple[int, int, str]]
-    ) -> None:
+    def _exact_window(self, entry: _Entry, buf: bytes, start: int, out: list[RawFinding]) -> None:
         pattern = entry.pattern
         lo = max(buf.rfind(SEPARATOR, max(0, start - pattern.lookback), start) + 1, 0)
         lo = max(lo, start - pattern.lookback)
@@ -252,14 +181,12 @@ class Scanner:
             self._accept(entry, buf, m, out)
             pos = max(m.end(), m.start() + 1)
 
-    def _exact_all(self, entry: _Entry, buf: bytes, out: list[tuple[int, int, str]]) -> None:
+    def _exact_all(self, entry: _Entry, buf: bytes, out: list[RawFinding]) -> None:
         for m in entry.pattern.compiled.finditer(buf):
             self._accept(entry, buf, m, out)
 
     @staticmethod
-    def _accept(
-        entry: _Entry, buf: bytes, m: re.Match[bytes], out: list[tuple[int, int, str]]
-    ) -> None:
+    def _accept(entry: _Entry, buf: bytes, m: re.Match[bytes], out: list[RawFinding]) -> None:
         pattern = entry.pattern
         if pattern.value_groups:
             for g in pattern.value_groups:
@@ -284,23 +211,6 @@ class Scanner:
             if valid:
                 out.append((s, e, name))
 
-    def _merge(self, found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-        """Merge overlapping findings into one span named by the best-ranked finding."""
-        found.sort()
-        prio = self._priority
-        merged: list[tuple[int, int, str]] = []
-        cs, ce, cn = found[0]
-        for s, e, name in found[1:]:
-            if s < ce:
-                if _rank(prio.get(name, 0), e - s) > _rank(prio.get(cn, 0), ce - cs):
-                    cn = name
-                ce = max(ce, e)
-            else:
-                merged.append((cs, ce, cn))
-                cs, ce, cn = s, e, name
-        merged.append((cs, ce, cn))
-        return merged
-
     def scan_many(self, values: Sequence[bytes]) -> dict[int, list[Finding]]:
         """Findings per value index (only values with findings), offsets within the value.
 
@@ -317,38 +227,7 @@ class Scanner:
         if not raw:
             return {}
         raw.sort()
-        prio = self._priority
-        out: dict[int, list[Finding]] = {}
-        new = tuple.__new__
-        # One pass: merge overlapping findings into clusters and place each
-        # cluster in the value it falls in (both are sorted by offset).
-        i = 0
-        base = 0
-        vend = len(values[0])
-        last = len(values) - 1
-        cs, ce, cn = raw[0]
-        for s, e, name in (*raw[1:], (-1, -1, "")):
-            if s >= 0 and s < ce:
-                if _rank(prio.get(name, 0), e - s) > _rank(prio.get(cn, 0), ce - cs):
-                    cn = name
-                if e > ce:
-                    ce = e
-                continue
-            while cs >= vend and i < last:
-                i += 1
-                base = vend + 1
-                vend = base + len(values[i])
-            if ce <= vend:  # the usual case: inside one value
-                hit = new(Finding, (cs - base, ce - base, cn))
-                lst = out.get(i)
-                if lst is None:
-                    out[i] = [hit]
-                else:
-                    lst.append(hit)
-            else:
-                self._place_across(values, out, i, base, vend, cs, ce, cn)
-            cs, ce, cn = s, e, name
-        return out
+        return hits.place(raw, values, self._priority, SECRET_PRIORITY, Finding, self._place_across)
 
     @staticmethod
     def _place_across(
@@ -366,7 +245,7 @@ class Scanner:
         while True:
             s, e = max(fs, jbase), min(fe, jend)
             if s < e:
-                out.setdefault(j, []).append(_finding((s - jbase, e - jbase, name)))
+                out.setdefault(j, []).append(Finding(s - jbase, e - jbase, name))
             if fe <= jend or j >= last:
                 return
             j += 1

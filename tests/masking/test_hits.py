@@ -1,0 +1,195 @@
+"""The scanner's per-hit loops: the compiled and the Python versions agree."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice.masking import hits
+from sluice.masking.hits import Finding, RawFinding
+from sluice.masking.scanner import Scanner
+
+Impl = tuple[Any, Any, Any]
+LOOPS: list[tuple[str, Impl]] = [("python", (hits.PyCollector, hits.py_validate, hits.py_place))]
+if hits.COMPILED:
+    from sluice.masking import _hits
+
+    LOOPS.append(("compiled", (_hits.Collector, _hits.validate, _hits.place)))
+IMPLEMENTATIONS = [pytest.param(impl, id=name) for name, impl in LOOPS]
+
+
+def test_the_compiled_loops_are_built_where_a_compiler_is() -> None:
+    """The install builds them (setup.py); CI machines have gcc and the headers."""
+    assert hits.COMPILED
+
+
+def _even(value: bytes, before: bytes) -> bool:
+    return len(value) % 2 == 0
+
+
+def _raises_on_z(value: bytes, before: bytes) -> bool:
+    if b"z" in value:
+        raise RuntimeError("validator bug")
+    return b"y" not in before
+
+
+def _odd_context(value: bytes, before: bytes) -> bool:
+    """Depends on exactly how much context the loop hands over."""
+    return len(before) % 2 == 1
+
+
+DIGITS = re.compile(rb"\d+")
+GROUPED = re.compile(rb"(?:k=(?P<v>[a-z]+)|(?P<w>x+))")
+WORD = re.compile(rb"[a-z]+")
+
+
+def _window(entry: Any, buf: bytes, start: int, out: list[RawFinding]) -> None:
+    """Stands for the scanner's windowed search: a fixed span around the hit."""
+    out.append((max(0, start - 1), min(len(buf), start + 2), entry))
+
+
+def _always(value: bytes, before: bytes) -> bool:
+    return True
+
+
+FAST: tuple[hits.Fast, ...] = (
+    (DIGITS.match, (), False, (("digits", _even), ("number", _always)), None),
+    (GROUPED.match, ("v", "w"), True, (("pair", _raises_on_z), ("odd", _odd_context)), None),
+    (WORD.match, (), True, (("word", _raises_on_z), ("even_word", _even)), None),
+    (WORD.match, (), False, (), "windowed"),
+)
+
+
+def _run_validate(impl: Impl, buf: bytes, keys: Sequence[tuple[int, int]]) -> list[RawFinding]:
+    collector_type, validate, _ = impl
+    collector = collector_type(len(FAST))
+    for idx, start in keys:
+        collector(idx, start, start + 1, 0, None)
+    out: list[RawFinding] = []
+    validate(collector, buf, FAST, _window, out, 5)
+    return sorted(out)
+
+
+buffers = st.binary(max_size=60).map(lambda b: bytes(b"az09 =kxy\x00"[c % 10] for c in b))
+
+
+@settings(max_examples=300, deadline=None)
+@given(buf=buffers, data=st.data())
+def test_validate_gives_the_same_findings(buf: bytes, data: st.DataObject) -> None:
+    keys = data.draw(
+        st.lists(st.tuples(st.integers(0, len(FAST) - 1), st.integers(0, len(buf) + 3)))
+    )
+    results = [_run_validate(impl, buf, keys) for _, impl in LOOPS]
+    assert all(r == results[0] for r in results)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_validate_runs_each_distinct_hit_once_and_fails_closed(impl: Impl) -> None:
+    buf = b"ab 1234\x00yk=zz x"
+    found = _run_validate(impl, buf, [(0, 3), (0, 3), (1, 9), (2, 0), (3, 14)])
+    assert found == [
+        (0, 2, "even_word"),  # "ab": even; context-free of "y"
+        (0, 2, "word"),
+        (3, 7, "digits"),
+        (3, 7, "number"),
+        (11, 13, "odd"),  # context "yk=": odd
+        (11, 13, "pair"),  # "zz": the validator raised, so it counts as found
+        (13, 15, "windowed"),
+    ]
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_context_stops_at_the_value_separator(impl: Impl) -> None:
+    # "y" before "ab" in the same value hides it from `_raises_on_z`; across a NUL it does not.
+    assert ("word" in {n for _, _, n in _run_validate(impl, b"y ab", [(2, 2)])}) is False
+    assert ("word" in {n for _, _, n in _run_validate(impl, b"y\x00ab", [(2, 2)])}) is True
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_a_base_exception_in_a_validator_is_not_swallowed(impl: Impl) -> None:
+    def interrupted(value: bytes, before: bytes) -> bool:
+        raise KeyboardInterrupt
+
+    collector_type, validate, _ = impl
+    collector = collector_type(1)
+    collector(0, 0, 1, 0, None)
+    with pytest.raises(KeyboardInterrupt):
+        validate(
+            collector,
+            b"abc",
+            ((WORD.match, (), False, (("w", interrupted),), None),),
+            _window,
+            [],
+            5,
+        )
+
+
+def test_the_compiled_collector_refuses_bad_hits() -> None:
+    if not hits.COMPILED:
+        pytest.skip("not built")
+    collector = _hits.Collector(2)
+    with pytest.raises(ValueError, match="out of range"):
+        collector(2, 0, 0, 0, None)
+    with pytest.raises(ValueError, match="out of range"):
+        collector(0, -1, 0, 0, None)
+    with pytest.raises(TypeError):
+        collector(0)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="must be positive"):
+        _hits.Collector(0)
+    with pytest.raises(ValueError, match="one fast entry per pattern"):
+        _hits.validate(collector, b"", FAST, _window, [], 5)  # 4 entries for n = 2
+
+
+PRIORITY = {"a": 10, "b": 50, "c": 10, "s": 90, "t": 85}
+
+
+def _across(
+    values: Sequence[bytes],
+    out: dict[int, list[Finding]],
+    j: int,
+    jbase: int,
+    jend: int,
+    fs: int,
+    fe: int,
+    name: str,
+) -> None:
+    Scanner._place_across(values, out, j, jbase, jend, fs, fe, name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_place_gives_the_same_findings(data: st.DataObject) -> None:
+    values = data.draw(st.lists(st.binary(min_size=0, max_size=8), min_size=1, max_size=6))
+    size = len(b"\x00".join(values))
+    spans = data.draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, max(0, size - 1)), st.integers(1, 6), st.sampled_from("abcstx")
+            )
+        )
+    )
+    raw = sorted((s, min(size, s + n), name) for s, n, name in spans if s < size)
+    results = [impl[2](list(raw), values, PRIORITY, 80, Finding, _across) for _, impl in LOOPS]
+    assert all(r == results[0] for r in results)
+    for found in results[-1].values():
+        assert all(type(f) is Finding for f in found)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_place_merges_overlaps_and_ranks_secrets_first(impl: Impl) -> None:
+    values = [b"0123456789", b"abcdef"]
+    raw = [(0, 8, "b"), (2, 4, "s"), (5, 9, "a"), (11, 13, "a"), (12, 14, "b")]
+    out = impl[2](raw, values, PRIORITY, 80, Finding, _across)
+    # The secret names the merged span though it is shorter; at equal length, the higher priority.
+    assert out == {0: [Finding(0, 9, "s")], 1: [Finding(0, 3, "b")]}
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_place_clips_a_span_across_values(impl: Impl) -> None:
+    out = impl[2]([(2, 6, "a")], [b"abc", b"def"], PRIORITY, 80, Finding, _across)
+    assert out == {0: [Finding(2, 3, "a")], 1: [Finding(0, 2, "a")]}

@@ -28,6 +28,7 @@ from sluice.protocols.postgres.framing import frame
 from sluice.proxy.governance import Governor
 from sluice.proxy.governance_setup import build_services
 from sluice.proxy.pg_session import PgSession
+from sluice.proxy.runner import tune_gc
 from sluice.store.db import Store
 
 # pass: no rules, recording on (the defaults); norecord: no rules, recording
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prepared", action="store_true", help="pgbench -M prepared messages instead"
     )
     args = parser.parse_args(argv)
+    tune_gc()  # as `sluice serve` runs
     for target in args.target or TARGETS:
         micros = asyncio.run(
             _run(target, args.n, args.profile, rows=args.rows, pii=args.pii, prepared=args.prepared)

@@ -31,6 +31,7 @@ from sluice.masking import pgtypes
 from sluice.masking.config import MaskingSpec
 from sluice.masking.masker import MaskingEngine
 from sluice.masking.model import ColumnLineage, ResultColumn
+from sluice.proxy.runner import tune_gc
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 Rows = list[list[bytes | None]]
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-presidio", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "masking_throughput.json"))
     args = parser.parse_args(argv)
+    tune_gc()  # as `sluice serve` runs
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
 

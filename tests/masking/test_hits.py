@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.masking import hits
+from sluice.masking import validators as v
 from sluice.masking.hits import Finding, RawFinding
 from sluice.masking.scanner import Scanner
+from sluice.masking.validators import Validator
 
 Impl = tuple[Any, Any, Any]
 LOOPS: list[tuple[str, Impl]] = [("python", (hits.PyCollector, hits.py_validate, hits.py_place))]
@@ -193,3 +195,65 @@ def test_place_merges_overlaps_and_ranks_secrets_first(impl: Impl) -> None:
 def test_place_clips_a_span_across_values(impl: Impl) -> None:
     out = impl[2]([(2, 6, "a")], [b"abc", b"def"], PRIORITY, 80, Finding, _across)
     assert out == {0: [Finding(2, 3, "a")], 1: [Finding(0, 2, "a")]}
+
+
+# The compiled validators: each against its Python reference, on input shaped
+# like what its pattern matches and on arbitrary bytes.
+VALIDATORS = [
+    ("card", v.py_card_ok, v.card_ok, b"0123456789 -4"),
+    ("ssn", v.py_ssn_ok, v.ssn_ok, b"0123456789 -69"),
+    ("email", v.py_email_ok, v.email_ok, b"ab.@PNGjsx1-_"),
+    ("phone", v.py_phone_ok, v.phone_ok, b"0123456789+1 ()-.xt"),
+    ("ip_public", v.py_ip_public_ok, v.ip_public_ok, b"0123456789.:1"),
+    ("ip_private", v.py_ip_private_ok, v.ip_private_ok, b"0123456789.:1"),
+]
+
+
+def _outcome(validator: Validator, value: bytes, before: bytes) -> object:
+    """The answer, or the exception raised (the scanner counts that as a hit)."""
+    try:
+        return validator(value, before)
+    except Exception as exc:
+        return type(exc)
+
+
+def _shaped(alphabet: bytes) -> st.SearchStrategy[bytes]:
+    return st.lists(st.sampled_from(list(alphabet)), max_size=24).map(bytes)
+
+
+SAMPLES = [
+    b"4111 1111 1111 1111", b"4111-1111-1111-1111", b"4111 1111-1111 1111", b"378282246310005",
+    b"6011111111111117", b"5555555555554444", b"2221000000000009", b"3530111333300000",
+    b"30569309025904", b"3000000000007", b"6200000000000005", b"2200000000000004",
+    b"4111_1111_1111_1111",
+    b"123-45-6789", b"000-12-3456", b"666-12-3456", b"900-12-3456", b"123-00-6789",
+    b"123-45-0000", b"123 45 6789", b"123-45 6789",
+    b"a@b.com", b"a@b.PNG", b"icon@2x.png", b".a@b.com", b"a.@b.com", b"a..b@c.com", b"@b.com",
+    b"a@b", b"a@b." + b"x" * 70,
+    b"(212) 555-1234", b"212-555-1234", b"+1 212 555 1234", b"1-212-555-1234", b"+44 20 7946 0958",
+    b"+49 (0)30 123456", b"2 212 555 1234", b"212-555-1234 x12", b"123-456-7890", b"0" * 20,
+    b"8.8.8.8", b"10.1.2.3", b"192.168.1.1", b"172.16.0.1", b"100.64.1.1", b"01.2.3.4",
+    b"1.2.3", b"1.2.3.4.", b"1.2.3.4.5", b"256.1.1.1", b"1..2.3", b"fe80::1", b"2001:4860::1",
+]  # fmt: skip
+BEFORE = [b"", b"version ", b"v", b"ip=", b"at ", b"x\x00"]
+
+
+@pytest.mark.parametrize(("kind", "reference", "compiled", "alphabet"), VALIDATORS)
+def test_each_compiled_validator_answers_as_its_reference(
+    kind: str, reference: Validator, compiled: Validator, alphabet: bytes
+) -> None:
+    assert hits.COMPILED
+    assert type(compiled) is not type(reference)
+    for value in SAMPLES:
+        for before in BEFORE:
+            expected = _outcome(reference, value, before)
+            assert _outcome(compiled, value, before) == expected, (kind, value, before)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_compiled_validators_agree_on_shaped_and_arbitrary_input(data: st.DataObject) -> None:
+    kind, reference, compiled, alphabet = data.draw(st.sampled_from(VALIDATORS))
+    value = data.draw(st.one_of(_shaped(alphabet), st.binary(max_size=24)))
+    before = data.draw(st.one_of(st.sampled_from(BEFORE), st.binary(max_size=8)))
+    assert _outcome(compiled, value, before) == _outcome(reference, value, before), kind

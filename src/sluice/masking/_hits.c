@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -501,6 +502,349 @@ fail:
     return NULL;
 }
 
+
+/* ----------------------------------------------------------- FastValidator */
+
+/*
+ * FastValidator(kind, reference, data): a validator with the same answers as
+ * its Python `reference` (sluice.masking.validators), computed in C for the
+ * common shapes of input and by calling `reference` for the rest. `data` is
+ * what the kind needs from Python: the file-extension set (email), the NANP
+ * fullmatch (phone), the private IPv4 (network, mask) pairs (ip_*).
+ */
+enum kind { K_CARD, K_SSN, K_EMAIL, K_PHONE, K_IP_PUBLIC, K_IP_PRIVATE };
+
+static const char *const KIND_NAMES[] = {"card", "ssn", "email", "phone", "ip_public", "ip_private", NULL};
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    int kind;
+    PyObject *reference;
+    PyObject *data;
+    uint32_t nets[32][2]; /* ip_*: (network, mask) */
+    Py_ssize_t nnets;
+} FastValidator;
+
+static inline int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* Digits of `v` without blanks and dashes, as the reference's two replace(). */
+static Py_ssize_t strip_separators(const char *v, Py_ssize_t n, char *out, Py_ssize_t cap, int *spaces, int *dashes)
+{
+    Py_ssize_t k = 0;
+    *spaces = *dashes = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (v[i] == ' ')
+            *spaces = 1;
+        else if (v[i] == '-')
+            *dashes = 1;
+        else if (k < cap)
+            out[k++] = v[i];
+        else
+            return -1; /* longer than any answer needs */
+    }
+    return k;
+}
+
+static int prefix_int(const char *d, int n)
+{
+    int x = 0;
+    for (int i = 0; i < n; i++)
+        x = x * 10 + (d[i] - '0');
+    return x;
+}
+
+/* 1 valid, 0 not, -1 outside the fast path (ask the reference). */
+static int card_fast(const char *v, Py_ssize_t n)
+{
+    char d[20];
+    int spaces, dashes;
+    Py_ssize_t len = strip_separators(v, n, d, sizeof d, &spaces, &dashes);
+    if (len < 0 || len < 12 || len > 19)
+        return 0;
+    if (spaces && dashes)
+        return 0;
+    for (Py_ssize_t i = 0; i < len; i++)
+        if (!is_digit(d[i]))
+            return -1; /* int() of odd bytes: the reference decides */
+    int p2 = prefix_int(d, 2), p3 = prefix_int(d, 3), p4 = prefix_int(d, 4), p6 = prefix_int(d, 6);
+    int issuer;
+    if (d[0] == '4')
+        issuer = len == 13 || len == 16 || len == 19;
+    else if ((p2 >= 51 && p2 <= 55) || (p4 >= 2221 && p4 <= 2720))
+        issuer = len == 16;
+    else if (p2 == 34 || p2 == 37)
+        issuer = len == 15;
+    else if (p4 == 6011 || (p3 >= 644 && p3 <= 649) || p2 == 65 || (p6 >= 622126 && p6 <= 622925))
+        issuer = len >= 16;
+    else if (p2 == 35)
+        issuer = len >= 16;
+    else if ((p3 >= 300 && p3 <= 305) || p2 == 36 || p2 == 38 || p2 == 39 || p4 == 3095)
+        issuer = len >= 14;
+    else if (p2 == 62 || p2 == 81)
+        issuer = len >= 16;
+    else if (p2 == 50 || (p2 >= 56 && p2 <= 69))
+        issuer = 1;
+    else
+        issuer = p4 >= 2200 && p4 <= 2204 && len == 16;
+    if (!issuer)
+        return 0;
+    int total = 0;
+    for (Py_ssize_t i = len - 1, odd = 1; i >= 0; i--, odd = !odd) {
+        int x = d[i] - '0';
+        total += odd ? x : (x < 5 ? 2 * x : 2 * x - 9);
+    }
+    return total % 10 == 0;
+}
+
+static int ssn_fast(const char *v, Py_ssize_t n)
+{
+    char d[10];
+    int spaces, dashes;
+    Py_ssize_t len = strip_separators(v, n, d, sizeof d, &spaces, &dashes);
+    if (len != 9 || (spaces && dashes))
+        return 0;
+    if (memcmp(d, "000", 3) == 0 || memcmp(d, "666", 3) == 0 || d[0] == '9')
+        return 0;
+    return memcmp(d + 3, "00", 2) != 0 && memcmp(d + 5, "0000", 4) != 0;
+}
+
+static int email_fast(FastValidator *self, const char *v, Py_ssize_t n)
+{
+    Py_ssize_t at = -1;
+    for (Py_ssize_t i = n - 1; i >= 0; i--)
+        if (v[i] == '@') {
+            at = i;
+            break;
+        }
+    if (at <= 0 || v[0] == '.' || v[at - 1] == '.')
+        return 0;
+    for (Py_ssize_t i = 0; i + 1 < n; i++)
+        if (v[i] == '.' && v[i + 1] == '.')
+            return 0;
+    Py_ssize_t dot = at; /* the TLD: after the domain's last dot, or the whole domain */
+    for (Py_ssize_t i = n - 1; i > at; i--)
+        if (v[i] == '.') {
+            dot = i;
+            break;
+        }
+    Py_ssize_t len = n - dot - 1;
+    char tld[64];
+    if (len > (Py_ssize_t)sizeof tld)
+        return -1;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        char c = v[dot + 1 + i];
+        tld[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    PyObject *key = PyBytes_FromStringAndSize(tld, len);
+    if (key == NULL)
+        return -2;
+    int found = PySet_Contains(self->data, key);
+    Py_DECREF(key);
+    return found < 0 ? -2 : !found;
+}
+
+static int phone_fast(FastValidator *self, const char *v, Py_ssize_t n)
+{
+    char d[16];
+    Py_ssize_t len = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (v[i] == 'x' || v[i] == 'X' || v[i] == 't')
+            return -1; /* an extension: the reference strips it */
+        if (is_digit(v[i])) {
+            if (len == (Py_ssize_t)sizeof d)
+                return 0; /* more digits than any number has */
+            d[len++] = v[i];
+        }
+    }
+    int plus = n > 0 && v[0] == '+';
+    if (plus && !(n > 1 && v[1] == '1'))
+        return -1; /* international: the reference asks phonenumbers */
+    const char *digits = d;
+    if (len == 11 && d[0] == '1') {
+        digits++;
+        len--;
+    }
+    if (len != 10)
+        return 0;
+    PyObject *text = PyUnicode_FromStringAndSize(digits, len);
+    if (text == NULL)
+        return -2;
+    PyObject *m = PyObject_Vectorcall(self->data, &text, 1, NULL);
+    Py_DECREF(text);
+    if (m == NULL)
+        return -2;
+    int ok = m != Py_None;
+    Py_DECREF(m);
+    return ok;
+}
+
+/* 1 private, 0 public, -3 not an IPv4 address, -1 outside the fast path. */
+static int ipv4_fast(FastValidator *self, const char *v, Py_ssize_t n, const char *before, Py_ssize_t nbefore)
+{
+    /* A colon (IPv6) or a version marker before it ("v10.1.2.3"): the reference. */
+    if (memchr(v, ':', (size_t)n) != NULL)
+        return -1;
+    if (nbefore > 0 && strchr(" \t:=vVeEnN", before[nbefore - 1]) != NULL && before[nbefore - 1] != 0)
+        return -1;
+    uint32_t octets[4];
+    int parts = 0;
+    Py_ssize_t i = 0;
+    while (1) {
+        Py_ssize_t start = i;
+        uint32_t x = 0;
+        while (i < n && is_digit(v[i]))
+            x = x * 10 + (uint32_t)(v[i++] - '0');
+        Py_ssize_t len = i - start;
+        if (len == 0 || len > 3 || (len > 1 && v[start] == '0') || x > 255 || parts == 4)
+            return -3;
+        octets[parts++] = x;
+        if (i == n)
+            break;
+        if (v[i] != '.')
+            return -3;
+        i++;
+        if (i == n)
+            return -3; /* a trailing dot: an empty part */
+    }
+    if (parts != 4)
+        return -3;
+    uint32_t addr = octets[0] << 24 | octets[1] << 16 | octets[2] << 8 | octets[3];
+    for (Py_ssize_t k = 0; k < self->nnets; k++)
+        if ((addr & self->nets[k][1]) == self->nets[k][0])
+            return 1;
+    return 0;
+}
+
+static PyObject *fast_validator_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    FastValidator *self = (FastValidator *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 2 || kwnames != NULL || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1]))
+        return PyObject_Vectorcall(self->reference, args, nargsf, kwnames);
+    const char *v = PyBytes_AS_STRING(args[0]);
+    Py_ssize_t n = PyBytes_GET_SIZE(args[0]);
+    int verdict;
+    switch (self->kind) {
+    case K_CARD:
+        verdict = card_fast(v, n);
+        break;
+    case K_SSN:
+        verdict = ssn_fast(v, n);
+        break;
+    case K_EMAIL:
+        verdict = email_fast(self, v, n);
+        break;
+    case K_PHONE:
+        verdict = phone_fast(self, v, n);
+        break;
+    default:
+        verdict = ipv4_fast(self, v, n, PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]));
+        if (verdict == -3)
+            verdict = 0; /* not an address: neither public nor private */
+        else if (verdict >= 0)
+            verdict = self->kind == K_IP_PRIVATE ? verdict : !verdict;
+    }
+    if (verdict == -2)
+        return NULL;
+    if (verdict < 0)
+        return PyObject_Vectorcall(self->reference, args, nargsf, kwnames);
+    return PyBool_FromLong(verdict);
+}
+
+static PyObject *fast_validator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    const char *kind_name;
+    PyObject *reference, *data = Py_None;
+    if (!PyArg_ParseTuple(args, "sO|O:FastValidator", &kind_name, &reference, &data))
+        return NULL;
+    int kind = -1;
+    for (int k = 0; KIND_NAMES[k] != NULL; k++)
+        if (strcmp(kind_name, KIND_NAMES[k]) == 0)
+            kind = k;
+    if (kind < 0) {
+        PyErr_Format(PyExc_ValueError, "unknown validator kind %s", kind_name);
+        return NULL;
+    }
+    if (!PyCallable_Check(reference) || (kind == K_PHONE && !PyCallable_Check(data)) ||
+        (kind == K_EMAIL && !PyAnySet_Check(data))) {
+        PyErr_SetString(PyExc_TypeError, "a callable reference and the data its kind needs are required");
+        return NULL;
+    }
+    FastValidator *self = (FastValidator *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = fast_validator_call;
+    self->kind = kind;
+    self->reference = Py_NewRef(reference);
+    self->data = Py_NewRef(data);
+    self->nnets = 0;
+    if (kind == K_IP_PUBLIC || kind == K_IP_PRIVATE) {
+        PyObject *nets = PySequence_Fast(data, "ip validators need (network, mask) pairs");
+        if (nets == NULL)
+            goto fail;
+        Py_ssize_t count = PySequence_Fast_GET_SIZE(nets);
+        if (count > 32) {
+            Py_DECREF(nets);
+            PyErr_SetString(PyExc_ValueError, "at most 32 private networks");
+            goto fail;
+        }
+        for (Py_ssize_t k = 0; k < count; k++) {
+            unsigned long net, mask;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(nets, k), "kk", &net, &mask)) {
+                Py_DECREF(nets);
+                goto fail;
+            }
+            self->nets[k][0] = (uint32_t)net;
+            self->nets[k][1] = (uint32_t)mask;
+        }
+        self->nnets = count;
+        Py_DECREF(nets);
+    }
+    return (PyObject *)self;
+fail:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int fast_validator_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(((FastValidator *)op)->reference);
+    Py_VISIT(((FastValidator *)op)->data);
+    return 0;
+}
+
+static int fast_validator_clear(PyObject *op)
+{
+    Py_CLEAR(((FastValidator *)op)->reference);
+    Py_CLEAR(((FastValidator *)op)->data);
+    return 0;
+}
+
+static void fast_validator_dealloc(PyObject *op)
+{
+    PyObject_GC_UnTrack(op);
+    fast_validator_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyTypeObject FastValidatorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sluice.masking._hits.FastValidator",
+    .tp_doc = "FastValidator(kind, reference, data=None): a validator computed in C, same answers as reference.",
+    .tp_basicsize = sizeof(FastValidator),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC,
+    .tp_new = fast_validator_new,
+    .tp_dealloc = fast_validator_dealloc,
+    .tp_traverse = fast_validator_traverse,
+    .tp_clear = fast_validator_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(FastValidator, vectorcall),
+};
+
 static PyMethodDef methods[] = {
     {"validate", validate, METH_VARARGS,
      "validate(collector, buf, fast, window, out, context_bytes): exact regex and validators at each distinct hit."},
@@ -515,12 +859,13 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__hits(void)
 {
-    if (PyType_Ready(&CollectorType) < 0)
+    if (PyType_Ready(&CollectorType) < 0 || PyType_Ready(&FastValidatorType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Collector", (PyObject *)&CollectorType) < 0) {
+    if (PyModule_AddObjectRef(m, "Collector", (PyObject *)&CollectorType) < 0 ||
+        PyModule_AddObjectRef(m, "FastValidator", (PyObject *)&FastValidatorType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -35,3 +35,9 @@ def place(
     across: Callable[..., None],
     /,
 ) -> dict[int, list[Any]]: ...
+
+class FastValidator:
+    def __init__(
+        self, kind: str, reference: Callable[[bytes, bytes], bool], data: object = None, /
+    ) -> None: ...
+    def __call__(self, value: bytes, before: bytes, /) -> bool: ...

@@ -16,6 +16,11 @@ from functools import cache, lru_cache
 
 import phonenumbers
 
+try:  # the compiled validators: same answers, computed in C for common input
+    from sluice.masking import _hits
+except ImportError:  # pragma: no cover - no compiler at install
+    _hits = None  # type: ignore[assignment]
+
 # How far back a validator may look for context ("version", "aws ..."): enough
 # for a key name and a separator, small enough to stay in the same sentence.
 CONTEXT_BYTES = 48
@@ -61,7 +66,7 @@ def _card_issuer_ok(d: bytes) -> bool:
     return 2200 <= p4 <= 2204 and n == 16  # Mir
 
 
-def card_ok(value: bytes, before: bytes) -> bool:
+def py_card_ok(value: bytes, before: bytes) -> bool:
     digits = value.replace(b" ", b"").replace(b"-", b"")
     if not 12 <= len(digits) <= 19:
         return False
@@ -71,7 +76,7 @@ def card_ok(value: bytes, before: bytes) -> bool:
     return _card_issuer_ok(digits) and luhn_ok(digits)
 
 
-def ssn_ok(value: bytes, before: bytes) -> bool:
+def py_ssn_ok(value: bytes, before: bytes) -> bool:
     digits = value.replace(b" ", b"").replace(b"-", b"")
     if len(digits) != 9:
         return False
@@ -112,7 +117,7 @@ def iban_ok(value: bytes, before: bytes) -> bool:
     return iban_mod97(iban) == 1
 
 
-def email_ok(value: bytes, before: bytes) -> bool:
+def py_email_ok(value: bytes, before: bytes) -> bool:
     local, _, domain = value.rpartition(b"@")
     if not local or local[:1] == b"." or local[-1:] == b"." or b".." in value:
         return False
@@ -186,7 +191,7 @@ def _phone_valid(digits: str) -> bool:
 _NOT_DIGITS = bytes(c for c in range(256) if not 48 <= c <= 57)
 
 
-def phone_ok(value: bytes, before: bytes) -> bool:
+def py_phone_ok(value: bytes, before: bytes) -> bool:
     if b"x" in value or b"X" in value or b"t" in value:
         value = _PHONE_EXTENSION.sub(b"", value)
     digits = value.translate(None, _NOT_DIGITS).decode("ascii")
@@ -303,11 +308,11 @@ def _ip_context_ok(value: bytes, before: bytes) -> bool:
     return not _VERSION_CONTEXT.search(before)
 
 
-def ip_public_ok(value: bytes, before: bytes) -> bool:
+def py_ip_public_ok(value: bytes, before: bytes) -> bool:
     return ip_class(value) is False and _ip_context_ok(value, before)
 
 
-def ip_private_ok(value: bytes, before: bytes) -> bool:
+def py_ip_private_ok(value: bytes, before: bytes) -> bool:
     return ip_class(value) is True and _ip_context_ok(value, before)
 
 
@@ -342,6 +347,25 @@ def _digits_luhn_ok(digits: bytes) -> bool:
 def always(value: bytes, before: bytes) -> bool:
     return True
 
+
+_V4_PRIVATE = tuple(
+    (int(n.network_address), int(n.netmask)) for n in PRIVATE_NETWORKS if n.version == 4
+)
+
+
+def _compiled(kind: str, reference: Validator, data: object = None) -> Validator:
+    """The C version of `reference` when built (tests hold both to the same answers)."""
+    if _hits is None:  # pragma: no cover
+        return reference
+    return _hits.FastValidator(kind, reference, data)
+
+
+card_ok = _compiled("card", py_card_ok)
+ssn_ok = _compiled("ssn", py_ssn_ok)
+email_ok = _compiled("email", py_email_ok, _FILE_EXTENSIONS)
+phone_ok = _compiled("phone", py_phone_ok, _NANP.fullmatch)
+ip_public_ok = _compiled("ip_public", py_ip_public_ok, _V4_PRIVATE)
+ip_private_ok = _compiled("ip_private", py_ip_private_ok, _V4_PRIVATE)
 
 # Validators a custom detector may name in its config.
 NAMED_VALIDATORS: dict[str, Validator] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -21,11 +22,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Results allocate many short-lived containers (rows, findings) that stay alive
+# for a batch. With CPython's default first-generation threshold (700) they are
+# collected mid-batch, survive, get promoted, and make older generations'
+# collections frequent. A larger threshold lets them die young: PII-dense
+# results are masked about a third faster (bench/hotpath.py --rows --pii).
+GC_GEN0_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """What is alive once the gateway is built (configuration, compiled policy
+    and patterns) lives as long as the process: no collection walks it again."""
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
 
 def _worker(state: CliState, reuse_port: bool) -> None:
     # A forked worker must not reuse the parent's database connections.
     state.store.engine.dispose(close=False)
     gateway = build_gateway(state.config, store=state.store)
+    tune_gc()
     run(gateway, reuse_port=reuse_port, config_path=state.resolved_config_path)
 
 

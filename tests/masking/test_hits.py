@@ -257,3 +257,34 @@ def test_compiled_validators_agree_on_shaped_and_arbitrary_input(data: st.DataOb
     value = data.draw(st.one_of(_shaped(alphabet), st.binary(max_size=24)))
     before = data.draw(st.one_of(st.sampled_from(BEFORE), st.binary(max_size=8)))
     assert _outcome(compiled, value, before) == _outcome(reference, value, before), kind
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_rows_holding_gives_the_same_rows(data: st.DataObject) -> None:
+    starts = sorted(set(data.draw(st.lists(st.integers(0, 200), min_size=1, max_size=12))))
+    ends = data.draw(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 220)), max_size=30))
+    results = []
+    for _, (collector_type, _, _) in LOOPS:
+        collector = collector_type(3, True)
+        for idx, end in ends:
+            collector(idx, 0, end, 0, None)
+        rows_holding = (
+            hits.py_rows_holding if collector_type is hits.PyCollector else _hits.rows_holding
+        )
+        results.append(rows_holding(collector, starts))
+    assert all(r == results[0] for r in results)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_rows_holding_names_the_row_of_the_byte_before_each_end(impl: Impl) -> None:
+    collector_type = impl[0]
+    collector = collector_type(2, True)
+    for idx, end in [(0, 12), (1, 12), (0, 10), (1, 31), (0, 5)]:
+        collector(idx, 99, end, 0, None)  # the start is not what is kept
+    rows_holding = (
+        hits.py_rows_holding if collector_type is hits.PyCollector else _hits.rows_holding
+    )
+    # Rows begin at 5, 10 and 20: an end at 5 or 10 closes a match in the row before.
+    assert rows_holding(collector, [5, 10, 20]) == [0, 1, 2]
+    assert rows_holding(collector, [11, 30]) == [0, 1]

@@ -27,6 +27,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     long long n;
+    int use_end; /* key the match's end instead of its start */
     long long *keys;
     Py_ssize_t len;
     Py_ssize_t cap;
@@ -36,14 +37,14 @@ static PyObject *collector_call(PyObject *op, PyObject *const *args, size_t narg
 {
     Collector *self = (Collector *)op;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 2 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "Collector(idx, start, ...) takes the match's index and start");
+    if (nargs < 3 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Collector(idx, start, end, ...) takes the match's index, start and end");
         return NULL;
     }
     long long idx = PyLong_AsLongLong(args[0]);
     if (idx == -1 && PyErr_Occurred())
         return NULL;
-    long long start = PyLong_AsLongLong(args[1]);
+    long long start = PyLong_AsLongLong(args[self->use_end ? 2 : 1]);
     if (start == -1 && PyErr_Occurred())
         return NULL;
     if (idx < 0 || idx >= self->n || start < 0 || start > (LLONG_MAX - idx) / self->n) {
@@ -65,7 +66,8 @@ static PyObject *collector_call(PyObject *op, PyObject *const *args, size_t narg
 static PyObject *collector_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     long long n;
-    if (!PyArg_ParseTuple(args, "L:Collector", &n))
+    int use_end = 0;
+    if (!PyArg_ParseTuple(args, "L|p:Collector", &n, &use_end))
         return NULL;
     if (n <= 0) {
         PyErr_SetString(PyExc_ValueError, "the number of patterns must be positive");
@@ -76,6 +78,7 @@ static PyObject *collector_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         return NULL;
     self->vectorcall = collector_call;
     self->n = n;
+    self->use_end = use_end;
     self->keys = NULL;
     self->len = self->cap = 0;
     return (PyObject *)self;
@@ -97,7 +100,7 @@ static PySequenceMethods collector_as_sequence = {.sq_length = collector_len};
 static PyTypeObject CollectorType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "sluice.masking._hits.Collector",
-    .tp_doc = "Collector(n): match handler keeping start * n + index of every hit.",
+    .tp_doc = "Collector(n, use_end=False): match handler keeping offset * n + index of every hit.",
     .tp_basicsize = sizeof(Collector),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = collector_new,
@@ -845,9 +848,60 @@ static PyTypeObject FastValidatorType = {
     .tp_vectorcall_offset = offsetof(FastValidator, vectorcall),
 };
 
+/* ------------------------------------------------------------- rows_holding */
+
+/*
+ * rows_holding(collector, starts) -> list of row indexes
+ *
+ * `starts`: ascending offsets where each row begins. For each distinct
+ * collected match end, the row holding the byte before it; sorted, unique.
+ * Ends before the first row belong to no row.
+ */
+static PyObject *rows_holding(PyObject *self, PyObject *args)
+{
+    PyObject *collector, *starts;
+    if (!PyArg_ParseTuple(args, "O!O!:rows_holding", &CollectorType, &collector, &PyList_Type, &starts))
+        return NULL;
+    Collector *hits = (Collector *)collector;
+    PyObject *rows = PyList_New(0);
+    if (rows == NULL)
+        return NULL;
+    qsort(hits->keys, (size_t)hits->len, sizeof(long long), compare_keys);
+    Py_ssize_t r = 0, last = -1;
+    for (Py_ssize_t k = 0; k < hits->len; k++) {
+        long long target = hits->keys[k] / hits->n - 1;
+        /* r = bisect_right(starts, target); keys ascend, so r only moves on. */
+        while (r < PyList_GET_SIZE(starts)) {
+            long long start = PyLong_AsLongLong(PyList_GET_ITEM(starts, r));
+            if (start == -1 && PyErr_Occurred())
+                goto fail;
+            if (start > target)
+                break;
+            r++;
+        }
+        Py_ssize_t row = r - 1;
+        if (row < 0 || row == last)
+            continue;
+        last = row;
+        PyObject *index = PyLong_FromSsize_t(row);
+        if (index == NULL)
+            goto fail;
+        int rc = PyList_Append(rows, index);
+        Py_DECREF(index);
+        if (rc < 0)
+            goto fail;
+    }
+    return rows;
+fail:
+    Py_DECREF(rows);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"validate", validate, METH_VARARGS,
      "validate(collector, buf, fast, window, out, context_bytes): exact regex and validators at each distinct hit."},
+    {"rows_holding", rows_holding, METH_VARARGS,
+     "rows_holding(collector, starts) -> sorted indexes of the rows holding each collected end."},
     {"place", place, METH_VARARGS,
      "place(raw, values, prio, secret_priority, finding, across) -> findings per value index."},
     {NULL, NULL, 0, NULL},

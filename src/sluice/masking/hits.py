@@ -9,13 +9,17 @@ Three steps turn the automaton's hits into findings per value:
 - `place` merges the sorted findings of a joined buffer into clusters and
   places each cluster in the value it falls in.
 
-Sans-IO and pure. A compiled version of all three (`_hits`, built from C when
+`rows_holding` serves the whole-region pre-check: which rows hold the end of
+a prefilter match (a `Collector` keyed on match ends).
+
+Sans-IO and pure. A compiled version of each (`_hits`, built from C when
 a compiler is present at install) runs instead when importable; these Python
 versions are the reference the tests hold it to, and the fallback.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -48,16 +52,18 @@ Across = Callable[[Sequence[bytes], dict[int, list[Finding]], int, int, int, int
 
 
 class PyCollector:
-    """Match handler: keeps `start * n + index` of every hit."""
+    """Match handler: keeps `offset * n + index` of every hit, the offset being
+    the match's start, or its end with `use_end`."""
 
-    __slots__ = ("keys", "n")
+    __slots__ = ("keys", "n", "use_end")
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, use_end: bool = False):
         self.n = n
+        self.use_end = use_end
         self.keys: list[int] = []
 
     def __call__(self, idx: int, start: int, end: int, flags: int, ctx: object) -> None:
-        self.keys.append(start * self.n + idx)
+        self.keys.append((end if self.use_end else start) * self.n + idx)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -108,6 +114,14 @@ def py_validate(
                 valid = True
             if valid:
                 append((s, e, name))
+
+
+def py_rows_holding(hits: PyCollector, starts: list[int]) -> list[int]:
+    """Sorted indexes of the rows (beginning at ascending `starts`) that hold
+    the byte before each collected end; ends before the first row: none."""
+    n = hits.n
+    rows = {bisect.bisect_right(starts, key // n - 1) - 1 for key in hits.keys}
+    return sorted(r for r in rows if r >= 0)
 
 
 def _rank(priority: int, length: int, secret_priority: int) -> tuple[bool, int, int]:
@@ -164,7 +178,8 @@ def py_place(
     return out
 
 
-Collector: Callable[[int], Any]
+Collector: Callable[..., Any]
+rows_holding: Callable[[Any, list[int]], list[int]]
 validate: Callable[[Any, bytes, Sequence[Fast], Window, list[RawFinding], int], None]
 place: Callable[
     [list[RawFinding], Sequence[bytes], dict[str, int], int, type[Finding], Across],
@@ -175,6 +190,8 @@ try:
 except ImportError:  # no compiler at install: the Python versions
     COMPILED = False
     Collector, validate, place = PyCollector, py_validate, py_place
+    rows_holding = py_rows_holding
 else:
     COMPILED = True
     Collector, validate, place = _hits.Collector, _hits.validate, _hits.place
+    rows_holding = _hits.rows_holding

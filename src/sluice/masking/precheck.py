@@ -23,6 +23,7 @@ from typing import Any
 
 import hyperscan
 
+from sluice.masking import hits
 from sluice.masking.detectors import BUILTIN_DETECTORS, Detector
 
 
@@ -32,6 +33,7 @@ class RegionPrecheck:
     def __init__(self, detectors: Sequence[Detector]):
         self._db: Any = None
         self._every: Any = None
+        self._patterns = 0
         self._local = threading.local()
         if not detectors:
             return
@@ -51,30 +53,25 @@ class RegionPrecheck:
             return
         self._db = db
         self._every = every
+        self._patterns = len(expressions)
 
-    def candidate_ends(self, buf: bytes) -> list[int] | None:
-        """Where in `buf` a prefilter match ends (a superset of real findings).
-
-        A finding inside one value ends inside that value, so only the rows
-        holding one of these offsets can need masking. None: unknown (check
-        everything).
+    def candidate_rows(self, buf: bytes, starts: list[int]) -> list[int] | None:
+        """Indexes of the rows (beginning at `starts` in `buf`) where a
+        prefilter match ends: a superset of the rows holding a finding, since
+        a finding inside one value ends inside that value. None: unknown
+        (check every row).
         """
         if self._db is None:
             return None
         scratch = getattr(self._local, "every_scratch", None)
         if scratch is None:
             scratch = self._local.every_scratch = hyperscan.Scratch(self._every)
-        ends: list[int] = []
-        append = ends.append
-
-        def on_match(idx: int, start: int, end: int, flags: int, ctx: object) -> None:
-            append(end)
-
+        ends = hits.Collector(self._patterns, True)
         try:
-            self._every.scan(buf, match_event_handler=on_match, scratch=scratch)
+            self._every.scan(buf, match_event_handler=ends, scratch=scratch)
         except hyperscan.error:
             return None
-        return ends
+        return hits.rows_holding(ends, starts) if len(ends) else []
 
     @property
     def usable(self) -> bool:

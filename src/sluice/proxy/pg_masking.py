@@ -16,7 +16,6 @@ read from the backend once per connection and cached briefly.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import struct
 import time
@@ -409,11 +408,9 @@ class PgSessionMasking:
         chosen: list[int] | None = None
         if self._shape_prechecks:
             assert self._precheck is not None
-            ends = self._precheck.candidate_ends(region)
-            if ends is not None:
-                if not ends:
-                    return None
-                chosen = sorted({bisect.bisect_right(starts, end - 1) - 1 for end in ends})
+            chosen = self._precheck.candidate_rows(region, starts)
+            if chosen is not None and not chosen:
+                return None
         indexes = chosen if chosen is not None else list(range(count))
         rows = [m.decode_data_row(region[starts[i] + 5 : row_end(i)]) for i in indexes]
         masked, stats = plan.mask_rows(rows)

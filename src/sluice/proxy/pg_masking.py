@@ -62,7 +62,12 @@ from sluice.masking.strategies import Strategy
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
-from sluice.protocols.postgres.rows import datarow_run, splice_columns
+from sluice.protocols.postgres.rows import (
+    datarow_run,
+    decode_rows,
+    rewrite_rows,
+    splice_columns,
+)
 from sluice.protocols.postgres.tracker import ResultShape
 from sluice.recording.spec import resolve_key_ref
 
@@ -385,11 +390,6 @@ class PgSessionMasking:
                 raise MaskingError("the rows of a result do not match their framing")
         if len(starts) != count:
             raise MaskingError("the rows of a result do not match their framing")
-        size = len(region)
-
-        def row_end(i: int) -> int:
-            return starts[i + 1] if i + 1 < count else size
-
         replacements = self._constant_columns(plan)
         if replacements is not None:
             try:
@@ -412,7 +412,10 @@ class PgSessionMasking:
             if chosen is not None and not chosen:
                 return None
         indexes = chosen if chosen is not None else list(range(count))
-        rows = [m.decode_data_row(region[starts[i] + 5 : row_end(i)]) for i in indexes]
+        try:
+            rows = decode_rows(region, starts, indexes)
+        except ValueError as exc:
+            raise MaskingError(str(exc)) from None
         masked, stats = plan.mask_rows(rows)
         if stats.values:
             self._stats = stats if self._stats is None else self._stats + stats
@@ -423,14 +426,10 @@ class PgSessionMasking:
         ]
         if not changed:
             return None
-        out = bytearray()
-        copied = 0
-        for i, new in changed:
-            out += region[copied : starts[i]]
-            out += m.encode_data_row(new)
-            copied = row_end(i)
-        out += region[copied:]
-        return bytes(out)
+        try:
+            return rewrite_rows(region, starts, changed)
+        except ValueError as exc:
+            raise MaskingError(str(exc)) from None
 
     def _constant_columns(self, plan: RowMasker) -> tuple[bytes | None, ...] | None:
         """Replacements of a plan that only swaps whole columns for fixed values.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -119,3 +121,77 @@ def test_garbage_raises_only_value_errors(garbage: bytes, starts: list[int]) -> 
         assert all(0 <= s < len(garbage) for s in found)
         with contextlib.suppress(ValueError):
             splice(garbage, sorted(starts), (None, b"\xff\xff\xff\xff"))
+
+
+RowCodec = tuple[rows.DecodeRows, rows.RewriteRows]
+CODECS: list[tuple[str, RowCodec]] = [("python", (rows.py_decode_rows, rows.py_rewrite_rows))]
+if rows.COMPILED:
+    CODECS.append(("compiled", (_speedups.decode_rows, _speedups.rewrite_rows)))
+CODEC_PARAMS = [pytest.param(codec, id=name) for name, codec in CODECS]
+
+
+def _run_of(row_values: list[list[bytes | None]]) -> tuple[bytes, list[int]]:
+    frames = [encode_data_row(r) for r in row_values]
+    starts = [sum(len(f) for f in frames[:i]) for i in range(len(frames))]
+    return b"".join(frames), starts
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows_=row_lists, data=st.data())
+def test_decoding_and_rewriting_rows_agree_with_the_codec(
+    rows_: list[list[bytes | None]], data: st.DataObject
+) -> None:
+    region, starts = _run_of(rows_)
+    bounds = [*starts, len(region)]
+    indexes = sorted(data.draw(st.sets(st.integers(0, len(rows_) - 1))))
+    new_rows = data.draw(
+        st.lists(st.lists(values, max_size=4), min_size=len(indexes), max_size=len(indexes))
+    )
+    changed = list(zip(indexes, new_rows, strict=True))
+    replaced = dict(changed)
+    expected = b"".join(encode_data_row(replaced.get(i, r)) for i, r in enumerate(rows_))
+    decoded = [decode_data_row(region[bounds[i] + 5 : bounds[i + 1]]) for i in indexes]
+    for _, (decode_rows, rewrite_rows) in CODECS:
+        assert decode_rows(region, starts, indexes) == decoded
+        assert rewrite_rows(region, starts, changed) == expected
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except ValueError as exc:
+        return ("ValueError", str(exc))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    region=st.binary(max_size=40),
+    starts=st.lists(st.integers(-2, 45), max_size=4),
+    indexes=st.lists(st.integers(-1, 4), max_size=4),
+)
+def test_decoding_garbage_gives_the_same_answer_or_the_same_error(
+    region: bytes, starts: list[int], indexes: list[int]
+) -> None:
+    changed: list[tuple[int, list[bytes | None]]] = [(i, [b"x", None]) for i in indexes]
+    outcomes = [
+        (
+            _outcome(functools.partial(decode_rows, region, starts, indexes)),
+            _outcome(functools.partial(rewrite_rows, region, starts, changed)),
+        )
+        for _, (decode_rows, rewrite_rows) in CODECS
+    ]
+    assert all(o == outcomes[0] for o in outcomes)
+
+
+@pytest.mark.parametrize("codec", CODEC_PARAMS)
+def test_rows_with_values_past_their_frame_are_refused(codec: RowCodec) -> None:
+    decode_rows, _ = codec
+    frame = bytearray(encode_data_row([b"abc"]))
+    frame[7:11] = (99).to_bytes(4, "big")  # the value claims 99 bytes
+    with pytest.raises(ValueError, match="past its length"):
+        decode_rows(bytes(frame), [0], [0])
+    frame[7:11] = (4).to_bytes(4, "big")  # one byte more than the frame holds
+    with pytest.raises(ValueError, match="past its length"):
+        decode_rows(bytes(frame) + encode_data_row([b"next"]), [0, len(frame)], [0])
+    with pytest.raises(ValueError, match="out of range"):
+        decode_rows(encode_data_row([b"a"]), [0], [1])

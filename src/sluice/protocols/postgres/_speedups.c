@@ -188,9 +188,216 @@ done:
     return result;
 }
 
+/* Bounds [start, end) of row i of a run; 0, or -1 with ValueError set. */
+static int row_bounds(Py_ssize_t size, PyObject *starts, Py_ssize_t i, const unsigned char *region, Py_ssize_t *start,
+                      Py_ssize_t *end)
+{
+    Py_ssize_t n = PyList_GET_SIZE(starts);
+    if (i < 0 || i >= n) {
+        PyErr_SetString(PyExc_ValueError, "a row index is out of range");
+        return -1;
+    }
+    *start = PyLong_AsSsize_t(PyList_GET_ITEM(starts, i));
+    if (*start == -1 && PyErr_Occurred())
+        return -1;
+    if (i + 1 < n) {
+        *end = PyLong_AsSsize_t(PyList_GET_ITEM(starts, i + 1));
+        if (*end == -1 && PyErr_Occurred())
+            return -1;
+    } else {
+        *end = size;
+    }
+    if (*start < 0 || *end > size || *end - *start < 7 || region[*start] != 'D') {
+        PyErr_SetString(PyExc_ValueError, "a DataRow frame is out of bounds");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * decode_rows(region, starts, indexes) -> list of lists of bytes | None
+ *
+ * The values of the rows `indexes` of the run of DataRows beginning at
+ * `starts`. ValueError on a frame out of bounds or values past its frame.
+ */
+static PyObject *decode_rows(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    PyObject *starts, *indexes;
+    if (!PyArg_ParseTuple(args, "y*O!O!", &view, &PyList_Type, &starts, &PyList_Type, &indexes))
+        return NULL;
+    const unsigned char *region = (const unsigned char *)view.buf;
+    PyObject *rows = PyList_New(0);
+    if (rows == NULL)
+        goto fail;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(indexes); k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(indexes, k));
+        if (i == -1 && PyErr_Occurred())
+            goto fail;
+        Py_ssize_t start, end;
+        if (row_bounds(view.len, starts, i, region, &start, &end) < 0)
+            goto fail;
+        int16_t count = (int16_t)((region[start + 5] << 8) | region[start + 6]);
+        PyObject *values = PyList_New(count > 0 ? count : 0);
+        if (values == NULL)
+            goto fail;
+        Py_ssize_t pos = start + 7;
+        for (int c = 0; c < count; c++) {
+            if (end - pos < 4) {
+                Py_DECREF(values);
+                PyErr_SetString(PyExc_ValueError, "a DataRow's values run past its length");
+                goto fail;
+            }
+            int32_t length = (int32_t)read_u32(region + pos);
+            pos += 4;
+            PyObject *value;
+            if (length < 0) {
+                value = Py_NewRef(Py_None);
+            } else if (end - pos < length) {
+                Py_DECREF(values);
+                PyErr_SetString(PyExc_ValueError, "a DataRow's values run past its length");
+                goto fail;
+            } else {
+                value = PyBytes_FromStringAndSize((const char *)region + pos, length);
+                if (value == NULL) {
+                    Py_DECREF(values);
+                    goto fail;
+                }
+                pos += length;
+            }
+            PyList_SET_ITEM(values, c, value);
+        }
+        int rc = PyList_Append(rows, values);
+        Py_DECREF(values);
+        if (rc < 0)
+            goto fail;
+    }
+    PyBuffer_Release(&view);
+    return rows;
+fail:
+    Py_XDECREF(rows);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+/*
+ * rewrite_rows(region, starts, changed) -> bytes
+ *
+ * The run with rows replaced; `changed` lists (row index, new values) in
+ * ascending index order.
+ */
+static PyObject *rewrite_rows(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    PyObject *starts, *changed;
+    if (!PyArg_ParseTuple(args, "y*O!O!", &view, &PyList_Type, &starts, &PyList_Type, &changed))
+        return NULL;
+    const unsigned char *region = (const unsigned char *)view.buf;
+    Py_ssize_t nchanged = PyList_GET_SIZE(changed);
+    PyObject *result = NULL;
+    unsigned char *out = NULL;
+    /* First pass: check everything and size the output. */
+    Py_ssize_t total = view.len, copied = 0;
+    for (Py_ssize_t k = 0; k < nchanged; k++) {
+        PyObject *item = PyList_GET_ITEM(changed, k);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyList_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "changed rows must be (index, list of values) pairs");
+            goto done;
+        }
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
+        if (i == -1 && PyErr_Occurred())
+            goto done;
+        Py_ssize_t start, end;
+        if (row_bounds(view.len, starts, i, region, &start, &end) < 0)
+            goto done;
+        if (start < copied) {
+            PyErr_SetString(PyExc_ValueError, "changed rows must be in ascending order");
+            goto done;
+        }
+        copied = end;
+        PyObject *values = PyTuple_GET_ITEM(item, 1);
+        Py_ssize_t ncols = PyList_GET_SIZE(values);
+        if (ncols > 0x7FFF) {
+            PyErr_SetString(PyExc_ValueError, "a DataRow has too many columns");
+            goto done;
+        }
+        Py_ssize_t frame = 7;
+        for (Py_ssize_t c = 0; c < ncols; c++) {
+            PyObject *value = PyList_GET_ITEM(values, c);
+            if (value == Py_None) {
+                frame += 4;
+            } else if (PyBytes_Check(value)) {
+                if (PyBytes_GET_SIZE(value) > 0x7FFFFFFF) {
+                    PyErr_SetString(PyExc_ValueError, "a value is too large for a DataRow");
+                    goto done;
+                }
+                frame += 4 + PyBytes_GET_SIZE(value);
+            } else {
+                PyErr_SetString(PyExc_TypeError, "a DataRow value must be bytes or None");
+                goto done;
+            }
+        }
+        if (frame - 1 > (Py_ssize_t)UINT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "a DataRow grew too large");
+            goto done;
+        }
+        total += frame - (end - start);
+    }
+    out = PyMem_Malloc(total > 0 ? (size_t)total : 1);
+    if (out == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Second pass: write. Values are re-read: nothing ran in between. */
+    Py_ssize_t w = 0;
+    copied = 0;
+    for (Py_ssize_t k = 0; k < nchanged; k++) {
+        PyObject *item = PyList_GET_ITEM(changed, k);
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
+        Py_ssize_t start, end;
+        if (row_bounds(view.len, starts, i, region, &start, &end) < 0)
+            goto done;
+        memcpy(out + w, region + copied, (size_t)(start - copied));
+        w += start - copied;
+        PyObject *values = PyTuple_GET_ITEM(item, 1);
+        Py_ssize_t ncols = PyList_GET_SIZE(values);
+        Py_ssize_t frame_at = w;
+        out[w] = 'D';
+        w += 5;
+        out[w++] = (unsigned char)(ncols >> 8);
+        out[w++] = (unsigned char)ncols;
+        for (Py_ssize_t c = 0; c < ncols; c++) {
+            PyObject *value = PyList_GET_ITEM(values, c);
+            if (value == Py_None) {
+                write_u32(out + w, 0xFFFFFFFFu);
+                w += 4;
+            } else {
+                Py_ssize_t n = PyBytes_GET_SIZE(value);
+                write_u32(out + w, (uint32_t)n);
+                w += 4;
+                memcpy(out + w, PyBytes_AS_STRING(value), (size_t)n);
+                w += n;
+            }
+        }
+        write_u32(out + frame_at + 1, (uint32_t)(w - frame_at - 1));
+        copied = end;
+    }
+    memcpy(out + w, region + copied, (size_t)(view.len - copied));
+    w += view.len - copied;
+    result = PyBytes_FromStringAndSize((const char *)out, w);
+done:
+    PyMem_Free(out);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"datarow_run", datarow_run, METH_VARARGS,
      "datarow_run(buf, pos, size) -> (end, starts): walk a run of complete DataRow frames."},
+    {"decode_rows", decode_rows, METH_VARARGS,
+     "decode_rows(region, starts, indexes) -> the values of those rows."},
+    {"rewrite_rows", rewrite_rows, METH_VARARGS,
+     "rewrite_rows(region, starts, changed) -> the run with (index, values) rows replaced."},
     {"splice_columns", splice_columns, METH_VARARGS,
      "splice_columns(region, starts, replacements) -> (frames, replaced)."},
     {NULL, NULL, 0, NULL},

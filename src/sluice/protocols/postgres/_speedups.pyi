@@ -2,3 +2,9 @@ def datarow_run(buf: bytes | bytearray, pos: int, size: int, /) -> tuple[int, li
 def splice_columns(
     region: bytes, starts: list[int], replacements: tuple[bytes | None, ...], /
 ) -> tuple[bytes, int]: ...
+def decode_rows(
+    region: bytes, starts: list[int], indexes: list[int], /
+) -> list[list[bytes | None]]: ...
+def rewrite_rows(
+    region: bytes, starts: list[int], changed: list[tuple[int, list[bytes | None]]], /
+) -> bytes: ...

@@ -1,6 +1,7 @@
-"""The per-row loops of the hot path: walking a run of DataRows, splicing columns.
+"""The per-row loops of the hot path: walking a run of DataRows, splicing
+columns, decoding the rows masking must read and writing back those it changed.
 
-Sans-IO and pure. A compiled version of both (`_speedups`, built from C when
+Sans-IO and pure. A compiled version of each (`_speedups`, built from C when
 a compiler is available at install) is used when present; these Python
 versions are the reference and the fallback, and the tests hold both to the
 same answers.
@@ -85,16 +86,90 @@ def py_splice_columns(
     return bytes(out), replaced
 
 
+def _row_bounds(region: bytes, starts: list[int], i: int) -> tuple[int, int]:
+    if not 0 <= i < len(starts):
+        raise ValueError("a row index is out of range")
+    start = starts[i]
+    end = starts[i + 1] if i + 1 < len(starts) else len(region)
+    if start < 0 or end > len(region) or end - start < 7 or region[start] != 68:
+        raise ValueError("a DataRow frame is out of bounds")
+    return start, end
+
+
+def py_decode_rows(
+    region: bytes, starts: list[int], indexes: list[int]
+) -> list[list[bytes | None]]:
+    """The values of the rows `indexes` of a run of DataRows beginning at `starts`.
+
+    Raises ValueError on a frame out of bounds or values past its frame.
+    """
+    unpack_value = _VALUE_LEN.unpack_from
+    rows: list[list[bytes | None]] = []
+    for i in indexes:
+        start, end = _row_bounds(region, starts, i)
+        (count,) = _COUNT.unpack_from(region, start + 5)
+        pos = start + 7
+        values: list[bytes | None] = []
+        for _ in range(count):
+            if end - pos < 4:
+                raise ValueError("a DataRow's values run past its length")
+            (length,) = unpack_value(region, pos)
+            pos += 4
+            if length < 0:
+                values.append(None)
+                continue
+            if end - pos < length:
+                raise ValueError("a DataRow's values run past its length")
+            values.append(region[pos : pos + length])
+            pos += length
+        rows.append(values)
+    return rows
+
+
+def py_rewrite_rows(
+    region: bytes, starts: list[int], changed: list[tuple[int, list[bytes | None]]]
+) -> bytes:
+    """The run with rows replaced: `changed` is (row index, new values), by index."""
+    out = bytearray()
+    copied = 0
+    for i, values in changed:
+        start, end = _row_bounds(region, starts, i)
+        if start < copied:
+            raise ValueError("changed rows must be in ascending order")
+        if len(values) > 0x7FFF:
+            raise ValueError("a DataRow has too many columns")
+        body = bytearray(_COUNT.pack(len(values)))
+        for value in values:
+            if value is None:
+                body += b"\xff\xff\xff\xff"
+            else:
+                if len(value) > 0x7FFFFFFF:
+                    raise ValueError("a value is too large for a DataRow")
+                body += _VALUE_LEN.pack(len(value))
+                body += value
+        out += region[copied:start]
+        out += b"D" + _LEN.pack(len(body) + 4) + body
+        copied = end
+    out += region[copied:]
+    return bytes(out)
+
+
 DatarowRun = Callable[[bytes | bytearray, int, int], tuple[int, list[int]]]
 SpliceColumns = Callable[[bytes, list[int], tuple[bytes | None, ...]], tuple[bytes, int]]
+DecodeRows = Callable[[bytes, list[int], list[int]], list[list[bytes | None]]]
+RewriteRows = Callable[[bytes, list[int], list[tuple[int, list[bytes | None]]]], bytes]
 
 datarow_run: DatarowRun
 splice_columns: SpliceColumns
+decode_rows: DecodeRows
+rewrite_rows: RewriteRows
 try:
     from sluice.protocols.postgres import _speedups
 except ImportError:  # no compiler at install: the Python versions
     COMPILED = False
     datarow_run, splice_columns = py_datarow_run, py_splice_columns
+    decode_rows, rewrite_rows = py_decode_rows, py_rewrite_rows
 else:
     COMPILED = True
     datarow_run, splice_columns = _speedups.datarow_run, _speedups.splice_columns
+    decode_rows, rewrite_rows = _speedups.decode_rows, _speedups.rewrite_rows

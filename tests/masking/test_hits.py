@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from sluice.masking import hits
 from sluice.masking import validators as v
+from sluice.masking.detectors import BUILTIN_DETECTORS
 from sluice.masking.hits import Finding, RawFinding
 from sluice.masking.scanner import Scanner
 from sluice.masking.validators import Validator
@@ -288,3 +289,27 @@ def test_rows_holding_names_the_row_of_the_byte_before_each_end(impl: Impl) -> N
     # Rows begin at 5, 10 and 20: an end at 5 or 10 closes a match in the row before.
     assert rows_holding(collector, [5, 10, 20]) == [0, 1, 2]
     assert rows_holding(collector, [11, 30]) == [0, 1]
+
+
+def test_the_scanner_finds_the_same_with_the_python_loops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback a machine without a compiler runs, end to end through the scanner."""
+    detectors = list(BUILTIN_DETECTORS.values())
+    values = [
+        b"mail a.b@example.com, call (212) 555-0143 or +44 20 7946 0958",
+        b"ssn 123-45-6789, card 4111-1111-1111-1111, iban GB82 WEST 1234 5698 7654 32",
+        b"ip 10.1.1.1 / 8.8.4.4 / fe80::1 / v10.1.2.3, key AKIAIOSFODNN7EXAMPLE",
+        b"password=pw1 postgres://u:pw2@h/db token eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
+        b"",
+        b"nothing here at all",
+        b"split 4111 1111",
+        b"1111 1111 a@",
+        b"example.com",
+    ]
+    compiled = Scanner(detectors).scan_many(values)
+    single = Scanner(detectors).scan(values[0])
+    monkeypatch.setattr(hits, "Collector", hits.PyCollector)
+    monkeypatch.setattr(hits, "validate", hits.py_validate)
+    monkeypatch.setattr(hits, "place", hits.py_place)
+    assert Scanner(detectors).scan_many(values) == compiled
+    assert Scanner(detectors).scan(values[0]) == single
+    assert len(compiled) == 4

@@ -291,11 +291,18 @@ def to_dict(event: AuditEvent) -> dict[str, Any]:
     return out
 
 
+_HEADS: dict[str, bytes] = {}  # per event type: the members every line starts with
+
+
 def to_json(event: AuditEvent) -> str:
     """One line of compact JSON (no newline); the same members as `to_dict`."""
     if event.timestamp.tzinfo is None:
         raise ValueError("audit timestamps must be timezone-aware")
-    head = b'{"type":"' + event.TYPE.encode() + b'","schema":' + str(SCHEMA_VERSION).encode()
+    head = _HEADS.get(event.TYPE)
+    if head is None:
+        head = _HEADS[event.TYPE] = (
+            b'{"type":"' + event.TYPE.encode() + b'","schema":' + str(SCHEMA_VERSION).encode()
+        )
     body = orjson.dumps(
         event, option=orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_SUBCLASS, default=_orjson_default
     )

@@ -77,6 +77,9 @@ class ApprovalNotifier(Protocol):
 
 log = logging.getLogger(__name__)
 
+# `QueryOrigin.X.value` goes through the enum's descriptor; a dict is faster per statement.
+_ORIGIN_NAMES = {origin: origin.value for origin in QueryOrigin}
+
 # The verdict of every statement on a connection without a policy.
 _NO_POLICY = Allow(rule="no-policy")
 
@@ -115,6 +118,7 @@ class SessionGovernance:
         self, context: SessionContext, connection: ConnectionSpec, governor: Governor | None = None
     ):
         self.context = context
+        self._audit_fields = context_fields(context)  # the session's, on every event
         self.connection = connection
         self._governor = governor
         services = governor.services if governor is not None else None
@@ -218,16 +222,16 @@ class SessionGovernance:
         if self.recorder is not None:
             # The statement and its verdict reach the OS before the statement is sent.
             self.recorder.statement(
-                shown, origin=origin.value, statement_name=statement_name, verdict=verdict
+                shown, origin=_ORIGIN_NAMES[origin], statement_name=statement_name, verdict=verdict
             )
         if self.services is not None:
             self.services.audit.emit(
                 StatementAllowed(
-                    **context_fields(self.context),
+                    **self._audit_fields,
                     rule=verdict.rule,
                     reason=verdict.reason,
                     statement=shown,
-                    origin=origin.value,
+                    origin=_ORIGIN_NAMES[origin],
                     mask_profiles=verdict.mask.profiles if verdict.mask else (),
                     approval_id=approval_id,
                 )
@@ -256,17 +260,17 @@ class SessionGovernance:
         shown = self._shown(sql)
         if self.recorder is not None:
             self.recorder.statement(
-                shown, origin=origin.value, statement_name=statement_name, verdict=verdict
+                shown, origin=_ORIGIN_NAMES[origin], statement_name=statement_name, verdict=verdict
             )
             self.recorder.error(sqlstate=sqlstate, message=message, source="gateway")
         if self.services is not None:
             self.services.audit.emit(
                 StatementBlocked(
-                    **context_fields(self.context),
+                    **self._audit_fields,
                     rule=verdict.rule,
                     reason=message,
                     statement=shown,
-                    origin=origin.value,
+                    origin=_ORIGIN_NAMES[origin],
                 )
             )
 
@@ -315,7 +319,7 @@ class SessionGovernance:
         if created:
             services.audit.emit(
                 ApprovalRequested(
-                    **context_fields(self.context),
+                    **self._audit_fields,
                     rule=verdict.rule,
                     reason=verdict.reason,
                     approval_id=request.id,
@@ -347,7 +351,7 @@ class SessionGovernance:
                 )
                 services.audit.emit(
                     ApprovalWithdrawn(
-                        **context_fields(self.context), approval_id=request.id, rule=request.rule
+                        **self._audit_fields, approval_id=request.id, rule=request.rule
                     )
                 )
                 self._record_approval("withdrawn", request.id, self.context.identity.user, "")
@@ -388,9 +392,7 @@ class SessionGovernance:
                     services.approvals.finish, request.id, ApprovalStatus.EXPIRED
                 )
                 services.audit.emit(
-                    ApprovalExpired(
-                        **context_fields(self.context), approval_id=request.id, rule=request.rule
-                    )
+                    ApprovalExpired(**self._audit_fields, approval_id=request.id, rule=request.rule)
                 )
                 self._record_approval("expired", request.id, None, "")
                 return ApprovalOutcome(
@@ -512,7 +514,7 @@ class SessionGovernance:
         if self.services is not None:
             self.services.audit.emit(
                 SessionEnd(
-                    **context_fields(self.context),
+                    **self._audit_fields,
                     protocol=self.context.protocol.value,
                     reason=reason if not detail else f"{reason}: {detail}",
                     duration_ms=int((time.monotonic() - self._started) * 1000),

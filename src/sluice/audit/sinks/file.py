@@ -70,10 +70,12 @@ class FileSink:
                 self._failed(event, "the audit log is closed")
                 return
             try:
-                fd = self._open()
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                fd = self._fd if self._fd is not None else self._open()
+                written = os.write(fd, data)
+                if written < len(data):  # a short write: the rest, however many it takes
+                    view = memoryview(data)[written:]
+                    while view:
+                        view = view[os.write(fd, view) :]
                 if self._fsync == "always":
                     os.fsync(fd)
                 else:

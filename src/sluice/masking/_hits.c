@@ -650,13 +650,53 @@ static int email_fast(FastValidator *self, const char *v, Py_ssize_t n)
     return found < 0 ? -2 : !found;
 }
 
+static inline int is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static inline int is_lower(char c, char letter)
+{
+    return (c | 32) == letter; /* ASCII case-insensitive, for letters only */
+}
+
+/*
+ * Where the reference's `(?i)\s?(?:x|ext\.?)\s?\d+$` matches in a value
+ * without a newline, or n: the trailing digits, an optional blank, the
+ * marker, and an optional blank before it (the leftmost start wins).
+ */
+static Py_ssize_t extension_start(const char *v, Py_ssize_t n)
+{
+    Py_ssize_t q = n;
+    while (q > 0 && is_digit(v[q - 1]))
+        q--;
+    if (q == n)
+        return n;
+    if (q > 0 && is_space(v[q - 1]))
+        q--;
+    Py_ssize_t p;
+    if (q >= 1 && is_lower(v[q - 1], 'x'))
+        p = q - 1;
+    else if (q >= 3 && is_lower(v[q - 3], 'e') && is_lower(v[q - 2], 'x') && is_lower(v[q - 1], 't'))
+        p = q - 3;
+    else if (q >= 4 && v[q - 1] == '.' && is_lower(v[q - 4], 'e') && is_lower(v[q - 3], 'x') &&
+             is_lower(v[q - 2], 't'))
+        p = q - 4;
+    else
+        return n;
+    if (p > 0 && is_space(v[p - 1]))
+        p--;
+    return p;
+}
+
 static int phone_fast(FastValidator *self, const char *v, Py_ssize_t n)
 {
     char d[16];
     Py_ssize_t len = 0;
+    if (memchr(v, '\n', (size_t)n) != NULL)
+        return -1; /* `$` also matches before a final newline: the reference decides */
+    n = extension_start(v, n);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (v[i] == 'x' || v[i] == 'X' || v[i] == 't')
-            return -1; /* an extension: the reference strips it */
         if (is_digit(v[i])) {
             if (len == (Py_ssize_t)sizeof d)
                 return 0; /* more digits than any number has */

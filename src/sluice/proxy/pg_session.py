@@ -30,7 +30,7 @@ from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
 from sluice.protocols.postgres.framing import FrameBuffer, frame, frame_end
-from sluice.protocols.postgres.rows import datarow_run
+from sluice.protocols.postgres.rows import datarow_run, walk_frames
 from sluice.protocols.postgres.tracker import QueryTracker
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
 
@@ -633,32 +633,38 @@ class PgSession:
         pos = 0
         copied = 0
         parts: list[bytes] = []
-        while size - pos >= 5:
-            end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)
+        while True:
+            # Compiled: skips whole frames, counting ReadyForQuery; stops at an
+            # ErrorResponse only while the gateway has errors of its own pending.
+            pos, readies, status = walk_frames(
+                buf, pos, size, b"E" if self._gateway_errors else b""
+            )
+            if readies:
+                self._ready(readies, status)
+            if size - pos < 5:
+                break
+            end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)  # raises on a bad length
             if end < 0:
                 break
-            kind = buf[pos]
-            if kind == 68:  # 'D': skip the whole run at once
-                pos, _ = datarow_run(buf, pos, size)
-                continue
-            if kind == 90:  # 'Z'
-                self._on_ready(buf[pos + 5 : end])
-            elif kind == 69 and self._gateway_errors:  # 'E'
-                replacement = self._on_error(bytes(buf[pos + 5 : end]))
-                if replacement is not None:
-                    parts.append(bytes(buf[copied:pos]))
-                    parts.append(replacement)
-                    copied = end
+            replacement = self._on_error(bytes(buf[pos + 5 : end]))  # the one stop kind
+            if replacement is not None:
+                parts.append(bytes(buf[copied:pos]))
+                parts.append(replacement)
+                copied = end
             pos = end
         return _joined(buf, parts, copied, pos)
 
-    def _on_ready(self, body: bytearray) -> None:
-        self.transaction_status = chr(body[0]) if body else "I"
-        self._syncs_done += 1
+    def _ready(self, count: int, status: int) -> None:
+        """`count` ReadyForQuery frames passed, the last with `status`."""
+        self.transaction_status = chr(status)
+        self._syncs_done += count
         if self._gateway_errors:
             done = self._syncs_done
             for marker in [k for k, v in self._gateway_errors.items() if v.sync_index < done]:
                 del self._gateway_errors[marker]
+
+    def _on_ready(self, body: bytearray) -> None:
+        self._ready(1, body[0] if body else 73)  # 'I'
 
     def _on_error(self, body: bytes) -> bytes | None:
         fields = m.decode_fields(body)

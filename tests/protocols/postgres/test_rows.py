@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.protocols.postgres import rows
+from sluice.protocols.postgres.framing import frame
 from sluice.protocols.postgres.messages import decode_data_row, encode_data_row
 
 Impl = tuple[rows.DatarowRun, rows.SpliceColumns]
@@ -195,3 +196,48 @@ def test_rows_with_values_past_their_frame_are_refused(codec: RowCodec) -> None:
         decode_rows(bytes(frame) + encode_data_row([b"next"]), [0, len(frame)], [0])
     with pytest.raises(ValueError, match="out of range"):
         decode_rows(encode_data_row([b"a"]), [0], [1])
+
+
+WALKERS = [pytest.param(rows.py_walk_frames, id="python")]
+if rows.COMPILED:
+    WALKERS.append(pytest.param(_speedups.walk_frames, id="compiled"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    garbage=st.binary(max_size=60),
+    pos=st.integers(0, 60),
+    size=st.integers(0, 70),
+    stop_kinds=st.sampled_from([b"", b"E", b"DZ"]),
+)
+def test_walking_frames_gives_the_same_answer_on_any_input(
+    garbage: bytes, pos: int, size: int, stop_kinds: bytes
+) -> None:
+    framed = garbage[:3] + frame(b"Z", b"T") + frame(b"E", b"x") + frame(b"Z", b"") + garbage[3:]
+    walks: list[rows.WalkFrames] = [rows.py_walk_frames]
+    if rows.COMPILED:
+        walks.append(_speedups.walk_frames)
+    for data in (garbage, framed):
+        outcomes: list[object] = []
+        for walk in walks:
+            try:
+                outcomes.append(walk(data, pos, size, stop_kinds))
+            except ValueError as exc:
+                outcomes.append(str(exc))
+        assert all(o == outcomes[0] for o in outcomes)
+
+
+@pytest.mark.parametrize("walk", WALKERS)
+def test_walking_frames_counts_ready_and_stops_where_asked(walk: rows.WalkFrames) -> None:
+    data = (
+        encode_data_row([b"a"])
+        + frame(b"C", b"SELECT 1\0")
+        + frame(b"Z", b"T")
+        + frame(b"E", b"SERROR\0\0")
+        + frame(b"Z", b"I")
+        + b"D\x00\x00"
+    )
+    error_at = data.index(b"E\x00")
+    assert walk(data, 0, len(data), b"") == (len(data) - 3, 2, ord("I"))  # stops at the partial
+    assert walk(data, 0, len(data), b"E") == (error_at, 1, ord("T"))
+    assert walk(bytearray(b"Z\x00\x00\x00\x03"), 0, 5, b"") == (0, 0, 0)  # a length below 4

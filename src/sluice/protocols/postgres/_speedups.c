@@ -391,9 +391,53 @@ done:
     return result;
 }
 
+/*
+ * walk_frames(buf, pos, size, stop_kinds) -> (pos, readies, status)
+ *
+ * Skips complete frames from `pos`; stops at an incomplete frame, a length
+ * below 4 or a frame whose type is in `stop_kinds`. Counts ReadyForQuery
+ * frames and returns the status byte of the last (0 if none).
+ */
+static PyObject *walk_frames(PyObject *self, PyObject *args)
+{
+    Py_buffer view, stops;
+    Py_ssize_t pos, size;
+    if (!PyArg_ParseTuple(args, "y*nny*", &view, &pos, &size, &stops))
+        return NULL;
+    PyObject *result = NULL;
+    if (size > view.len)
+        size = view.len;
+    if (pos < 0 || pos > size) {
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        goto done;
+    }
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    long readies = 0;
+    int status = 0;
+    while (size - pos >= 5) {
+        unsigned char kind = buf[pos];
+        uint32_t length = read_u32(buf + pos + 1);
+        if (length < 4 || (Py_ssize_t)length > size - pos - 1 ||
+            (stops.len > 0 && memchr(stops.buf, kind, (size_t)stops.len) != NULL))
+            break;
+        if (kind == 'Z') {
+            readies++;
+            status = length > 4 ? buf[pos + 5] : 'I';
+        }
+        pos += 1 + (Py_ssize_t)length;
+    }
+    result = Py_BuildValue("(nli)", pos, readies, status);
+done:
+    PyBuffer_Release(&stops);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"datarow_run", datarow_run, METH_VARARGS,
      "datarow_run(buf, pos, size) -> (end, starts): walk a run of complete DataRow frames."},
+    {"walk_frames", walk_frames, METH_VARARGS,
+     "walk_frames(buf, pos, size, stop_kinds) -> (pos, readies, status)."},
     {"decode_rows", decode_rows, METH_VARARGS,
      "decode_rows(region, starts, indexes) -> the values of those rows."},
     {"rewrite_rows", rewrite_rows, METH_VARARGS,

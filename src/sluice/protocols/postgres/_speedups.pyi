@@ -8,3 +8,6 @@ def decode_rows(
 def rewrite_rows(
     region: bytes, starts: list[int], changed: list[tuple[int, list[bytes | None]]], /
 ) -> bytes: ...
+def walk_frames(
+    buf: bytes | bytearray, pos: int, size: int, stop_kinds: bytes, /
+) -> tuple[int, int, int]: ...

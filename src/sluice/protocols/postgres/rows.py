@@ -86,6 +86,34 @@ def py_splice_columns(
     return bytes(out), replaced
 
 
+def py_walk_frames(
+    buf: bytes | bytearray, pos: int, size: int, stop_kinds: bytes
+) -> tuple[int, int, int]:
+    """Skip complete frames from `pos`, noting ReadyForQuery ('Z') frames.
+
+    Stops at an incomplete frame, a length below 4 (the caller's frame walk
+    reports those) or a frame whose type is in `stop_kinds`. Returns where it
+    stopped, how many ReadyForQuery frames it passed and the transaction
+    status byte of the last one (0 if none).
+    """
+    size = min(size, len(buf))
+    if pos < 0 or pos > size:
+        raise ValueError("pos out of range")
+    unpack = _LEN.unpack_from
+    readies = 0
+    status = 0
+    while size - pos >= 5:
+        kind = buf[pos]
+        length = unpack(buf, pos + 1)[0]
+        if length < 4 or pos + 1 + length > size or kind in stop_kinds:
+            break
+        if kind == 90:  # 'Z'
+            readies += 1
+            status = buf[pos + 5] if length > 4 else 73  # 'I'
+        pos += 1 + length
+    return pos, readies, status
+
+
 def _row_bounds(region: bytes, starts: list[int], i: int) -> tuple[int, int]:
     if not 0 <= i < len(starts):
         raise ValueError("a row index is out of range")
@@ -156,12 +184,14 @@ def py_rewrite_rows(
 
 DatarowRun = Callable[[bytes | bytearray, int, int], tuple[int, list[int]]]
 SpliceColumns = Callable[[bytes, list[int], tuple[bytes | None, ...]], tuple[bytes, int]]
+WalkFrames = Callable[[bytes | bytearray, int, int, bytes], tuple[int, int, int]]
 DecodeRows = Callable[[bytes, list[int], list[int]], list[list[bytes | None]]]
 RewriteRows = Callable[[bytes, list[int], list[tuple[int, list[bytes | None]]]], bytes]
 
 datarow_run: DatarowRun
 splice_columns: SpliceColumns
 decode_rows: DecodeRows
+walk_frames: WalkFrames
 rewrite_rows: RewriteRows
 try:
     from sluice.protocols.postgres import _speedups
@@ -169,7 +199,9 @@ except ImportError:  # no compiler at install: the Python versions
     COMPILED = False
     datarow_run, splice_columns = py_datarow_run, py_splice_columns
     decode_rows, rewrite_rows = py_decode_rows, py_rewrite_rows
+    walk_frames = py_walk_frames
 else:
     COMPILED = True
     datarow_run, splice_columns = _speedups.datarow_run, _speedups.splice_columns
     decode_rows, rewrite_rows = _speedups.decode_rows, _speedups.rewrite_rows
+    walk_frames = _speedups.walk_frames

@@ -151,17 +151,7 @@ def test_the_compiled_collector_refuses_bad_hits() -> None:
 PRIORITY = {"a": 10, "b": 50, "c": 10, "s": 90, "t": 85}
 
 
-def _across(
-    values: Sequence[bytes],
-    out: dict[int, list[Finding]],
-    j: int,
-    jbase: int,
-    jend: int,
-    fs: int,
-    fe: int,
-    name: str,
-) -> None:
-    Scanner._place_across(values, out, j, jbase, jend, fs, fe, name)
+_across = Scanner._place_across  # how the scanner clips a span across values
 
 
 @settings(max_examples=300, deadline=None)

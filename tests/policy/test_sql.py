@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pglast.parser import scan
 
+from sluice.policy.prepared import _SESSION_WORDS, mentions_prepared
 from sluice.policy.sql import (
     KNOWN_KINDS,
     Category,
@@ -17,6 +18,7 @@ from sluice.policy.sql import (
     Prepare,
     StatementInfo,
     TableRef,
+    _not_plain,
     classify,
     is_restricting,
     merge_execution,
@@ -434,6 +436,8 @@ def test_plain_key_hides_only_numeric_literals(text: str, data: st.DataObject) -
         "SELECT 1 /* 2 */",
         "EXPLAIN (ANALYZE 0) SELECT 1",  # option values
         "VACUUM t",
+        "analyse t",
+        "explain select 1",
         "SELECT * FROM t\u00a01",  # non-ASCII: PostgreSQL reads it as part of a name
         "SELECT 0x1F",  # numbers run into letters
         "SELECT 1e5",
@@ -447,3 +451,23 @@ def test_plain_key_refuses_texts_it_cannot_read_without_the_lexer(sql: str) -> N
 def test_plain_key_zeroes_numbers_but_not_names() -> None:
     sql = "SELECT c1, 12.5 FROM t2 WHERE aid = 48213 AND x_9 > .5"
     assert plain_numbers_zeroed(sql) == "SELECT c1, 0.0 FROM t2 WHERE aid = 0 AND x_9 > .0"
+
+
+# The regex `_not_plain` stands for, kept here as the reference.
+_NOT_PLAIN_REFERENCE = re.compile(
+    r"explain|analy[sz]e|vacuum|--|/\*|(?<![A-Za-z0-9_])[0-9]+[A-Za-z_]", re.IGNORECASE
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=_PLAIN_ALPHABET + "EXPLAINVCUMZSexplaincumzs-/*", max_size=40))
+def test_the_not_plain_test_answers_as_its_regex(text: str) -> None:
+    assert _not_plain(text) == (_NOT_PLAIN_REFERENCE.search(text) is not None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="prepaREXECUTdlocisPEXAD ;\u017f\u212a\u0131\u0130\u00e91", max_size=30))
+def test_the_prepared_statement_prefilter_answers_as_its_regex(text: str) -> None:
+    """ASCII texts take plain substring tests; others the regex itself."""
+    assert mentions_prepared(text) == (_SESSION_WORDS.search(text) is not None)
+    assert mentions_prepared(text.upper()) == (_SESSION_WORDS.search(text.upper()) is not None)

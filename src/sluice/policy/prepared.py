@@ -75,4 +75,7 @@ def mentions_prepared(sql: str) -> bool:
     Keywords cannot be escaped or quoted into existence, so a text without
     these words holds none of those statements: a cheap pre-filter.
     """
+    if sql.isascii():  # the usual case: plain substring tests, same answer as the regex
+        low = sql.lower()
+        return "prepare" in low or "execute" in low or "deallocate" in low or "discard" in low
     return _SESSION_WORDS.search(sql) is not None

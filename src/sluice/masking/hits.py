@@ -79,7 +79,6 @@ def py_validate(
 ) -> None:
     """Exact regex and validators at each distinct (start, pattern) hit."""
     n = hits.n
-    append = out.append
     for key in sorted(set(hits.keys)):
         start, idx = divmod(key, n)
         if start > len(buf):
@@ -105,15 +104,28 @@ def py_validate(
             e = m.end()
         if e < s or e > len(buf):
             raise ValueError("a match's span lies outside the buffer")
-        value = buf[s:e]
-        before = buf[max(0, s - context_bytes) : s].rpartition(SEPARATOR)[2] if context else b""
-        for name, validator in checks:
-            try:
-                valid = validator(value, before)
-            except Exception:  # a validator bug must not unmask: fail closed
-                valid = True
-            if valid:
-                append((s, e, name))
+        run_checks(checks, buf, s, e, context_bytes if context else 0, out)
+
+
+def run_checks(
+    checks: Sequence[tuple[str, Validator]],
+    buf: bytes,
+    s: int,
+    e: int,
+    context_bytes: int,
+    out: list[RawFinding],
+) -> None:
+    """Append (s, e, name) for each check whose validator accepts buf[s:e]; the
+    validator sees up to `context_bytes` before it, within the same value."""
+    value = buf[s:e]
+    before = buf[max(0, s - context_bytes) : s].rpartition(SEPARATOR)[2] if context_bytes else b""
+    for name, validator in checks:
+        try:
+            valid = validator(value, before)
+        except Exception:  # a validator bug must not unmask: fail closed
+            valid = True
+        if valid:
+            out.append((s, e, name))
 
 
 def py_rows_holding(hits: PyCollector, starts: list[int]) -> list[int]:

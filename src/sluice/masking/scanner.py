@@ -199,17 +199,7 @@ class Scanner:
             s, e = m.span()
         if e <= s:
             return
-        before = (
-            buf[max(0, s - CONTEXT_BYTES) : s].rpartition(SEPARATOR)[2] if pattern.context else b""
-        )
-        value = buf[s:e]
-        for name, validator in entry.checks:
-            try:
-                valid = validator(value, before)
-            except Exception:  # a validator bug must not unmask: fail closed
-                valid = True
-            if valid:
-                out.append((s, e, name))
+        hits.run_checks(entry.checks, buf, s, e, CONTEXT_BYTES if pattern.context else 0, out)
 
     def scan_many(self, values: Sequence[bytes]) -> dict[int, list[Finding]]:
         """Findings per value index (only values with findings), offsets within the value.

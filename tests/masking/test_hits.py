@@ -229,7 +229,10 @@ SAMPLES = [
     b"8.8.8.8", b"10.1.2.3", b"192.168.1.1", b"172.16.0.1", b"100.64.1.1", b"01.2.3.4",
     b"1.2.3", b"1.2.3.4.", b"1.2.3.4.5", b"256.1.1.1", b"1..2.3", b"fe80::1", b"2001:4860::1",
 ]  # fmt: skip
-BEFORE = [b"", b"version ", b"v", b"ip=", b"at ", b"x\x00"]
+BEFORE = [
+    b"", b"version ", b"v", b"ip=", b"at ", b"x\x00", b"Firmware: ", b"release=\t", b"xv",
+    b"_v", b"-v", b"(V", b"preversion ", b"my version:= ", b"Version", b"released ", b"firmware\n",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("kind", "reference", "compiled", "alphabet"), VALIDATORS)
@@ -249,7 +252,9 @@ def test_each_compiled_validator_answers_as_its_reference(
 def test_compiled_validators_agree_on_shaped_and_arbitrary_input(data: st.DataObject) -> None:
     kind, reference, compiled, alphabet = data.draw(st.sampled_from(VALIDATORS))
     value = data.draw(st.one_of(_shaped(alphabet), st.binary(max_size=24)))
-    before = data.draw(st.one_of(st.sampled_from(BEFORE), st.binary(max_size=8)))
+    before = data.draw(
+        st.one_of(st.sampled_from(BEFORE), st.binary(max_size=8), _shaped(b"vVersionfmwal_ :=\t-"))
+    )
     assert _outcome(compiled, value, before) == _outcome(reference, value, before), kind
 
 

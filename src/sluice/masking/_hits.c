@@ -726,13 +726,44 @@ static int phone_fast(FastValidator *self, const char *v, Py_ssize_t n)
 }
 
 /* 1 private, 0 public, -3 not an IPv4 address, -1 outside the fast path. */
-static int ipv4_fast(FastValidator *self, const char *v, Py_ssize_t n, const char *before, Py_ssize_t nbefore)
+static inline int is_word(char c)
 {
-    /* A colon (IPv6) or a version marker before it ("v10.1.2.3"): the reference. */
+    return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static int ends_with_word(const char *b, Py_ssize_t q, const char *word)
+{
+    Py_ssize_t len = (Py_ssize_t)strlen(word);
+    if (q < len)
+        return 0;
+    for (Py_ssize_t i = 0; i < len; i++)
+        if (!is_lower(b[q - len + i], word[i]))
+            return 0;
+    return q == len || !is_word(b[q - len - 1]); /* \b before the word */
+}
+
+/*
+ * Whether the context before an address marks a version, as the reference's
+ * `(?i)(?:\bv|\b(?:version|release|firmware)[\s:=]*)$` ("v10.1.2.3",
+ * "firmware: 4.3.2.1").
+ */
+static int version_context(const char *b, Py_ssize_t n)
+{
+    /* The reference looks only when the context ends in one of these bytes. */
+    if (n == 0 || b[n - 1] == 0 || strchr(" \t:=vVeEnN", b[n - 1]) == NULL)
+        return 0;
+    if (n > 0 && is_lower(b[n - 1], 'v') && (n == 1 || !is_word(b[n - 2])))
+        return 1;
+    Py_ssize_t q = n;
+    while (q > 0 && (is_space(b[q - 1]) || b[q - 1] == ':' || b[q - 1] == '='))
+        q--;
+    return ends_with_word(b, q, "version") || ends_with_word(b, q, "release") || ends_with_word(b, q, "firmware");
+}
+
+static int ipv4_fast(FastValidator *self, const char *v, Py_ssize_t n)
+{
     if (memchr(v, ':', (size_t)n) != NULL)
-        return -1;
-    if (nbefore > 0 && strchr(" \t:=vVeEnN", before[nbefore - 1]) != NULL && before[nbefore - 1] != 0)
-        return -1;
+        return -1; /* IPv6: the reference */
     uint32_t octets[4];
     int parts = 0;
     Py_ssize_t i = 0;
@@ -785,11 +816,12 @@ static PyObject *fast_validator_call(PyObject *op, PyObject *const *args, size_t
         verdict = phone_fast(self, v, n);
         break;
     default:
-        verdict = ipv4_fast(self, v, n, PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]));
+        verdict = ipv4_fast(self, v, n);
         if (verdict == -3)
             verdict = 0; /* not an address: neither public nor private */
         else if (verdict >= 0)
-            verdict = self->kind == K_IP_PRIVATE ? verdict : !verdict;
+            verdict = (self->kind == K_IP_PRIVATE ? verdict : !verdict) &&
+                      !version_context(PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]));
     }
     if (verdict == -2)
         return NULL;

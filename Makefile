@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo run test check lint typecheck bench system-deps lock clean
 
-$(STAMP): pyproject.toml constraints.txt setup.py src/sluice/protocols/postgres/_speedups.c src/sluice/masking/_hits.c
+$(STAMP): pyproject.toml constraints.txt setup.py src/sluice/protocols/postgres/_speedups.c src/sluice/masking/_hits.c src/sluice/policy/_sqlkey.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'

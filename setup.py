@@ -2,7 +2,7 @@
 
 `optional=True`: without a compiler the install still succeeds and Sluice
 uses the pure-Python versions (sluice.protocols.postgres.rows,
-sluice.masking.hits).
+sluice.masking.hits, sluice.policy.sql).
 """
 
 from setuptools import Extension, setup
@@ -18,6 +18,12 @@ setup(
         Extension(
             "sluice.masking._hits",
             ["src/sluice/masking/_hits.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
+        Extension(
+            "sluice.policy._sqlkey",
+            ["src/sluice/policy/_sqlkey.c"],
             extra_compile_args=["-O2"],
             optional=True,
         ),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +25,7 @@ from sluice.policy.sql import (
     is_restricting,
     merge_execution,
     plain_numbers_zeroed,
+    py_plain_numbers_zeroed,
 )
 
 C = Category
@@ -398,6 +401,10 @@ def test_explain_option_values_are_not_normalised() -> None:
 
 _PLAIN_ALPHABET = "abcxyzEob_0123456789 \t\n,.=<>()*;+-/%!|&^~:[]@#"
 _NUMBER_RUN = re.compile(r"(?<![A-Za-z0-9_])[0-9]+")
+PLAIN_KEYS = [
+    pytest.param(plain_numbers_zeroed, id="used"),
+    pytest.param(py_plain_numbers_zeroed, id="python"),
+]
 
 
 def _tokens(text: str) -> list[tuple[str, str]] | None:
@@ -444,13 +451,36 @@ def test_plain_key_hides_only_numeric_literals(text: str, data: st.DataObject) -
         "SELECT 1_000",
     ],
 )
-def test_plain_key_refuses_texts_it_cannot_read_without_the_lexer(sql: str) -> None:
-    assert plain_numbers_zeroed(sql) is None
+@pytest.mark.parametrize("key", PLAIN_KEYS)
+def test_plain_key_refuses_texts_it_cannot_read_without_the_lexer(
+    key: Callable[[str], str | None], sql: str
+) -> None:
+    assert key(sql) is None
 
 
-def test_plain_key_zeroes_numbers_but_not_names() -> None:
+@pytest.mark.parametrize("key", PLAIN_KEYS)
+def test_plain_key_zeroes_numbers_but_not_names(key: Callable[[str], str | None]) -> None:
     sql = "SELECT c1, 12.5 FROM t2 WHERE aid = 48213 AND x_9 > .5"
-    assert plain_numbers_zeroed(sql) == "SELECT c1, 0.0 FROM t2 WHERE aid = 0 AND x_9 > .0"
+    assert key(sql) == "SELECT c1, 0.0 FROM t2 WHERE aid = 0 AND x_9 > .0"
+    assert key("7 a") == "0 a"
+    assert key("") == ""
+    assert key("a7 9") == "a7 0"
+
+
+def test_the_compiled_plain_key_is_built_where_a_compiler_is() -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the Python key is used")
+    assert plain_numbers_zeroed is not py_plain_numbers_zeroed
+
+
+# Letters of the option words, comment starts, non-ASCII and control characters.
+_KEY_ALPHABET = _PLAIN_ALPHABET + "EXPLAINVCUMZSexplaincumzs-/*'$\"\x00\x0b\x0c\r\u00e9\u212a"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.text(alphabet=_KEY_ALPHABET, max_size=60), st.text(max_size=30)))
+def test_the_compiled_plain_key_answers_as_the_python_one(text: str) -> None:
+    assert plain_numbers_zeroed(text) == py_plain_numbers_zeroed(text)
 
 
 # The regex `_not_plain` stands for, kept here as the reference.

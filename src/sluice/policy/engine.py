@@ -38,6 +38,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 
 from sluice.events import (
     Event,
@@ -118,11 +119,28 @@ class RecordedQuery:
 # Distinct (policy, identity, statement shape) verdicts kept for reuse.
 VERDICT_CACHE_SIZE = 8192
 
+_UNKEYED: Final = ("", "")
+
+
+def _text_key(sql: str) -> tuple[str, str] | None:
+    """The text part of a verdict key, or None when the text cannot be cached.
+
+    Two kinds, told apart by their first member: the plain-text one needs no
+    lexer; both map only texts that differ in numbers.
+    """
+    if mentions_prepared(sql):  # depends on session state
+        return None
+    text = plain_numbers_zeroed(sql)
+    if text is not None:
+        return ("plain", text)
+    text = numbers_zeroed(sql)
+    return None if text is None else ("lexed", text)
+
 
 class PolicyEngine:
     """Immutable compiled policies; see the module docstring."""
 
-    __slots__ = ("_policies", "_textual", "_verdicts")
+    __slots__ = ("_policies", "_prepared_keys", "_textual", "_verdicts")
 
     def __init__(self, policies: Mapping[str, CompiledPolicy]) -> None:
         self._policies: Mapping[str, CompiledPolicy] = MappingProxyType(dict(policies))
@@ -133,6 +151,8 @@ class PolicyEngine:
             if any(rule.condition.text_regex is not None for rule in policy.rules)
         )
         self._verdicts: dict[tuple[object, ...], Verdict] = {}
+        # Keys of prepared statements' texts: a Bind judges the same text each time.
+        self._prepared_keys: dict[str, tuple[str, str] | None] = {}
 
     @classmethod
     def compile(
@@ -206,17 +226,17 @@ class PolicyEngine:
             return None
         if len(event.sql) > MAX_CACHED_SQL_CHARS:
             return None
-        if mentions_prepared(event.sql):  # depends on session state
+        if event.origin is QueryOrigin.EXECUTE:
+            keyed = self._prepared_keys.get(event.sql, _UNKEYED)
+            if keyed is _UNKEYED:
+                if len(self._prepared_keys) >= VERDICT_CACHE_SIZE:
+                    self._prepared_keys.clear()
+                keyed = self._prepared_keys[event.sql] = _text_key(event.sql)
+        else:
+            keyed = _text_key(event.sql)
+        if keyed is None:
             return None
-        # Two kinds of key, told apart by their first member: the plain-text
-        # one needs no lexer; both map only texts that differ in numbers.
-        kind = "plain"
-        text = plain_numbers_zeroed(event.sql)
-        if text is None:
-            kind = "lexed"
-            text = numbers_zeroed(event.sql)
-            if text is None:
-                return None
+        kind, text = keyed
         identity = event.context.identity
         return (kind, policy_name, identity.user, identity.groups, event.origin, text)
 

@@ -86,6 +86,21 @@ def test_every_event_has_the_common_fields(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_the_json_line_holds_what_to_dict_gives(name: str) -> None:
+    event = EVENT_TYPES[name](**context_fields(CTX))
+    assert json.loads(to_json(event)) == to_dict(event)
+    assert json.loads(to_json(event)) == to_dict(event)  # again, from the caches
+
+
+def test_the_json_line_of_an_event_with_nested_values() -> None:
+    counts = (MaskingCount(column="email", detector="email", count=3),)
+    event = MaskingApplied(**context_fields(CTX), profiles=("pii",), counts=counts)
+    assert json.loads(to_json(event)) == to_dict(event)
+    anonymous = SessionStart(reason="no identity")
+    assert json.loads(to_json(anonymous))["identity"] is None
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
 def test_schema_doc_describes_every_field(name: str) -> None:
     doc = DOC.read_text()
     section = doc.split(f"### `{name}`", 1)
@@ -149,6 +164,9 @@ def test_timestamps_are_utc() -> None:
     cest = dt.timezone(dt.timedelta(hours=2))
     event = SessionStart(timestamp=dt.datetime(2030, 6, 1, 12, 0, tzinfo=cest))
     assert to_dict(event)["timestamp"] == "2030-06-01T10:00:00.000000Z"
+    assert json.loads(to_json(event))["timestamp"] == "2030-06-01T10:00:00.000000Z"
+    later = SessionStart(timestamp=dt.datetime(2030, 6, 1, 12, 0, 0, 5, tzinfo=cest))
+    assert json.loads(to_json(later))["timestamp"] == "2030-06-01T10:00:00.000005Z"
     with pytest.raises(ValueError, match="timezone-aware"):
         to_json(SessionStart(timestamp=dt.datetime(2030, 6, 1)))
 

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -32,17 +33,20 @@ class Outcome(StrEnum):
 
 
 # Event ids are RFC 9562 version-8 UUIDs: 64 random bits drawn once per process
-# and a counter. Unique like uuid4, without a getrandom() call per event.
+# (with the version nibble, the first three groups of the text) and a counter
+# under the variant bits. Unique like uuid4, without a getrandom() call per event.
 _ID_VARIANT = 0b10 << 62
 _ID_LOW = (1 << 62) - 1
-_ID_BASE = 0
+_ID_HEAD = ""
 _ID_COUNTER = itertools.count()
 
 
 def _seed_ids() -> None:
     """Fresh random bits (again in every forked worker, so ids never repeat)."""
-    global _ID_BASE, _ID_COUNTER
-    _ID_BASE = (int.from_bytes(os.urandom(8), "big") << 64) & ~(0xF << 76) | (0x8 << 76)
+    global _ID_HEAD, _ID_COUNTER
+    high = int.from_bytes(os.urandom(8), "big") & ~(0xF << 12) | (0x8 << 12)
+    h = f"{high:016x}"
+    _ID_HEAD = f"{h[:8]}-{h[8:12]}-{h[12:]}-"
     _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(7), "big"))
 
 
@@ -51,8 +55,8 @@ os.register_at_fork(after_in_child=_seed_ids)
 
 
 def _new_id() -> str:
-    h = "%032x" % (_ID_BASE | _ID_VARIANT | (next(_ID_COUNTER) & _ID_LOW))
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"  # uuid.UUID's str, faster
+    low = "%016x" % (_ID_VARIANT | (next(_ID_COUNTER) & _ID_LOW))
+    return f"{_ID_HEAD}{low[:4]}-{low[4:]}"  # uuid.UUID's str, faster
 
 
 def _now() -> dt.datetime:
@@ -292,24 +296,60 @@ def to_dict(event: AuditEvent) -> dict[str, Any]:
 
 
 _HEADS: dict[str, bytes] = {}  # per event type: the members every line starts with
+_MEMBERS: dict[type, Callable[[Any], dict[str, Any]]] = {}  # per event class
+# Identities as JSON, by object: sessions emit many events with the same one.
+_IDENTITIES: dict[int, tuple[Identity, orjson.Fragment]] = {}
+_IDENTITY_CACHE_SIZE = 4096
+
+
+def _identity_json(identity: Identity) -> orjson.Fragment:
+    cached = _IDENTITIES.get(id(identity))
+    if cached is not None and cached[0] is identity:
+        return cached[1]
+    fragment = orjson.Fragment(orjson.dumps(_value(identity)))
+    if len(_IDENTITIES) >= _IDENTITY_CACHE_SIZE:
+        _IDENTITIES.clear()
+    _IDENTITIES[id(identity)] = (identity, fragment)
+    return fragment
+
+
+def _members_of(cls: type) -> Callable[[Any], dict[str, Any]]:
+    """A function giving an event's fields as a dict, in order.
+
+    Generated per class, as dataclasses generates `__init__`: a dict display
+    of attribute loads is about four times faster than building the dict
+    from the field names at run time, and this runs once per statement.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not all(name.isidentifier() for name in names):  # pragma: no cover - dataclass fields
+        raise TypeError(f"{cls.__name__} has a field that is not an identifier")
+    source = "lambda event: {" + ", ".join(f"{name!r}: event.{name}" for name in names) + "}"
+    members: Callable[[Any], dict[str, Any]] = eval(source, {})  # noqa: S307 - names checked
+    _MEMBERS[cls] = members
+    return members
 
 
 def to_json(event: AuditEvent) -> str:
     """One line of compact JSON (no newline); the same members as `to_dict`."""
     if event.timestamp.tzinfo is None:
         raise ValueError("audit timestamps must be timezone-aware")
+    cls = type(event)
     head = _HEADS.get(event.TYPE)
     if head is None:
         head = _HEADS[event.TYPE] = (
             b'{"type":"' + event.TYPE.encode() + b'","schema":' + str(SCHEMA_VERSION).encode()
         )
-    body = orjson.dumps(
-        event, option=orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_SUBCLASS, default=_orjson_default
-    )
+    members = (_MEMBERS.get(cls) or _members_of(cls))(event)
+    identity = members.get("identity")
+    if identity is not None:
+        members["identity"] = _identity_json(identity)
+    stamp = event.timestamp
+    if stamp.tzinfo is not dt.UTC or stamp.microsecond == 0:
+        # orjson keeps other offsets and leaves out a zero fraction
+        members["timestamp"] = format_timestamp(stamp)
+    body = orjson.dumps(members, option=orjson.OPT_UTC_Z, default=_orjson_default)
     return (head + b"," + body[1:]).decode() if len(body) > 2 else (head + b"}").decode()
 
 
 def _orjson_default(value: Any) -> Any:
-    if isinstance(value, str):  # StrEnum members, passed through by OPT_PASSTHROUGH_SUBCLASS
-        return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")

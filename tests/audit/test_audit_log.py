@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -71,6 +72,33 @@ def test_fsync_policies(tmp_path: Path, fsync: str, monkeypatch: pytest.MonkeyPa
     audit.close()
     if fsync == "never":
         assert calls == []
+
+
+def test_a_slow_fsync_does_not_hold_up_emit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interval fsync runs in its thread while the event loop keeps writing."""
+    in_fsync, release = threading.Event(), threading.Event()
+    real = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        in_fsync.set()
+        release.wait(10)
+        real(fd)
+
+    monkeypatch.setattr(file_mod, "os", _OsWith(fsync=slow_fsync))
+    sink = FileSink(tmp_path / "a.jsonl", fsync="interval", fsync_interval=0.01)
+    audit = AuditLog([sink])
+    try:
+        audit.emit(SessionStart())
+        assert in_fsync.wait(5)
+        started = time.monotonic()
+        audit.emit(SessionStart())  # while the fsync is still running
+        assert time.monotonic() - started < 1.0
+        assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 2
+    finally:
+        release.set()
+        audit.close()
 
 
 def test_required_file_sink_fails_closed(tmp_path: Path) -> None:

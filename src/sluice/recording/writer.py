@@ -60,21 +60,27 @@ FailureHook = Callable[[str, RecordingError], None]
 """Called with (session_id, error) once when a log fails, e.g. to audit it."""
 
 
-_wall_cache: list[Any] = [0, ""]
+_wall_cache: list[Any] = [0, "", -1, ""]  # millisecond, its text; second, its prefix
 
 
 def _now_iso() -> str:
     """Wall-clock time of a record, to the millisecond (offsets `t` are exact).
 
     Formatting a timestamp per record is a measurable share of the hot path,
-    so the text is reused within the same millisecond.
+    so the text is reused within the same millisecond, and the date and time
+    up to the second within the same second.
     """
     millis = time.time_ns() // 1_000_000
-    if millis != _wall_cache[0]:
-        stamp = dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
-        _wall_cache[0] = millis
-        _wall_cache[1] = stamp.isoformat(timespec="milliseconds")
-    text: str = _wall_cache[1]
+    cache = _wall_cache
+    if millis != cache[0]:
+        seconds, fraction = divmod(millis, 1000)
+        if seconds != cache[2]:
+            stamp = dt.datetime.fromtimestamp(seconds, dt.UTC)
+            cache[2] = seconds
+            cache[3] = stamp.isoformat(timespec="seconds")[:-6]  # without "+00:00"
+        cache[0] = millis
+        cache[1] = f"{cache[3]}.{fraction:03d}+00:00"
+    text: str = cache[1]
     return text
 
 
@@ -112,6 +118,23 @@ def _wire_fields(data: bytes, count: int, formats: list[int]) -> dict[str, Any]:
         "count": count,
         "wire": base64.b64encode(data).decode("ascii"),
     }
+
+
+_VERDICT_FIELDS: dict[int, tuple[Verdict, dict[str, Any]]] = {}
+"""The members of recently recorded verdicts, by object: the policy engine
+hands out the same verdict object for statements judged alike."""
+_VERDICT_CACHE_SIZE: Final = 1024
+
+
+def _cached_verdict_fields(verdict: Verdict) -> dict[str, Any]:
+    cached = _VERDICT_FIELDS.get(id(verdict))
+    if cached is not None and cached[0] is verdict:
+        return cached[1]
+    fields = _verdict_fields(verdict)
+    if len(_VERDICT_FIELDS) >= _VERDICT_CACHE_SIZE:
+        _VERDICT_FIELDS.clear()
+    _VERDICT_FIELDS[id(verdict)] = (verdict, fields)
+    return fields
 
 
 def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
@@ -314,7 +337,7 @@ class Recorder:
             self._statements += 1
             fields = {"sql": sql, "origin": str(origin), "statement_name": statement_name}
             if verdict is not None:
-                fields.update(_verdict_fields(verdict))
+                fields.update(_cached_verdict_fields(verdict))
             self._append(_STATEMENT, fields, flush=flush)
 
     def verdict(self, verdict: Verdict) -> None:
@@ -544,7 +567,7 @@ class Recorder:
             "seq": self._seq,
             "prev": self._prev,
             "kind": kind,
-            "t": round(self._clock() - self._t0, 6),
+            "t": int((self._clock() - self._t0) * 1_000_000) / 1_000_000,  # to the microsecond
             "wall": _now_iso(),
             **fields,
         }

@@ -100,13 +100,29 @@ class FileSink:
             self.sync()
 
     def sync(self) -> None:
+        """fsync what was written so far, without holding up `emit`.
+
+        A flush to disk can take tens of milliseconds; the lock is held only
+        to take a duplicate of the descriptor, so the event loop's writes go
+        on meanwhile (and the descriptor cannot be closed under the fsync).
+        """
         with self._lock:
-            if self._dirty and self._fd is not None:
-                try:
-                    os.fsync(self._fd)
-                    self._dirty = False
-                except OSError as exc:
-                    self._warn("fsync failed: %s", exc)
+            if not self._dirty or self._fd is None:
+                return
+            try:
+                fd = os.dup(self._fd)
+            except OSError as exc:
+                self._warn("fsync failed: %s", exc)
+                return
+            self._dirty = False
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            with self._lock:
+                self._dirty = True
+            self._warn("fsync failed: %s", exc)
+        finally:
+            os.close(fd)
 
     def close(self, deadline: float) -> None:
         if self._fsync != "never":

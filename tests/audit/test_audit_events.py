@@ -13,6 +13,7 @@ from sluice.audit import (
     EVENT_TYPES,
     ApprovalRequested,
     AuditEvent,
+    EventLines,
     MaskingApplied,
     MaskingCount,
     Outcome,
@@ -90,6 +91,32 @@ def test_the_json_line_holds_what_to_dict_gives(name: str) -> None:
     event = EVENT_TYPES[name](**context_fields(CTX))
     assert json.loads(to_json(event)) == to_dict(event)
     assert json.loads(to_json(event)) == to_dict(event)  # again, from the caches
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+def test_event_lines_give_the_line_to_json_gives(name: str) -> None:
+    cls = EVENT_TYPES[name]
+    lines = EventLines(cls, **context_fields(CTX))
+    cest = dt.timezone(dt.timedelta(hours=2))
+    for stamp in (
+        dt.datetime(2030, 6, 1, 12, 0, 0, 123456, tzinfo=dt.UTC),
+        dt.datetime(2030, 6, 1, 12, 0, tzinfo=dt.UTC),  # no fraction
+        dt.datetime(2030, 6, 1, 12, 0, 0, 7, tzinfo=cest),
+    ):
+        values = {"id": "e-1", "timestamp": stamp, "reason": 'why "so"\n', "rule": None}
+        assert lines.line(dict(values)) == to_json(lines.event(dict(values)))
+    fresh = json.loads(lines.line({}))
+    assert uuid.UUID(fresh["id"]).version == 8
+    assert fresh == {
+        **to_dict(cls(**context_fields(CTX))),
+        "id": fresh["id"],
+        "timestamp": fresh["timestamp"],
+    }
+
+
+def test_event_lines_refuse_unknown_fields() -> None:
+    with pytest.raises(TypeError, match="no field nonsense"):
+        EventLines(SessionStart, nonsense=1)
 
 
 def test_the_json_line_of_an_event_with_nested_values() -> None:

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,14 +17,17 @@ from sluice.audit import (
     AuditError,
     AuditLog,
     AuditSpec,
+    EventLines,
     FileSinkSpec,
     SessionStart,
     StatementAllowed,
     SyslogSinkSpec,
     WebhookSinkSpec,
 )
+from sluice.audit.events import to_dict
 from sluice.audit.sinks import FileSink, StdoutSink
 from sluice.audit.sinks import file as file_mod
+from sluice.events import Identity
 
 from .audit_receivers import wait_for
 
@@ -116,6 +120,58 @@ def test_required_file_sink_fails_closed(tmp_path: Path) -> None:
     audit.close()
     with pytest.raises(AuditError, match="after close"):
         audit.emit(SessionStart())
+
+
+def test_event_lines_fail_closed_on_a_required_file_sink(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "ok.jsonl", required=True)
+    audit = AuditLog([sink])
+    lines = EventLines(StatementAllowed, session_id="s1")
+    audit.emit_lines(lines, {"statement": "SELECT 1"})
+    os.close(sink._fd)  # type: ignore[arg-type]  # simulate the disk going away
+    with pytest.raises(AuditError, match=r"statement\.allowed"):
+        audit.emit_lines(lines, {"statement": "SELECT 2"})
+    audit.close()
+    with pytest.raises(AuditError, match="after close"):
+        audit.emit_lines(lines, {"statement": "SELECT 3"})
+
+
+def test_event_lines_reach_every_sink_as_the_event_would(tmp_path: Path) -> None:
+    """File and stdout sinks take the line; a sink that needs the object gets one."""
+
+    class ObjectSink:
+        name = "objects"
+
+        def __init__(self) -> None:
+            self.events: list[tuple[object, str]] = []
+
+        def emit(self, event: object, line: str) -> None:
+            self.events.append((event, line))
+
+        def close(self, deadline: float) -> None:
+            return None
+
+    identity = Identity(user="agent", groups=("agents",))
+    lines = EventLines(StatementAllowed, identity=identity, session_id="s1")
+    values: dict[str, Any] = {"rule": "r", "statement": "SELECT 1", "origin": "simple"}
+    stream = io.StringIO()
+    line_only = AuditLog([FileSink(tmp_path / "a.jsonl"), StdoutSink(queue_size=4, stream=stream)])
+    line_only.emit_lines(lines, values)
+    line_only.close()
+    written = json.loads((tmp_path / "a.jsonl").read_text())
+    assert written == json.loads(stream.getvalue())
+    expected = to_dict(StatementAllowed(identity=identity, session_id="s1", **values))
+    assert {k: v for k, v in written.items() if k not in ("id", "timestamp")} == {
+        k: v for k, v in expected.items() if k not in ("id", "timestamp")
+    }
+    objects = ObjectSink()
+    mixed = AuditLog([FileSink(tmp_path / "b.jsonl"), objects])
+    mixed.emit_lines(lines, values)
+    mixed.close()
+    [(event, line)] = objects.events
+    assert isinstance(event, StatementAllowed)
+    assert event.statement == "SELECT 1"
+    assert event.identity is identity
+    assert json.loads((tmp_path / "b.jsonl").read_text()) == json.loads(line)
 
 
 def test_optional_file_sink_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -329,26 +329,82 @@ def _members_of(cls: type) -> Callable[[Any], dict[str, Any]]:
     return members
 
 
-def to_json(event: AuditEvent) -> str:
-    """One line of compact JSON (no newline); the same members as `to_dict`."""
-    if event.timestamp.tzinfo is None:
-        raise ValueError("audit timestamps must be timezone-aware")
-    cls = type(event)
-    head = _HEADS.get(event.TYPE)
+def _head(event_type: str) -> bytes:
+    head = _HEADS.get(event_type)
     if head is None:
-        head = _HEADS[event.TYPE] = (
-            b'{"type":"' + event.TYPE.encode() + b'","schema":' + str(SCHEMA_VERSION).encode()
+        head = _HEADS[event_type] = (
+            b'{"type":"' + event_type.encode() + b'","schema":' + str(SCHEMA_VERSION).encode()
         )
-    members = (_MEMBERS.get(cls) or _members_of(cls))(event)
-    identity = members.get("identity")
-    if identity is not None:
-        members["identity"] = _identity_json(identity)
-    stamp = event.timestamp
+    return head
+
+
+def _line(head: bytes, members: dict[str, Any]) -> str:
+    """The JSON line of an event's members (identity already as JSON)."""
+    stamp = members["timestamp"]
     if stamp.tzinfo is not dt.UTC or stamp.microsecond == 0:
         # orjson keeps other offsets and leaves out a zero fraction
         members["timestamp"] = format_timestamp(stamp)
     body = orjson.dumps(members, option=orjson.OPT_UTC_Z, default=_orjson_default)
     return (head + b"," + body[1:]).decode() if len(body) > 2 else (head + b"}").decode()
+
+
+def to_json(event: AuditEvent) -> str:
+    """One line of compact JSON (no newline); the same members as `to_dict`."""
+    if event.timestamp.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    cls = type(event)
+    members = (_MEMBERS.get(cls) or _members_of(cls))(event)
+    identity = members.get("identity")
+    if identity is not None:
+        members["identity"] = _identity_json(identity)
+    return _line(_head(event.TYPE), members)
+
+
+_DEFAULTS: dict[type, dict[str, Any]] = {}  # per event class: its fields' defaults, in order
+
+
+class EventLines:
+    """JSON lines of one event type with some fields fixed (a session's), no objects.
+
+    For the events of every statement: building a frozen dataclass of a dozen
+    fields costs more than the rest of the line, and the file and stdout sinks
+    only need the line. `line(values)` gives what `to_json` gives for
+    `cls(**fixed, **values)` (tests hold the two equal); `event(values)`
+    builds that object, for sinks that need it.
+    """
+
+    __slots__ = ("TYPE", "_cls", "_fixed", "_head", "_template")
+
+    def __init__(self, cls: type[AuditEvent], **fixed: Any) -> None:
+        self.TYPE = cls.TYPE
+        self._cls = cls
+        self._fixed = fixed
+        self._head = _head(cls.TYPE)
+        defaults = _DEFAULTS.get(cls)
+        if defaults is None:  # id and timestamp: a fresh one per line
+            defaults = _DEFAULTS[cls] = {
+                f.name: None if f.default is dataclasses.MISSING else f.default
+                for f in dataclasses.fields(cls)
+            }
+        unknown = set(fixed) - set(defaults)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
+        template = defaults.copy()
+        template.update(fixed)
+        if template.get("identity") is not None:
+            template["identity"] = _identity_json(template["identity"])
+        self._template = template
+
+    def line(self, values: dict[str, Any]) -> str:
+        """A new event's line: a fresh id and timestamp, `values` over the fixed fields."""
+        members = self._template.copy()
+        members["id"] = _new_id()
+        members["timestamp"] = _now()
+        members.update(values)
+        return _line(self._head, members)
+
+    def event(self, values: dict[str, Any]) -> AuditEvent:
+        return self._cls(**self._fixed, **values)
 
 
 def _orjson_default(value: Any) -> Any:

@@ -10,10 +10,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from sluice.audit.errors import AuditError
-from sluice.audit.events import AuditEvent, to_json
-from sluice.audit.sinks.base import Sink
+from sluice.audit.events import AuditEvent, EventLines, to_json
+from sluice.audit.sinks.base import LineSink, Sink
 from sluice.audit.sinks.file import FileSink
 from sluice.audit.sinks.stdout import StdoutSink
 from sluice.audit.sinks.syslog import SyslogSink
@@ -91,6 +92,10 @@ class AuditLog:
         self.sinks = tuple(sinks)
         self.close_timeout = close_timeout
         self._required = any(isinstance(s, FileSink) and s.required for s in self.sinks)
+        self._line_sinks: tuple[LineSink, ...] = tuple(
+            s for s in self.sinks if isinstance(s, FileSink | StdoutSink)
+        )
+        self._object_sinks = len(self._line_sinks) != len(self.sinks)
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -106,6 +111,27 @@ class AuditLog:
                 sink.close(deadline)
             raise
         return cls(sinks, close_timeout=spec.close_timeout_seconds)
+
+    def emit_lines(self, lines: EventLines, values: dict[str, Any]) -> None:
+        """`emit(lines.event(values))`, without building the event object when
+        every sink takes lines (file and stdout sinks: the default)."""
+        if self._object_sinks or self._closed:
+            self.emit(lines.event(values))
+            return
+        try:
+            line = lines.line(values)
+        except (TypeError, ValueError) as exc:
+            if self._required:
+                raise AuditError(f"audit event {lines.TYPE} cannot be serialised: {exc}") from exc
+            log.exception("audit event %s cannot be serialised", lines.TYPE)
+            return
+        for sink in self._line_sinks:
+            try:
+                sink.emit_line(lines.TYPE, line)
+            except AuditError:
+                raise
+            except Exception:
+                log.exception("audit sink %s failed", sink.name)
 
     def emit(self, event: AuditEvent) -> None:
         if self._closed:

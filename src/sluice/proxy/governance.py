@@ -23,6 +23,7 @@ from sluice.audit import (
     ApprovalRequested,
     ApprovalWithdrawn,
     AuditLog,
+    EventLines,
     SessionEnd,
     SessionStart,
     StatementAllowed,
@@ -119,6 +120,7 @@ class SessionGovernance:
     ):
         self.context = context
         self._audit_fields = context_fields(context)  # the session's, on every event
+        self._allowed_lines = EventLines(StatementAllowed, **self._audit_fields)
         self.connection = connection
         self._governor = governor
         services = governor.services if governor is not None else None
@@ -225,16 +227,16 @@ class SessionGovernance:
                 shown, origin=_ORIGIN_NAMES[origin], statement_name=statement_name, verdict=verdict
             )
         if self.services is not None:
-            self.services.audit.emit(
-                StatementAllowed(
-                    **self._audit_fields,
-                    rule=verdict.rule,
-                    reason=verdict.reason,
-                    statement=shown,
-                    origin=_ORIGIN_NAMES[origin],
-                    mask_profiles=verdict.mask.profiles if verdict.mask else (),
-                    approval_id=approval_id,
-                )
+            self.services.audit.emit_lines(
+                self._allowed_lines,
+                {
+                    "rule": verdict.rule,
+                    "reason": verdict.reason,
+                    "statement": shown,
+                    "origin": _ORIGIN_NAMES[origin],
+                    "mask_profiles": verdict.mask.profiles if verdict.mask else (),
+                    "approval_id": approval_id,
+                },
             )
         if self.connection.policy is None:
             pass  # nothing judges prepared statements on this connection

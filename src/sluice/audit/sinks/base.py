@@ -28,6 +28,13 @@ class Sink(Protocol):
         """Flush or deliver what is pending until `deadline` (time.monotonic)."""
 
 
+class LineSink(Sink, Protocol):
+    """A sink that needs only an event's type and line (file, stdout)."""
+
+    def emit_line(self, event_type: str, line: str) -> None:
+        """`emit` without the event object."""
+
+
 class RateLimitedWarning:
     """Log a sink's repeated failures at most once per WARN_INTERVAL_SECONDS."""
 

@@ -64,10 +64,14 @@ class FileSink:
         return self._fd
 
     def emit(self, event: AuditEvent, line: str) -> None:
+        self.emit_line(event.TYPE, line)
+
+    def emit_line(self, event_type: str, line: str) -> None:
+        """`emit` for callers that have the line but no event object."""
         data = (line + "\n").encode()
         with self._lock:
             if self._closed.is_set():
-                self._failed(event, "the audit log is closed")
+                self._failed(event_type, "the audit log is closed")
                 return
             try:
                 fd = self._fd if self._fd is not None else self._open()
@@ -82,12 +86,12 @@ class FileSink:
                     self._dirty = True
             except OSError as exc:
                 self._drop_fd()
-                self._failed(event, str(exc.strerror or exc))
+                self._failed(event_type, str(exc.strerror or exc))
 
-    def _failed(self, event: AuditEvent, why: str) -> None:
+    def _failed(self, event_type: str, why: str) -> None:
         if self.required:
-            raise AuditError(f"audit event {event.TYPE} not written to {self.path}: {why}")
-        self._warn("event %s lost: %s", event.TYPE, why)
+            raise AuditError(f"audit event {event_type} not written to {self.path}: {why}")
+        self._warn("event %s lost: %s", event_type, why)
 
     def _drop_fd(self) -> None:
         if self._fd is not None:

@@ -29,8 +29,12 @@ class StdoutSink:
             self._warn("write failed: %s", exc)
 
     def emit(self, event: AuditEvent, line: str) -> None:
+        self.emit_line(event.TYPE, line)
+
+    def emit_line(self, event_type: str, line: str) -> None:
+        """`emit` for callers that have the line but no event object."""
         if not self._worker.submit(line):
-            self._warn("queue full, event %s dropped", event.TYPE)
+            self._warn("queue full, event %s dropped", event_type)
 
     @property
     def dropped(self) -> int:

@@ -376,12 +376,46 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
                 cells = [_fmt(s.medians.get(n), n) for n in names]
                 err = f" ⚠ {len(s.errors)} error(s)" if s.errors else ""
                 lines.append(f"| {s.case} | {s.target}{err} | " + " | ".join(cells) + " |")
+        if workload == "pgbench-S":
+            lines += _cpu_table(items, targets, cases)
         errors = [(s.case, s.target, e) for s in items for e in s.errors]
         if errors:
             lines += ["", "Errors:", ""]
             lines += [f"- {c} / {t}: `{e[:300]}`" for c, t, e in errors]
         lines.append("")
     return "\n".join(lines)
+
+
+def _cpu_table(items: list[Summary], targets: list[str], cases: list[str]) -> list[str]:
+    """The gateway's CPU per transaction: what each target costs, whatever the load."""
+    index = {(s.case, s.target): s for s in items}
+    measured = [
+        t for t in targets if any("gateway_cpu_us" in s.medians for s in items if s.target == t)
+    ]
+    if not measured:
+        return []
+    lines = [
+        "",
+        "Gateway CPU per transaction, µs: user + kernel (median), all of the gateway's "
+        "processes, from /proc; PostgreSQL's and pgbench's own CPU is not in it.",
+        "",
+        "| case | " + " | ".join(measured) + " |",
+        "|---" * (len(measured) + 1) + "|",
+    ]
+    for case in cases:
+        cells = []
+        for target in measured:
+            found = index.get((case, target))
+            medians = found.medians if found is not None else {}
+            if "gateway_cpu_us" not in medians:
+                cells.append("")
+                continue
+            cells.append(
+                f"{medians['gateway_cpu_us']:.0f} ({medians['gateway_user_us']:.0f} + "
+                f"{medians['gateway_sys_us']:.0f})"
+            )
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plots(

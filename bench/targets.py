@@ -425,6 +425,24 @@ def create_token(config_file: Path, user: str, *, groups: tuple[str, ...] = ()) 
     return token
 
 
+def gateway_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user, system) used so far by a gateway process and its children."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0, 0.0
+    user = system = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            user += times.user
+            system += times.system
+    return user, system
+
+
 def gateway_rss(pid: int) -> int:
     """Resident memory of a gateway process and its children (workers), in bytes."""
     import psutil

@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 from psycopg import pq
 
-from bench.targets import APPROVER_GROUP, APPROVER_USER, Endpoint, gateway_rss
+from bench.targets import APPROVER_GROUP, APPROVER_USER, Endpoint, gateway_cpu, gateway_rss
 
 PGBENCH_SCALE = 10
 CUSTOMER_ROWS = 10_000
@@ -156,6 +156,7 @@ def masked_cells(direct: Endpoint, through: Endpoint, table: str, limit: int = 5
 _TPS = re.compile(r"^tps = ([0-9.]+)", re.M)
 _LAT = re.compile(r"^latency average = ([0-9.]+) ms", re.M)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
+_PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
 
 
 def pgbench(
@@ -178,6 +179,7 @@ def pgbench(
     ]
     if connect:
         argv.append("-C")
+    cpu_before = gateway_cpu(endpoint.pid) if endpoint.pid else None
     proc = subprocess.run(
         argv,
         env=endpoint.pg_env(),
@@ -192,6 +194,14 @@ def pgbench(
         err = (proc.stderr.strip().splitlines() or ["(no output)"])[-3:]
         raise WorkloadError(f"pgbench exited {proc.returncode}: {' | '.join(err)}")
     metrics = {"tps": float(tps.group(1))}
+    processed = _PROCESSED.search(out)
+    if cpu_before is not None and endpoint.pid and processed and int(processed.group(1)):
+        # The gateway's CPU per transaction (user and kernel), all its processes.
+        user, system = gateway_cpu(endpoint.pid)
+        count = int(processed.group(1))
+        metrics["gateway_user_us"] = (user - cpu_before[0]) / count * 1e6
+        metrics["gateway_sys_us"] = (system - cpu_before[1]) / count * 1e6
+        metrics["gateway_cpu_us"] = metrics["gateway_user_us"] + metrics["gateway_sys_us"]
     if lat := _LAT.search(out):
         metrics["latency_ms"] = float(lat.group(1))
     if failed := _FAILED.search(out):

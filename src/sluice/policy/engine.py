@@ -151,7 +151,8 @@ class PolicyEngine:
             if any(rule.condition.text_regex is not None for rule in policy.rules)
         )
         self._verdicts: dict[tuple[object, ...], Verdict] = {}
-        # Keys of prepared statements' texts: a Bind judges the same text each time.
+        # Keys of prepared statements' texts: a Bind judges the same text each
+        # time, and clients of the extended protocol parse the same texts again.
         self._prepared_keys: dict[str, tuple[str, str] | None] = {}
 
     @classmethod
@@ -226,7 +227,7 @@ class PolicyEngine:
             return None
         if len(event.sql) > MAX_CACHED_SQL_CHARS:
             return None
-        if event.origin is QueryOrigin.EXECUTE:
+        if event.origin is QueryOrigin.EXECUTE or event.origin is QueryOrigin.PARSE:
             keyed = self._prepared_keys.get(event.sql, _UNKEYED)
             if keyed is _UNKEYED:
                 if len(self._prepared_keys) >= VERDICT_CACHE_SIZE:

@@ -120,6 +120,8 @@ class RecordedQuery:
 VERDICT_CACHE_SIZE = 8192
 
 _UNKEYED: Final = ("", "")
+PREPARED_KEYS_SIZE: Final = 1024
+"""Texts of prepared statements whose keys are kept (each up to MAX_CACHED_SQL_CHARS)."""
 
 
 def _text_key(sql: str) -> tuple[str, str] | None:
@@ -230,7 +232,7 @@ class PolicyEngine:
         if event.origin is QueryOrigin.EXECUTE or event.origin is QueryOrigin.PARSE:
             keyed = self._prepared_keys.get(event.sql, _UNKEYED)
             if keyed is _UNKEYED:
-                if len(self._prepared_keys) >= VERDICT_CACHE_SIZE:
+                if len(self._prepared_keys) >= PREPARED_KEYS_SIZE:
                     self._prepared_keys.clear()
                 keyed = self._prepared_keys[event.sql] = _text_key(event.sql)
         else:

@@ -710,9 +710,37 @@ _UNJUDGED = frozenset(b"BEDCSHdcf")
 
 
 class _NoTracking(QueryTracker):
-    """The tracker of a light session: nothing needs to know result shapes."""
+    """The tracker of a light session: nothing needs to know result shapes.
+
+    The client-side calls return at once, without building the request a
+    tracker would queue (once per statement on the light path).
+    """
 
     def _push(self, request: Any) -> None:
+        return None
+
+    def on_query(self, sql: str) -> None:
+        return None
+
+    def on_parse(self, name: str, sql: str) -> None:
+        return None
+
+    def on_bind(self, portal: str, statement: str, formats: tuple[int, ...]) -> None:
+        return None
+
+    def on_describe(self, kind: str, name: str) -> None:
+        return None
+
+    def on_execute(self, portal: str) -> None:
+        return None
+
+    def on_close(self, kind: str, name: str) -> None:
+        return None
+
+    def on_sync(self) -> None:
+        return None
+
+    def on_function_call(self) -> None:
         return None
 
 

@@ -174,6 +174,25 @@ def test_event_lines_reach_every_sink_as_the_event_would(tmp_path: Path) -> None
     assert json.loads((tmp_path / "b.jsonl").read_text()) == json.loads(line)
 
 
+def test_an_event_that_cannot_be_serialised_fails_closed_only_when_required(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = EventLines(StatementAllowed, session_id="s1")
+    strange = StatementAllowed(statement=object())  # type: ignore[arg-type]
+    required = AuditLog([FileSink(tmp_path / "r.jsonl", required=True)])
+    with pytest.raises(AuditError, match="cannot be serialised"):
+        required.emit(strange)
+    with pytest.raises(AuditError, match="cannot be serialised"):
+        required.emit_lines(lines, {"statement": object()})
+    required.close()
+    optional = AuditLog([FileSink(tmp_path / "o.jsonl")])
+    optional.emit(strange)
+    optional.emit_lines(lines, {"statement": object()})
+    optional.close()
+    assert (tmp_path / "o.jsonl").read_text() == ""
+    assert caplog.text.count("cannot be serialised") == 2
+
+
 def test_optional_file_sink_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     target = tmp_path / "dir-not-file"
     target.mkdir()

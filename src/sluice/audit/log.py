@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -118,12 +118,8 @@ class AuditLog:
         if self._object_sinks or self._closed:
             self.emit(lines.event(values))
             return
-        try:
-            line = lines.line(values)
-        except (TypeError, ValueError) as exc:
-            if self._required:
-                raise AuditError(f"audit event {lines.TYPE} cannot be serialised: {exc}") from exc
-            log.exception("audit event %s cannot be serialised", lines.TYPE)
+        line = self._serialised(lines.TYPE, lines.line, values)
+        if line is None:
             return
         for sink in self._line_sinks:
             try:
@@ -139,12 +135,8 @@ class AuditLog:
                 raise AuditError(f"audit event {event.TYPE} emitted after close")
             log.error("audit event %s %s emitted after close, lost", event.TYPE, event.id)
             return
-        try:
-            line = to_json(event)
-        except (TypeError, ValueError) as exc:
-            if self._required:
-                raise AuditError(f"audit event {event.TYPE} cannot be serialised: {exc}") from exc
-            log.exception("audit event %s cannot be serialised", event.TYPE)
+        line = self._serialised(event.TYPE, to_json, event)
+        if line is None:
             return
         for sink in self.sinks:
             try:
@@ -153,6 +145,17 @@ class AuditLog:
                 raise
             except Exception:
                 log.exception("audit sink %s failed", sink.name)
+
+    def _serialised(self, event_type: str, encode: Callable[[Any], str], event: Any) -> str | None:
+        """`encode(event)`, or None (logged) if it cannot be serialised; with a
+        required file sink that raises AuditError instead (fail closed)."""
+        try:
+            return encode(event)
+        except (TypeError, ValueError) as exc:
+            if self._required:
+                raise AuditError(f"audit event {event_type} cannot be serialised: {exc}") from exc
+            log.exception("audit event %s cannot be serialised", event_type)
+            return None
 
     def close(self, timeout: float | None = None) -> None:
         """Flush files and give network sinks up to `timeout` seconds to deliver."""

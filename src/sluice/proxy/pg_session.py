@@ -712,8 +712,9 @@ _UNJUDGED = frozenset(b"BEDCSHdcf")
 class _NoTracking(QueryTracker):
     """The tracker of a light session: nothing needs to know result shapes.
 
-    The client-side calls return at once, without building the request a
-    tracker would queue (once per statement on the light path).
+    The calls the light path makes (for the messages it forwards through
+    `_forward`) return at once, without building the request a tracker would
+    queue; any other reaches the no-op `_push`.
     """
 
     def _push(self, request: Any) -> None:
@@ -726,18 +727,6 @@ class _NoTracking(QueryTracker):
         return None
 
     def on_bind(self, portal: str, statement: str, formats: tuple[int, ...]) -> None:
-        return None
-
-    def on_describe(self, kind: str, name: str) -> None:
-        return None
-
-    def on_execute(self, portal: str) -> None:
-        return None
-
-    def on_close(self, kind: str, name: str) -> None:
-        return None
-
-    def on_sync(self) -> None:
         return None
 
     def on_function_call(self) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ssl
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from sluice.config import Config, ConnectionSpec
 from sluice.credentials.vault import Vault, resolve_credential
@@ -16,6 +20,9 @@ from sluice.store.db import Store
 if TYPE_CHECKING:
     from sluice.proxy.governance import Governor
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 @dataclass(slots=True)
 class Gateway:
@@ -26,6 +33,26 @@ class Gateway:
     governor: Governor
     cancels: CancelRegistry = field(default_factory=CancelRegistry)
     pools: dict[str, BackendPool] = field(default_factory=dict)
+    _store_threads: ThreadPoolExecutor | None = None
+
+    async def in_store(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a store call off the event loop, on the store's own threads.
+
+        The store's threads are few (one for SQLite): a thread per waiting
+        call would only contend for the store's lock and the interpreter.
+        """
+        if self._store_threads is None:
+            self._store_threads = ThreadPoolExecutor(
+                max_workers=self.store.writer_threads, thread_name_prefix="sluice-store"
+            )
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._store_threads, call)
+
+    def close(self) -> None:
+        """Stop the store's threads once their calls are done."""
+        if self._store_threads is not None:
+            self._store_threads.shutdown(wait=True)
+            self._store_threads = None
 
     def pool_for(self, conn: ConnectionSpec) -> BackendPool | None:
         if conn.pool.size <= 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import ipaddress
 import logging
 import re
@@ -203,7 +204,7 @@ class PostgresListener:
             raise RemoteProtocolError(f"expected a password message, got {chr(kind)!r}")
         token = m.decode_password(body)
         try:
-            identity, _ = await asyncio.to_thread(self.gateway.store.authenticate, token)
+            identity, _ = await self.gateway.in_store(self.gateway.store.authenticate, token)
         except AuthenticationError as exc:
             raise ClientRejected(exc.message, sqlstate="28P01", hint=exc.hint) from exc
         except StoreError as exc:
@@ -291,7 +292,7 @@ class PostgresListener:
         # backend only once both are done.
         backend_setup = asyncio.ensure_future(self._backend_for(conn, startup))
         try:
-            await asyncio.to_thread(
+            await gateway.in_store(
                 gateway.store.start_session,
                 session_id=session_id,
                 identity=identity,
@@ -402,16 +403,20 @@ class PostgresListener:
             self.sessions.discard(session)
             gateway.cancels.unregister(key)
             reason = session.end_reason or "unknown"
+            close = functools.partial(
+                governance.close,
+                reason=reason,
+                detail=session.end_detail,
+                bytes_in=session.bytes_from_client,
+                bytes_out=session.bytes_to_client,
+                statements=session.statements,
+            )
             try:
-                # Sealing the recording fsyncs it: keep that off the event loop.
-                await asyncio.to_thread(
-                    governance.close,
-                    reason=reason,
-                    detail=session.end_detail,
-                    bytes_in=session.bytes_from_client,
-                    bytes_out=session.bytes_to_client,
-                    statements=session.statements,
-                )
+                if governance.recorder is not None:
+                    # Sealing the recording fsyncs it: keep that off the event loop.
+                    await asyncio.to_thread(close)
+                else:
+                    close()
             except Exception:
                 log.exception("closing session governance failed")
             await end.record(
@@ -429,7 +434,7 @@ class PostgresListener:
             if conn.password is None or isinstance(conn.password, EnvCredential):
                 password = self.gateway.backend_password(conn)  # no I/O: no thread hop
             else:
-                password = await asyncio.to_thread(self.gateway.backend_password, conn)
+                password = await self.gateway.in_store(self.gateway.backend_password, conn)
         except CredentialError as exc:
             log.error("credential for %s: %s", conn.name, exc.message)
             raise ClientRejected(
@@ -683,7 +688,7 @@ class _SessionEnd:
             return
         self.done = True
         try:
-            await asyncio.to_thread(
+            await self.gateway.in_store(
                 self.gateway.store.end_session,
                 self.session_id,
                 ended_at=dt.datetime.now(dt.UTC),

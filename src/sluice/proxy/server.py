@@ -86,6 +86,7 @@ async def serve(
         services = gateway.governor.services
         if services is not None:
             await services.audit.aclose()
+        await asyncio.to_thread(gateway.close)
 
 
 def run(gateway: Gateway, *, config_path: Path | None = None, reuse_port: bool = False) -> None:

@@ -64,7 +64,7 @@ class Chain:
             self.algorithm = MacAlgorithm.HMAC_SHA256
             self.key_id = key_id(key)
 
-    def digest(self, data: bytes) -> str:
+    def digest(self, data: bytes | memoryview) -> str:
         if self._key is None:
             return hashlib.sha256(data).hexdigest()
         return hmac.new(self._key, data, hashlib.sha256).hexdigest()
@@ -86,9 +86,9 @@ def encode_record(body: dict[str, Any], chain: Chain) -> tuple[bytes, str]:
     """Serialise one record; returns the full line and its digest."""
     # orjson: compact UTF-8 JSON, control characters escaped, several times
     # faster than the standard library on this hot path.
-    content = orjson.dumps(body)[:-1]  # drop the closing brace
+    content = memoryview(orjson.dumps(body))[:-1]  # drop the closing brace, no copy
     digest = chain.digest(content)
-    return content + TRAILER_HEAD + digest.encode("ascii") + TRAILER_TAIL, digest
+    return b"".join((content, TRAILER_HEAD, digest.encode("ascii"), TRAILER_TAIL)), digest
 
 
 def split_line(line: bytes) -> tuple[bytes, str] | None:

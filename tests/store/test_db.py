@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, update
 
 from sluice.errors import AuthenticationError, StoreError
 from sluice.events import Identity
 from sluice.identity.tokens import hash_token
-from sluice.store.db import SessionInfo, Store, TokenInfo, utcnow
+from sluice.store.db import LAST_USED_PRECISION, SessionInfo, Store, TokenInfo, utcnow
 from sluice.store.models import TokenRow
 
 
@@ -115,6 +115,27 @@ def test_authenticate_returns_identity_and_marks_use(store: Store) -> None:
     assert found.token_id == info.token_id
     [listed] = store.list_tokens()
     assert listed.last_used_at is not None
+
+
+def test_authenticate_writes_last_used_at_most_once_a_minute(store: Store) -> None:
+    _info, plaintext = store.create_token(user="alice")
+    store.authenticate(plaintext)
+    [first] = store.list_tokens()
+    store.authenticate(plaintext)
+    [second] = store.list_tokens()
+    assert second.last_used_at == first.last_used_at  # within the minute: no write
+    assert first.last_used_at is not None
+    stale = first.last_used_at - LAST_USED_PRECISION - dt.timedelta(seconds=1)
+    with store.engine.begin() as conn:
+        conn.execute(update(TokenRow).values(last_used_at=stale))
+    store.authenticate(plaintext)
+    [third] = store.list_tokens()
+    assert third.last_used_at is not None
+    assert third.last_used_at > first.last_used_at
+
+
+def test_store_threads_one_for_sqlite(store: Store) -> None:
+    assert store.writer_threads == 1  # one writer at a time: more threads only contend
 
 
 @pytest.mark.parametrize("password", ["", "hunter2", "slc_", "slc_short_x", "slc_0123456789ab_"])

@@ -1,8 +1,8 @@
 """The store: tokens, sessions, credentials and approvals, behind one class.
 
 SQLite (the default, embedded) or PostgreSQL (`--store postgresql://...`).
-Calls are synchronous; the gateway runs them in a worker thread so the event
-loop never waits on disk.
+Calls are synchronous; the gateway runs them on the store's own threads, so
+the event loop never waits on disk.
 """
 
 from __future__ import annotations

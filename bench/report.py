@@ -260,6 +260,25 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def cpu_ticks() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs so far, from /proc/stat; None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "cpu" or len(fields) < 9:
+        return None
+    values = [int(x) for x in fields[1:9]]  # user .. steal (guest time is inside user)
+    return values[7], sum(values)
+
+
+def steal_percent(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """Share of CPU time the hypervisor gave to others between two readings."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return round(100 * (end[0] - start[0]) / (end[1] - start[1]), 1)
+
+
 def write_json(
     path: Path,
     run: dict[str, Any],
@@ -315,7 +334,14 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
         f"# Sluice benchmark — {run['started']}",
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB RAM, "
-        f"Python {m['python']}, load at start {m['load_avg_at_start']}.  ",
+        f"Python {m['python']}, load at start {m['load_avg_at_start']}"
+        + (
+            f", CPU steal during the run {m['steal_percent']}% (time the hypervisor "
+            "gave to other guests: ratios swing with it)"
+            if m.get("steal_percent") is not None
+            else ""
+        )
+        + ".  ",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".  ",
         f"Mode: {'quick' if run['args']['quick'] else 'full'}, {run['args']['repeat']} "
         f"repetition(s), {run['args']['seconds']} s per pgbench run; values are medians; "

@@ -418,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     stamp = now_stamp()
     machine = report.machine_info()
+    ticks_at_start = report.cpu_ticks()
     samples: list[Sample] = []
     with Lab(keep_logs=out / f"logs-{stamp}") as lab:
         runner = Runner(settings, lab)
@@ -450,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                         samples.append(runner.run_job(job, rep))
                         progress.advance(task)
     finished = dt.datetime.now(dt.UTC)
+    machine["steal_percent"] = report.steal_percent(ticks_at_start, report.cpu_ticks())
     run = {
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),

@@ -8,10 +8,11 @@ from hypothesis import strategies as st
 from sluice.audit import AuditLog
 from sluice.events import Identity, Protocol, SessionContext
 from sluice.masking import MaskingEngine, MaskingSpec
+from sluice.masking.precheck import RegionPrecheck
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.rows import datarow_run
 from sluice.protocols.postgres.tracker import ResultShape
-from sluice.proxy.pg_masking import PgSessionMasking
+from sluice.proxy.pg_masking import DENSE_MIN_ROWS, DENSE_SKIP_BATCHES, PgSessionMasking
 
 ENGINE = MaskingEngine(
     MaskingSpec.model_validate(
@@ -71,6 +72,63 @@ def test_only_rows_with_findings_change_and_no_pii_survives(
     for (_before, b, _after), got in zip(rows, decoded, strict=True):
         if b is None:
             assert got[1] == b"clean"
+
+
+class CountingPrecheck:
+    """Stands in for a session's pre-check, counting the calls."""
+
+    def __init__(self, inner: RegionPrecheck) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def candidate_rows(self, buf: bytes, starts: list[int]) -> list[int] | None:
+        self.calls += 1
+        return self.inner.candidate_rows(buf, starts)
+
+
+def counted_masking() -> tuple[PgSessionMasking, CountingPrecheck]:
+    session = masking()
+    assert session._precheck is not None
+    counting = CountingPrecheck(session._precheck)
+    session._precheck = counting  # type: ignore[assignment]
+    return session, counting
+
+
+def test_pii_dense_results_skip_the_precheck_for_a_while_with_the_same_output() -> None:
+    session, counting = counted_masking()
+    shape = ResultShape(fields=FIELDS, sql="SELECT")
+    dense = [[b"row %d" % i, PII[i % len(PII)].encode(), b"x"] for i in range(DENSE_MIN_ROWS)]
+    clean = [[b"row %d" % i, b"nothing here", b"x"] for i in range(DENSE_MIN_ROWS)]
+    batches = [dense] * 3 + [clean] * 3 + [dense] * 4 + [clean] * 2
+    for i, values in enumerate(batches):
+        region = b"".join(m.encode_data_row(list(v)) for v in values)
+        got = session.mask_rows(shape, region, len(values))
+        # A fresh session (pre-check on every batch) gives the same bytes.
+        assert got == masking().mask_rows(shape, region, len(values)), i
+        if values is dense:
+            assert got is not None
+            assert all(p.encode() not in got for p in PII)
+        else:
+            assert got is None
+    # Batch 0 is dense: batches 1-8 go without the pre-check, clean ones too;
+    # batch 9 (dense) runs it again; batches 10 and 11 skip it again.
+    assert DENSE_SKIP_BATCHES == 8
+    assert counting.calls == 2
+    # A new result (a new shape) starts with the pre-check.
+    session.mask_rows(ResultShape(fields=FIELDS, sql="SELECT"), region, len(batches[-1]))
+    assert counting.calls == 3
+
+
+def test_sparse_results_keep_the_precheck() -> None:
+    session, counting = counted_masking()
+    shape = ResultShape(fields=FIELDS, sql="SELECT")
+    values = [
+        [b"row %d" % i, (PII[0] if i % 4 == 0 else "clean").encode(), b"x"] for i in range(64)
+    ]
+    region = b"".join(m.encode_data_row(list(v)) for v in values)
+    for _ in range(5):
+        assert session.mask_rows(shape, region, len(values)) is not None
+    assert counting.calls == 5  # a quarter of the rows hold PII: not dense
 
 
 COLUMN_ENGINE = MaskingEngine(

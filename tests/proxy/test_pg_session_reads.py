@@ -1,0 +1,221 @@
+"""The server's stream cut into reads anywhere gives the client the same bytes.
+
+The session walks each read in place and copies only a frame split across
+reads; these tests drive a `PgSession` without sockets (the transports
+collect what is written) and hold every cutting of a response equal to the
+response read whole, on the light path and on the governed one (masking and
+recording on), and a bad length split across reads still fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice.config import Config
+from sluice.events import Identity, Protocol, SessionContext
+from sluice.protocols.postgres import messages as m
+from sluice.proxy.governance import Governor
+from sluice.proxy.governance_setup import build_services
+from sluice.proxy.pg_session import PgSession
+from sluice.store.db import Store
+
+EMAIL = b"jane.roe@example.com"
+
+
+class Collect(asyncio.Transport):
+    """A transport that keeps what the session writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
+
+
+class Keep(Collect):
+    """Keeps the very objects written."""
+
+    def __init__(self, written: list[object]) -> None:
+        super().__init__()
+        self.written = written
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(data)
+
+
+def _config(data_dir: Path, *, governed: bool) -> Config:
+    conn: dict[str, Any] = {
+        "name": "db",
+        "host": "127.0.0.1",
+        "port": 5432,
+        "database": "db",
+        "user": "db",
+        "password": {"env": "UNUSED"},
+    }
+    raw: dict[str, Any] = {"data_dir": str(data_dir), "connections": [conn]}
+    if governed:
+        conn["policy"] = "agent"
+        conn["masking"] = ["pii"]
+        raw["policies"] = [{"name": "agent", "extends": "ai-agent"}]
+        raw["masking"] = {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]}
+    else:
+        conn["recording"] = {"enabled": False}
+    return Config.model_validate(raw)
+
+
+@contextmanager
+def _session(tmp: Path, *, governed: bool) -> Iterator[tuple[PgSession, Collect]]:
+    async def no_catalog(sql: str) -> list[list[list[bytes | None]]]:
+        return [[], []]
+
+    config = _config(tmp, governed=governed)
+    store = Store(f"sqlite:///{tmp / 'sluice.db'}")
+    governance = Governor(build_services(config, store)).session(
+        SessionContext(
+            session_id=f"reads-{governed}",
+            identity=Identity(user="agent", groups=("agents",)),
+            connection="db",
+            protocol=Protocol.POSTGRES,
+            client_addr="127.0.0.1",
+        ),
+        config.connections[0],
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(governance.start_masking(no_catalog))
+        client = Collect()
+
+        async def make() -> PgSession:
+            return PgSession(
+                client=client,
+                backend=Collect(),
+                governance=governance,
+                limits=config.limits,
+                transaction_status="I",
+                on_finish=lambda s: None,
+            )
+
+        session = loop.run_until_complete(make())
+        yield session, client
+        session.finish("client_terminated")
+        governance.close(reason="client_terminated", detail=None)
+    finally:
+        loop.close()
+        store.close()
+
+
+def _response(rows: int) -> bytes:
+    fields = [
+        m.FieldDescription(
+            name=name, table_oid=0, column=0, type_oid=25, type_size=-1, type_modifier=-1, format=0
+        )
+        for name in ("id", "note")
+    ]
+    body = bytearray(m.encode_row_description(fields))
+    for i in range(rows):
+        note = b"write to " + EMAIL if i % 3 == 0 else b"nothing to see " * (i % 5)
+        body += m.encode_data_row([str(i).encode(), note])
+    body += m.command_complete(f"SELECT {rows}") + m.ready_for_query("T")
+    return bytes(body)
+
+
+QUERY = m.encode_query("SELECT id, note FROM notes")
+RESPONSE = _response(12)
+
+
+@pytest.fixture(scope="module")
+def sessions(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[bool, tuple[PgSession, Collect]]]:
+    """One light and one governed session; each test round trip reuses them."""
+    with (
+        _session(tmp_path_factory.mktemp("light"), governed=False) as light,
+        _session(tmp_path_factory.mktemp("governed"), governed=True) as governed,
+    ):
+        yield {False: light, True: governed}
+
+
+def _through(session: tuple[PgSession, Collect], reads: list[bytes]) -> tuple[bytes, str]:
+    pg, client = session
+    client.data.clear()
+    pg.client_data(QUERY)
+    for read in reads:
+        pg.backend_data(read)
+    return bytes(client.data), pg.transaction_status
+
+
+def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({0, *(c % (len(data) + 1) for c in cuts), len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+@pytest.mark.parametrize("governed", [False, True], ids=["light", "governed"])
+def test_every_single_cut_gives_the_same_bytes(
+    sessions: dict[bool, tuple[PgSession, Collect]], governed: bool
+) -> None:
+    session = sessions[governed]
+    whole, status = _through(session, [RESPONSE])
+    assert status == "T"
+    if governed:
+        assert EMAIL not in whole
+        assert whole != RESPONSE
+    else:
+        assert whole == RESPONSE
+    for cut in range(1, len(RESPONSE)):
+        got = _through(session, [RESPONSE[:cut], RESPONSE[cut:]])
+        assert got == (whole, "T"), f"cut at byte {cut}"
+    assert session[0].end_reason is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(RESPONSE)), max_size=40))
+def test_any_cutting_gives_the_same_bytes(
+    sessions: dict[bool, tuple[PgSession, Collect]], cuts: list[int]
+) -> None:
+    for session in sessions.values():
+        whole = _through(session, [RESPONSE])
+        assert _through(session, _cut(RESPONSE, cuts)) == whole
+
+
+def test_a_whole_read_is_forwarded_as_the_object_that_arrived(tmp_path: Path) -> None:
+    with _session(tmp_path, governed=False) as (session, _client):
+        written: list[object] = []
+        session.client = Keep(written)
+        session.client_data(QUERY)
+        session.backend_data(RESPONSE)
+        assert written
+        assert written[0] is RESPONSE
+
+
+@pytest.mark.parametrize("governed", [False, True], ids=["light", "governed"])
+def test_a_bad_length_split_across_reads_fails_closed(tmp_path: Path, governed: bool) -> None:
+    bad = b"D" + (2).to_bytes(4, "big")  # a length shorter than the length field itself
+    with _session(tmp_path, governed=governed) as (session, client):
+        session.client_data(QUERY)
+        session.backend_data(RESPONSE[:-6] + bad[:3])
+        session.backend_data(bad[3:])
+        assert session.end_reason == "backend_protocol_error"
+        assert b"08P01" in client.data

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,7 @@ def sessions(
 def _through(session: tuple[PgSession, Collect], reads: list[bytes]) -> tuple[bytes, str]:
     pg, client = session
     client.data.clear()
+    pg.transaction_status = "I"  # the response's ReadyForQuery says T
     pg.client_data(QUERY)
     for read in reads:
         pg.backend_data(read)
@@ -219,3 +221,40 @@ def test_a_bad_length_split_across_reads_fails_closed(tmp_path: Path, governed: 
         session.backend_data(bad[3:])
         assert session.end_reason == "backend_protocol_error"
         assert b"08P01" in client.data
+
+
+def test_a_blocked_statements_error_is_rewritten_however_it_is_cut(
+    sessions: dict[bool, tuple[PgSession, Collect]],
+) -> None:
+    """The backend's error for the stand-in statement carries the gateway's
+    marker; cut anywhere, the client still gets Sluice's 42501, never the marker."""
+    pg, client = sessions[True]
+    backend = pg.backend
+    assert isinstance(backend, Collect)
+
+    def blocked_round_trip(reads_of: Callable[[bytes], list[bytes]]) -> bytes:
+        backend.data.clear()
+        client.data.clear()
+        pg.client_data(m.encode_query("DROP TABLE notes"))
+        marker = re.search(rb"sluice-[0-9a-f]+", bytes(backend.data))
+        assert marker is not None  # the stand-in statement went to the backend
+        response = m.error_response(
+            "42703", f'column "{marker.group().decode()}" does not exist'
+        ) + m.ready_for_query("I")
+        for read in reads_of(response):
+            pg.backend_data(read)
+        return bytes(client.data)
+
+    whole = blocked_round_trip(lambda r: [r])
+    assert b"42501" in whole
+    assert b"blocked by Sluice" in whole
+    assert b"sluice-" not in whole
+    for cut in range(1, 40):
+        got = blocked_round_trip(_split_at(cut))
+        assert got == whole, f"cut at byte {cut}"
+    assert pg.transaction_status == "I"
+    assert pg.end_reason is None
+
+
+def _split_at(cut: int) -> Callable[[bytes], list[bytes]]:
+    return lambda data: [data[:cut], data[cut:]]

@@ -1,10 +1,11 @@
-"""The server's stream cut into reads anywhere gives the client the same bytes.
+"""Either stream cut into reads anywhere gives the other side the same bytes.
 
-The session walks each read in place and copies only a frame split across
+The session walks each read in place and copies only a message split across
 reads; these tests drive a `PgSession` without sockets (the transports
-collect what is written) and hold every cutting of a response equal to the
-response read whole, on the light path and on the governed one (masking and
-recording on), and a bad length split across reads still fails closed.
+collect what is written) and hold every cutting of a response, and of a batch
+of client messages, equal to the same bytes read whole, on the light path and
+on the governed one (policy, masking and recording on), and bad input split
+across reads still fails closed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from sluice.config import Config
 from sluice.events import Identity, Protocol, SessionContext
 from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.framing import frame
 from sluice.proxy.governance import Governor
 from sluice.proxy.governance_setup import build_services
 from sluice.proxy.pg_session import PgSession
@@ -258,3 +260,118 @@ def test_a_blocked_statements_error_is_rewritten_however_it_is_cut(
 
 def _split_at(cut: int) -> Callable[[bytes], list[bytes]]:
     return lambda data: [data[:cut], data[cut:]]
+
+
+# The client's stream
+
+
+def _extended(sql: str) -> bytes:
+    """Parse, Bind, Describe, Execute and Sync of an unnamed statement, no parameters."""
+    return (
+        frame(b"P", b"\0" + sql.encode() + b"\0\0\0")
+        + frame(b"B", b"\0\0" + b"\0\0" * 3)
+        + frame(b"D", b"P\0")
+        + frame(b"E", b"\0\0\0\0\0")
+        + frame(b"S")
+    )
+
+
+# Allowed, blocked (governed only) and allowed again, in both protocols.
+BATCH = (
+    m.encode_query("SELECT 1")
+    + _extended("SELECT id FROM notes")
+    + m.encode_query("DROP TABLE notes")
+    + _extended("DROP TABLE notes")
+    + m.encode_query("SELECT 2")
+)
+_MARKER = re.compile(rb"sluice-[0-9a-f]{20}")
+
+
+def _sent(session: tuple[PgSession, Collect], reads: list[bytes]) -> bytes:
+    """What the backend gets for the client's `reads` (markers made comparable)."""
+    pg, _client = session
+    backend = pg.backend
+    assert isinstance(backend, Collect)
+    backend.data.clear()
+    for read in reads:
+        pg.client_data(read)
+    assert not pg._cbuf
+    return _MARKER.sub(b"sluice-MARKER", bytes(backend.data))
+
+
+@pytest.mark.parametrize("governed", [False, True], ids=["light", "governed"])
+def test_client_messages_cut_anywhere_reach_the_backend_the_same(
+    sessions: dict[bool, tuple[PgSession, Collect]], governed: bool
+) -> None:
+    session = sessions[governed]
+    whole = _sent(session, [BATCH])
+    if governed:
+        # Both DROPs went as stand-ins that fail on the backend; the SELECTs as sent.
+        assert b"DROP" not in whole
+        assert whole.count(b"sluice-MARKER") == 2
+        assert m.encode_query("SELECT 1") in whole
+        assert _extended("SELECT id FROM notes") in whole
+    else:
+        assert whole == BATCH
+    for cut in range(1, len(BATCH)):
+        assert _sent(session, [BATCH[:cut], BATCH[cut:]]) == whole, f"cut at byte {cut}"
+    assert session[0].end_reason is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(BATCH)), max_size=40))
+def test_client_messages_in_any_cutting_reach_the_backend_the_same(
+    sessions: dict[bool, tuple[PgSession, Collect]], cuts: list[int]
+) -> None:
+    for session in sessions.values():
+        assert _sent(session, _cut(BATCH, cuts)) == _sent(session, [BATCH])
+
+
+@pytest.mark.parametrize("governed", [False, True], ids=["light", "governed"])
+def test_a_whole_client_message_is_forwarded_as_the_object_that_arrived(
+    tmp_path: Path, governed: bool
+) -> None:
+    with _session(tmp_path, governed=governed) as (session, _client):
+        written: list[object] = []
+        session.backend = Keep(written)
+        session.client_data(QUERY)
+        assert len(written) == 1
+        assert written[0] is QUERY
+
+
+@pytest.mark.parametrize(
+    ("bad", "sqlstate", "detail"),
+    [
+        (b"Q" + (3).to_bytes(4, "big"), b"08P01", b"invalid message length 3"),
+        (b"Z" + (4).to_bytes(4, "big"), b"08P01", b"unexpected message type 'Z'"),
+        (b"d" + (1 << 30).to_bytes(4, "big"), b"54000", b"over the limit"),
+    ],
+    ids=["short-length", "server-message-type", "oversized"],
+)
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
+def test_bad_client_messages_fail_closed_after_what_came_before(
+    tmp_path: Path, bad: bytes, sqlstate: bytes, detail: bytes, split: bool
+) -> None:
+    """Messages before the bad one still go; nothing after it does."""
+    after = m.encode_query("SELECT 2")
+    with _session(tmp_path, governed=False) as (session, client):
+        backend = session.backend
+        assert isinstance(backend, Collect)
+        stream = QUERY + bad + after
+        reads = [stream[: len(QUERY) + 2], stream[len(QUERY) + 2 :]] if split else [stream]
+        for read in reads:
+            session.client_data(read)
+        assert session.end_reason == "protocol_error"
+        assert sqlstate in client.data
+        assert detail in client.data
+        assert bytes(backend.data).startswith(QUERY)
+        assert after not in backend.data
+
+
+def test_messages_after_terminate_are_not_sent(tmp_path: Path) -> None:
+    with _session(tmp_path, governed=True) as (session, _client):
+        backend = session.backend
+        assert isinstance(backend, Collect)
+        session.client_data(QUERY + m.TERMINATE_MESSAGE + m.encode_query("SELECT 2"))
+        assert session.end_reason == "client_terminated"
+        assert bytes(backend.data) == QUERY + m.TERMINATE_MESSAGE

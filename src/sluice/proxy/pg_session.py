@@ -29,7 +29,7 @@ from sluice.masking import MaskingError
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
-from sluice.protocols.postgres.framing import FrameBuffer, frame, frame_end
+from sluice.protocols.postgres.framing import MIN_LENGTH, frame, frame_end
 from sluice.protocols.postgres.rows import datarow_run, walk_frames
 from sluice.protocols.postgres.tracker import QueryTracker
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
@@ -85,7 +85,7 @@ class PgSession:
         self.statements = 0
         self.end_reason: str | None = None
         self.end_detail: str | None = None
-        self._cbuf = FrameBuffer(max_message=limits.max_client_message)
+        self._cbuf = bytearray()  # client bytes not handled yet
         self._sbuf = bytearray()
         # Nothing to judge, mask or record in responses, no pool: responses
         # are only walked for their frame boundaries (see _process_backend_light).
@@ -164,29 +164,75 @@ class PgSession:
     # Client to backend
 
     def client_data(self, data: bytes) -> None:
+        """Judge and forward the client's messages, walked from `data` itself.
+
+        Only what cannot be handled yet is copied into `_cbuf`: the start of a
+        message split across reads, or messages behind one held for approval.
+        A read holding one whole message that goes on unchanged is forwarded
+        as the very object that arrived.
+        """
         if self._closed:
             return
         self.bytes_from_client += len(data)
+        if self._cbuf or self._held is not None:
+            if not self._buffer_client(data):
+                return
+            if self._held is None:
+                self._process_client()
+        else:
+            consumed = self._client_frames(data)
+            rest = len(data) - consumed
+            if rest and not self._closed and not self._buffer_client(memoryview(data)[consumed:]):
+                return
+        self._watch_stall()
+
+    def _buffer_client(self, data: bytes | memoryview) -> bool:
         try:
-            self._cbuf.feed(data)
+            self._cbuf += data
         except MemoryError:
             self.fail_client(
                 "53200", "out of memory buffering the client's message", reason="gateway_error"
             )
-            return
-        if self._held is None:
-            self._process_client()
-        self._watch_stall()
+            return False
+        return True
 
     def _process_client(self) -> None:
-        out = bytearray()
+        """Handle the messages buffered in `_cbuf` (after a split read or an approval)."""
+        pending = self._cbuf
+        consumed = self._client_frames(pending)
+        if not self._closed:
+            del pending[:consumed]
+
+    def _client_frames(self, buf: bytes | bytearray) -> int:
+        """Handle the complete messages at the start of `buf`; return how far it got.
+
+        Stops early at a message held for approval or one that ends the session.
+        """
+        size = len(buf)
+        pos = 0
+        out: list[bytes] = []
+        limit = self.limits.max_client_message
         try:
-            for kind, body in self._cbuf.frames():
+            while size - pos >= 5:
+                kind = buf[pos]
+                length: int = _LEN.unpack_from(buf, pos + 1)[0]
+                if length < MIN_LENGTH:
+                    raise RemoteProtocolError(f"invalid message length {length} for type {kind!r}")
+                if length > limit:
+                    raise FrameTooLarge(
+                        f"message of type {chr(kind)!r} declares {length} bytes, "
+                        f"over the limit of {limit}"
+                    )
+                end = pos + 1 + length
+                if end > size:
+                    break
                 if kind not in _CLIENT_KINDS:
                     raise RemoteProtocolError(
                         f"unexpected message type {chr(kind)!r} from the client"
                     )
-                if not self._client_frame(kind, body, out):
+                raw = _bytes_of(buf, pos, end)  # a whole `bytes` read: itself, no copy
+                pos = end
+                if not self._client_frame(kind, raw[5:], raw, out):
                     break
         except FrameTooLarge as exc:
             self._flush_backend(out)
@@ -196,13 +242,13 @@ class PgSession:
                 reason="protocol_error",
                 hint="split large data (e.g. COPY in smaller messages)",
             )
-            return
+            return size
         except RemoteProtocolError as exc:
             self._flush_backend(out)
             self.fail_client(
                 "08P01", f"invalid message from the client: {exc.message}", reason="protocol_error"
             )
-            return
+            return size
         except Exception as exc:
             # A bug of ours: nothing more of this batch reaches the backend.
             log.exception("handling the client's messages failed; closing the session")
@@ -211,29 +257,35 @@ class PgSession:
                 f"the gateway failed on the client's message ({exc})",
                 reason="gateway_error",
             )
-            return
+            return size
         self._flush_backend(out)
+        return pos
 
-    def _flush_backend(self, out: bytearray) -> None:
+    def _flush_backend(self, out: list[bytes]) -> None:
         if out and not self.backend.is_closing():
-            self.backend.write(bytes(out))
+            self.backend.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
 
-    def _client_frame(self, kind: int, body: bytes, out: bytearray) -> bool:
-        """Handle one client message; False stops processing (held for approval)."""
+    def _client_frame(self, kind: int, body: bytes, raw: bytes, out: list[bytes]) -> bool:
+        """Handle one client message (`raw` is all of it, `body` after its header).
+
+        What goes to the backend is appended to `out`; False stops processing
+        (held for approval, or the session ended).
+        """
         if self._light and kind in _UNJUDGED:
             if kind == m.SYNC:
                 self._syncs_sent += 1
-            out += frame(bytes((kind,)), body)
+            out.append(raw)
             return True
         if kind == m.QUERY:
             query = m.decode_query(body)
             self.statements += 1
             verdict = self._judge(query.sql, QueryOrigin.SIMPLE, None)
-            return self._act(verdict, kind, body, out, sql=query.sql)
+            return self._act(verdict, kind, body, raw, out, sql=query.sql)
         if kind == m.PARSE:
             parse = m.decode_parse(body)
             verdict = self._judge(parse.sql, QueryOrigin.PARSE, parse.name or None)
-            return self._act(verdict, kind, body, out, sql=parse.sql, parse=parse)
+            return self._act(verdict, kind, body, raw, out, sql=parse.sql, parse=parse)
         if kind == m.BIND:
             bind = m.decode_bind(body)
             if bind.statement:
@@ -241,7 +293,7 @@ class PgSession:
                 if sql is not None:
                     verdict = self._judge(sql, QueryOrigin.EXECUTE, bind.statement)
                     if not isinstance(verdict, Allow):
-                        return self._act(verdict, kind, body, out, sql=sql, bind=bind)
+                        return self._act(verdict, kind, body, raw, out, sql=sql, bind=bind)
             self._tracker.on_bind(bind.portal, bind.statement, bind.result_formats)
         elif kind == m.EXECUTE:
             execute = m.decode_execute(body)
@@ -264,13 +316,12 @@ class PgSession:
             oid = struct.unpack_from("!I", body, 0)[0] if len(body) >= 4 else 0
             sql = f"-- fast-path function call of function oid {oid}"
             verdict = self._judge(sql, QueryOrigin.FUNCTION_CALL, None)
-            return self._act(verdict, kind, body, out, sql=sql)
+            return self._act(verdict, kind, body, raw, out, sql=sql)
         elif kind == m.TERMINATE:
             self._flush_backend(out)
-            out.clear()
             self.finish("client_terminated")
             return False
-        out += frame(bytes((kind,)), body)
+        out.append(raw)
         return True
 
     def _judge(self, sql: str, origin: QueryOrigin, name: str | None) -> Verdict:
@@ -285,7 +336,8 @@ class PgSession:
         verdict: Verdict,
         kind: int,
         body: bytes,
-        out: bytearray,
+        raw: bytes,
+        out: list[bytes],
         *,
         sql: str,
         parse: m.Parse | None = None,
@@ -305,11 +357,10 @@ class PgSession:
                     reason=f"it could not be recorded ({exc}); nothing was sent",
                 )
             else:
-                self._forward(kind, body, out, sql=sql, parse=parse, bind=bind)
+                self._forward(kind, raw, out, sql=sql, parse=parse, bind=bind)
                 return True
         if isinstance(verdict, RequireApproval):
             self._flush_backend(out)
-            out.clear()
             self._hold(verdict, kind, body, sql)
             return False
         message = f"blocked by Sluice: {verdict.reason}"
@@ -331,7 +382,7 @@ class PgSession:
         self,
         kind: int,
         body: bytes,
-        out: bytearray,
+        out: list[bytes],
         sql: str,
         verdict: Block | RequireApproval,
         sqlstate: str,
@@ -353,8 +404,8 @@ class PgSession:
     def _forward(
         self,
         kind: int,
-        body: bytes,
-        out: bytearray,
+        raw: bytes,
+        out: list[bytes],
         *,
         sql: str,
         parse: m.Parse | None,
@@ -371,13 +422,13 @@ class PgSession:
         elif kind == m.FUNCTION_CALL:
             self._syncs_sent += 1
             self._tracker.on_function_call()
-        out += frame(bytes((kind,)), body)
+        out.append(raw)
 
     def _substitute_error(
         self,
         kind: int,
         body: bytes,
-        out: bytearray,
+        out: list[bytes],
         sqlstate: str,
         message: str,
         *,
@@ -393,18 +444,18 @@ class PgSession:
             self._syncs_sent += 1
             sql = f'SELECT "{marker}"'
             self._tracker.on_query(sql)
-            out += m.encode_query(sql)
+            out.append(m.encode_query(sql))
         elif kind == m.PARSE:
             assert parse is not None
             sync_index = self._syncs_sent
             sql = f'SELECT "{marker}"'
             self._tracker.on_parse(parse.name, sql)
-            out += frame(b"P", parse.name.encode() + b"\0" + sql.encode() + b"\0\0\0")
+            out.append(frame(b"P", parse.name.encode() + b"\0" + sql.encode() + b"\0\0\0"))
         else:
             assert bind is not None
             sync_index = self._syncs_sent
             self._tracker.on_bind(bind.portal, marker, bind.result_formats)
-            out += frame(b"B", b"\0" + marker.encode() + b"\0\0\0\0\0\0\0")
+            out.append(frame(b"B", b"\0" + marker.encode() + b"\0\0\0\0\0\0\0"))
         self._gateway_errors[marker] = _GatewayError(sqlstate, message, hint, sync_index)
 
     # Approval
@@ -437,7 +488,7 @@ class PgSession:
             return
         self._held = None
         self.governance.approval_settled()
-        out = bytearray()
+        out: list[bytes] = []
         parse = m.decode_parse(body) if kind == m.PARSE else None
         bind = m.decode_bind(body) if kind == m.BIND else None
         origin, name = _origin_of(kind, parse, bind)
@@ -462,7 +513,9 @@ class PgSession:
                     bind=bind,
                 )
             else:
-                self._forward(kind, body, out, sql=sql, parse=parse, bind=bind)
+                self._forward(
+                    kind, frame(bytes((kind,)), body), out, sql=sql, parse=parse, bind=bind
+                )
         else:
             self._refuse(
                 kind,
@@ -491,7 +544,7 @@ class PgSession:
     # Stalled clients
 
     def _watch_stall(self) -> None:
-        if self._cbuf.mid_message and not self._closed:
+        if self._cbuf and not self._closed:
             self._last_client_data = self.loop.time()
             if self._stall_timer is None:
                 self._stall_timer = self.loop.call_later(
@@ -503,7 +556,7 @@ class PgSession:
 
     def _check_stall(self) -> None:
         self._stall_timer = None
-        if self._closed or not self._cbuf.mid_message or self._held is not None:
+        if self._closed or not self._cbuf or self._held is not None:
             return
         idle = self.loop.time() - self._last_client_data
         if idle >= self.limits.message_stall_timeout:

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -131,3 +132,15 @@ def disk_full_for(suffix: str) -> Iterator[None]:
         yield
     finally:
         os.write = real_write
+
+
+def latest_session(gateway: GatewayThread, user: str = "agent") -> str:
+    """The id of `user`'s latest session, once it has ended (its log sealed)."""
+    assert gateway.gateway is not None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        sessions = gateway.gateway.store.list_sessions(limit=1, user=user)
+        if sessions and sessions[0].ended_at is not None:
+            return sessions[0].session_id
+        time.sleep(0.05)
+    raise AssertionError("no ended session")

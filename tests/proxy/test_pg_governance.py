@@ -23,7 +23,7 @@ from sluice.devservers.postgres import ThrowawayPostgres
 from sluice.events import Identity
 from sluice.proxy.governance_setup import recording_store
 from tests.conftest import APP_PASSWORD, base_config
-from tests.helpers import GatewayThread
+from tests.helpers import GatewayThread, latest_session
 
 POLICIES = [
     {
@@ -411,17 +411,6 @@ def test_approver_identity_must_be_in_group(governed: GatewayThread) -> None:
 
 
 # Recording and audit
-
-
-def latest_session(governed: GatewayThread, user: str = "agent") -> str:
-    assert governed.gateway is not None
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        sessions = governed.gateway.store.list_sessions(limit=1, user=user)
-        if sessions and sessions[0].ended_at is not None:
-            return sessions[0].session_id
-        time.sleep(0.05)
-    raise AssertionError("no ended session")
 
 
 def test_recording_replays_and_detects_tampering(governed: GatewayThread, agent: str) -> None:

@@ -69,6 +69,12 @@ class SessionMasking(Protocol):
 
     def copy_done(self) -> bytes: ...
 
+    def copy_in_started(self, body: bytes, sql: str) -> str | None: ...
+
+    def mask_copy_in(self, body: bytes) -> bytes: ...
+
+    def copy_in_done(self) -> bytes: ...
+
 
 class ApprovalNotifier(Protocol):
     """Tells approvers about a new request (e.g. a Slack-compatible webhook)."""
@@ -140,13 +146,16 @@ class SessionGovernance:
         self._columns: tuple[str, ...] = ()
         self._formats: tuple[int, ...] = ()
         self._fields: list[FieldDescription] | None = None
+        self._copy_in: bool = False  # a COPY FROM STDIN is taking data
+        self._copy_in_unkept: str | None = None  # why its data is not kept in the log
+        self._copy_in_unkept_bytes = 0
 
     def _set_flags(self) -> None:
         # A policy may be installed by a reload later only where one is named.
         self.judges = self.connection.policy is not None
         self.wants_rows = self.recorder is not None or self.masking is not None
         self.masks_messages = self.recorder is not None or self.masking is not None
-        self.masks_copy = self.masking is not None
+        self.handles_copy = self.recorder is not None or self.masking is not None
 
     async def start_masking(self, run_query: QueryRunner) -> None:
         """Set up masking before the session starts; reads the catalog if rules need it.
@@ -484,12 +493,22 @@ class SessionGovernance:
                 self.recorder.notice(f"NOTIFY {channel}: {payload}", severity="NOTIFY")
         return frame(bytes((kind,)), body)
 
-    def process_copy_data(self, body: bytes) -> bytes:
+    # COPY
+
+    def process_copy_data(self, body: bytes) -> bytes | None:
+        """COPY TO data: masked, then recorded as delivered.
+
+        Returns the message to send instead (empty while masking waits for the
+        rest of a line), or None to forward it unchanged.
+        """
         if self.masking is not None:
             body = self.masking.mask_copy(body)
-            if not body:
-                return b""  # a partial line waits for the rest of it
-        return frame(b"d", body)
+            if self.recorder is not None:
+                self.recorder.copy_data("out", body)
+            return frame(b"d", body) if body else b""
+        if self.recorder is not None:
+            self.recorder.copy_data("out", body)
+        return None
 
     def copy_out_started(self, body: bytes, sql: str) -> None:
         if self.masking is not None:
@@ -497,7 +516,52 @@ class SessionGovernance:
 
     def copy_out_done(self) -> bytes:
         """Anything masked COPY data still holds, sent before the CopyDone."""
-        return self.masking.copy_done() if self.masking is not None else b""
+        if self.masking is None:
+            return b""
+        tail = self.masking.copy_done()
+        if tail and self.recorder is not None:
+            self.recorder.copy_data("out", tail[5:])
+        return tail
+
+    def copy_in_started(self, body: bytes, sql: str) -> None:
+        """A CopyInResponse: the client's COPY data follows."""
+        self._copy_in = True
+        self._copy_in_unkept = None
+        self._copy_in_unkept_bytes = 0
+        if self.recorder is not None and self.masking is not None:
+            self._copy_in_unkept = self.masking.copy_in_started(body, sql)
+
+    def record_copy_in(self, body: bytes) -> None:
+        """COPY FROM data on its way to the server: into the log, masked when
+        masking is on. Raises (RecordingError, MaskingError) when it cannot be
+        kept as it must: the data must then not be sent."""
+        recorder = self.recorder
+        if recorder is None:
+            return
+        if self.masking is None:
+            recorder.copy_data("in", body)
+        elif not self._copy_in:
+            # Outside a COPY the server discards it; without a format it cannot be masked.
+            recorder.copy_omitted("in", len(body), "COPY data outside a COPY, not masked")
+        elif self._copy_in_unkept is not None:
+            self._copy_in_unkept_bytes += len(body)
+        else:
+            recorder.copy_data("in", self.masking.mask_copy_in(body))
+
+    def copy_in_done(self) -> None:
+        """The client's CopyDone or CopyFail: its data is in the log (handed to
+        the OS) before that message lets the server finish the COPY."""
+        recorder = self.recorder
+        active, self._copy_in = self._copy_in, False
+        if recorder is None:
+            return
+        if self.masking is not None and active:
+            recorder.copy_data("in", self.masking.copy_in_done())
+        if self._copy_in_unkept is not None:
+            recorder.copy_omitted("in", self._copy_in_unkept_bytes, self._copy_in_unkept)
+            self._copy_in_unkept = None
+            self._copy_in_unkept_bytes = 0
+        recorder.flush()
 
     def close(
         self,

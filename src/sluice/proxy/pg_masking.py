@@ -209,18 +209,19 @@ class CatalogCache:
             return snap
 
 
-# COPY TO STDOUT
+# COPY TO STDOUT and COPY FROM STDIN
 
 
-def copy_format(sql: str) -> tuple[CopyFormat | None, bool]:
-    """The format of the COPY TO in `sql`: (format, is_binary). Unknown: (None, False)."""
+def copy_format(sql: str, *, inbound: bool = False) -> tuple[CopyFormat | None, bool]:
+    """The format of the COPY TO (with `inbound`, COPY FROM) in `sql`:
+    (format, is_binary). Unknown: (None, False)."""
     try:
         statements = pglast.parse_sql(sql)
     except Exception:
         return None, False
     for raw in statements:
         stmt = raw.stmt
-        if not isinstance(stmt, ast.CopyStmt) or stmt.is_from:
+        if not isinstance(stmt, ast.CopyStmt) or bool(stmt.is_from) != inbound:
             continue
         options: dict[str, Any] = {}
         for opt in stmt.options or ():
@@ -289,6 +290,7 @@ class PgSessionMasking:
         self._columns: list[ResultColumn] = []
         self._stats: MaskStats | None = None
         self._copy: CopyMasker | None = None
+        self._copy_in: CopyMasker | None = None
 
     @property
     def profiles(self) -> tuple[str, ...]:
@@ -556,6 +558,36 @@ class PgSessionMasking:
             query = f"SELECT {cols} FROM {target}"  # noqa: S608
             return result_lineage(query, ncols, catalog)
         return [OPAQUE] * ncols
+
+    # COPY FROM STDIN: the server gets the client's data; the session log a masked copy
+
+    def copy_in_started(self, body: bytes, sql: str) -> str | None:
+        """A CopyInResponse: set up masking of the data for the session log.
+
+        Returns why the data cannot be kept in the log (binary COPY), or None.
+        """
+        self._copy_in = None
+        overall = body[0] if body else 0
+        ncols = struct.unpack_from("!h", body, 1)[0] if len(body) >= 3 else 0
+        fmt, binary = copy_format(sql, inbound=True)
+        if overall == 1 or binary:
+            return "binary COPY data cannot be masked, so it is not kept"
+        lineage = self._copy_lineage(sql, ncols)
+        columns = [
+            ResultColumn(name=f"column{i + 1}", type_oid=25, format=0, lineage=lineage[i])
+            for i in range(ncols)
+        ]
+        self._copy_in = self.masker.copy_masker(columns, fmt or CopyFormat(kind="text"))
+        return None
+
+    def mask_copy_in(self, body: bytes) -> bytes:
+        """The masked form of every COPY record completed by `body`, for the log."""
+        return body if self._copy_in is None else self._copy_in.feed(body)
+
+    def copy_in_done(self) -> bytes:
+        """The masked last record of a COPY FROM (one without a newline)."""
+        copy, self._copy_in = self._copy_in, None
+        return b"" if copy is None else copy.finish()
 
     def mask_copy(self, body: bytes) -> bytes:
         if self._copy is None:

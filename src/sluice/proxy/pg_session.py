@@ -33,6 +33,7 @@ from sluice.protocols.postgres.framing import MIN_LENGTH, frame, frame_end
 from sluice.protocols.postgres.rows import datarow_run, walk_frames
 from sluice.protocols.postgres.tracker import QueryTracker
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
+from sluice.recording import RecordingError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ MAX_SERVER_MESSAGE = 256 * 1024 * 1024
 
 # Client messages that may arrive in the data phase, and what they are.
 _CLIENT_KINDS = frozenset(b"QPBEDCSHXFdcf")
+
+# The client's COPY FROM messages: CopyData, CopyDone, CopyFail.
+_COPY_IN_KINDS = frozenset(b"dcf")
 
 # Server message kinds the query tracker must see.
 _TRACKED = frozenset(b"123TnCIsVEZ")
@@ -92,7 +96,7 @@ class PgSession:
         self._light = (
             not governance.wants_rows
             and not governance.masks_messages
-            and not governance.masks_copy
+            and not governance.handles_copy
             and not governance.judges
             and release_backend is None
         )
@@ -320,6 +324,30 @@ class PgSession:
         elif kind == m.TERMINATE:
             self._flush_backend(out)
             self.finish("client_terminated")
+            return False
+        elif kind in _COPY_IN_KINDS and self.governance.handles_copy:
+            return self._copy_in(kind, body, raw, out)
+        out.append(raw)
+        return True
+
+    def _copy_in(self, kind: int, body: bytes, raw: bytes, out: list[bytes]) -> bool:
+        """COPY FROM data, done or fail: recorded before it goes to the server.
+
+        If the log cannot keep it, the session ends and the server never gets
+        it (nor the CopyDone that would commit the COPY).
+        """
+        try:
+            if kind == m.COPY_DATA:
+                self.governance.record_copy_in(body)
+            else:
+                self.governance.copy_in_done()
+        except (RecordingError, MaskingError) as exc:
+            log.error("COPY data could not be recorded; ending the session: %s", exc)
+            self.fail_client(
+                exc.sqlstate,
+                f"the COPY data could not be recorded ({exc.message}); the COPY was aborted",
+                reason="recording_failed" if isinstance(exc, RecordingError) else "masking_failed",
+            )
             return False
         out.append(raw)
         return True
@@ -708,14 +736,17 @@ class PgSession:
                 parts.append(_bytes_of(buf, copied, pos))
                 parts.append(replacement)
                 copied = end
-            elif kind == 100 and governance.masks_copy:  # 'd' CopyData (COPY TO)
+            elif kind == 100 and governance.handles_copy:  # 'd' CopyData (COPY TO)
                 replacement = governance.process_copy_data(bytes(buf[pos + 5 : end]))
-                parts.append(_bytes_of(buf, copied, pos))
-                parts.append(replacement)
-                copied = end
-            elif kind == 72 and governance.masks_copy:  # 'H' CopyOutResponse
+                if replacement is not None:
+                    parts.append(_bytes_of(buf, copied, pos))
+                    parts.append(replacement)
+                    copied = end
+            elif kind == 72 and governance.handles_copy:  # 'H' CopyOutResponse
                 governance.copy_out_started(bytes(buf[pos + 5 : end]), tracker.current_sql())
-            elif kind == 99 and governance.masks_copy:  # 'c' CopyDone
+            elif kind == 71 and governance.handles_copy:  # 'G' CopyInResponse
+                governance.copy_in_started(bytes(buf[pos + 5 : end]), tracker.current_sql())
+            elif kind == 99 and governance.handles_copy:  # 'c' CopyDone
                 tail = governance.copy_out_done()
                 if tail:
                     parts.append(_bytes_of(buf, copied, pos))

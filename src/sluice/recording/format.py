@@ -23,8 +23,9 @@ from typing import Any, Final
 
 import orjson
 
-FORMAT_VERSION: Final = 2
-"""2: a statement record may carry its verdict, a complete record its last rows."""
+FORMAT_VERSION: Final = 3
+"""2: a statement record may carry its verdict, a complete record its last rows.
+3: COPY data is recorded (`copy` records), the end record counts its bytes."""
 LOG_SUFFIX: Final = ".slog"
 
 MAX_RECORD_BYTES: Final = 16 * 1024 * 1024

@@ -26,6 +26,7 @@ class RecordKind(StrEnum):
     APPROVAL = "approval"
     RESULT = "result"
     ROWS = "rows"
+    COPY = "copy"
     OMITTED = "omitted"
     COMPLETE = "complete"
     ERROR = "error"
@@ -99,6 +100,18 @@ class RowsRecord(RecordBase):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CopyRecord(RecordBase):
+    """COPY data as it passed: `out` to the client (as delivered, masked), `in`
+    from the client to the server (masked for the log when masking is on).
+    `data` is empty and `omitted` says why when the data could not be kept."""
+
+    direction: str  # out | in
+    size: int  # bytes of COPY data this record stands for
+    data: bytes
+    omitted: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OmittedRecord(RecordBase):
     rows: int
     reason: str
@@ -135,6 +148,8 @@ class EndRecord(RecordBase):
     statements: int
     rows_recorded: int
     rows_dropped: int
+    copy_bytes_recorded: int = 0
+    copy_bytes_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +165,7 @@ Record = (
     | ApprovalRecord
     | ResultRecord
     | RowsRecord
+    | CopyRecord
     | OmittedRecord
     | CompleteRecord
     | ErrorRecord
@@ -244,6 +260,25 @@ def _wire_rows(obj: Mapping[str, Any]) -> tuple[tuple[str | None, ...], ...]:
     return tuple(out)
 
 
+def _copy(obj: Mapping[str, Any], base: dict[str, Any]) -> CopyRecord:
+    direction = _str(obj, "direction")
+    if direction not in ("in", "out"):
+        raise RecordingFormatError(f"member 'direction' must be in or out, not {direction!r}")
+    omitted = _opt_str(obj, "omitted")
+    try:
+        data = b"" if omitted is not None else base64.b64decode(_str(obj, "data"), validate=True)
+    except ValueError as exc:
+        raise RecordingFormatError(f"recorded COPY data cannot be decoded: {exc}") from None
+    size = _int(obj, "bytes")
+    if omitted is None and size != len(data):
+        raise RecordingFormatError(f"COPY record states {size} bytes but holds {len(data)}")
+    return CopyRecord(**base, direction=direction, size=size, data=data, omitted=omitted)
+
+
+def _opt_int(obj: Mapping[str, Any], key: str) -> int:
+    return _int(obj, key) if key in obj else 0
+
+
 _Parser = Callable[[Mapping[str, Any], dict[str, Any]], Record]
 
 _PARSERS: dict[str, _Parser] = {
@@ -285,6 +320,7 @@ _PARSERS: dict[str, _Parser] = {
     ),
     RecordKind.RESULT: lambda o, b: ResultRecord(**b, columns=_columns(o)),
     RecordKind.ROWS: lambda o, b: RowsRecord(**b, rows=_rows(o)),
+    RecordKind.COPY: _copy,
     RecordKind.OMITTED: lambda o, b: OmittedRecord(
         **b, rows=_int(o, "rows"), reason=_str(o, "reason")
     ),
@@ -304,6 +340,8 @@ _PARSERS: dict[str, _Parser] = {
         statements=_int(o, "statements"),
         rows_recorded=_int(o, "rows_recorded"),
         rows_dropped=_int(o, "rows_dropped"),
+        copy_bytes_recorded=_opt_int(o, "copy_bytes_recorded"),
+        copy_bytes_dropped=_opt_int(o, "copy_bytes_dropped"),
     ),
     RecordKind.SEAL: lambda o, b: SealRecord(
         **b, records=_int(o, "records"), bytes=_int(o, "bytes")

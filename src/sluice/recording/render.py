@@ -21,6 +21,7 @@ from sluice.recording.records import (
     CapRecord,
     Column,
     CompleteRecord,
+    CopyRecord,
     EndRecord,
     ErrorRecord,
     NoticeRecord,
@@ -36,6 +37,9 @@ from sluice.recording.records import (
 
 MAX_RENDER_ROWS: Final = 200
 """Rows shown per result table; the rest are counted (a replay is for reading)."""
+
+MAX_COPY_LINES: Final = 200
+"""Lines of COPY data shown per COPY; the rest are counted."""
 
 MAX_CELL_CHARS: Final = 200
 """Longer cell values are cut in the table (the log keeps them whole)."""
@@ -64,6 +68,8 @@ class _Renderer:
         self.rows: list[tuple[str | None, ...]] = []
         self.hidden = 0
         self.open_result = False
+        self.copy_lines = 0  # of the current COPY, shown so far
+        self.copy_hidden = 0
 
     def stamp(self, record: Record) -> Text:
         return Text(f"[+{record.t:9.3f}s] ", style="dim")
@@ -98,7 +104,38 @@ class _Renderer:
         # Columns stay: a result repeating the last columns has no result record.
         self.rows, self.hidden, self.open_result = [], 0, False
 
+    def copy(self, record: CopyRecord) -> None:
+        """COPY data, as text lines (the first MAX_COPY_LINES of each COPY)."""
+        arrow = "to the client" if record.direction == "out" else "from the client"
+        if record.omitted is not None:
+            self.line(
+                record,
+                (f"COPY data {arrow} not recorded", "yellow"),
+                f" ({record.size} bytes): {record.omitted}",
+            )
+            return
+        if self.copy_lines == 0 and self.copy_hidden == 0:
+            self.line(record, (f"COPY data {arrow}", "cyan"))
+        lines = record.data.decode("utf-8", "replace").splitlines()
+        room = max(MAX_COPY_LINES - self.copy_lines, 0)
+        for text in lines[:room]:
+            self.console.print(Text(_safe(text)), soft_wrap=True)
+        self.copy_lines += min(len(lines), room)
+        self.copy_hidden += max(len(lines) - room, 0)
+
+    def end_copy(self) -> None:
+        if self.copy_hidden:
+            self.console.print(
+                Text(f"... {self.copy_hidden} more lines of COPY data not shown", style="dim")
+            )
+        self.copy_lines = self.copy_hidden = 0
+
     def render(self, record: Record) -> None:
+        if isinstance(record, CopyRecord):
+            self.flush_table()
+            self.copy(record)
+            return
+        self.end_copy()
         if isinstance(record, RowsRecord):
             self.open_result = True
             room = MAX_RENDER_ROWS - len(self.rows)
@@ -165,15 +202,21 @@ class _Renderer:
             self.line(
                 record,
                 ("size cap reached", "bold yellow"),
-                f": rows past {record.limit_bytes} bytes were not recorded",
+                f": rows and COPY data past {record.limit_bytes} bytes were not recorded",
             )
         elif isinstance(record, EndRecord):
+            copied = ""
+            if record.copy_bytes_recorded or record.copy_bytes_dropped:
+                copied = (
+                    f"{record.copy_bytes_recorded} bytes of COPY data recorded, "
+                    f"{record.copy_bytes_dropped} not recorded, "
+                )
             self.line(
                 record,
                 ("session end", "bold"),
                 f": {record.reason}; {record.statements} statements, "
                 f"{record.rows_recorded} rows recorded, {record.rows_dropped} not recorded, "
-                f"{record.bytes_in} bytes in, {record.bytes_out} bytes out",
+                f"{copied}{record.bytes_in} bytes in, {record.bytes_out} bytes out",
             )
         elif isinstance(record, SealRecord):
             self.line(record, ("sealed", "dim"), f" after {record.records} records")
@@ -204,3 +247,4 @@ def render_replay(
         last_t = record.t
         renderer.render(record)
     renderer.flush_table()
+    renderer.end_copy()

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 _APPROVAL: Final = RecordKind.APPROVAL.value
 _CAP: Final = RecordKind.CAP.value
 _COMPLETE: Final = RecordKind.COMPLETE.value
+_COPY: Final = RecordKind.COPY.value
 _END: Final = RecordKind.END.value
 _ERROR: Final = RecordKind.ERROR.value
 _NOTICE: Final = RecordKind.NOTICE.value
@@ -172,6 +173,11 @@ class Recorder:
         "_chain",
         "_clock",
         "_columns",
+        "_copy",
+        "_copy_bytes",
+        "_copy_direction",
+        "_copy_dropped",
+        "_copy_recorded",
         "_ended",
         "_failed",
         "_fd",
@@ -236,6 +242,11 @@ class Recorder:
         self._wire_count = 0
         self._wire_bytes = 0
         self._wire_formats: Sequence[int] = ()
+        self._copy: list[bytes] = []
+        self._copy_direction = ""
+        self._copy_bytes = 0
+        self._copy_recorded = 0
+        self._copy_dropped = 0
 
     # -- construction -----------------------------------------------------------
 
@@ -460,6 +471,67 @@ class Recorder:
         if len(self._buf) >= WRITE_BUFFER_BYTES:
             self._write_out()
 
+    def copy_data(self, direction: str, data: bytes) -> None:
+        """Record COPY data as it passed: `out` to the client, `in` to the server.
+
+        The caller passes what the log may keep (masked when masking is on).
+        Data is gathered into records of about WIRE_CHUNK_BYTES and written
+        with the next flushed record; `flush()` hands it to the OS at once.
+        """
+        if not self._usable() or not data:
+            return
+        if self._copy and direction != self._copy_direction:
+            self._flush_copy()
+        if self._wire:
+            self._flush_wire()
+        if self._pending:
+            self._flush_rows()
+        self._copy.append(data)
+        self._copy_direction = direction
+        self._copy_bytes += len(data)
+        if self._copy_bytes >= WIRE_CHUNK_BYTES:
+            self._flush_copy()
+
+    def copy_omitted(self, direction: str, size: int, reason: str) -> None:
+        """Record that `size` bytes of COPY data passed but are not kept (and why)."""
+        if not self._usable() or size <= 0:
+            return
+        self._copy_dropped += size
+        self._append(_COPY, {"direction": direction, "bytes": size, "omitted": reason}, flush=False)
+
+    def _flush_copy(self) -> None:
+        """Write gathered COPY data as `copy` records of at most WIRE_CHUNK_BYTES."""
+        if not self._copy:
+            return
+        data = self._copy[0] if len(self._copy) == 1 else b"".join(self._copy)
+        direction = self._copy_direction
+        self._copy = []
+        self._copy_bytes = 0
+        view = memoryview(data)
+        for offset in range(0, len(data), WIRE_CHUNK_BYTES):
+            chunk = view[offset : offset + WIRE_CHUNK_BYTES]
+            size = len(chunk)
+            if self._capped:
+                self._copy_dropped += size
+                continue
+            line, digest = self._encode(
+                _COPY,
+                {
+                    "direction": direction,
+                    "bytes": size,
+                    "data": pybase64.b64encode_as_string(chunk),
+                },
+            )
+            if self._size + len(line) > self._max_bytes:
+                self._capped = True
+                self._copy_dropped += size
+                self._commit(*self._encode(_CAP, {"limit_bytes": self._max_bytes}))
+                continue
+            self._commit(line, digest)
+            self._copy_recorded += size
+        if len(self._buf) >= WRITE_BUFFER_BYTES:
+            self._write_out()
+
     def complete(self, tag: str) -> None:
         """Record a command-complete tag (e.g. `SELECT 3`); ends the current result.
 
@@ -469,6 +541,8 @@ class Recorder:
         """
         if not self._usable():
             return
+        if self._copy:
+            self._flush_copy()
         if self._wire and not self._capped:
             data, count, formats = self._take_wire()
             fields = {"tag": tag, **_wire_fields(data, count, formats)}
@@ -501,6 +575,7 @@ class Recorder:
     def flush(self) -> None:
         """Hand everything recorded so far, rows included, to the OS."""
         if self._usable():
+            self._flush_copy()
             self._flush_wire()
             self._flush_rows()
             self._write_out()
@@ -512,6 +587,7 @@ class Recorder:
         if self._failed is not None:  # already reported (raised or logged)
             self._ended = True
             return
+        self._flush_copy()
         self._flush_wire()
         self._flush_rows()
         self._append(
@@ -523,6 +599,8 @@ class Recorder:
                 "statements": self._statements,
                 "rows_recorded": self._rows_recorded,
                 "rows_dropped": self._rows_dropped,
+                "copy_bytes_recorded": self._copy_recorded,
+                "copy_bytes_dropped": self._copy_dropped,
             },
             flush=False,
         )
@@ -588,6 +666,8 @@ class Recorder:
             self._write_all(line)
 
     def _append(self, kind: str, fields: dict[str, Any], *, flush: bool) -> None:
+        if self._copy:
+            self._flush_copy()
         if self._wire:
             self._flush_wire()
         if self._pending:
@@ -672,6 +752,7 @@ class Recorder:
         self._failed = err
         self._pending.clear()
         self._wire.clear()
+        self._copy.clear()
         self._buf.clear()
         if self._fd is not None:
             with contextlib.suppress(OSError):

@@ -69,7 +69,7 @@ class Keep(Collect):
         self.written.append(data)
 
 
-def _config(data_dir: Path, *, governed: bool) -> Config:
+def _config(data_dir: Path, *, governed: bool, recorded: bool = False) -> Config:
     conn: dict[str, Any] = {
         "name": "db",
         "host": "127.0.0.1",
@@ -84,17 +84,19 @@ def _config(data_dir: Path, *, governed: bool) -> Config:
         conn["masking"] = ["pii"]
         raw["policies"] = [{"name": "agent", "extends": "ai-agent"}]
         raw["masking"] = {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]}
-    else:
+    elif not recorded:
         conn["recording"] = {"enabled": False}
     return Config.model_validate(raw)
 
 
 @contextmanager
-def _session(tmp: Path, *, governed: bool) -> Iterator[tuple[PgSession, Collect]]:
+def _session(
+    tmp: Path, *, governed: bool, recorded: bool = False
+) -> Iterator[tuple[PgSession, Collect]]:
     async def no_catalog(sql: str) -> list[list[list[bytes | None]]]:
         return [[], []]
 
-    config = _config(tmp, governed=governed)
+    config = _config(tmp, governed=governed, recorded=recorded)
     store = Store(f"sqlite:///{tmp / 'sluice.db'}")
     governance = Governor(build_services(config, store)).session(
         SessionContext(
@@ -375,3 +377,34 @@ def test_messages_after_terminate_are_not_sent(tmp_path: Path) -> None:
         session.client_data(QUERY + m.TERMINATE_MESSAGE + m.encode_query("SELECT 2"))
         assert session.end_reason == "client_terminated"
         assert bytes(backend.data) == QUERY + m.TERMINATE_MESSAGE
+
+
+def test_copy_out_is_recorded_whole_however_it_is_cut(tmp_path: Path) -> None:
+    """Recording without masking takes runs of CopyData frames in one piece;
+    every cutting forwards the same bytes and records the same data."""
+    from sluice.proxy.governance_setup import recording_store
+    from sluice.recording import replay
+    from sluice.recording.records import CopyRecord
+
+    lines = [f"{i}\tline {i}\n".encode() * (i % 4) for i in range(40)]  # some empty
+    response = (
+        frame(b"H", b"\0\0\2\0\0\0\0")
+        + b"".join(frame(b"d", line) for line in lines)
+        + frame(b"c", b"")
+        + m.command_complete("COPY 40")
+        + m.ready_for_query("I")
+    )
+    query = m.encode_query("COPY notes TO STDOUT")
+    cuts = list(range(1, len(response)))
+    with _session(tmp_path, governed=False, recorded=True) as (session, client):
+        for cut in [None, *cuts]:
+            client.data.clear()
+            session.client_data(query)
+            reads = [response] if cut is None else [response[:cut], response[cut:]]
+            for read in reads:
+                session.backend_data(read)
+            assert bytes(client.data) == response, f"cut at byte {cut}"
+        config = _config(tmp_path, governed=False, recorded=True)
+    path = recording_store(config).path_for("reads-False")
+    recorded = b"".join(r.data for r in replay(path) if isinstance(r, CopyRecord))
+    assert recorded == b"".join(lines) * (1 + len(cuts))

@@ -156,6 +156,7 @@ class SessionGovernance:
         self.wants_rows = self.recorder is not None or self.masking is not None
         self.masks_messages = self.recorder is not None or self.masking is not None
         self.handles_copy = self.recorder is not None or self.masking is not None
+        self.masks_copy = self.masking is not None
 
     async def start_masking(self, run_query: QueryRunner) -> None:
         """Set up masking before the session starts; reads the catalog if rules need it.
@@ -495,20 +496,20 @@ class SessionGovernance:
 
     # COPY
 
-    def process_copy_data(self, body: bytes) -> bytes | None:
-        """COPY TO data: masked, then recorded as delivered.
-
-        Returns the message to send instead (empty while masking waits for the
-        rest of a line), or None to forward it unchanged.
-        """
-        if self.masking is not None:
-            body = self.masking.mask_copy(body)
-            if self.recorder is not None:
-                self.recorder.copy_data("out", body)
-            return frame(b"d", body) if body else b""
+    def process_copy_data(self, body: bytes) -> bytes:
+        """COPY TO data with masking on: the message to send instead (empty
+        while masking waits for the rest of a line), recorded as delivered."""
+        if self.masking is None:
+            raise MaskingError("COPY data was routed to masking on a session without it")
+        body = self.masking.mask_copy(body)
         if self.recorder is not None:
             self.recorder.copy_data("out", body)
-        return None
+        return frame(b"d", body) if body else b""
+
+    def record_copy_out(self, data: bytes) -> None:
+        """COPY TO data forwarded unchanged (no masking): into the log."""
+        if self.recorder is not None:
+            self.recorder.copy_data("out", data)
 
     def copy_out_started(self, body: bytes, sql: str) -> None:
         if self.masking is not None:

@@ -30,7 +30,7 @@ from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
 from sluice.protocols.postgres.framing import MIN_LENGTH, frame, frame_end
-from sluice.protocols.postgres.rows import datarow_run, walk_frames
+from sluice.protocols.postgres.rows import copydata_run, datarow_run, walk_frames
 from sluice.protocols.postgres.tracker import QueryTracker
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
 from sluice.recording import RecordingError
@@ -737,11 +737,14 @@ class PgSession:
                 parts.append(replacement)
                 copied = end
             elif kind == 100 and governance.handles_copy:  # 'd' CopyData (COPY TO)
+                if not governance.masks_copy:  # recorded only: the whole run, unchanged
+                    pos, payloads = copydata_run(buf, pos, size)
+                    governance.record_copy_out(payloads)
+                    continue
                 replacement = governance.process_copy_data(bytes(buf[pos + 5 : end]))
-                if replacement is not None:
-                    parts.append(_bytes_of(buf, copied, pos))
-                    parts.append(replacement)
-                    copied = end
+                parts.append(_bytes_of(buf, copied, pos))
+                parts.append(replacement)
+                copied = end
             elif kind == 72 and governance.handles_copy:  # 'H' CopyOutResponse
                 governance.copy_out_started(bytes(buf[pos + 5 : end]), tracker.current_sql())
             elif kind == 71 and governance.handles_copy:  # 'G' CopyInResponse

@@ -241,3 +241,44 @@ def test_walking_frames_counts_ready_and_stops_where_asked(walk: rows.WalkFrames
     assert walk(data, 0, len(data), b"") == (len(data) - 3, 2, ord("I"))  # stops at the partial
     assert walk(data, 0, len(data), b"E") == (error_at, 1, ord("T"))
     assert walk(bytearray(b"Z\x00\x00\x00\x03"), 0, 5, b"") == (0, 0, 0)  # a length below 4
+
+
+COPY_RUNS = [pytest.param(rows.py_copydata_run, id="python")]
+if rows.COMPILED:
+    COPY_RUNS.append(pytest.param(_speedups.copydata_run, id="compiled"))
+
+
+@pytest.mark.parametrize("copydata_run", COPY_RUNS)
+def test_a_copydata_run_gives_the_payloads_up_to_the_first_other_or_incomplete_frame(
+    copydata_run: rows.CopydataRun,
+) -> None:
+    lines = [b"1\tann\n", b"", b"2\tbob\n"]
+    run = b"".join(frame(b"d", line) for line in lines)
+    data = b"xx" + run + frame(b"c", b"") + frame(b"d", b"after")
+    assert copydata_run(data, 2, len(data)) == (2 + len(run), b"".join(lines))
+    assert copydata_run(data, 2 + len(run), len(data)) == (2 + len(run), b"")
+    # A frame cut by `size` (a read that ends inside it) is not taken.
+    assert copydata_run(data, 2, 2 + len(run) - 1) == (
+        2 + len(frame(b"d", lines[0])) + 5,
+        b"1\tann\n",
+    )
+    bad_length = frame(b"d", b"ok") + b"d\x00\x00\x00\x02" + b"zz"
+    assert copydata_run(bad_length, 0, len(bad_length)) == (7, b"ok")
+    with pytest.raises(ValueError, match="out of range"):
+        copydata_run(data, len(data) + 1, len(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(garbage=st.binary(max_size=60), pos=st.integers(0, 70), size=st.integers(0, 80))
+def test_copydata_runs_give_the_same_answer_on_any_input(
+    garbage: bytes, pos: int, size: int
+) -> None:
+    framed = garbage[:3] + frame(b"d", garbage[3:9]) + frame(b"d", b"") + garbage[9:]
+    for data in (garbage, framed):
+        outcomes: list[object] = []
+        for run in [rows.py_copydata_run] + ([_speedups.copydata_run] if rows.COMPILED else []):
+            try:
+                outcomes.append(run(data, pos, size))
+            except ValueError as exc:
+                outcomes.append(str(exc))
+        assert all(o == outcomes[0] for o in outcomes)

@@ -75,6 +75,52 @@ static PyObject *datarow_run(PyObject *self, PyObject *args)
 }
 
 /*
+ * copydata_run(buf, pos, size) -> (end, payloads)
+ *
+ * Walks the run of complete CopyData ('d') frames that starts at `pos`, up to
+ * `size`, and returns the offset after the last one and their payloads, one
+ * after the other (the COPY data without the frame headers). Stops, without
+ * raising, where datarow_run does.
+ */
+static PyObject *copydata_run(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, size;
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &pos, &size))
+        return NULL;
+    if (size > view.len)
+        size = view.len;
+    if (pos < 0 || pos > size) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    Py_ssize_t start = pos, total = 0;
+    while (size - pos >= 5 && buf[pos] == 'd') {
+        uint32_t length = read_u32(buf + pos + 1);
+        if (length < 4 || (Py_ssize_t)length > size - pos - 1)
+            break;
+        total += (Py_ssize_t)length - 4;
+        pos += 1 + (Py_ssize_t)length;
+    }
+    PyObject *payloads = PyBytes_FromStringAndSize(NULL, total);
+    if (payloads == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(payloads);
+    for (Py_ssize_t at = start; at < pos;) {
+        Py_ssize_t body = (Py_ssize_t)read_u32(buf + at + 1) - 4;
+        memcpy(out, buf + at + 5, (size_t)body);
+        out += body;
+        at += 5 + body;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(nN)", pos, payloads);
+}
+
+/*
  * splice_columns(region, starts, replacements) -> (frames, replaced)
  *
  * `region` holds whole DataRow frames starting at the offsets in `starts`.
@@ -436,6 +482,8 @@ done:
 static PyMethodDef methods[] = {
     {"datarow_run", datarow_run, METH_VARARGS,
      "datarow_run(buf, pos, size) -> (end, starts): walk a run of complete DataRow frames."},
+    {"copydata_run", copydata_run, METH_VARARGS,
+     "copydata_run(buf, pos, size) -> (end, payloads): walk a run of complete CopyData frames."},
     {"walk_frames", walk_frames, METH_VARARGS,
      "walk_frames(buf, pos, size, stop_kinds) -> (pos, readies, status)."},
     {"decode_rows", decode_rows, METH_VARARGS,

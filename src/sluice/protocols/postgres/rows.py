@@ -40,6 +40,27 @@ def py_datarow_run(buf: bytes | bytearray, pos: int, size: int) -> tuple[int, li
     return pos, starts
 
 
+def py_copydata_run(buf: bytes | bytearray, pos: int, size: int) -> tuple[int, bytes]:
+    """Walk the run of complete CopyData frames at `pos` (up to `size`).
+
+    Returns the offset after the run's last complete frame and the frames'
+    payloads, concatenated (the COPY data without headers). Stops where
+    `py_datarow_run` does.
+    """
+    size = min(size, len(buf))
+    if pos < 0 or pos > size:
+        raise ValueError("pos out of range")
+    payloads = bytearray()
+    unpack = _LEN.unpack_from
+    while size - pos >= 5 and buf[pos] == 100:  # 'd'
+        length = unpack(buf, pos + 1)[0]
+        if length < 4 or pos + 1 + length > size:
+            break
+        payloads += buf[pos + 5 : pos + 1 + length]
+        pos += 1 + length
+    return pos, bytes(payloads)
+
+
 def py_splice_columns(
     region: bytes, starts: list[int], replacements: tuple[bytes | None, ...]
 ) -> tuple[bytes, int]:
@@ -183,12 +204,14 @@ def py_rewrite_rows(
 
 
 DatarowRun = Callable[[bytes | bytearray, int, int], tuple[int, list[int]]]
+CopydataRun = Callable[[bytes | bytearray, int, int], tuple[int, bytes]]
 SpliceColumns = Callable[[bytes, list[int], tuple[bytes | None, ...]], tuple[bytes, int]]
 WalkFrames = Callable[[bytes | bytearray, int, int, bytes], tuple[int, int, int]]
 DecodeRows = Callable[[bytes, list[int], list[int]], list[list[bytes | None]]]
 RewriteRows = Callable[[bytes, list[int], list[tuple[int, list[bytes | None]]]], bytes]
 
 datarow_run: DatarowRun
+copydata_run: CopydataRun
 splice_columns: SpliceColumns
 decode_rows: DecodeRows
 walk_frames: WalkFrames
@@ -198,10 +221,12 @@ try:
 except ImportError:  # no compiler at install: the Python versions
     COMPILED = False
     datarow_run, splice_columns = py_datarow_run, py_splice_columns
+    copydata_run = py_copydata_run
     decode_rows, rewrite_rows = py_decode_rows, py_rewrite_rows
     walk_frames = py_walk_frames
 else:
     COMPILED = True
     datarow_run, splice_columns = _speedups.datarow_run, _speedups.splice_columns
+    copydata_run = _speedups.copydata_run
     decode_rows, rewrite_rows = _speedups.decode_rows, _speedups.rewrite_rows
     walk_frames = _speedups.walk_frames

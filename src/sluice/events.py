@@ -61,6 +61,9 @@ class QueryRequested:
     origin: QueryOrigin
     statement_name: str | None = None
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    search_path_changed: bool = False
+    """The session changed its search_path earlier: unqualified table names
+    may resolve to any schema (policy judges them by the strictest rule)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

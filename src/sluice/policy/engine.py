@@ -25,6 +25,15 @@ RequireApproval. The query's verdict is the strictest over its statements:
 block > require_approval > allow; approvals need a group common to all of
 them (none in common: block), the shortest timeout wins, mask profiles add up.
 
+Unqualified table names: taken to be in ``public`` until the session changes
+its search_path (``QueryRequested.search_path_changed``, or a statement
+earlier in the same query string that may change it). After that a rule
+whose tables or schemas match an unqualified name under some schema only
+(MAYBE) cannot let it through: a block or approval rule that may apply is
+judged alongside the rule that certainly decides, and the strictest wins;
+an allow rule that may apply is passed over. Mask rules that may apply add
+their profiles.
+
 Prepared statements: Parse (origin PARSE) and SQL ``PREPARE`` are judged as
 the statement they prepare; ``EXECUTE`` (origin EXECUTE or SQL) is judged as
 the prepared text again; a name Sluice never saw is blocked. ``PREPARE``,
@@ -51,7 +60,14 @@ from sluice.events import (
 from sluice.policy.config import PolicySpec, RuleSpec, builtin_presets
 from sluice.policy.errors import PolicyError
 from sluice.policy.prepared import PreparedStatements, mentions_prepared
-from sluice.policy.rules import CompiledRule, Condition, RuleAction, Subjects, table_names
+from sluice.policy.rules import (
+    CompiledRule,
+    Condition,
+    Match,
+    RuleAction,
+    Subjects,
+    table_names,
+)
 from sluice.policy.sql import (
     MAX_CACHED_SQL_CHARS,
     Category,
@@ -241,7 +257,15 @@ class PolicyEngine:
             return None
         kind, text = keyed
         identity = event.context.identity
-        return (kind, policy_name, identity.user, identity.groups, event.origin, text)
+        return (
+            kind,
+            policy_name,
+            identity.user,
+            identity.groups,
+            event.origin,
+            event.search_path_changed,
+            text,
+        )
 
     def explain(
         self, event: Event, *, policy_name: str, prepared: Mapping[str, str] | None = None
@@ -279,6 +303,7 @@ class PolicyEngine:
         """Judge a recorded session's queries in order under the current policy."""
         prepared = PreparedStatements()
         results: list[Explanation] = []
+        search_path_changed = False
         for query in queries:
             event = QueryRequested(
                 context=context,
@@ -286,8 +311,14 @@ class PolicyEngine:
                 origin=query.origin,
                 statement_name=query.statement_name,
                 at=query.at,
+                search_path_changed=search_path_changed,
             )
-            results.append(self.explain(event, policy_name=policy_name, prepared=prepared))
+            explanation = self.explain(event, policy_name=policy_name, prepared=prepared)
+            results.append(explanation)
+            if not isinstance(explanation.verdict, Block) and any(
+                d.statement.changes_search_path for d in explanation.statements
+            ):
+                search_path_changed = True
             if query.origin is QueryOrigin.PARSE:
                 prepared.parse(query.statement_name or "", query.sql)
             elif query.origin in {QueryOrigin.SIMPLE, QueryOrigin.ONE_SHOT}:
@@ -314,10 +345,14 @@ class PolicyEngine:
         session = _SessionPrepared(prepared)
         identity = event.context.identity
         decisions: list[StatementDecision] = []
+        ambiguous = event.search_path_changed
         for text in texts:
             for statement in classify(text).statements:
-                decisions.extend(_judge(policy, statement, identity, session))
+                judged = _judge(policy, statement, identity, session, ambiguous=ambiguous)
+                decisions.extend(judged)
                 session.apply(statement)
+                if any(d.statement.changes_search_path for d in judged):
+                    ambiguous = True
         if not decisions:
             if event.origin in {QueryOrigin.EXECUTE, QueryOrigin.FUNCTION_CALL}:
                 reason = f"{event.origin.value} event without any SQL to judge; blocked"
@@ -447,6 +482,8 @@ def _judge(
     statement: StatementInfo,
     identity: Identity,
     session: _SessionPrepared,
+    *,
+    ambiguous: bool = False,
 ) -> list[StatementDecision]:
     if isinstance(statement.effect, Execute):
         resolved = _resolve(statement, session)
@@ -457,27 +494,50 @@ def _judge(
                     statement=statement, verdict=verdict, rule=verdict.rule, policy=None
                 )
             ]
-        return [_judge_one(policy, inner, identity) for inner in resolved]
-    return [_judge_one(policy, statement, identity)]
+        decisions: list[StatementDecision] = []
+        for inner in resolved:
+            decisions.extend(_judge_one(policy, inner, identity, ambiguous=ambiguous))
+            ambiguous = ambiguous or inner.changes_search_path
+        return decisions
+    return _judge_one(policy, statement, identity, ambiguous=ambiguous)
 
 
 def _judge_one(
-    policy: CompiledPolicy, statement: StatementInfo, identity: Identity
-) -> StatementDecision:
+    policy: CompiledPolicy, statement: StatementInfo, identity: Identity, *, ambiguous: bool
+) -> list[StatementDecision]:
+    """The deciding rule's decision, and with `ambiguous` one for each stricter
+    rule that may apply too (their strictest is the statement's verdict)."""
     masks: list[CompiledRule] = []
+    may_apply: list[StatementDecision] = []
     for rule in policy.rules:
-        if not rule.subjects.include(identity) or not rule.matches(statement):
+        if not rule.subjects.include(identity):
+            continue
+        match = rule.match(statement, ambiguous=ambiguous)
+        if match is Match.NO:
             continue
         if rule.action is RuleAction.MASK:
             masks.append(rule)
             continue
-        return StatementDecision(
+        if match is Match.MAYBE:
+            if rule.action is not RuleAction.ALLOW:
+                may_apply.append(
+                    StatementDecision(
+                        statement=statement,
+                        verdict=_rule_verdict(rule, statement, masks, unsure=True),
+                        rule=rule.name,
+                        policy=rule.policy,
+                        mask_rules=tuple(m.name for m in masks),
+                    )
+                )
+            continue
+        decision = StatementDecision(
             statement=statement,
             verdict=_rule_verdict(rule, statement, masks),
             rule=rule.name,
             policy=rule.policy,
             mask_rules=tuple(m.name for m in masks),
         )
+        return [decision, *may_apply]
     what = describe(statement)
     verdict: Verdict
     if policy.default is RuleAction.ALLOW:
@@ -486,20 +546,29 @@ def _judge_one(
     else:
         reason = f'no rule of policy "{policy.name}" matched {what}; the default blocks it'
         verdict = Block(rule=DEFAULT_RULE, reason=reason)
-    return StatementDecision(
+    decision = StatementDecision(
         statement=statement,
         verdict=verdict,
         rule=DEFAULT_RULE,
         policy=policy.name,
         mask_rules=tuple(m.name for m in masks),
     )
+    return [decision, *may_apply]
+
+
+_UNSURE: Final = (
+    " (the session changed its search_path, so an unqualified table may be in a "
+    "schema this rule names; qualify table names with their schema)"
+)
 
 
 def _rule_verdict(
-    rule: CompiledRule, statement: StatementInfo, masks: list[CompiledRule]
+    rule: CompiledRule, statement: StatementInfo, masks: list[CompiledRule], *, unsure: bool = False
 ) -> Verdict:
-    what = describe(statement)
+    what = describe(statement, as_written=unsure)
     why = f": {rule.reason}" if rule.reason else ""
+    if unsure:
+        why += _UNSURE
     if rule.action is RuleAction.BLOCK:
         return Block(rule=rule.name, reason=f'rule "{rule.name}" blocked {what}{why}')
     if rule.action is RuleAction.REQUIRE_APPROVAL:
@@ -526,12 +595,20 @@ _NOTABLE_CALLS = {Category.ADMIN, Category.FILE_PROGRAM, Category.PROCEDURAL}
 _MAX_NAMES_IN_REASON = 5
 
 
-def describe(statement: StatementInfo) -> str:
-    """``DELETE on public.customers without a restricting WHERE``, for reasons."""
+def describe(statement: StatementInfo, *, as_written: bool = False) -> str:
+    """``DELETE on public.customers without a restricting WHERE``, for reasons.
+
+    With `as_written`, unqualified table names are shown as they are (their
+    schema is not known) instead of in `public`.
+    """
     if statement.category is Category.UNPARSABLE:
         return f"unparsable SQL ({statement.error})"
     parts = [statement.kind.replace("_", " ").upper()]
-    tables = sorted(table_names(statement))
+    tables = sorted(
+        {ref.qualified() if ref.schema else ref.name for ref in statement.tables}
+        if as_written
+        else table_names(statement)
+    )
     if tables:
         shown = ", ".join(tables[:_MAX_NAMES_IN_REASON])
         more = len(tables) - _MAX_NAMES_IN_REASON

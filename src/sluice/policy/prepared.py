@@ -79,3 +79,17 @@ def mentions_prepared(sql: str) -> bool:
         low = sql.lower()
         return "prepare" in low or "execute" in low or "deallocate" in low or "discard" in low
     return _SESSION_WORDS.search(sql) is not None
+
+
+# search_path may be spelled in a Unicode-escaped identifier (U&"..."), and
+# set_config's setting name is a string that may be escaped or computed: any
+# of these words sends the text to the parser.
+_SEARCH_PATH_WORDS = re.compile("search_path|set_config|u&", re.IGNORECASE)
+
+
+def changes_search_path(sql: str) -> bool:
+    """Whether `sql` may change the session's search_path (SET, RESET,
+    set_config, or a procedural block that mentions it)."""
+    if _SEARCH_PATH_WORDS.search(sql) is None:
+        return False
+    return any(statement.changes_search_path for statement in classify(sql).statements)

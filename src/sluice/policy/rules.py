@@ -11,6 +11,12 @@ Matching mode depends on what a rule grants (fail closed):
 
 `category` always matches the statement's single, most severe category, so
 ``allow when category: read`` never admits ``SELECT pg_terminate_backend(..)``.
+
+Unqualified table names are taken to be in ``public`` until the session
+changes its search_path. After that their schema is unknown, and `match`
+says MAYBE where a table or schema pattern matches under some schema but
+not under every one; the engine then judges the statement by the strictest
+rule it may fall under (see `sluice.policy.engine`).
 """
 
 from __future__ import annotations
@@ -20,14 +26,14 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import re2
 
 from sluice.events import Identity
 from sluice.policy.config import ConditionSpec, SubjectsSpec
-from sluice.policy.sql import Category, StatementInfo
+from sluice.policy.sql import Category, StatementInfo, TableRef
 
 DEFAULT_SCHEMA = "public"
 """Schema assumed for unqualified table names (PostgreSQL's default search_path)."""
@@ -38,6 +44,14 @@ class RuleAction(StrEnum):
     BLOCK = "block"
     REQUIRE_APPROVAL = "require_approval"
     MASK = "mask"
+
+
+class Match(IntEnum):
+    """Whether a rule applies to a statement, when a table's schema may be unknown."""
+
+    NO = 0
+    MAYBE = 1
+    YES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +90,15 @@ class Condition:
     without_where: bool | None = None
     text_regex: Any = None
     """A compiled RE2 pattern (untyped library) or None."""
+    tables_in_any_schema: Globs | None = None
+    """The table part of the table patterns whose schema part is `*`."""
+    tables_in_some_schema: Globs | None = None
+    """The table part of every table pattern."""
 
     @classmethod
     def compile(cls, spec: ConditionSpec) -> Condition:
         tables = [p if "." in p else f"*.{p}" for p in spec.tables]
+        split = [p.split(".", 1) for p in tables]
         return cls(
             kinds=Globs.of(spec.kind),
             categories=frozenset(spec.category),
@@ -88,25 +107,76 @@ class Condition:
             functions=Globs.of(spec.functions),
             without_where=spec.without_where,
             text_regex=re2.compile(spec.text_regex) if spec.text_regex is not None else None,
+            tables_in_any_schema=Globs.of(table for schema, table in split if schema == "*"),
+            tables_in_some_schema=Globs.of(table for _, table in split),
         )
 
+    def match(self, statement: StatementInfo, *, covering: bool, ambiguous: bool) -> Match:
+        """`matches`, three-valued: with `ambiguous` (the session changed its
+        search_path) an unqualified table may be in any schema."""
+        refs = statement.tables
+        if (
+            not ambiguous
+            or (self.tables is None and self.schemas is None)
+            or all(ref.schema is not None for ref in refs)
+        ):
+            return Match.YES if self.matches(statement, covering=covering) else Match.NO
+        if not self._matches_besides_tables(statement, covering=covering):
+            return Match.NO
+        result = Match.YES
+        if self.tables is not None:
+            result = min(result, _combined([self._table(ref) for ref in refs], covering))
+        if self.schemas is not None:
+            result = min(result, _combined([self._schema(ref) for ref in refs], covering))
+        return result
+
+    def _table(self, ref: TableRef) -> Match:
+        assert self.tables is not None
+        if ref.schema is not None:
+            return Match.YES if self.tables.regex.match(ref.qualified().lower()) else Match.NO
+        name = ref.name.lower()
+        if self.tables_in_any_schema is not None and self.tables_in_any_schema.regex.match(name):
+            return Match.YES
+        some = self.tables_in_some_schema
+        return Match.MAYBE if some is not None and some.regex.match(name) else Match.NO
+
+    def _schema(self, ref: TableRef) -> Match:
+        assert self.schemas is not None
+        if ref.schema is not None:
+            return Match.YES if self.schemas.regex.match(ref.schema.lower()) else Match.NO
+        return Match.YES if "*" in self.schemas.patterns else Match.MAYBE
+
     def matches(self, statement: StatementInfo, *, covering: bool) -> bool:
+        if not self._matches_besides_tables(statement, covering=covering):
+            return False
+        tables, schemas = self.tables, self.schemas
+        if tables is not None and not (tables.all if covering else tables.any)(
+            table_names(statement)
+        ):
+            return False
+        return schemas is None or (schemas.all if covering else schemas.any)(
+            schema_names(statement)
+        )
+
+    def _matches_besides_tables(self, statement: StatementInfo, *, covering: bool) -> bool:
+        """Category, kinds, functions, WHERE and text: everything but tables and schemas."""
         if self.categories and statement.category not in self.categories:
             return False
-        checks = (
-            (self.kinds, lambda: statement.kinds),
-            (self.tables, lambda: table_names(statement)),
-            (self.schemas, lambda: schema_names(statement)),
-            (self.functions, lambda: statement.functions),
-        )
-        for globs, values in checks:
-            if globs is not None and not (globs.all if covering else globs.any)(values()):
+        for globs, values in ((self.kinds, statement.kinds), (self.functions, statement.functions)):
+            if globs is not None and not (globs.all if covering else globs.any)(values):
                 return False
         if self.without_where is not None:
             unrestricted = statement.has_restricting_where is False
             if unrestricted != self.without_where:
                 return False
         return self.text_regex is None or self.text_regex.search(statement.text) is not None
+
+
+def _combined(matches: list[Match], covering: bool) -> Match:
+    """Every value must match (`covering`, and there must be one) or any may."""
+    if not matches:
+        return Match.NO
+    return min(matches) if covering else max(matches)
 
 
 def table_names(statement: StatementInfo) -> set[str]:
@@ -150,3 +220,7 @@ class CompiledRule:
     def matches(self, statement: StatementInfo) -> bool:
         covering = self.action in {RuleAction.ALLOW, RuleAction.REQUIRE_APPROVAL}
         return self.condition.matches(statement, covering=covering)
+
+    def match(self, statement: StatementInfo, *, ambiguous: bool) -> Match:
+        covering = self.action in {RuleAction.ALLOW, RuleAction.REQUIRE_APPROVAL}
+        return self.condition.match(statement, covering=covering, ambiguous=ambiguous)

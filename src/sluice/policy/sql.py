@@ -162,6 +162,10 @@ class StatementInfo:
     ``execute p``)."""
     error: str | None = None
     """The parser's message, for unparsable statements."""
+    changes_search_path: bool = False
+    """It may change which schema unqualified names resolve to: SET or RESET
+    of search_path, set_config of search_path (or of a computed name), or a
+    procedural block whose text mentions search_path."""
 
     @property
     def category(self) -> Category:
@@ -350,6 +354,7 @@ def merge_execution(outer: StatementInfo, inner: StatementInfo, name: str) -> St
         effect=inner.effect if isinstance(inner.effect, Execute) else None,
         via=(*outer.via, f"execute {name}", *(v for v in inner.via if v != "prepare")),
         error=inner.error,
+        changes_search_path=outer.changes_search_path or inner.changes_search_path,
     )
 
 
@@ -368,6 +373,7 @@ class _Facts:
     where_checks: list[bool] = field(default_factory=list)
     effect: PreparedEffect | None = None
     via: list[str] = field(default_factory=list)
+    changes_search_path: bool = False
 
     def freeze(self, text: str) -> StatementInfo:
         read: set[TableRef] = set()
@@ -393,6 +399,8 @@ class _Facts:
             has_restricting_where=all(self.where_checks) if self.where_checks else None,
             effect=self.effect,
             via=tuple(self.via),
+            changes_search_path=self.changes_search_path
+            or (Category.PROCEDURAL in self.categories and "search_path" in text.lower()),
         )
 
 
@@ -696,6 +704,8 @@ def _statement_kind(node: ast.Node, facts: _Facts) -> tuple[str, tuple[Category,
             return "create_materialized_view", (Category.DDL, Category.WRITE)
         return "create_table_as", (Category.DDL, Category.WRITE)
     if isinstance(node, ast.VariableSetStmt):
+        if (node.name or "").lower() == "search_path":
+            facts.changes_search_path = True
         return _set_kind(node)
     if isinstance(node, ast.TransactionStmt):
         return _TRANSACTION_KINDS.get(node.kind, "transaction"), (Category.TRANSACTION,)
@@ -825,6 +835,10 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
         return
     name = parts[-1].lower()
     facts.functions.add(name)
+    if executing and name == "set_config":
+        setting = _string_constant(call.args[0] if call.args else None)
+        if setting is None or setting.lower() == "search_path":
+            facts.changes_search_path = True
     if executing:
         category = _function_category(name, call)
         if category is not None:

@@ -34,7 +34,7 @@ from sluice.config import ConnectionSpec
 from sluice.events import QueryOrigin, QueryRequested, SessionContext
 from sluice.masking import MaskingEngine, MaskingError
 from sluice.policy import PolicyEngine, PreparedStatements
-from sluice.policy.prepared import mentions_prepared
+from sluice.policy.prepared import changes_search_path, mentions_prepared
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -133,6 +133,9 @@ class SessionGovernance:
         self.services = services
         self.prepared = PreparedStatements()
         self._approved_statements: set[str] = set()
+        # Set once an allowed statement may have changed search_path: from then
+        # on unqualified table names are judged as possibly in any schema.
+        self.search_path_changed = False
         self._withdrawn = asyncio.Event() if services else None
         self._started = time.monotonic()
         self.recorder: Recorder | None = None
@@ -198,7 +201,11 @@ class SessionGovernance:
         if services is None or self.connection.policy is None:
             return _NO_POLICY
         event = QueryRequested(
-            context=self.context, sql=sql, origin=origin, statement_name=statement_name
+            context=self.context,
+            sql=sql,
+            origin=origin,
+            statement_name=statement_name,
+            search_path_changed=self.search_path_changed,
         )
         verdict = services.engine.decide(
             event, policy_name=self.connection.policy, prepared=self.prepared
@@ -248,14 +255,15 @@ class SessionGovernance:
                     "approval_id": approval_id,
                 },
             )
-        if self.connection.policy is None:
-            pass  # nothing judges prepared statements on this connection
-        elif origin is QueryOrigin.PARSE:
-            self.prepared.parse(statement_name or "", sql)
-            if approval_id is not None and statement_name:
-                self._approved_statements.add(statement_name)
-        elif origin is QueryOrigin.SIMPLE and mentions_prepared(sql):
-            self.prepared.observe(sql)
+        if self.connection.policy is not None:  # session state the policy judges by
+            if not self.search_path_changed and changes_search_path(sql):
+                self.search_path_changed = True
+            if origin is QueryOrigin.PARSE:
+                self.prepared.parse(statement_name or "", sql)
+                if approval_id is not None and statement_name:
+                    self._approved_statements.add(statement_name)
+            elif origin is QueryOrigin.SIMPLE and mentions_prepared(sql):
+                self.prepared.observe(sql)
         if self.masking is not None:
             self.masking.statement_allowed(sql, verdict)
 

@@ -84,3 +84,37 @@ def test_a_change_in_the_same_query_string_counts(governed: GatewayThread) -> No
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         conn.execute("SET search_path = hr; SELECT salary FROM salaries")
+
+
+@pytest.fixture(scope="module")
+def masked(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
+    config = base_config(pg, tmp_path_factory.mktemp("search-path-masked"), masking=("hr",))
+    raw = config.model_dump(mode="json")
+    raw["masking"] = {
+        "profiles": [
+            {
+                "name": "hr",
+                "content": False,
+                "columns": [{"match": "hr.salaries.salary", "strategy": "redact"}],
+            }
+        ]
+    }
+    thread = GatewayThread(type(config).model_validate(raw)).start()
+    yield thread
+    thread.stop()
+
+
+def test_column_rules_follow_an_unqualified_table_after_a_search_path_change(
+    masked: GatewayThread,
+) -> None:
+    computed = "SELECT salary::text || ' per year' AS pay FROM salaries"
+    token = masked.token(user="agent")
+    with psycopg.connect(masked.dsn(token, user="agent"), autocommit=True) as conn:
+        # public.salaries: no rule names it.
+        assert conn.execute(computed).fetchall() == [("1 per year",)]
+        conn.execute("SET search_path = hr")
+        rows = conn.execute(computed).fetchall()  # hr.salaries now, or so it may be
+        assert rows != [("900000 per year",)]
+        assert "900000" not in repr(rows)

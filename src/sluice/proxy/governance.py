@@ -71,6 +71,8 @@ class SessionMasking(Protocol):
 
     def copy_in_started(self, body: bytes, sql: str) -> str | None: ...
 
+    def search_path_changed(self) -> None: ...
+
     def mask_copy_in(self, body: bytes) -> bytes: ...
 
     def copy_in_done(self) -> bytes: ...
@@ -255,9 +257,15 @@ class SessionGovernance:
                     "approval_id": approval_id,
                 },
             )
+        if (
+            not self.search_path_changed
+            and (self.connection.policy is not None or self.masking is not None)
+            and changes_search_path(sql)
+        ):
+            self.search_path_changed = True
+            if self.masking is not None:
+                self.masking.search_path_changed()
         if self.connection.policy is not None:  # session state the policy judges by
-            if not self.search_path_changed and changes_search_path(sql):
-                self.search_path_changed = True
             if origin is QueryOrigin.PARSE:
                 self.prepared.parse(statement_name or "", sql)
                 if approval_id is not None and statement_name:

@@ -16,6 +16,7 @@ read from the backend once per connection and cached briefly.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import struct
 import time
@@ -286,6 +287,7 @@ class PgSessionMasking:
         self._plan_columns: list[ResultColumn] | None = None
         self._constant_plan: RowMasker | None = None
         self._lineages: dict[tuple[str, int], list[ColumnLineage]] = {}
+        self._static: StaticCatalog | None = catalog.static if catalog else None
         self._replacements: tuple[bytes | None, ...] | None = None
         self._columns: list[ResultColumn] = []
         self._stats: MaskStats | None = None
@@ -295,6 +297,17 @@ class PgSessionMasking:
     @property
     def profiles(self) -> tuple[str, ...]:
         return self._profiles
+
+    def search_path_changed(self) -> None:
+        """The session changed its search_path: from now on an unqualified table
+        resolves to no known schema, so its columns' lineage is unresolved and
+        column rules for that table name in any schema apply (fail closed)."""
+        if self.catalog is not None:
+            self._static = dataclasses.replace(self.catalog.static, search_path=())
+        self._lineages.clear()
+        self._shape = None  # the next result is planned afresh
+        self._plan_columns = None
+        self._constant_plan = None
 
     def statement_allowed(self, sql: str, verdict: Allow) -> None:
         """Profiles a policy rule attached stay on for the rest of the session.
@@ -368,7 +381,7 @@ class PgSessionMasking:
             return cached
         lineage = [OPAQUE] * n
         if shape.sql:
-            catalog = self.catalog.static if self.catalog else None
+            catalog = self._static
             statements = analyze(shape.sql, catalog)  # never raises; opaque on failure
             # With several statements, which one produced this result is not
             # known for sure: every column is then of unknown origin.
@@ -538,7 +551,7 @@ class PgSessionMasking:
     def _copy_lineage(self, sql: str, ncols: int) -> list[ColumnLineage]:
         if not self.masker.has_column_rules:
             return [OPAQUE] * ncols
-        catalog = self.catalog.static if self.catalog else None
+        catalog = self._static
         try:
             stmt = pglast.parse_sql(sql)[0].stmt
         except Exception:

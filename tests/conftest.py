@@ -37,8 +37,11 @@ def base_config(
     *,
     policy: str | None = None,
     masking: tuple[str, ...] = (),
+    masking_profiles: list[dict[str, object]] | None = None,
     **overrides: object,
 ) -> Config:
+    """The test gateway's configuration; `masking` names the main connection's
+    profiles, `masking_profiles` defines them (the `masking:` section)."""
     os.environ["SLUICE_TEST_APP_PASSWORD"] = APP_PASSWORD
     pwfile = data_dir / "md5.pw"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +112,8 @@ def base_config(
             },
         ],
     }
+    if masking_profiles is not None:
+        raw["masking"] = {"profiles": masking_profiles}
     raw.update(overrides)
     return Config.model_validate(raw)
 

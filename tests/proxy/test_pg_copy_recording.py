@@ -53,10 +53,13 @@ def recorded(
 def masked(
     pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayThread]:
-    config = base_config(pg, tmp_path_factory.mktemp("copy-masked"), masking=("pii",))
-    raw = config.model_dump(mode="json")
-    raw["masking"] = {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]}
-    thread = GatewayThread(type(config).model_validate(raw)).start()
+    config = base_config(
+        pg,
+        tmp_path_factory.mktemp("copy-masked"),
+        masking=("pii",),
+        masking_profiles=[{"name": "pii", "detectors": ["all"], "content": True}],
+    )
+    thread = GatewayThread(config).start()
     yield thread
     thread.stop()
 

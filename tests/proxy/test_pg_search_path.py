@@ -90,18 +90,14 @@ def test_a_change_in_the_same_query_string_counts(governed: GatewayThread) -> No
 def masked(
     pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayThread]:
-    config = base_config(pg, tmp_path_factory.mktemp("search-path-masked"), masking=("hr",))
-    raw = config.model_dump(mode="json")
-    raw["masking"] = {
-        "profiles": [
-            {
-                "name": "hr",
-                "content": False,
-                "columns": [{"match": "hr.salaries.salary", "strategy": "redact"}],
-            }
-        ]
-    }
-    thread = GatewayThread(type(config).model_validate(raw)).start()
+    rule = {"match": "hr.salaries.salary", "strategy": "redact"}
+    config = base_config(
+        pg,
+        tmp_path_factory.mktemp("search-path-masked"),
+        masking=("hr",),
+        masking_profiles=[{"name": "hr", "content": False, "columns": [rule]}],
+    )
+    thread = GatewayThread(config).start()
     yield thread
     thread.stop()
 

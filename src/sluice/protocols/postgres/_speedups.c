@@ -36,19 +36,31 @@ static inline void write_u32(unsigned char *p, uint32_t v)
  * at a frame of another type, an incomplete frame or a length below 4: the
  * caller's general frame walk deals with those.
  */
+/*
+ * The arguments of a run walk: (buf, pos, size), with `size` clamped to the
+ * buffer and `pos` checked against it. On failure the buffer is released and
+ * an exception is set; on success the caller releases `view`.
+ */
+static int parse_run_args(PyObject *args, Py_buffer *view, Py_ssize_t *pos, Py_ssize_t *size)
+{
+    if (!PyArg_ParseTuple(args, "y*nn", view, pos, size))
+        return -1;
+    if (*size > view->len)
+        *size = view->len;
+    if (*pos < 0 || *pos > *size) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "pos out of range");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *datarow_run(PyObject *self, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t pos, size;
-    if (!PyArg_ParseTuple(args, "y*nn", &view, &pos, &size))
+    if (parse_run_args(args, &view, &pos, &size) < 0)
         return NULL;
-    if (size > view.len)
-        size = view.len;
-    if (pos < 0 || pos > size) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "pos out of range");
-        return NULL;
-    }
     const unsigned char *buf = (const unsigned char *)view.buf;
     PyObject *starts = PyList_New(0);
     if (starts == NULL) {
@@ -86,15 +98,8 @@ static PyObject *copydata_run(PyObject *self, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t pos, size;
-    if (!PyArg_ParseTuple(args, "y*nn", &view, &pos, &size))
+    if (parse_run_args(args, &view, &pos, &size) < 0)
         return NULL;
-    if (size > view.len)
-        size = view.len;
-    if (pos < 0 || pos > size) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "pos out of range");
-        return NULL;
-    }
     const unsigned char *buf = (const unsigned char *)view.buf;
     Py_ssize_t start = pos, total = 0;
     while (size - pos >= 5 && buf[pos] == 'd') {

@@ -260,11 +260,14 @@ class PostgresListener:
         conn = target.connection
         try:
             async with asyncio.timeout(conn.connect_timeout):
-                _, writer = await asyncio.open_connection(conn.host, conn.port)
-                writer.write(m.encode_cancel_request(target.process_id, target.secret_key))
-                await writer.drain()
-                writer.close()
-        except (OSError, TimeoutError) as exc:
+                reader, writer = await asyncio.open_connection(conn.host, conn.port)
+                try:
+                    if await _cancel_tls(reader, writer, conn):
+                        writer.write(m.encode_cancel_request(target.process_id, target.secret_key))
+                        await writer.drain()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             log.warning("could not forward a cancel request to %s: %s", conn.name, exc)
 
     # The established session
@@ -633,6 +636,38 @@ class PostgresListener:
                 )
         else:
             raise RemoteProtocolError(f"unexpected answer {answer!r} to SSLRequest")
+
+
+async def _cancel_tls(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: ConnectionSpec
+) -> bool:
+    """Negotiate TLS for a cancel request as the sessions' own connections do.
+
+    The backend's cancel key goes over TLS whenever the connection uses it.
+    Returns False (logged) when TLS is required and the backend declines it.
+    """
+    mode = conn.tls.mode
+    if mode == "disable":
+        return True
+    writer.write(m.encode_ssl_request())
+    await writer.drain()
+    answer = await reader.readexactly(1)
+    if answer == b"S":
+        await writer.start_tls(
+            backend_context(mode, conn.tls.ca_file),
+            server_hostname=conn.tls.server_name or conn.host,
+            ssl_handshake_timeout=conn.connect_timeout,
+        )
+        return True
+    if answer == b"N" and mode == "prefer":
+        return True
+    log.warning(
+        "cancel request for %s not sent: the backend answered %r to SSLRequest and tls.mode is %s",
+        conn.name,
+        answer,
+        mode,
+    )
+    return False
 
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,62}$")

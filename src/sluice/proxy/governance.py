@@ -555,7 +555,7 @@ class SessionGovernance:
         recorder = self.recorder
         if recorder is None:
             return
-        if self.masking is None:
+        if self.masking is None or recorder.capped:  # past the cap it is only counted
             recorder.copy_data("in", body)
         elif not self._copy_in:
             # Outside a COPY the server discards it; without a format it cannot be masked.

@@ -13,6 +13,7 @@ from sluice.masking.copy import MAX_COPY_RECORD_BYTES, CopyFormat, CopyMasker
 from sluice.masking.errors import MaskingError
 from sluice.masking.masker import Masker
 from sluice.masking.model import ColumnLineage, ColumnOrigin, ResultColumn
+from sluice.masking.precheck import RegionPrecheck
 from tests.masking.conftest import engine
 
 SSN = ColumnOrigin(schema="public", table="people", column="ssn")
@@ -130,3 +131,92 @@ def test_garbage_is_masked_or_rejected(data: bytes, kind: str, step: int) -> Non
     cm = copier(CopyFormat(kind=kind))  # type: ignore[arg-type]
     with contextlib.suppress(MaskingError):
         run(cm, data, step=step)
+
+
+# The raw-bytes pre-check: records no prefilter matches pass without being split
+# and scanned; the output must be exactly that of the exact path.
+
+CONTENT = engine([{"name": "c", "content": True}]).masker(["c"])
+PRECHECK = RegionPrecheck(CONTENT.scanner.detectors)
+FRAGMENTS = [
+    b"plain words",
+    b"jane.roe@example.com",
+    b"123-45-6789",
+    b"(212) 555-0143",
+    b"4111 1111 1111 1111",
+    b"10.1.2.3",
+    b"AKIAIOSFODNN7EXAMPLE",
+    b"jane.roe\\x40example.com",  # an escaped @: only decoding reveals the email
+    b"\\t",
+    b"\\\\",
+    b"\\N",
+    b'"',
+    b'""',
+    b",",
+    b"\t",
+    b"caf\xc3\xa9",
+]
+TEXT_COLUMNS = [ResultColumn(name=f"c{i}", type_oid=t.TEXT) for i in range(3)]
+
+
+def _encoded(value: bytes, kind: str) -> bytes:
+    """A value as COPY writes it (so records are well formed whatever it holds)."""
+    if kind == "text":
+        for raw, escaped in ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r")):
+            value = value.replace(raw, escaped)
+        return value
+    if not value or any(c in value for c in b',"\r\n'):
+        return b'"' + value.replace(b'"', b'""') + b'"'
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(st.lists(st.sampled_from(FRAGMENTS), max_size=4), min_size=3, max_size=3),
+        min_size=1,
+        max_size=12,
+    ),
+    kind=st.sampled_from(["text", "csv"]),
+    step=st.integers(1, 64),
+)
+def test_the_precheck_changes_nothing_but_the_work(
+    rows: list[list[list[bytes]]], kind: str, step: int
+) -> None:
+    assert PRECHECK.usable
+    fmt = CopyFormat(kind="csv" if kind == "csv" else "text")
+    delim = b"," if kind == "csv" else b"\t"
+    data = b"".join(
+        delim.join(_encoded(b"".join(parts), kind) for parts in row) + b"\n" for row in rows
+    )
+    exact = CONTENT.copy_masker(TEXT_COLUMNS, fmt)
+    checked = CONTENT.copy_masker(TEXT_COLUMNS, fmt, PRECHECK)
+    assert exact is not None
+    assert checked is not None
+    assert run(checked, data, step=step) == run(exact, data, step=step)
+    assert checked.stats == exact.stats
+
+
+def test_a_malformed_record_that_may_hold_a_finding_still_fails_closed() -> None:
+    masker = CONTENT.copy_masker(TEXT_COLUMNS, CopyFormat(), PRECHECK)
+    assert masker is not None
+    with pytest.raises(MaskingError):
+        run(masker, b"1\tjane.roe@example.com\n", step=5)
+
+
+def test_the_precheck_is_not_used_with_column_rules() -> None:
+    masker = MASKER.copy_masker(COLUMNS, CopyFormat(), PRECHECK)
+    assert masker is not None
+    assert masker._precheck is None
+    assert run(masker, TEXT_IN, step=7) == TEXT_OUT
+
+
+def test_with_the_precheck_pii_free_records_pass_and_others_are_masked() -> None:
+    masker = CONTENT.copy_masker(TEXT_COLUMNS, CopyFormat(), PRECHECK)
+    assert masker is not None
+    clean = b"1\tnothing here\tat all\n" * 50
+    dirty = b"2\tmail jane.roe@example.com\tok\n3\tescaped jane.roe\\x40example.com\tok\n"
+    out = run(masker, clean + dirty + clean, step=100)
+    assert out.startswith(clean)
+    assert out.endswith(clean)
+    assert b"jane.roe" not in out

@@ -19,6 +19,7 @@ from sluice.masking.model import EMPTY_STATS, MaskStats
 
 if TYPE_CHECKING:
     from sluice.masking.masker import Row, RowMasker
+    from sluice.masking.precheck import RegionPrecheck
 
 # One COPY record may not exceed this: the masker must hold a whole record,
 # and a larger one is more likely a broken stream than a real row.
@@ -91,9 +92,16 @@ def _escape_text(value: bytes, delim: bytes) -> bytes:
 class CopyMasker:
     """Stateful, sans-IO masker of one COPY TO STDOUT stream."""
 
-    def __init__(self, plan: RowMasker, fmt: CopyFormat):
+    def __init__(self, plan: RowMasker, fmt: CopyFormat, precheck: RegionPrecheck | None = None):
+        """`precheck` (only for plans of content detectors, no column rules)
+        lets records whose raw bytes no detector's prefilter matches pass
+        without being split and scanned value by value."""
         self._plan = plan
         self._fmt = fmt
+        self._precheck = precheck
+        # Where a record holds one of these, a value's bytes differ from the
+        # record's (escapes, quoting): such records always take the exact path.
+        self._altering = b"\\" if fmt.kind == "text" else fmt.quote + fmt.escape_char
         self._buf = bytearray()
         self._header_pending = fmt.header
         self.stats: MaskStats = EMPTY_STATS
@@ -171,6 +179,41 @@ class CopyMasker:
         return records
 
     def _mask_records(self, records: list[bytes]) -> bytes:
+        candidates = self._candidates(records)
+        if candidates is None:
+            return b"".join(self._masked(records))
+        if not candidates:
+            return b"".join(records)
+        parts = list(records)
+        for index, masked in zip(
+            candidates, self._masked([records[i] for i in candidates]), strict=True
+        ):
+            parts[index] = masked
+        return b"".join(parts)
+
+    def _candidates(self, records: list[bytes]) -> list[int] | None:
+        """Indexes of the records that may hold a finding; None: all of them.
+
+        A record holds a finding only where a prefilter matches its raw bytes,
+        as long as its values are its bytes: records with an escape or quote
+        character are always included.
+        """
+        if self._precheck is None or not records:
+            return None
+        starts = []
+        offset = 0
+        for record in records:
+            starts.append(offset)
+            offset += len(record)
+        hits = self._precheck.candidate_rows(b"".join(records), starts)
+        if hits is None:
+            return None
+        chosen = set(hits)
+        chosen.update(i for i, rec in enumerate(records) if any(c in rec for c in self._altering))
+        return sorted(chosen)
+
+    def _masked(self, records: list[bytes]) -> list[bytes]:
+        """Each record masked (the same object where nothing changed)."""
         split: Callable[[bytes], tuple[list[bytes], list[bytes | None]]] = (
             self._split_csv if self._fmt.kind == "csv" else self._split_text
         )
@@ -184,7 +227,7 @@ class CopyMasker:
         if stats:
             self.stats = self.stats + stats
         if out_rows is rows:
-            return b"".join(records)
+            return records
         parts: list[bytes] = []
         delim = self._fmt.delim
         for rec, raw, before, after in zip(records, raws, rows, out_rows, strict=True):
@@ -195,7 +238,7 @@ class CopyMasker:
                 r if a is b else self._encode(a) for r, b, a in zip(raw, before, after, strict=True)
             ]
             parts.append(delim.join(fields) + (b"\r\n" if rec.endswith(b"\r\n") else b"\n"))
-        return b"".join(parts)
+        return parts
 
     def _split_text(self, rec: bytes) -> tuple[list[bytes], list[bytes | None]]:
         line = rec[:-2] if rec.endswith(b"\r\n") else rec[:-1]

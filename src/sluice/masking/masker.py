@@ -47,6 +47,7 @@ from sluice.masking.strategies import (
 if TYPE_CHECKING:
     from sluice.masking.copy import CopyFormat, CopyMasker
     from sluice.masking.ner import NerAnalyzer
+    from sluice.masking.precheck import RegionPrecheck
 
 Row = list[bytes | None]
 
@@ -341,8 +342,16 @@ class Masker:
         except (ValueError, RecursionError):
             return b"null"
 
-    def copy_masker(self, columns: Sequence[ResultColumn], fmt: CopyFormat) -> CopyMasker | None:
-        """A streaming masker for COPY ... TO STDOUT, or None if nothing applies."""
+    def copy_masker(
+        self,
+        columns: Sequence[ResultColumn],
+        fmt: CopyFormat,
+        precheck: RegionPrecheck | None = None,
+    ) -> CopyMasker | None:
+        """A streaming masker for COPY data, or None if nothing applies.
+
+        `precheck` is used only without column rules (content detectors alone).
+        """
         from sluice.masking.copy import CopyMasker
 
         text_columns = [
@@ -352,7 +361,9 @@ class Masker:
             for c in columns
         ]
         plan = self.prepare(text_columns)
-        return None if plan is None else CopyMasker(plan, fmt)
+        if plan is None:
+            return None
+        return CopyMasker(plan, fmt, None if self.has_column_rules else precheck)
 
 
 def _utf8_snap(value: bytes, s: int, e: int) -> tuple[int, int]:

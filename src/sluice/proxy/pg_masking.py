@@ -546,7 +546,7 @@ class PgSessionMasking:
             ResultColumn(name=f"column{i + 1}", type_oid=25, format=0, lineage=lineage[i])
             for i in range(ncols)
         ]
-        self._copy = self.masker.copy_masker(columns, fmt)
+        self._copy = self.masker.copy_masker(columns, fmt, self._precheck)
 
     def _copy_lineage(self, sql: str, ncols: int) -> list[ColumnLineage]:
         if not self.masker.has_column_rules:
@@ -590,7 +590,9 @@ class PgSessionMasking:
             ResultColumn(name=f"column{i + 1}", type_oid=25, format=0, lineage=lineage[i])
             for i in range(ncols)
         ]
-        self._copy_in = self.masker.copy_masker(columns, fmt or CopyFormat(kind="text"))
+        self._copy_in = self.masker.copy_masker(
+            columns, fmt or CopyFormat(kind="text"), self._precheck
+        )
         return None
 
     def mask_copy_in(self, body: bytes) -> bytes:

@@ -737,14 +737,17 @@ class PgSession:
                 parts.append(replacement)
                 copied = end
             elif kind == 100 and governance.handles_copy:  # 'd' CopyData (COPY TO)
-                if not governance.masks_copy:  # recorded only: the whole run, unchanged
-                    pos, payloads = copydata_run(buf, pos, size)
+                # The whole run at once: PostgreSQL sends a message per row, and
+                # COPY data may be cut into messages anywhere.
+                run_start = pos
+                pos, payloads = copydata_run(buf, pos, size)
+                if not governance.masks_copy:  # recorded only: forwarded unchanged
                     governance.record_copy_out(payloads)
                     continue
-                replacement = governance.process_copy_data(bytes(buf[pos + 5 : end]))
-                parts.append(_bytes_of(buf, copied, pos))
-                parts.append(replacement)
-                copied = end
+                parts.append(_bytes_of(buf, copied, run_start))
+                parts.append(governance.process_copy_data(payloads))  # one message, or none
+                copied = pos
+                continue
             elif kind == 72 and governance.handles_copy:  # 'H' CopyOutResponse
                 governance.copy_out_started(bytes(buf[pos + 5 : end]), tracker.current_sql())
             elif kind == 71 and governance.handles_copy:  # 'G' CopyInResponse

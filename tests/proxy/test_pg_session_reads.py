@@ -408,3 +408,51 @@ def test_copy_out_is_recorded_whole_however_it_is_cut(tmp_path: Path) -> None:
     path = recording_store(config).path_for("reads-False")
     recorded = b"".join(r.data for r in replay(path) if isinstance(r, CopyRecord))
     assert recorded == b"".join(lines) * (1 + len(cuts))
+
+
+def _copy_stream(data: bytes) -> tuple[bytes, tuple[int, ...]]:
+    """The COPY data the client got (CopyData payloads joined), and the other message kinds."""
+    payloads = bytearray()
+    kinds = []
+    pos = 0
+    while pos < len(data):
+        kind, length = data[pos], int.from_bytes(data[pos + 1 : pos + 5], "big")
+        if kind == ord("d"):
+            payloads += data[pos + 5 : pos + 1 + length]
+        else:
+            kinds.append(kind)
+        pos += 1 + length
+    return bytes(payloads), tuple(kinds)
+
+
+def test_masked_copy_out_is_the_same_stream_however_it_is_cut(tmp_path: Path) -> None:
+    """With masking, runs of CopyData are masked at once and go on as one
+    message: the message boundaries follow the reads, the data does not."""
+    lines = [
+        f"{i}\tnote {i}\t{'mail ' + EMAIL.decode() if i % 4 == 0 else 'nothing'}\n".encode()
+        for i in range(24)
+    ]
+    response = (
+        frame(b"H", b"\0\0\3\0\0\0\0\0\0")
+        + b"".join(frame(b"d", line) for line in lines)
+        + frame(b"c", b"")
+        + m.command_complete("COPY 24")
+        + m.ready_for_query("I")
+    )
+    query = m.encode_query("COPY notes TO STDOUT")
+    with _session(tmp_path, governed=True) as (session, client):
+        outcomes = set()
+        for cut in [None, *range(1, len(response))]:
+            client.data.clear()
+            session.client_data(query)
+            reads = [response] if cut is None else [response[:cut], response[cut:]]
+            for read in reads:
+                session.backend_data(read)
+            outcomes.add(_copy_stream(bytes(client.data)))
+            assert session.end_reason is None, f"cut at byte {cut}"
+    assert len(outcomes) == 1
+    ((stream, kinds),) = outcomes
+    assert EMAIL not in stream
+    assert stream.count(b"\n") == 24
+    assert b"note 23\tnothing\n" in stream
+    assert kinds == tuple(b"HcCZ")

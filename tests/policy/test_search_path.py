@@ -87,7 +87,7 @@ def test_the_verdict_says_why(agents: PolicyEngine) -> None:
     verdict = judge(agents, "SELECT * FROM invoices", changed=True)
     assert isinstance(verdict, Block)
     assert verdict.rule == "no-invoices"
-    assert "SELECT on invoices [read]" in verdict.reason
+    assert verdict.reason.startswith('rule "no-invoices" blocked SELECT on invoices [read]')
     assert "search_path" in verdict.reason
     assert "qualify table names" in verdict.reason
     approval = judge(agents, "SELECT * FROM payroll", changed=True)

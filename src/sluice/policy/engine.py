@@ -632,9 +632,12 @@ def _via_label(via: str) -> str:
 
 def _combine(decisions: list[StatementDecision]) -> Verdict:
     """The strictest verdict over all statements of one query."""
-    count = len(decisions)
-    for index, decision in enumerate(decisions):
+    # One statement may have several decisions (rules that may apply to it).
+    order = list(dict.fromkeys(id(d.statement) for d in decisions))
+    count = len(order)
+    for decision in decisions:
         if isinstance(decision.verdict, Block):
+            index = order.index(id(decision.statement))
             prefix = f"statement {index + 1} of {count}: " if count > 1 else ""
             return Block(rule=decision.verdict.rule, reason=prefix + decision.verdict.reason)
     verdicts = [d.verdict for d in decisions]

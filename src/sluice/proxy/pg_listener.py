@@ -267,7 +267,7 @@ class PostgresListener:
                         await writer.drain()
                 finally:
                     writer.close()
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
             log.warning("could not forward a cancel request to %s: %s", conn.name, exc)
 
     # The established session

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from sluice.recording import RecordingError, render_replay, replay, verify
+from sluice.recording import RecordingError, RecordingFormatError, render_replay, replay, verify
 from sluice.recording.records import (
     CapRecord,
     CompleteRecord,
     CopyRecord,
     EndRecord,
     StatementRecord,
+    parse_record,
 )
 from sluice.recording.writer import WIRE_CHUNK_BYTES
 
@@ -168,3 +170,22 @@ def test_replay_shows_copy_lines_safely_and_counts_the_rest(tmp_path: Path) -> N
     assert "... 101 more lines of COPY data not shown" in text
     assert "COPY data from the client not recorded (10 bytes)" in text
     assert "COPY 301" in text
+
+
+@pytest.mark.parametrize(
+    ("members", "problem"),
+    [
+        ({"direction": "sideways", "bytes": 0, "data": ""}, "direction"),
+        ({"direction": "in", "bytes": 3, "data": "!!!!"}, "cannot be decoded"),
+        ({"direction": "in", "bytes": 5, "data": "YWJj"}, "states 5 bytes but holds 3"),
+        ({"direction": "in", "bytes": 3}, "'data'"),
+        ({"direction": "out", "data": "YWJj"}, "'bytes'"),
+        ({"direction": "out", "bytes": 3, "omitted": 7}, "'omitted'"),
+    ],
+)
+def test_a_malformed_copy_record_is_reported_not_trusted(
+    members: dict[str, object], problem: str
+) -> None:
+    record = {"seq": 3, "kind": "copy", "t": 0.5, "wall": "2026-01-01T00:00:00+00:00", **members}
+    with pytest.raises(RecordingFormatError, match=re.escape(problem)):
+        parse_record(record)

@@ -532,21 +532,30 @@ class PgSessionMasking:
 
     def copy_started(self, body: bytes, sql: str) -> None:
         """A CopyOutResponse: set up the masker for the data that follows."""
-        overall = body[0] if body else 0
-        ncols = struct.unpack_from("!h", body, 1)[0] if len(body) >= 3 else 0
-        fmt, binary = copy_format(sql)
-        if overall == 1 or binary:
+        masker, binary = self._copy_masker(body, sql, inbound=False)
+        if binary:
             raise MaskingError(
                 "binary COPY cannot be masked; use COPY ... TO STDOUT in text or CSV format"
             )
-        if fmt is None:
-            fmt = CopyFormat(kind="text")
+        self._copy = masker
+
+    def _copy_masker(
+        self, body: bytes, sql: str, *, inbound: bool
+    ) -> tuple[CopyMasker | None, bool]:
+        """The masker for the COPY a CopyOut/CopyInResponse (`body`) starts
+        (None when nothing applies), and whether it is binary (no masker)."""
+        overall = body[0] if body else 0
+        ncols = struct.unpack_from("!h", body, 1)[0] if len(body) >= 3 else 0
+        fmt, binary = copy_format(sql, inbound=inbound)
+        if overall == 1 or binary:
+            return None, True
         lineage = self._copy_lineage(sql, ncols)
         columns = [
             ResultColumn(name=f"column{i + 1}", type_oid=25, format=0, lineage=lineage[i])
             for i in range(ncols)
         ]
-        self._copy = self.masker.copy_masker(columns, fmt, self._precheck)
+        masker = self.masker.copy_masker(columns, fmt or CopyFormat(kind="text"), self._precheck)
+        return masker, False
 
     def _copy_lineage(self, sql: str, ncols: int) -> list[ColumnLineage]:
         if not self.masker.has_column_rules:
@@ -579,21 +588,8 @@ class PgSessionMasking:
 
         Returns why the data cannot be kept in the log (binary COPY), or None.
         """
-        self._copy_in = None
-        overall = body[0] if body else 0
-        ncols = struct.unpack_from("!h", body, 1)[0] if len(body) >= 3 else 0
-        fmt, binary = copy_format(sql, inbound=True)
-        if overall == 1 or binary:
-            return "binary COPY data cannot be masked, so it is not kept"
-        lineage = self._copy_lineage(sql, ncols)
-        columns = [
-            ResultColumn(name=f"column{i + 1}", type_oid=25, format=0, lineage=lineage[i])
-            for i in range(ncols)
-        ]
-        self._copy_in = self.masker.copy_masker(
-            columns, fmt or CopyFormat(kind="text"), self._precheck
-        )
-        return None
+        self._copy_in, binary = self._copy_masker(body, sql, inbound=True)
+        return "binary COPY data cannot be masked, so it is not kept" if binary else None
 
     def mask_copy_in(self, body: bytes) -> bytes:
         """The masked form of every COPY record completed by `body`, for the log."""

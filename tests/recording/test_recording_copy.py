@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from sluice.recording import RecordingError, RecordingFormatError, render_replay, replay, verify
+from sluice.recording.format import FORMAT_VERSION
 from sluice.recording.records import (
     CapRecord,
     CompleteRecord,
@@ -79,7 +80,7 @@ def test_copy_data_round_trips_exactly_and_in_order(tmp_path: Path) -> None:
     end = next(r for r in records if isinstance(r, EndRecord))
     assert end.copy_bytes_recorded == sum(len(x) for x in lines) + len(inbound)
     assert end.copy_bytes_dropped == 0
-    assert parse(path)[0]["format"] == 3
+    assert parse(path)[0]["format"] == FORMAT_VERSION
 
 
 def test_a_change_of_direction_starts_a_new_record(tmp_path: Path) -> None:

@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import pybase64
 
 from sluice.approvals.service import Approval, ApprovalService, ApprovalStatus
 from sluice.audit import (
@@ -89,6 +92,24 @@ log = logging.getLogger(__name__)
 # `QueryOrigin.X.value` goes through the enum's descriptor; a dict is faster per statement.
 _ORIGIN_NAMES = {origin: origin.value for origin in QueryOrigin}
 
+BIND_PARAMS_BYTES = 64 * 1024
+"""Bytes of one Bind's parameter values the log keeps; later values only as sizes."""
+SHOWN_TEXTS_SIZE = 1024
+"""Prepared texts per session whose audited (masked) form is kept."""
+_PARAMS_TOO_LARGE = f"parameters past {BIND_PARAMS_BYTES} bytes are not recorded"
+_BINARY_UNMASKABLE = "a binary value that is not text cannot be masked"
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _binary_text(value: bytes) -> str | None:
+    """A binary-format value as text, if it is UTF-8 text (no control characters)."""
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if _CONTROL.search(text) else text
+
+
 # The verdict of every statement on a connection without a policy.
 _NO_POLICY = Allow(rule="no-policy")
 
@@ -154,6 +175,7 @@ class SessionGovernance:
         self._copy_in: bool = False  # a COPY FROM STDIN is taking data
         self._copy_in_unkept: str | None = None  # why its data is not kept in the log
         self._copy_in_unkept_bytes = 0
+        self._shown_texts: dict[str, str] = {}  # prepared texts as audited (masked)
 
     def _set_flags(self) -> None:
         # A policy may be installed by a reload later only where one is named.
@@ -274,6 +296,77 @@ class SessionGovernance:
                 self.prepared.observe(sql)
         if self.masking is not None:
             self.masking.statement_allowed(sql, verdict)
+
+    def bind_allowed(
+        self,
+        sql: str,
+        verdict: Allow,
+        statement_name: str | None,
+        portal: str,
+        body: bytes,
+        *,
+        audit: bool,
+    ) -> None:
+        """An execution of a prepared statement (its Bind `body`) goes to the backend.
+
+        Its parameters (masked when masking is on) reach the log before the
+        Bind is sent; with `audit` (an execution its Parse did not already
+        stand for) it is audited as a statement of origin `execute`. Raises
+        like `before_forward`: the Bind must then not be sent.
+        """
+        if self.recorder is not None:
+            self.recorder.bind(statement_name, portal or None, self._bind_params(body))
+        if audit and self.services is not None:
+            self.services.audit.emit_lines(
+                self._allowed_lines,
+                {
+                    "rule": verdict.rule,
+                    "reason": verdict.reason,
+                    "statement": self._shown_prepared(sql),
+                    "origin": "execute",
+                    "mask_profiles": verdict.mask.profiles if verdict.mask else (),
+                },
+            )
+
+    def _bind_params(self, body: bytes) -> list[Any]:
+        """A Bind's parameters as the log keeps them (see `BindValue`)."""
+        formats, values = m.bind_parameters(body)
+        masking = self.masking
+        kept: list[Any] = []
+        budget = BIND_PARAMS_BYTES
+        for fmt, value in zip(formats, values, strict=True):
+            if value is None:
+                kept.append(None)
+            elif len(value) > budget:
+                budget = 0  # what follows an omitted value is omitted too
+                kept.append({"omitted": _PARAMS_TOO_LARGE, "bytes": len(value)})
+            elif fmt == 0:
+                budget -= len(value)
+                text = value.decode("utf-8", "replace")
+                kept.append(masking.mask_statement(text) if masking is not None else text)
+            elif masking is None:
+                budget -= len(value)
+                kept.append({"binary": pybase64.b64encode_as_string(value)})
+            else:
+                # Binary values are masked only where they are plain text (a
+                # text column's binary format is its UTF-8); numbers and other
+                # encodings cannot be scanned, so they are not kept.
+                budget -= len(value)
+                as_text = _binary_text(value)
+                if as_text is None:
+                    kept.append({"omitted": _BINARY_UNMASKABLE, "bytes": len(value)})
+                else:
+                    kept.append({"binary_text": masking.mask_statement(as_text)})
+        return kept
+
+    def _shown_prepared(self, sql: str) -> str:
+        """`_shown` of a prepared text, kept: it is audited at every execution."""
+        shown = self._shown_texts.get(sql)
+        if shown is None:
+            if len(self._shown_texts) >= SHOWN_TEXTS_SIZE:
+                self._shown_texts.clear()
+            shown = self._shown_texts[sql] = self._shown(sql)
+        return shown
 
     def on_blocked(
         self,

@@ -102,6 +102,10 @@ class PgSession:
         )
         self._tracker: QueryTracker = _NoTracking() if self._light else QueryTracker()
         self._client_statements: dict[str, str] = {}
+        # The unnamed statement's verdict at its Parse, and whether it was
+        # bound since (a second execution of it is audited on its own).
+        self._unnamed_verdict: Allow = _NO_VERDICT
+        self._unnamed_bound = False
         self._gateway_errors: dict[str, _GatewayError] = {}
         self._syncs_sent = 0
         self._syncs_done = 0
@@ -292,12 +296,25 @@ class PgSession:
             return self._act(verdict, kind, body, raw, out, sql=parse.sql, parse=parse)
         if kind == m.BIND:
             bind = m.decode_bind(body)
-            if bind.statement:
-                sql = self._client_statements.get(bind.statement)
-                if sql is not None:
-                    verdict = self._judge(sql, QueryOrigin.EXECUTE, bind.statement)
+            name = bind.statement
+            sql = self._client_statements.get(name)
+            if sql is not None:
+                if name:
+                    verdict = self._judge(sql, QueryOrigin.EXECUTE, name)
                     if not isinstance(verdict, Allow):
                         return self._act(verdict, kind, body, raw, out, sql=sql, bind=bind)
+                else:  # the unnamed statement was judged at its Parse
+                    verdict = self._unnamed_verdict
+                # Each execution is recorded and audited; the first of the
+                # unnamed statement is its Parse's, already audited.
+                audit = bool(name) or self._unnamed_bound
+                self._unnamed_bound = self._unnamed_bound or not name
+                if not self._bind_allowed(sql, verdict, bind, body, audit=audit):
+                    refused = Block(
+                        rule="recording-required",
+                        reason="its execution could not be recorded; nothing was sent",
+                    )
+                    return self._act(refused, kind, body, raw, out, sql=sql, bind=bind)
             self._tracker.on_bind(bind.portal, bind.statement, bind.result_formats)
         elif kind == m.EXECUTE:
             execute = m.decode_execute(body)
@@ -352,6 +369,21 @@ class PgSession:
         out.append(raw)
         return True
 
+    def _bind_allowed(
+        self, sql: str, verdict: Allow, bind: m.Bind, body: bytes, *, audit: bool
+    ) -> bool:
+        """Record and audit an allowed execution; False if that could not be done."""
+        try:
+            self.governance.bind_allowed(
+                sql, verdict, bind.statement or None, bind.portal, body, audit=audit
+            )
+        except PgProtocolError:
+            raise  # a malformed Bind: the session's protocol error
+        except Exception:
+            log.exception("recording or auditing an execution failed; refusing it")
+            return False
+        return True
+
     def _judge(self, sql: str, origin: QueryOrigin, name: str | None) -> Verdict:
         try:
             return self.governance.judge(sql, origin, name)
@@ -385,7 +417,7 @@ class PgSession:
                     reason=f"it could not be recorded ({exc}); nothing was sent",
                 )
             else:
-                self._forward(kind, raw, out, sql=sql, parse=parse, bind=bind)
+                self._forward(kind, raw, out, sql=sql, verdict=verdict, parse=parse, bind=bind)
                 return True
         if isinstance(verdict, RequireApproval):
             self._flush_backend(out)
@@ -420,6 +452,8 @@ class PgSession:
         parse: m.Parse | None,
         bind: m.Bind | None,
     ) -> None:
+        if parse is not None:  # a Bind of that name must not find an older text
+            self._client_statements.pop(parse.name, None)
         origin, name = _origin_of(kind, parse, bind)
         try:
             self.governance.on_blocked(sql, origin, name, verdict, sqlstate, message)
@@ -436,6 +470,7 @@ class PgSession:
         out: list[bytes],
         *,
         sql: str,
+        verdict: Allow,
         parse: m.Parse | None,
         bind: m.Bind | None,
     ) -> None:
@@ -444,6 +479,9 @@ class PgSession:
             self._tracker.on_query(sql)
         elif kind == m.PARSE and parse is not None:
             self._client_statements[parse.name] = parse.sql
+            if not parse.name:
+                self._unnamed_bound = False
+                self._unnamed_verdict = verdict
             self._tracker.on_parse(parse.name, parse.sql)
         elif kind == m.BIND and bind is not None:
             self._tracker.on_bind(bind.portal, bind.statement, bind.result_formats)
@@ -526,6 +564,8 @@ class PgSession:
                 self.governance.before_forward(
                     sql, allowed, origin, name, approval_id=outcome.approval_id
                 )
+                if bind is not None:  # its parameters, as for any execution
+                    self.governance.bind_allowed(sql, allowed, name, bind.portal, body, audit=False)
             except Exception as exc:
                 log.exception("recording failed after approval; refusing the statement")
                 self._refuse(
@@ -542,7 +582,13 @@ class PgSession:
                 )
             else:
                 self._forward(
-                    kind, frame(bytes((kind,)), body), out, sql=sql, parse=parse, bind=bind
+                    kind,
+                    frame(bytes((kind,)), body),
+                    out,
+                    sql=sql,
+                    verdict=allowed,
+                    parse=parse,
+                    bind=bind,
                 )
         else:
             self._refuse(
@@ -851,7 +897,9 @@ def _bytes_of(buf: bytes | bytearray, start: int, end: int) -> bytes:
 
 
 # Client messages that need no judging when nothing is judged, masked or recorded.
-_UNJUDGED = frozenset(b"BEDCSHdcf")
+# (A Bind is judged: every execution is audited.)
+_UNJUDGED = frozenset(b"EDCSHdcf")
+_NO_VERDICT = Allow(rule="no-policy")
 
 
 class _NoTracking(QueryTracker):

@@ -23,9 +23,11 @@ from typing import Any, Final
 
 import orjson
 
-FORMAT_VERSION: Final = 3
+FORMAT_VERSION: Final = 4
 """2: a statement record may carry its verdict, a complete record its last rows.
-3: COPY data is recorded (`copy` records), the end record counts its bytes."""
+3: COPY data is recorded (`copy` records), the end record counts its bytes.
+4: every execution of a prepared statement is recorded (`bind` records, with
+its parameters)."""
 LOG_SUFFIX: Final = ".slog"
 
 MAX_RECORD_BYTES: Final = 16 * 1024 * 1024

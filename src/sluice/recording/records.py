@@ -22,6 +22,7 @@ from sluice.recording.format import WIRE_ENCODING
 class RecordKind(StrEnum):
     START = "start"
     STATEMENT = "statement"
+    BIND = "bind"
     VERDICT = "verdict"
     APPROVAL = "approval"
     RESULT = "result"
@@ -70,6 +71,27 @@ class StatementRecord(RecordBase):
     sql: str
     origin: str
     statement_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OmittedValue:
+    """A parameter value the log does not keep: its size and why."""
+
+    size: int
+    reason: str
+
+
+BindValue = str | bytes | OmittedValue | None
+"""A bound parameter: text (masked when masking is on), binary bytes, not kept, or NULL."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindRecord(RecordBase):
+    """An execution of a prepared statement (a Bind), with its parameters."""
+
+    statement_name: str | None
+    portal: str | None
+    params: tuple[BindValue, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,6 +183,7 @@ class SealRecord(RecordBase):
 Record = (
     StartRecord
     | StatementRecord
+    | BindRecord
     | VerdictRecord
     | ApprovalRecord
     | ResultRecord
@@ -275,6 +298,34 @@ def _copy(obj: Mapping[str, Any], base: dict[str, Any]) -> CopyRecord:
     return CopyRecord(**base, direction=direction, size=size, data=data, omitted=omitted)
 
 
+def _bind_value(value: Any) -> BindValue:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if "binary" in value:
+            try:
+                return base64.b64decode(_str(value, "binary"), validate=True)
+            except ValueError as exc:
+                raise RecordingFormatError(f"a binary parameter cannot be decoded: {exc}") from None
+        if "binary_text" in value:
+            return _str(value, "binary_text")
+        if "omitted" in value:
+            return OmittedValue(size=_int(value, "bytes"), reason=_str(value, "omitted"))
+    raise RecordingFormatError("a parameter must be a string, null or a known object")
+
+
+def _bind(obj: Mapping[str, Any], base: dict[str, Any]) -> BindRecord:
+    params = obj.get("params")
+    if not isinstance(params, list):
+        raise RecordingFormatError("member 'params' must be a list")
+    return BindRecord(
+        **base,
+        statement_name=_opt_str(obj, "statement_name"),
+        portal=_opt_str(obj, "portal"),
+        params=tuple(_bind_value(v) for v in params),
+    )
+
+
 def _opt_int(obj: Mapping[str, Any], key: str) -> int:
     return _int(obj, key) if key in obj else 0
 
@@ -303,6 +354,7 @@ _PARSERS: dict[str, _Parser] = {
         origin=_str(o, "origin"),
         statement_name=_opt_str(o, "statement_name"),
     ),
+    RecordKind.BIND: _bind,
     RecordKind.VERDICT: lambda o, b: VerdictRecord(
         **b,
         verdict=_str(o, "verdict"),

@@ -18,6 +18,8 @@ from rich.text import Text
 
 from sluice.recording.records import (
     ApprovalRecord,
+    BindRecord,
+    BindValue,
     CapRecord,
     Column,
     CompleteRecord,
@@ -26,6 +28,7 @@ from sluice.recording.records import (
     ErrorRecord,
     NoticeRecord,
     OmittedRecord,
+    OmittedValue,
     Record,
     ResultRecord,
     RowsRecord,
@@ -50,6 +53,21 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2
 def _safe(value: str) -> str:
     """Make control characters (ANSI escapes, bidi overrides...) visible."""
     return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+
+
+def _param(index: int, value: BindValue) -> str:
+    """`$n=value` of a recorded parameter, cut like a cell."""
+    if value is None:
+        shown = "NULL"
+    elif isinstance(value, OmittedValue):
+        shown = f"<{value.size} bytes not recorded: {value.reason}>"
+    elif isinstance(value, bytes):
+        shown = "\\x" + value.hex()
+    else:
+        shown = "'" + _safe(value).replace("'", "''") + "'"
+    if len(shown) > MAX_CELL_CHARS:
+        shown = shown[:MAX_CELL_CHARS] + "..."
+    return f"${index}={shown}"
 
 
 def _cell(value: str | None) -> Text:
@@ -162,6 +180,10 @@ class _Renderer:
         elif isinstance(record, StatementRecord):
             name = f" {record.statement_name}" if record.statement_name else ""
             self.line(record, (f"{record.origin}{name}> ", "bold blue"), (record.sql, "bold"))
+        elif isinstance(record, BindRecord):
+            name = record.statement_name or "(unnamed)"
+            params = ", ".join(_param(i, v) for i, v in enumerate(record.params, 1))
+            self.line(record, (f"execute {_safe(name)}", "blue"), f" {params}".rstrip())
         elif isinstance(record, VerdictRecord):
             style = {"allow": "green", "block": "bold red"}.get(record.verdict, "yellow")
             extra = ""

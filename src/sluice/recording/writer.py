@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 # Record kinds as plain strings: the hot path serialises them per record.
 _APPROVAL: Final = RecordKind.APPROVAL.value
+_BIND: Final = RecordKind.BIND.value
 _CAP: Final = RecordKind.CAP.value
 _COMPLETE: Final = RecordKind.COMPLETE.value
 _COPY: Final = RecordKind.COPY.value
@@ -158,6 +159,19 @@ def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
     fields["rule"] = verdict.rule
     fields["reason"] = verdict.reason
     return fields
+
+
+def _capped_param(value: Any) -> Any:
+    """A bound value as the log keeps it once capped: its size only."""
+    if isinstance(value, str):
+        size = len(value.encode())
+    elif isinstance(value, dict) and "binary" in value:
+        size = len(pybase64.b64decode(value["binary"]))
+    elif isinstance(value, dict) and "binary_text" in value:
+        size = len(value["binary_text"].encode())
+    else:  # NULL, or already omitted
+        return value
+    return {"omitted": "the log reached its size cap", "bytes": size}
 
 
 def _row_size(row: Sequence[str | None]) -> int:
@@ -351,6 +365,20 @@ class Recorder:
             if verdict is not None:
                 fields.update(_cached_verdict_fields(verdict))
             self._append(_STATEMENT, fields, flush=flush)
+
+    def bind(self, statement_name: str | None, portal: str | None, params: list[Any]) -> None:
+        """Record an execution of a prepared statement with its parameters
+        (as `BindValue` JSON: strings, nulls, objects); handed to the OS before
+        this returns. Past the size cap only the parameters' sizes are kept."""
+        if not self._usable():
+            return
+        if self._capped:
+            params = [_capped_param(value) for value in params]
+        self._append(
+            _BIND,
+            {"statement_name": statement_name, "portal": portal, "params": params},
+            flush=True,
+        )
 
     def verdict(self, verdict: Verdict) -> None:
         """Record the policy verdict for the last statement (written out at once)."""

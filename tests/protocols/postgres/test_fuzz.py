@@ -26,7 +26,7 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 DECODERS: list[Callable[[bytes], Any]] = [
     getattr(m, name) for name in sorted(dir(m)) if name.startswith("decode_")
-]
+] + [m.bind_parameters]
 
 # Bytes biased toward what breaks parsers: NULs, 0xff lengths, UTF-8 lead bytes,
 # and well-formed pieces that can be glued into almost-valid messages.
@@ -76,6 +76,7 @@ def test_every_decoder_is_covered() -> None:
         "decode_data_row",
         "decode_notification",
         "decode_command_complete",
+        "bind_parameters",
     } <= names
 
 

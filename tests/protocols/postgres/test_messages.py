@@ -188,6 +188,32 @@ def test_bind_decode_with_formats_null_and_binary() -> None:
     )
 
 
+def test_bind_parameters_with_formats_null_and_binary() -> None:
+    assert m.bind_parameters(body_of(BIND, b"B")) == ((0, 1), [None, b"\x00\x00\x00\x2a"])
+    assert m.bind_parameters(body_of(BIND_UNNAMED_TEXT, b"B")) == ((0,), [b"hi"])
+
+
+def test_bind_parameters_one_format_code_applies_to_all() -> None:
+    body = b"\x00\x00\x00\x01\x00\x01\x00\x02" + b"\x00\x00\x00\x01a" * 2 + b"\x00\x00"
+    assert m.bind_parameters(body) == ((1, 1), [b"a", b"a"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # two format codes for three parameters
+        b"\x00\x00\x00\x02\x00\x00\x00\x00\x00\x03" + b"\xff\xff\xff\xff" * 3 + b"\x00\x00",
+        # a format code that is neither text nor binary
+        b"\x00\x00\x00\x01\x00\x02\x00\x01\x00\x00\x00\x01a\x00\x00",
+        b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x05ab",  # value runs past the end
+        b"\x00\x00\x00\x00\x00\x01\xff\xff\xff\xfe",  # length -2
+    ],
+)
+def test_bind_parameters_rejects_malformed(body: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        m.bind_parameters(body)
+
+
 def test_bind_per_column_result_formats() -> None:
     body = b"\x00s\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x01\x00\x00"
     assert m.decode_bind(body).result_formats == (0, 1, 0)

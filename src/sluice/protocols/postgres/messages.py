@@ -256,6 +256,43 @@ def decode_bind(body: bytes) -> Bind:
     return Bind(portal=portal, statement=statement, result_formats=tuple(formats))
 
 
+def bind_parameters(body: bytes) -> tuple[tuple[int, ...], list[bytes | None]]:
+    """A Bind's parameter values and each one's format (0 text, 1 binary).
+
+    Separate from `decode_bind`, which every Bind goes through: the values
+    are only copied out where a Bind is recorded.
+    """
+    _, pos = _cstring(body, 0)
+    _, pos = _cstring(body, pos)
+    try:
+        (nfmt,) = _U16.unpack_from(body, pos)
+        codes = struct.unpack_from(f"!{nfmt}h", body, pos + 2) if nfmt else ()
+        pos += 2 + 2 * nfmt
+        (nparams,) = _U16.unpack_from(body, pos)
+        pos += 2
+        if nfmt not in (0, 1, nparams):
+            raise RemoteProtocolError(
+                f"Bind has {nfmt} parameter format codes for {nparams} parameters"
+            )
+        values: list[bytes | None] = []
+        for _ in range(nparams):
+            (plen,) = _I32.unpack_from(body, pos)
+            pos += 4
+            if plen < -1 or pos + max(plen, 0) > len(body):
+                raise RemoteProtocolError("invalid parameter length in Bind")
+            if plen == -1:
+                values.append(None)
+            else:
+                values.append(body[pos : pos + plen])
+                pos += plen
+    except struct.error as exc:
+        raise RemoteProtocolError("Bind message truncated") from exc
+    if any(code not in (0, 1) for code in codes):
+        raise RemoteProtocolError("Bind has a parameter format code other than 0 or 1")
+    formats = codes if nfmt == nparams else (codes[0] if codes else 0,) * nparams
+    return formats, values
+
+
 def decode_execute(body: bytes) -> Execute:
     portal, pos = _cstring(body, 0)
     if len(body) != pos + 4:

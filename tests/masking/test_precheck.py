@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,6 +62,27 @@ def test_clean_verdict_implies_no_finding_in_any_value(data: list[list[str | Non
             for value in row:
                 if value:
                     assert SCANNER.scan(value) == [], value
+
+
+def _bind_body(params: list[bytes | None]) -> bytes:
+    """A Bind of the unnamed statement with text parameters (as on the wire)."""
+    body = b"\x00\x00\x00\x00" + struct.pack("!H", len(params))
+    for value in params:
+        body += b"\xff\xff\xff\xff" if value is None else struct.pack("!i", len(value)) + value
+    return body + b"\x00\x00"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.none(), values), max_size=8))
+def test_clean_verdict_on_a_bind_implies_no_finding_in_any_parameter(
+    params: list[str | None],
+) -> None:
+    """Bind parameters are recorded unscanned when the whole message is clean."""
+    encoded = [v.encode() if v is not None else None for v in params]
+    if not PRECHECK.may_contain(_bind_body(encoded)):
+        for value in encoded:
+            if value:
+                assert SCANNER.scan(value) == [], value
 
 
 def test_custom_detectors_disable_the_precheck() -> None:

@@ -64,6 +64,8 @@ class SessionMasking(Protocol):
 
     def mask_statement(self, sql: str) -> str: ...
 
+    def may_need_masking(self, data: bytes) -> bool: ...
+
     def result_done(self) -> None: ...
 
     def copy_started(self, body: bytes, sql: str) -> None: ...
@@ -331,7 +333,9 @@ class SessionGovernance:
     def _bind_params(self, body: bytes) -> list[Any]:
         """A Bind's parameters as the log keeps them (see `BindValue`)."""
         formats, values = m.bind_parameters(body)
+        # One pre-check over the whole message: values are its raw bytes.
         masking = self.masking
+        scan = masking is not None and masking.may_need_masking(body)
         kept: list[Any] = []
         budget = BIND_PARAMS_BYTES
         for fmt, value in zip(formats, values, strict=True):
@@ -343,7 +347,7 @@ class SessionGovernance:
             elif fmt == 0:
                 budget -= len(value)
                 text = value.decode("utf-8", "replace")
-                kept.append(masking.mask_statement(text) if masking is not None else text)
+                kept.append(masking.mask_statement(text) if scan and masking else text)
             elif masking is None:
                 budget -= len(value)
                 kept.append({"binary": pybase64.b64encode_as_string(value)})
@@ -356,7 +360,9 @@ class SessionGovernance:
                 if as_text is None:
                     kept.append({"omitted": _BINARY_UNMASKABLE, "bytes": len(value)})
                 else:
-                    kept.append({"binary_text": masking.mask_statement(as_text)})
+                    kept.append(
+                        {"binary_text": masking.mask_statement(as_text) if scan else as_text}
+                    )
         return kept
 
     def _shown_prepared(self, sql: str) -> str:

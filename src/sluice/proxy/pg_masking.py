@@ -324,6 +324,12 @@ class PgSessionMasking:
             self._plan_columns = None
             self._constant_plan = None
 
+    def may_need_masking(self, data: bytes) -> bool:
+        """False only when no detector can fire anywhere in `data` (raw bytes
+        that hold values, such as a Bind's): its values may then go unscanned."""
+        check = self._precheck
+        return check is None or check.may_contain(data)
+
     def mask_statement(self, sql: str) -> str:
         """A statement's text as recordings and audit may keep it (literals masked)."""
         masked, _ = self.masker.mask_text(sql)

@@ -341,28 +341,24 @@ class SessionGovernance:
         for fmt, value in zip(formats, values, strict=True):
             if value is None:
                 kept.append(None)
-            elif len(value) > budget:
+                continue
+            if len(value) > budget:
                 budget = 0  # what follows an omitted value is omitted too
                 kept.append({"omitted": _PARAMS_TOO_LARGE, "bytes": len(value)})
-            elif fmt == 0:
-                budget -= len(value)
+                continue
+            budget -= len(value)
+            if fmt == 0:
                 text = value.decode("utf-8", "replace")
                 kept.append(masking.mask_statement(text) if scan and masking else text)
             elif masking is None:
-                budget -= len(value)
                 kept.append({"binary": pybase64.b64encode_as_string(value)})
-            else:
+            elif (as_text := _binary_text(value)) is None:
                 # Binary values are masked only where they are plain text (a
                 # text column's binary format is its UTF-8); numbers and other
                 # encodings cannot be scanned, so they are not kept.
-                budget -= len(value)
-                as_text = _binary_text(value)
-                if as_text is None:
-                    kept.append({"omitted": _BINARY_UNMASKABLE, "bytes": len(value)})
-                else:
-                    kept.append(
-                        {"binary_text": masking.mask_statement(as_text) if scan else as_text}
-                    )
+                kept.append({"omitted": _BINARY_UNMASKABLE, "bytes": len(value)})
+            else:
+                kept.append({"binary_text": masking.mask_statement(as_text) if scan else as_text})
         return kept
 
     def _shown_prepared(self, sql: str) -> str:

@@ -175,3 +175,55 @@ def test_any_wrapping_keeps_lineage(sql: str, wrap: list[str]) -> None:
         expr = w.format(expr)
     (stmt,) = analyze(sql.format(expr), CATALOG)
     assert stmt.for_result(1)[0].origins == {SSN}
+
+
+# Column masking reuses a text's lineage for texts that differ only in their
+# numbers and string literals (pg_masking `_lineage_text_key`): lineage must
+# not depend on a literal's value.
+LITERAL_TEMPLATES = [
+    "SELECT email FROM customers WHERE name = {s} LIMIT {n}",
+    "SELECT {s} AS email, ssn FROM customers WHERE id = {n}",
+    "SELECT CASE WHEN name = {s} THEN ssn ELSE {s} END FROM customers",
+    "SELECT coalesce(email, {s}), substr(ssn, {n}, {n}) FROM customers",
+    "SELECT (SELECT email FROM customers WHERE id = {n}) AS e, {n} AS k",
+    "SELECT * FROM customers c JOIN orders o ON o.customer_id = c.id WHERE o.note = {s}",
+    "SELECT x FROM (SELECT ssn || {s} AS x FROM customers) s",
+    "SELECT {s}::regclass, {s}::text AS ssn",
+    "SELECT json_build_object({s}, ssn) FROM customers",
+    "SELECT * FROM (VALUES ({s}, {n})) v(email, id)",
+    "SELECT mail FROM customer_emails WHERE cid = {n}",
+    "SELECT email FROM customers UNION ALL SELECT {s}",
+]
+LITERAL_VALUES = st.sampled_from(
+    ["'ssn'", "'email'", "''", "'a''b'", "E'x\\'y'", "$$customers$$", "'id'"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    template=st.sampled_from(LITERAL_TEMPLATES),
+    first=st.tuples(LITERAL_VALUES, st.integers(10000, 99999)),  # same digit count
+    second=st.tuples(LITERAL_VALUES, st.integers(10000, 99999)),
+)
+def test_lineage_does_not_depend_on_literal_values(
+    template: str, first: tuple[str, int], second: tuple[str, int]
+) -> None:
+    from sluice.proxy.pg_masking import _lineage_text_key
+
+    a = template.format(s=first[0], n=first[1])
+    b = template.format(s=second[0], n=second[1])
+    assert _lineage_text_key(a) == _lineage_text_key(b)
+    (left,) = analyze(a, CATALOG)
+    (right,) = analyze(b, CATALOG)
+    assert left == right
+
+
+def test_names_and_literals_do_not_share_a_lineage_key() -> None:
+    from sluice.proxy.pg_masking import _lineage_text_key
+
+    assert _lineage_text_key("SELECT email FROM customers") != _lineage_text_key(
+        "SELECT 'email' FROM customers"
+    )
+    assert _lineage_text_key('SELECT "ssn" FROM customers') != _lineage_text_key(
+        'SELECT "id" FROM customers'
+    )

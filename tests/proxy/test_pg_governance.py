@@ -605,3 +605,30 @@ def test_a_mask_rule_added_by_reload_never_passes_unmasked(
             )
             governed.call(lambda: asyncio.ensure_future(reloader.reload()))
             time.sleep(0.5)
+
+
+def test_statements_that_differ_in_literals_keep_their_own_verdict_and_text(
+    governed: GatewayThread, agent: str
+) -> None:
+    """Verdicts are shared by queries that differ only in string literals; each
+    still gets its own rows and audit line, and a literal that changes what a
+    statement does (a setting's name) is judged on its own."""
+    with psycopg.connect(governed.dsn(agent, user="agent"), autocommit=True) as conn:
+        for n in (3, 4, 5):
+            sql = f"SELECT 'tag {n}' AS tag FROM accounts WHERE owner <> 'owner {n}' LIMIT 1"
+            assert conn.execute(sql).fetchone() == (f"tag {n}",)
+        assert conn.execute("SELECT set_config('application_name', 'lit', false)").fetchone()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+            conn.execute("SELECT set_config('role', 'postgres', false)")
+        assert info.value.diag.message_hint == "policy rule: no-server-admin"
+        assert conn.execute("SHOW application_name").fetchone() == ("lit",)
+    audit = (Path(governed.config.data_dir) / "audit.jsonl").read_text().splitlines()
+    allowed = [
+        e["statement"]
+        for e in map(json.loads, audit)
+        if e["type"] == "statement.allowed" and "AS tag FROM accounts" in e.get("statement", "")
+    ]
+    assert allowed[-3:] == [
+        f"SELECT 'tag {n}' AS tag FROM accounts WHERE owner <> 'owner {n}' LIMIT 1"
+        for n in (3, 4, 5)
+    ]

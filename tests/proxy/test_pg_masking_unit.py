@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.audit import AuditLog
 from sluice.events import Identity, Protocol, SessionContext
 from sluice.masking import MaskingEngine, MaskingSpec
+from sluice.masking import lineage as lineage_module
 from sluice.masking.precheck import RegionPrecheck
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.rows import datarow_run
 from sluice.protocols.postgres.tracker import ResultShape
+from sluice.proxy import pg_masking as pg_masking_module
 from sluice.proxy.pg_masking import DENSE_MIN_ROWS, DENSE_SKIP_BATCHES, PgSessionMasking
 
 ENGINE = MaskingEngine(
@@ -181,3 +184,40 @@ def test_spliced_column_rules_equal_the_full_path(rows: list[list[bytes | None]]
         return session.mask_rows(shape, region, len(rows))
 
     assert run(splice=True) == run(splice=False)
+
+
+def test_texts_that_differ_in_literals_share_one_lineage_analysis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    analysed: list[str] = []
+
+    def counting(sql: str, catalog: object = None) -> object:
+        analysed.append(sql)
+        return lineage_module.analyze(sql, catalog)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pg_masking_module, "analyze", counting)
+    rows: list[list[bytes | None]] = [[b"1", b"a@example.com", b"n", b"123-45-6789", b"t"]]
+    region = b"".join(m.encode_data_row(r) for r in rows)
+    template = "SELECT id, email, note, ssn, tail FROM t WHERE note = {} AND id > {}"
+
+    def masked(session: PgSessionMasking, sql: str) -> bytes | None:
+        return session.mask_rows(ResultShape(fields=COLUMN_FIELDS, sql=sql), region, len(rows))
+
+    session = PgSessionMasking(
+        engine=COLUMN_ENGINE, profiles=["cols"], context=CONTEXT, audit=AuditLog([]), catalog=None
+    )
+    outputs = [
+        masked(session, template.format(note, n))
+        for note, n in (("'a'", 10), ("'b'", 20), ("$$c$$", 30))
+    ]
+    assert len(analysed) == 1
+    fresh = PgSessionMasking(
+        engine=COLUMN_ENGINE, profiles=["cols"], context=CONTEXT, audit=AuditLog([]), catalog=None
+    )
+    expected = masked(fresh, template.format("'z'", 99))
+    assert expected is not None
+    assert b"a@example.com" not in expected
+    assert outputs == [expected] * 3
+    # A literal where a column was is another statement: analysed on its own.
+    masked(session, "SELECT id, 'email', note, ssn, tail FROM t WHERE note = 'a' AND id > 10")
+    assert len(analysed) == 3

@@ -76,8 +76,8 @@ from sluice.policy.sql import (
     Prepare,
     StatementInfo,
     classify,
+    lexed_keys,
     merge_execution,
-    numbers_zeroed,
     plain_numbers_zeroed,
 )
 from sluice.policy.verdict import Allow, Block, MaskPlan, RequireApproval, Verdict
@@ -135,24 +135,36 @@ class RecordedQuery:
 # Distinct (policy, identity, statement shape) verdicts kept for reuse.
 VERDICT_CACHE_SIZE = 8192
 
-_UNKEYED: Final = ("", "")
+_TextKeys = tuple[tuple[str, str], str | None]
+_UNKEYED: Final[_TextKeys] = (("", ""), None)
 PREPARED_KEYS_SIZE: Final = 1024
 """Texts of prepared statements whose keys are kept (each up to MAX_CACHED_SQL_CHARS)."""
 
 
-def _text_key(sql: str) -> tuple[str, str] | None:
-    """The text part of a verdict key, or None when the text cannot be cached.
+def _text_keys(sql: str) -> _TextKeys | None:
+    """The text parts of a verdict key, or None when the text cannot be cached.
 
-    Two kinds, told apart by their first member: the plain-text one needs no
-    lexer; both map only texts that differ in numbers.
+    The first tells two kinds apart by its first member: the plain-text one
+    needs no lexer; both map only texts that differ in numbers. The second,
+    for texts with string literals, maps texts that differ in numbers and
+    literals; it may hold only verdicts of `literal_blind` statements.
     """
     if mentions_prepared(sql):  # depends on session state
         return None
     text = plain_numbers_zeroed(sql)
     if text is not None:
-        return ("plain", text)
-    text = numbers_zeroed(sql)
-    return None if text is None else ("lexed", text)
+        return ("plain", text), None
+    keys = lexed_keys(sql)
+    if keys is None:
+        return None
+    return ("lexed", keys[0]), keys[1]
+
+
+def _literal_blind(explanation: Explanation) -> bool:
+    """Whether no statement's verdict depended on a string literal's value."""
+    return bool(explanation.statements) and all(
+        decision.statement.literal_blind for decision in explanation.statements
+    )
 
 
 class PolicyEngine:
@@ -171,7 +183,7 @@ class PolicyEngine:
         self._verdicts: dict[tuple[object, ...], Verdict] = {}
         # Keys of prepared statements' texts: a Bind judges the same text each
         # time, and clients of the extended protocol parse the same texts again.
-        self._prepared_keys: dict[str, tuple[str, str] | None] = {}
+        self._prepared_keys: dict[str, _TextKeys | None] = {}
 
     @classmethod
     def compile(
@@ -212,28 +224,39 @@ class PolicyEngine:
 
         Verdicts of self-contained statements are reused for texts that differ
         only in their numbers (the same key the SQL analysis cache uses), per
-        policy and identity; so are those of a Bind of a statement whose text
-        is the one judged at its Parse. Anything else that depends on session
+        policy and identity; those of plain queries and DML whose analysis
+        read no string literal (`StatementInfo.literal_blind`) also for texts
+        that differ in their string literals; so are those of a Bind of a
+        statement whose text is the one judged at its Parse. Anything else that depends on session
         state (an EXECUTE statement, PREPARE/DEALLOCATE/DISCARD) or on the raw
         text (a policy with `text_regex` rules) is judged afresh every time.
         """
-        key = self._verdict_key(event, policy_name, prepared)
-        if key is not None:
-            cached = self._verdicts.get(key)
-            if cached is not None:
-                return cached
-        verdict = self.explain(event, policy_name=policy_name, prepared=prepared).verdict
-        if key is not None and not (
-            isinstance(verdict, Block) and verdict.rule == ENGINE_ERROR_RULE
-        ):
-            if len(self._verdicts) >= VERDICT_CACHE_SIZE:
-                self._verdicts.clear()
-            self._verdicts[key] = verdict
+        keys = self._verdict_keys(event, policy_name, prepared)
+        if keys is None:
+            return self.explain(event, policy_name=policy_name, prepared=prepared).verdict
+        exact, blind = keys
+        verdicts = self._verdicts
+        cached = verdicts.get(blind) if blind is not None else None
+        if cached is None:
+            cached = verdicts.get(exact)
+        if cached is not None:
+            return cached
+        explanation = self.explain(event, policy_name=policy_name, prepared=prepared)
+        verdict = explanation.verdict
+        if not (isinstance(verdict, Block) and verdict.rule == ENGINE_ERROR_RULE):
+            if len(verdicts) >= VERDICT_CACHE_SIZE:
+                verdicts.clear()
+            if blind is not None and _literal_blind(explanation):
+                verdicts[blind] = verdict
+            else:
+                verdicts[exact] = verdict
         return verdict
 
-    def _verdict_key(
+    def _verdict_keys(
         self, event: Event, policy_name: str, prepared: Mapping[str, str] | None
-    ) -> tuple[object, ...] | None:
+    ) -> tuple[tuple[object, ...], tuple[object, ...] | None] | None:
+        """The cache keys of the verdict for `event`: for its text up to its
+        numbers, and (None without string literals) up to numbers and literals."""
         if not isinstance(event, QueryRequested) or policy_name in self._textual:
             return None
         if event.origin is QueryOrigin.EXECUTE:
@@ -250,22 +273,21 @@ class PolicyEngine:
             if keyed is _UNKEYED:
                 if len(self._prepared_keys) >= PREPARED_KEYS_SIZE:
                     self._prepared_keys.clear()
-                keyed = self._prepared_keys[event.sql] = _text_key(event.sql)
+                keyed = self._prepared_keys[event.sql] = _text_keys(event.sql)
         else:
-            keyed = _text_key(event.sql)
+            keyed = _text_keys(event.sql)
         if keyed is None:
             return None
-        kind, text = keyed
+        (kind, text), blind = keyed
         identity = event.context.identity
-        return (
-            kind,
+        scope = (
             policy_name,
             identity.user,
             identity.groups,
             event.origin,
             event.search_path_changed,
-            text,
         )
+        return (kind, *scope, text), None if blind is None else ("blind", *scope, blind)
 
     def explain(
         self, event: Event, *, policy_name: str, prepared: Mapping[str, str] | None = None

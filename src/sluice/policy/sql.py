@@ -166,6 +166,11 @@ class StatementInfo:
     """It may change which schema unqualified names resolve to: SET or RESET
     of search_path, set_config of search_path (or of a computed name), or a
     procedural block whose text mentions search_path."""
+    literal_blind: bool = False
+    """Its classification is the same whatever its string literals hold: a
+    plain query or DML (reads and writes only) whose analysis read no string
+    literal's value. Its verdict may then be shared by texts that differ only
+    in literals (`lexed_keys`)."""
 
     @property
     def category(self) -> Category:
@@ -210,24 +215,58 @@ def numbers_zeroed(sql: str) -> str | None:
     offset, so statement texts are cut from the original afterwards.
     Returns None when the text cannot be scanned.
     """
+    keys = lexed_keys(sql)
+    return None if keys is None else keys[0]
+
+
+LITERAL_MARK = "\x00"
+"""Stands for a string literal in `lexed_keys`' second key. PostgreSQL texts
+cannot hold NUL, so the mark cannot be confused with anything written."""
+
+
+def lexed_keys(sql: str) -> tuple[str, str | None] | None:
+    """`numbers_zeroed(sql)`, and that text with each string literal replaced by
+    LITERAL_MARK (None when it has no string literal), from one lexer pass.
+
+    Two texts with the same second key are the same tokens but for the
+    values of their numbers and string literals (`'...'`, `E'...'`,
+    dollar quotes), so they parse to the same tree but for those values. A
+    verdict may be shared under it only where the statement's classification
+    read no string literal (`StatementInfo.literal_blind`). None when the
+    text cannot be scanned or holds option words whose values matter.
+    """
     try:
         tokens = scan(sql)
     except Exception:
         return None
-    spans = []
+    numbers = []
+    strings = []
     for token in tokens:
-        if token.name in _NUMBER_TOKENS:
-            spans.append((token.start, token.end + 1))
-        elif token.name in _OPTION_KEYWORDS:
+        name = token.name
+        if name in _NUMBER_TOKENS:
+            numbers.append((token.start, token.end + 1))
+        elif name == "SCONST":
+            strings.append((token.start, token.end + 1))
+        elif name in _OPTION_KEYWORDS:
             return None
-    if not spans:
-        return sql
-    chars = list(sql)
-    for start, end in spans:
-        for index in range(start, end):
-            if chars[index].isdigit():
-                chars[index] = "0"
-    return "".join(chars)
+    zeroed = sql
+    if numbers:
+        chars = list(sql)
+        for start, end in numbers:
+            for index in range(start, end):
+                if chars[index].isdigit():
+                    chars[index] = "0"
+        zeroed = "".join(chars)
+    if not strings or LITERAL_MARK in sql:
+        return zeroed, None
+    parts = []
+    position = 0
+    for start, end in strings:
+        parts.append(zeroed[position:start])
+        parts.append(LITERAL_MARK)
+        position = end
+    parts.append(zeroed[position:])
+    return zeroed, "".join(parts)
 
 
 # Texts made only of these characters hold no string, quoted identifier,
@@ -374,6 +413,8 @@ class _Facts:
     effect: PreparedEffect | None = None
     via: list[str] = field(default_factory=list)
     changes_search_path: bool = False
+    reads_literals: bool = False
+    """A string literal's value was read (e.g. set_config's setting name)."""
 
     def freeze(self, text: str) -> StatementInfo:
         read: set[TableRef] = set()
@@ -388,10 +429,14 @@ class _Facts:
         kind = self.kind
         if kind == "select" and self.nested_kinds:
             kind = self.nested_kinds[0]
+        kinds = frozenset({kind, *self.nested_kinds})
+        changes_search_path = self.changes_search_path or (
+            Category.PROCEDURAL in self.categories and "search_path" in text.lower()
+        )
         return StatementInfo(
             text=text,
             kind=kind,
-            kinds=frozenset({kind, *self.nested_kinds}),
+            kinds=kinds,
             categories=frozenset(self.categories),
             tables_read=frozenset(read - written),
             tables_written=frozenset(written),
@@ -399,9 +444,24 @@ class _Facts:
             has_restricting_where=all(self.where_checks) if self.where_checks else None,
             effect=self.effect,
             via=tuple(self.via),
-            changes_search_path=self.changes_search_path
-            or (Category.PROCEDURAL in self.categories and "search_path" in text.lower()),
+            changes_search_path=changes_search_path,
+            literal_blind=not self.reads_literals
+            and kinds <= _LITERAL_BLIND_KINDS
+            and self.categories <= _LITERAL_BLIND_CATEGORIES
+            and self.effect is None
+            and not self.via
+            and not changes_search_path,
         )
+
+
+# Where `literal_blind` may hold: statements whose analysis is a walk of names
+# (relations, columns, functions) and of WHERE shapes. Everything else (SET,
+# COPY to a file, DO blocks, EXPLAIN options, admin calls, ...) is judged per
+# text, as some of it reads literal values.
+_LITERAL_BLIND_KINDS = frozenset(
+    {"select", "select_for_update", "insert", "update", "delete", "merge"}
+)
+_LITERAL_BLIND_CATEGORIES = frozenset({Category.READ, Category.WRITE})
 
 
 def _snake(name: str) -> str:
@@ -835,6 +895,8 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
         return
     name = parts[-1].lower()
     facts.functions.add(name)
+    if name == "set_config":  # its setting is a string literal: judged per text
+        facts.reads_literals = True
     if executing and name == "set_config":
         setting = _string_constant(call.args[0] if call.args else None)
         if setting is None or setting.lower() == "search_path":
@@ -886,15 +948,16 @@ def is_restricting(expr: Any) -> bool:
         and expr.rexpr is not None
         and _without_numbers(expr.lexpr) == _without_numbers(expr.rexpr)
     ):
-        # Numbers are ignored: `id + 1 = id + 2` counts like `id + 1 = id + 1`,
-        # so a verdict never depends on a number's value (verdicts are cached
-        # for texts that differ only in numbers).
+        # Numbers and string literals are ignored: `id + 1 = id + 2` counts
+        # like `id + 1 = id + 1`, so a verdict never depends on a literal's
+        # value (verdicts are shared by texts that differ only in literals).
         return False
     return _mentions_column(expr)
 
 
 def _without_numbers(node: Any) -> Any:
-    """A comparable form of an expression: numeric constants and offsets left out."""
+    """A comparable form of an expression: numbers, string literals and
+    offsets left out."""
     if isinstance(node, ast.Node):
         node = node(skip_none=True)
     if isinstance(node, dict):
@@ -905,6 +968,10 @@ def _without_numbers(node: Any) -> Any:
                 continue
             if (kind == "Integer" and key == "ival") or (kind == "Float" and key == "fval"):
                 value = 0
+            elif (
+                kind == "A_Const" and isinstance(value, dict) and value.get("@") == "String"
+            ):  # a string literal (names are String nodes too, but not in an A_Const)
+                value = {"@": "String", "sval": ""}
             out[key] = _without_numbers(value)
         return out
     if isinstance(node, list | tuple):

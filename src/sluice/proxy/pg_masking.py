@@ -60,6 +60,7 @@ from sluice.masking.pgtypes import (
 )
 from sluice.masking.precheck import RegionPrecheck
 from sluice.masking.strategies import Strategy
+from sluice.policy.sql import lexed_keys, plain_numbers_zeroed
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -286,7 +287,8 @@ class PgSessionMasking:
         self._plan: RowMasker | None = None
         self._plan_columns: list[ResultColumn] | None = None
         self._constant_plan: RowMasker | None = None
-        self._lineages: dict[tuple[str, int], list[ColumnLineage]] = {}
+        # By exact text and by `_lineage_text_key`: (text, n) or (kind, key, n).
+        self._lineages: dict[tuple[str | int, ...], list[ColumnLineage]] = {}
         self._static: StaticCatalog | None = catalog.static if catalog else None
         self._replacements: tuple[bytes | None, ...] | None = None
         self._columns: list[ResultColumn] = []
@@ -379,23 +381,28 @@ class PgSessionMasking:
         return columns
 
     def _lineage(self, shape: ResultShape) -> list[ColumnLineage]:
-        """Lineage of a result's columns; parsed once per statement text."""
+        """Lineage of a result's columns; parsed once per statement text, up
+        to its numbers and string literals (which lineage never reads)."""
         n = len(shape.fields)
         key = (shape.sql, n)
-        cached = self._lineages.get(key)
+        lineages = self._lineages
+        cached = lineages.get(key)
         if cached is not None:
             return cached
-        lineage = [OPAQUE] * n
-        if shape.sql:
-            catalog = self._static
-            statements = analyze(shape.sql, catalog)  # never raises; opaque on failure
-            # With several statements, which one produced this result is not
-            # known for sure: every column is then of unknown origin.
-            if len(statements) == 1:
-                lineage = statements[0].for_result(n)
-        if len(self._lineages) >= LINEAGE_CACHE_SIZE:
-            self._lineages.clear()
-        self._lineages[key] = lineage
+        shape_key = (*_lineage_text_key(shape.sql), n)
+        lineage = lineages.get(shape_key)
+        if lineage is None:
+            lineage = [OPAQUE] * n
+            if shape.sql:
+                catalog = self._static
+                statements = analyze(shape.sql, catalog)  # never raises; opaque on failure
+                # With several statements, which one produced this result is not
+                # known for sure: every column is then of unknown origin.
+                if len(statements) == 1:
+                    lineage = statements[0].for_result(n)
+        if len(lineages) >= LINEAGE_CACHE_SIZE:
+            lineages.clear()
+        lineages[key] = lineages[shape_key] = lineage
         return lineage
 
     def mask_rows(
@@ -718,3 +725,20 @@ def explain_masking(
             }
         )
     return out
+
+
+def _lineage_text_key(sql: str) -> tuple[str, str]:
+    """`sql` up to the values of its numbers and string literals, with its kind.
+
+    Column lineage follows names only (relations, columns, functions), never a
+    literal's value, so texts that share this key share their columns' lineage;
+    a text the lexer cannot read is its own key.
+    """
+    plain = plain_numbers_zeroed(sql)
+    if plain is not None:
+        return "plain", plain
+    keys = lexed_keys(sql)
+    if keys is None:
+        return "text", sql
+    numbers, literals = keys
+    return ("literals", literals) if literals is not None else ("lexed", numbers)

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -142,6 +143,27 @@ def _prepared_round_trip() -> tuple[bytes, bytes, bytes, bytes]:
     return setup, setup_response, query, frame(b"2", b"") + response
 
 
+# --literals: what differs between the statements of a run, as clients write
+# them: nothing (pgbench -M prepared, ORMs), numbers (pgbench -M simple) or
+# string literals (agents inlining values).
+LITERALS = ("same", "numbers", "strings")
+DISTINCT_TEXTS = 50_000
+
+
+def _queries(literals: str) -> list[bytes]:
+    """The client's Query messages, cycled through: one text, or many that
+    differ in their numbers or in a string literal."""
+    if literals == "same":
+        return [_round_trip()[0]]
+    rng = random.Random(7)
+    keys = rng.sample(range(10_000_000, 99_999_999), DISTINCT_TEXTS)
+    if literals == "numbers":
+        texts = [f"SELECT abalance FROM pgbench_accounts WHERE aid = {k};" for k in keys]
+    else:
+        texts = [f"SELECT abalance FROM pgbench_accounts WHERE filler = 'x{k}';" for k in keys]
+    return [m.encode_query(text) for text in texts]
+
+
 def _round_trip() -> tuple[bytes, bytes]:
     query = m.encode_query("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;")
     fields = [
@@ -172,6 +194,7 @@ async def _run(
     rows: int = 0,
     pii: bool = False,
     prepared: bool = False,
+    literals: str = "same",
 ) -> tuple[float, float]:
     """Microseconds per round trip, and of those the client message's."""
     with tempfile.TemporaryDirectory(prefix="sluice-hotpath-") as tmp:
@@ -207,9 +230,10 @@ async def _run(
             session.backend_data(setup_response)
         else:
             query, response = _large_result(rows, pii=pii) if rows else _round_trip()
+        queries = [query] if prepared or rows else _queries(literals)
         # The backend's stream arrives in socket-sized reads.
         reads = [response[i : i + READ_BYTES] for i in range(0, len(response), READ_BYTES)]
-        for _ in range(3 if rows else 200):  # warm the caches
+        for query in queries[-1:] * (3 if rows else 200):  # warm the caches
             session.client_data(query)
             for read in reads:
                 session.backend_data(read)
@@ -219,7 +243,8 @@ async def _run(
         clock = time.perf_counter
         client_side = 0.0
         start = clock()
-        for _ in range(n):
+        for i in range(n):
+            query = queries[i % len(queries)]
             before = clock()
             session.client_data(query)
             client_side += clock() - before
@@ -250,11 +275,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prepared", action="store_true", help="pgbench -M prepared messages instead"
     )
+    parser.add_argument(
+        "--literals",
+        choices=LITERALS,
+        default="same",
+        help="simple protocol: each statement differs from the last in its numbers or in "
+        "a string literal (agents' queries), instead of repeating one text",
+    )
     args = parser.parse_args(argv)
     tune_gc()  # as `sluice serve` runs
     for target in args.target or TARGETS:
         micros, client_micros = asyncio.run(
-            _run(target, args.n, args.profile, rows=args.rows, pii=args.pii, prepared=args.prepared)
+            _run(
+                target,
+                args.n,
+                args.profile,
+                rows=args.rows,
+                pii=args.pii,
+                prepared=args.prepared,
+                literals=args.literals,
+            )
         )
         if args.rows:
             print(f"{target:10s} {args.rows / micros * 1e6:12,.0f} rows/s")

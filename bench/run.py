@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import report
 from bench.targets import BenchSetupError, Endpoint, Lab
 from bench.workloads import (
+    LITERALS_SCRIPT,
     Sample,
     WorkloadError,
     approval_roundtrip,
@@ -165,6 +166,12 @@ class Runner:
                 )
             except BenchSetupError as exc:
                 self._setup_failed("the reference pipe", exc)
+        if self.wants("pgbench"):
+            self.notes.append(
+                "pgbench c8-literals: `pgbench -M simple -c 8 -f` a select-only script with the "
+                "key inlined as a number and in a string literal (`... WHERE aid = :aid AND "
+                "filler <> 'agent :aid'`), as agents write queries: no two texts are the same."
+            )
         console.print("Starting Sluice: pass-through ...")
         self._sluice("sluice-pass", recording=False)
         self.notes.append(
@@ -298,6 +305,14 @@ class Runner:
                         main,
                         partial(pgbench, clients=clients, mode=mode, seconds=s.seconds),
                     )
+            add(
+                "pgbench-S",
+                "c8-literals",
+                main,
+                partial(
+                    pgbench, clients=8, mode="simple", seconds=s.seconds, script=LITERALS_SCRIPT
+                ),
+            )
         if self.wants("large"):
             for table in ("clean", "pii"):
                 full = f"customers_{table}"

@@ -13,10 +13,12 @@ import os
 import re
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -159,15 +161,57 @@ _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
 _PROCESSED = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
 
 
+# `pgbench -S` as an agent writes it: the key inlined as a number and in a
+# string literal, so no two statement texts are the same.
+LITERALS_SCRIPT = """\\set aid random(1, 100000 * :scale)
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid AND filler <> 'agent :aid';
+"""
+
+
 def pgbench(
-    endpoint: Endpoint, *, clients: int, mode: str, seconds: float, connect: bool = False
+    endpoint: Endpoint,
+    *,
+    clients: int,
+    mode: str,
+    seconds: float,
+    connect: bool = False,
+    script: str | None = None,
 ) -> dict[str, float]:
-    """`pgbench -S` (select-only); with `connect`, a new connection per transaction."""
-    threads = max(1, min(clients, os.cpu_count() or 1))
+    """`pgbench -S` (select-only), or `script`; with `connect`, a new connection
+    per transaction."""
+    run = partial(
+        _pgbench,
+        endpoint,
+        clients=clients,
+        threads=max(1, min(clients, os.cpu_count() or 1)),
+        mode=mode,
+        seconds=seconds,
+        connect=connect,
+    )
+    if script is None:
+        return run(["-S"])
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as file:
+        file.write(script)
+    try:
+        return run(["-f", file.name])
+    finally:
+        os.unlink(file.name)
+
+
+def _pgbench(
+    endpoint: Endpoint,
+    transaction: list[str],
+    *,
+    clients: int,
+    threads: int,
+    mode: str,
+    seconds: float,
+    connect: bool,
+) -> dict[str, float]:
     argv = [
         "pgbench",
         "-n",
-        "-S",
+        *transaction,
         "-M",
         mode,
         "-c",

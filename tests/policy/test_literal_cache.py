@@ -8,13 +8,24 @@ verdict a fresh judgement gives, for texts whose literals do matter too.
 
 from __future__ import annotations
 
+import re
+import shutil
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pglast.parser import scan
 
 from sluice.policy import Allow, Block, PolicyEngine, RequireApproval
 from sluice.policy import engine as engine_module
-from sluice.policy.sql import LITERAL_MARK, classify, lexed_keys
+from sluice.policy.sql import (
+    LITERAL_MARK,
+    classify,
+    lexed_keys,
+    literal_key,
+    py_literal_key,
+)
 
 from .conftest import compile_policies, query
 
@@ -240,3 +251,146 @@ def test_the_cache_stays_bounded_with_literal_keys(monkeypatch: pytest.MonkeyPat
     for n in range(20):
         _decide(engine, f"SELECT * FROM t{n} WHERE a = 'x'")
     assert len(engine._verdicts) <= 4
+
+
+# The key of texts with standard literals only (no lexer): texts that share
+# it must be the same tokens, as PostgreSQL's own lexer sees them, but for the
+# values of their numbers and string literals.
+
+LITERAL_KEYS = [
+    pytest.param(literal_key, id="used"),
+    pytest.param(py_literal_key, id="python"),
+]
+_LITERAL_ALPHABET = "abxyzEUNBX_&01239 \t\n,.=<>()*;+-/%!|:'\"$\\\x00\u00e9"
+_LITERAL_RUN = re.compile(r"'(?:[^']|'')*'")
+_NUMBER_RUN = re.compile(r"(?<![A-Za-z0-9_])[0-9]+")
+
+
+def _shape(text: str) -> list[tuple[str, str]] | None:
+    """The lexer's tokens with the values of numbers and string literals hidden."""
+    try:
+        tokens = scan(text)
+    except Exception:
+        return None
+    hidden = {"ICONST": "#", "FCONST": "#", "SCONST": "'"}
+    return [
+        (t.name, hidden[t.name] if t.name in hidden else text[t.start : t.end + 1]) for t in tokens
+    ]
+
+
+# Texts made of pieces, literals among them, run together or apart: the
+# pieces that make a literal something else (E, U&, N, a digit or a name
+# right before it; a comment, a dollar quote, a lone quote) come up often.
+_PIECES = st.one_of(
+    st.sampled_from(
+        [
+            "SELECT",
+            "a",
+            "x1",
+            "_b",
+            "E",
+            "e",
+            "U&",
+            "N",
+            "B",
+            "X",
+            "&",
+            "1",
+            "12.5",
+            ".5",
+            " ",
+            " ",
+            "\n",
+            ",",
+            "=",
+            "(",
+            ")",
+            "-",
+            "/",
+            "*",
+            "'",
+            "''",
+            '"',
+            "$$",
+            "--",
+            "/*",
+            "explain",
+            "\\",
+        ]
+    ),
+    st.from_regex(r"'(?:[^'\x00]|''){0,5}'", fullmatch=True),
+)
+_TEXTS = st.one_of(
+    st.lists(_PIECES, max_size=12).map("".join),
+    st.text(alphabet=_LITERAL_ALPHABET, max_size=50),
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(_TEXTS, st.data())
+@pytest.mark.parametrize("key", LITERAL_KEYS)
+def test_the_literal_key_hides_only_literal_values(
+    key: Callable[[str], str | None], text: str, data: st.DataObject
+) -> None:
+    blanked = key(text)
+    if blanked is None:
+        return
+    # Other literals and numbers in the places the key hides give the same key...
+    literal = st.from_regex(r"'(?:[^'\x00]|''){0,6}'", fullmatch=True)
+    number = st.from_regex(r"[0-9]{1,4}", fullmatch=True)
+    outside = [
+        _NUMBER_RUN.sub(lambda _: data.draw(number), part) for part in _LITERAL_RUN.split(text)
+    ]
+    other = outside[0] + "".join(data.draw(literal) + part for part in outside[1:])
+    assert key(other) == blanked
+    # ...and the lexer sees the same tokens with other values.
+    assert _shape(other) == _shape(text)
+    assert _shape(text) is not None
+
+
+@pytest.mark.parametrize("key", LITERAL_KEYS)
+def test_the_literal_key_refuses_what_needs_the_lexer(key: Callable[[str], str | None]) -> None:
+    for sql in (
+        "SELECT 1",  # no literal: the plain key's
+        "SELECT E'x'",
+        "SELECT e'x'",
+        "SELECT U&'x'",
+        "SELECT B'01'",
+        "SELECT X'ff'",
+        "SELECT N'x'",
+        "SELECT n'x'",
+        "SELECT 1'x'",
+        "SELECT 'x",  # unterminated
+        "SELECT 'x' -- 'y'",
+        "SELECT 'x' /* 'y' */",
+        "SELECT $$x$$, 'y'",
+        "SELECT \"q\", 'y'",
+        "EXPLAIN SELECT 'x'",
+        "SELECT 'a\x00b'",
+        "SELECT 'x' FROM t\u00e9",
+    ):
+        assert key(sql) is None, sql
+
+
+@pytest.mark.parametrize("key", LITERAL_KEYS)
+def test_the_literal_key_blanks_literals_and_zeroes_numbers(
+    key: Callable[[str], str | None],
+) -> None:
+    m = LITERAL_MARK
+    assert key("SELECT 'a''b', c1 FROM t2 WHERE x = 'é' AND n > 12.5") == (
+        f"SELECT {m}, c1 FROM t2 WHERE x = {m} AND n > 0.0"
+    )
+    assert key("SELECT 'explain -- 1e5'") == f"SELECT {m}"
+    assert key("'a'\n'b'12") == f"{m}\n{m}0"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(_TEXTS, st.text(max_size=30)))
+def test_the_compiled_literal_key_answers_as_the_python_one(text: str) -> None:
+    assert literal_key(text) == py_literal_key(text)
+
+
+def test_the_compiled_literal_key_is_built_where_a_compiler_is() -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the Python key is used")
+    assert literal_key is not py_literal_key

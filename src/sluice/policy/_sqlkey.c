@@ -114,9 +114,114 @@ done:
     return result;
 }
 
+/*
+ * literal_key(sql) -> str | None
+ *
+ * For a text that is plain (as above) outside its standard string literals
+ * ('...' with '' for a quote, not right after a letter, digit, `_` or `&`,
+ * so no E'', U&'', B'', X'' or N'' form) and holds
+ * at least one: the text with each literal replaced by a NUL and the
+ * numbers outside literals zeroed. None for any other text, and for one
+ * holding a NUL or an unterminated literal. The Python
+ * `py_literal_key` (sluice.policy.sql) is the reference.
+ */
+static PyObject *literal_key(PyObject *self, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "literal_key() takes a str");
+        return NULL;
+    }
+    if (PyUnicode_READY(arg) < 0)
+        return NULL;
+    Py_ssize_t size = PyUnicode_GET_LENGTH(arg);
+    int kind = PyUnicode_KIND(arg);
+    const void *data = PyUnicode_DATA(arg);
+
+    /* Outside literals only plain ASCII is accepted, so `lower` and `out`
+     * hold at most `size` ASCII characters. */
+    char *lower = PyMem_Malloc((size_t)size + 1);
+    char *out = PyMem_Malloc((size_t)size + 1);
+    if (lower == NULL || out == NULL) {
+        PyMem_Free(lower);
+        PyMem_Free(out);
+        return PyErr_NoMemory();
+    }
+    PyObject *result = NULL;
+    Py_ssize_t written = 0; /* into out and lower alike */
+    Py_ssize_t literals = 0;
+    Py_UCS4 previous = 0; /* the character before this one; a literal counts as its quote */
+    Py_ssize_t pos = 0;
+    while (pos < size) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, pos);
+        if (c == '\'') {
+            if (previous < 128 && (word_chars[previous] || previous == '&'))
+                goto not_plain;
+            /* A literal: to the quote that is not doubled. */
+            Py_ssize_t end = pos + 1;
+            for (;;) {
+                if (end >= size)
+                    goto not_plain; /* unterminated */
+                Py_UCS4 d = PyUnicode_READ(kind, data, end);
+                if (d == 0)
+                    goto not_plain;
+                if (d == '\'') {
+                    if (end + 1 < size && PyUnicode_READ(kind, data, end + 1) == '\'') {
+                        end += 2;
+                        continue;
+                    }
+                    break;
+                }
+                end++;
+            }
+            out[written] = '\0';
+            lower[written++] = '\0';
+            literals++;
+            previous = '\'';
+            pos = end + 1;
+            continue;
+        }
+        if (c >= 128 || !plain_chars[c])
+            goto not_plain;
+        if ((c == '-' || c == '/') && pos + 1 < size &&
+            PyUnicode_READ(kind, data, pos + 1) == (c == '-' ? '-' : '*'))
+            goto not_plain;
+        if (is_digit((unsigned char)c) && !(previous < 128 && word_chars[previous])) {
+            Py_ssize_t end = pos;
+            Py_UCS4 d = c;
+            while (end < size && (d = PyUnicode_READ(kind, data, end)) < 128 &&
+                   is_digit((unsigned char)d))
+                end++;
+            if (end < size && d < 128 && is_letter_or_underscore((unsigned char)d))
+                goto not_plain;
+            out[written] = '0';
+            lower[written++] = '0';
+            previous = '0';
+            pos = end;
+            continue;
+        }
+        out[written] = (char)c;
+        lower[written++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+        previous = c;
+        pos++;
+    }
+    if (literals == 0 || holds_option_word(lower, written))
+        goto not_plain;
+    result = PyUnicode_DecodeASCII(out, written, NULL);
+    goto done;
+not_plain:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyMem_Free(lower);
+    PyMem_Free(out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"plain_key", plain_key, METH_O,
      "plain_key(sql) -> str | None: the verdict cache key of a plain text (numbers zeroed)."},
+    {"literal_key", literal_key, METH_O,
+     "literal_key(sql) -> str | None: a plain text with standard literals blanked."},
     {NULL, NULL, 0, NULL},
 };
 

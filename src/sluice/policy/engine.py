@@ -77,6 +77,7 @@ from sluice.policy.sql import (
     StatementInfo,
     classify,
     lexed_keys,
+    literal_key,
     merge_execution,
     plain_numbers_zeroed,
 )
@@ -135,7 +136,7 @@ class RecordedQuery:
 # Distinct (policy, identity, statement shape) verdicts kept for reuse.
 VERDICT_CACHE_SIZE = 8192
 
-_TextKeys = tuple[tuple[str, str], str | None]
+_TextKeys = tuple[tuple[str, str], tuple[str, str] | None]
 _UNKEYED: Final[_TextKeys] = (("", ""), None)
 PREPARED_KEYS_SIZE: Final = 1024
 """Texts of prepared statements whose keys are kept (each up to MAX_CACHED_SQL_CHARS)."""
@@ -144,20 +145,26 @@ PREPARED_KEYS_SIZE: Final = 1024
 def _text_keys(sql: str) -> _TextKeys | None:
     """The text parts of a verdict key, or None when the text cannot be cached.
 
-    The first tells two kinds apart by its first member: the plain-text one
-    needs no lexer; both map only texts that differ in numbers. The second,
-    for texts with string literals, maps texts that differ in numbers and
-    literals; it may hold only verdicts of `literal_blind` statements.
+    Each is (kind, text); kinds keep keys of different making apart. The
+    first maps only texts that differ in numbers (the plain-text one needs
+    no lexer; a text with standard literals only is its own key). The
+    second, for texts with string literals, maps texts that differ in
+    numbers and literals; it may hold only verdicts of `literal_blind`
+    statements.
     """
     if mentions_prepared(sql):  # depends on session state
         return None
     text = plain_numbers_zeroed(sql)
     if text is not None:
         return ("plain", text), None
+    blanked = literal_key(sql)  # without the lexer
+    if blanked is not None:
+        return ("text", sql), ("literals", blanked)
     keys = lexed_keys(sql)
     if keys is None:
         return None
-    return ("lexed", keys[0]), keys[1]
+    numbers, literals = keys
+    return ("lexed", numbers), None if literals is None else ("lexed-literals", literals)
 
 
 def _literal_blind(explanation: Explanation) -> bool:
@@ -287,7 +294,7 @@ class PolicyEngine:
             event.origin,
             event.search_path_changed,
         )
-        return (kind, *scope, text), None if blind is None else ("blind", *scope, blind)
+        return (kind, *scope, text), None if blind is None else (blind[0], *scope, blind[1])
 
     def explain(
         self, event: Event, *, policy_name: str, prepared: Mapping[str, str] | None = None

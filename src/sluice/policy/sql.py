@@ -310,11 +310,51 @@ def py_plain_numbers_zeroed(sql: str) -> str | None:
     return _NUMBER.sub("0", sql)
 
 
+# A standard string literal ('...', '' for a quote) and what may not stand
+# right before one: a letter, digit or `_` would make it E'', N'', B'', X''
+# or part of a name, `&` a U&'' literal.
+_STANDARD_LITERAL = re.compile(r"'(?:[^'\x00]|'')*'")
+_BEFORE_LITERAL = re.compile(r"[A-Za-z0-9_&]\Z")
+
+
+def py_literal_key(sql: str) -> str | None:
+    """`lexed_keys(sql)[1]` for a text that is plain outside its standard
+    string literals, without running the lexer.
+
+    Each literal becomes LITERAL_MARK and the numbers outside literals `0`.
+    None unless the text holds at least one such literal and, outside them,
+    only `_PLAIN_TEXT` characters and nothing `_not_plain` (after dropping
+    the literals); None with a NUL or an unterminated literal. Texts with
+    the same key are the same tokens but for the values of their numbers
+    and string literals. (Its keys are not `lexed_keys`': keep them apart.)
+    """
+    if "\x00" in sql:
+        return None
+    parts = []
+    position = 0
+    for literal in _STANDARD_LITERAL.finditer(sql):
+        before = sql[position : literal.start()]
+        if _BEFORE_LITERAL.search(before):
+            return None
+        parts.append(before)
+        position = literal.end()
+    if not parts:
+        return None
+    parts.append(sql[position:])
+    outside = LITERAL_MARK.join(parts)
+    if _PLAIN_TEXT.fullmatch(outside.replace(LITERAL_MARK, " ")) is None or _not_plain(outside):
+        return None
+    return LITERAL_MARK.join(_NUMBER.sub("0", part) for part in parts)
+
+
 plain_numbers_zeroed: Callable[[str], str | None]
+literal_key: Callable[[str], str | None]
 try:  # compiled when a compiler was there at install; same answers (tests/policy)
+    from sluice.policy._sqlkey import literal_key
     from sluice.policy._sqlkey import plain_key as plain_numbers_zeroed
 except ImportError:
     plain_numbers_zeroed = py_plain_numbers_zeroed
+    literal_key = py_literal_key
 
 
 _NUMBER_TOKENS = frozenset({"ICONST", "FCONST"})

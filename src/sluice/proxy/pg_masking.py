@@ -60,7 +60,7 @@ from sluice.masking.pgtypes import (
 )
 from sluice.masking.precheck import RegionPrecheck
 from sluice.masking.strategies import Strategy
-from sluice.policy.sql import lexed_keys, plain_numbers_zeroed
+from sluice.policy.sql import lexed_keys, literal_key, plain_numbers_zeroed
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -737,8 +737,11 @@ def _lineage_text_key(sql: str) -> tuple[str, str]:
     plain = plain_numbers_zeroed(sql)
     if plain is not None:
         return "plain", plain
+    blanked = literal_key(sql)  # without the lexer
+    if blanked is not None:
+        return "literals", blanked
     keys = lexed_keys(sql)
     if keys is None:
         return "text", sql
     numbers, literals = keys
-    return ("literals", literals) if literals is not None else ("lexed", numbers)
+    return ("lexed-literals", literals) if literals is not None else ("lexed", numbers)

@@ -234,9 +234,10 @@ class PolicyEngine:
         policy and identity; those of plain queries and DML whose analysis
         read no string literal (`StatementInfo.literal_blind`) also for texts
         that differ in their string literals; so are those of a Bind of a
-        statement whose text is the one judged at its Parse. Anything else that depends on session
-        state (an EXECUTE statement, PREPARE/DEALLOCATE/DISCARD) or on the raw
-        text (a policy with `text_regex` rules) is judged afresh every time.
+        statement whose text is the one judged at its Parse. Anything else
+        that depends on session state (an EXECUTE statement, PREPARE,
+        DEALLOCATE, DISCARD) or on the raw text (a policy with `text_regex`
+        rules) is judged afresh every time.
         """
         keys = self._verdict_keys(event, policy_name, prepared)
         if keys is None:

@@ -75,11 +75,10 @@ from sluice.policy.sql import (
     Execute,
     Prepare,
     StatementInfo,
+    TextKeys,
     classify,
-    lexed_keys,
-    literal_key,
     merge_execution,
-    plain_numbers_zeroed,
+    text_keys,
 )
 from sluice.policy.verdict import Allow, Block, MaskPlan, RequireApproval, Verdict
 
@@ -136,35 +135,17 @@ class RecordedQuery:
 # Distinct (policy, identity, statement shape) verdicts kept for reuse.
 VERDICT_CACHE_SIZE = 8192
 
-_TextKeys = tuple[tuple[str, str], tuple[str, str] | None]
-_UNKEYED: Final[_TextKeys] = (("", ""), None)
+_UNKEYED: Final[TextKeys] = (("", ""), None)
 PREPARED_KEYS_SIZE: Final = 1024
 """Texts of prepared statements whose keys are kept (each up to MAX_CACHED_SQL_CHARS)."""
 
 
-def _text_keys(sql: str) -> _TextKeys | None:
-    """The text parts of a verdict key, or None when the text cannot be cached.
-
-    Each is (kind, text); kinds keep keys of different making apart. The
-    first maps only texts that differ in numbers (the plain-text one needs
-    no lexer; a text with standard literals only is its own key). The
-    second, for texts with string literals, maps texts that differ in
-    numbers and literals; it may hold only verdicts of `literal_blind`
-    statements.
-    """
+def _text_keys(sql: str) -> TextKeys | None:
+    """The text parts of a verdict key (`text_keys`), or None when the text
+    cannot be cached. Verdicts go under the second only when `_literal_blind`."""
     if mentions_prepared(sql):  # depends on session state
         return None
-    text = plain_numbers_zeroed(sql)
-    if text is not None:
-        return ("plain", text), None
-    blanked = literal_key(sql)  # without the lexer
-    if blanked is not None:
-        return ("text", sql), ("literals", blanked)
-    keys = lexed_keys(sql)
-    if keys is None:
-        return None
-    numbers, literals = keys
-    return ("lexed", numbers), None if literals is None else ("lexed-literals", literals)
+    return text_keys(sql)
 
 
 def _literal_blind(explanation: Explanation) -> bool:
@@ -190,7 +171,7 @@ class PolicyEngine:
         self._verdicts: dict[tuple[object, ...], Verdict] = {}
         # Keys of prepared statements' texts: a Bind judges the same text each
         # time, and clients of the extended protocol parse the same texts again.
-        self._prepared_keys: dict[str, _TextKeys | None] = {}
+        self._prepared_keys: dict[str, TextKeys | None] = {}
 
     @classmethod
     def compile(

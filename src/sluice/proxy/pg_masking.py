@@ -60,7 +60,7 @@ from sluice.masking.pgtypes import (
 )
 from sluice.masking.precheck import RegionPrecheck
 from sluice.masking.strategies import Strategy
-from sluice.policy.sql import lexed_keys, literal_key, plain_numbers_zeroed
+from sluice.policy.sql import text_keys
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -734,14 +734,8 @@ def _lineage_text_key(sql: str) -> tuple[str, str]:
     literal's value, so texts that share this key share their columns' lineage;
     a text the lexer cannot read is its own key.
     """
-    plain = plain_numbers_zeroed(sql)
-    if plain is not None:
-        return "plain", plain
-    blanked = literal_key(sql)  # without the lexer
-    if blanked is not None:
-        return "literals", blanked
-    keys = lexed_keys(sql)
+    keys = text_keys(sql)
     if keys is None:
         return "text", sql
-    numbers, literals = keys
-    return ("lexed-literals", literals) if literals is not None else ("lexed", numbers)
+    exact, literals = keys
+    return literals if literals is not None else exact

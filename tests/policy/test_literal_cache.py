@@ -123,6 +123,54 @@ def test_a_warm_cache_gives_what_a_fresh_judgement_gives(
     assert _decide(warm, sql) == fresh
 
 
+def _decide_query(engine: PolicyEngine, sql: str) -> object:
+    event = query(sql)
+    return engine.decide_query(
+        event.context, sql, event.origin, event.statement_name, policy_name="agents", prepared={}
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(TEMPLATES),
+    st.lists(LITERALS, min_size=2, max_size=2),
+    st.lists(LITERALS, min_size=2, max_size=2),
+    st.booleans(),
+)
+def test_decide_query_shares_the_cache_of_decide(
+    warm: PolicyEngine, template: str, first: list[str], second: list[str], query_first: bool
+) -> None:
+    """The proxy's `decide_query` (no event object on a hit) and `decide`
+    keep and find verdicts under the same keys, and give the fresh verdict."""
+    warmer, answerer = (_decide_query, _decide) if query_first else (_decide, _decide_query)
+    warmer(warm, _fill(template, first))
+    sql = _fill(template, second)
+    fresh = compile_policies(POLICY).explain(query(sql), policy_name="agents").verdict
+    assert answerer(warm, sql) == fresh
+
+
+def test_decide_query_finds_what_decide_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = compile_policies(POLICY)
+    judged: list[str] = []
+    explain = PolicyEngine.explain
+
+    def counting(self: PolicyEngine, event: object, **kw: object) -> object:
+        judged.append(getattr(event, "sql", ""))
+        return explain(self, event, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PolicyEngine, "explain", counting)
+    first = _decide(engine, "SELECT * FROM orders WHERE note = 'a' AND id = 1")
+    second = _decide_query(engine, "SELECT * FROM orders WHERE note = 'b' AND id = 2")
+    third = _decide(engine, "SELECT * FROM orders WHERE note = 'c' AND id = 3")
+    assert isinstance(first, Allow)
+    assert first is second is third
+    assert len(judged) == 1
+    # Not cached (the text names a prepared statement): judged each time, by both.
+    _decide_query(engine, "EXECUTE p(1)")
+    _decide(engine, "EXECUTE p(1)")
+    assert len(judged) == 3
+
+
 def test_plain_queries_that_differ_in_literals_are_judged_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

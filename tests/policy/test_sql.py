@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pglast.parser import scan
 
-from sluice.policy.prepared import _SESSION_WORDS, mentions_prepared
+from sluice.policy.prepared import (
+    _SEARCH_PATH_WORDS,
+    _SEARCH_PATH_WORDS_RE,
+    _mentions,
+    mentions_prepared,
+)
 from sluice.policy.sql import (
     KNOWN_KINDS,
     Category,
@@ -499,5 +504,16 @@ def test_the_not_plain_test_answers_as_its_regex(text: str) -> None:
 @given(st.text(alphabet="prepaREXECUTdlocisPEXAD ;\u017f\u212a\u0131\u0130\u00e91", max_size=30))
 def test_the_prepared_statement_prefilter_answers_as_its_regex(text: str) -> None:
     """ASCII texts take plain substring tests; others the regex itself."""
-    assert mentions_prepared(text) == (_SESSION_WORDS.search(text) is not None)
-    assert mentions_prepared(text.upper()) == (_SESSION_WORDS.search(text.upper()) is not None)
+    reference = re.compile("prepare|execute|deallocate|discard", re.IGNORECASE)
+    assert mentions_prepared(text) == (reference.search(text) is not None)
+    assert mentions_prepared(text.upper()) == (reference.search(text.upper()) is not None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="search_pthSEARCH_PTHconfigCONFIGu&U ;\u017f\u212a\u0131\u0130\u00e91", max_size=30))
+def test_the_search_path_prefilter_answers_as_its_regex(text: str) -> None:
+    """`changes_search_path` parses only texts its pre-filter lets through."""
+    reference = re.compile("search_path|set_config|u&", re.IGNORECASE)
+    for sample in (text, text.upper(), text.lower()):
+        expected = reference.search(sample) is not None
+        assert _mentions(sample, _SEARCH_PATH_WORDS, _SEARCH_PATH_WORDS_RE) == expected

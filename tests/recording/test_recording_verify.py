@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from pathlib import Path
 
@@ -8,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sluice.recording import Problem, verify
-from sluice.recording.format import key_id
+from sluice.recording.format import Chain, key_id
 
 from .recording_helpers import KEY, lines, make_log, parse, rechain
 
@@ -290,3 +292,12 @@ def test_fuzz_json_records_never_crash(
     report = verify(path)
     assert not report.ok
     assert report.problem != Problem.INTERNAL
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(min_size=16, max_size=200), data=st.binary(max_size=300))
+def test_chain_digests_are_hmac_sha256(key: bytes, data: bytes) -> None:
+    """The precomputed HMAC states give RFC 2104's HMAC (keys longer than a
+    block are hashed first), so any HMAC-SHA256 implementation can verify."""
+    assert Chain(key).digest(data) == hmac.new(key, data, hashlib.sha256).hexdigest()
+    assert Chain(None).digest(data) == hashlib.sha256(data).hexdigest()

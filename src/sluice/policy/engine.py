@@ -136,6 +136,8 @@ class RecordedQuery:
 VERDICT_CACHE_SIZE = 8192
 
 _UNKEYED: Final[TextKeys] = (("", ""), None)
+_VerdictKeys = tuple[tuple[object, ...], tuple[object, ...] | None]
+"""A verdict's cache key for its exact text, and the one shared across literals."""
 PREPARED_KEYS_SIZE: Final = 1024
 """Texts of prepared statements whose keys are kept (each up to MAX_CACHED_SQL_CHARS)."""
 
@@ -223,13 +225,68 @@ class PolicyEngine:
         keys = self._verdict_keys(event, policy_name, prepared)
         if keys is None:
             return self.explain(event, policy_name=policy_name, prepared=prepared).verdict
+        cached = self._cached(keys)
+        if cached is not None:
+            return cached
+        return self._judge_and_keep(event, policy_name, prepared, keys)
+
+    def decide_query(
+        self,
+        context: SessionContext,
+        sql: str,
+        origin: QueryOrigin,
+        statement_name: str | None,
+        *,
+        policy_name: str,
+        search_path_changed: bool = False,
+        prepared: Mapping[str, str] | None = None,
+    ) -> Verdict:
+        """`decide` for the `QueryRequested` of these members, made only when
+        the verdict is not cached: a proxy judges every statement this way."""
+        keys = (
+            None
+            if policy_name in self._textual
+            else self._query_keys(
+                sql,
+                origin,
+                statement_name,
+                context.identity,
+                search_path_changed,
+                policy_name,
+                prepared,
+            )
+        )
+        if keys is not None:
+            cached = self._cached(keys)
+            if cached is not None:
+                return cached
+        event = QueryRequested(
+            context=context,
+            sql=sql,
+            origin=origin,
+            statement_name=statement_name,
+            search_path_changed=search_path_changed,
+        )
+        if keys is None:
+            return self.explain(event, policy_name=policy_name, prepared=prepared).verdict
+        return self._judge_and_keep(event, policy_name, prepared, keys)
+
+    def _cached(self, keys: _VerdictKeys) -> Verdict | None:
         exact, blind = keys
         verdicts = self._verdicts
         cached = verdicts.get(blind) if blind is not None else None
-        if cached is None:
-            cached = verdicts.get(exact)
-        if cached is not None:
-            return cached
+        return cached if cached is not None else verdicts.get(exact)
+
+    def _judge_and_keep(
+        self,
+        event: Event,
+        policy_name: str,
+        prepared: Mapping[str, str] | None,
+        keys: _VerdictKeys,
+    ) -> Verdict:
+        """Judge `event` afresh and keep its verdict under the key it may be shared by."""
+        exact, blind = keys
+        verdicts = self._verdicts
         explanation = self.explain(event, policy_name=policy_name, prepared=prepared)
         verdict = explanation.verdict
         if not (isinstance(verdict, Block) and verdict.rule == ENGINE_ERROR_RULE):
@@ -243,39 +300,52 @@ class PolicyEngine:
 
     def _verdict_keys(
         self, event: Event, policy_name: str, prepared: Mapping[str, str] | None
-    ) -> tuple[tuple[object, ...], tuple[object, ...] | None] | None:
-        """The cache keys of the verdict for `event`: for its text up to its
-        numbers, and (None without string literals) up to numbers and literals."""
+    ) -> _VerdictKeys | None:
         if not isinstance(event, QueryRequested) or policy_name in self._textual:
             return None
-        if event.origin is QueryOrigin.EXECUTE:
+        return self._query_keys(
+            event.sql,
+            event.origin,
+            event.statement_name,
+            event.context.identity,
+            event.search_path_changed,
+            policy_name,
+            prepared,
+        )
+
+    def _query_keys(
+        self,
+        sql: str,
+        origin: QueryOrigin,
+        statement_name: str | None,
+        identity: Identity,
+        search_path_changed: bool,
+        policy_name: str,
+        prepared: Mapping[str, str] | None,
+    ) -> _VerdictKeys | None:
+        """The cache keys of the verdict for a query: for its text up to its
+        numbers, and (None without string literals) up to numbers and literals."""
+        if origin is QueryOrigin.EXECUTE:
             # A Bind of a statement judged at its Parse: the statement's own text
             # is all there is to judge, as for a Parse of that text.
-            if prepared is None or prepared.get(event.statement_name or "") != event.sql:
+            if prepared is None or prepared.get(statement_name or "") != sql:
                 return None
-        elif event.origin not in (QueryOrigin.SIMPLE, QueryOrigin.PARSE, QueryOrigin.ONE_SHOT):
+        elif origin not in (QueryOrigin.SIMPLE, QueryOrigin.PARSE, QueryOrigin.ONE_SHOT):
             return None
-        if len(event.sql) > MAX_CACHED_SQL_CHARS:
+        if len(sql) > MAX_CACHED_SQL_CHARS:
             return None
-        if event.origin is QueryOrigin.EXECUTE or event.origin is QueryOrigin.PARSE:
-            keyed = self._prepared_keys.get(event.sql, _UNKEYED)
+        if origin is QueryOrigin.EXECUTE or origin is QueryOrigin.PARSE:
+            keyed = self._prepared_keys.get(sql, _UNKEYED)
             if keyed is _UNKEYED:
                 if len(self._prepared_keys) >= PREPARED_KEYS_SIZE:
                     self._prepared_keys.clear()
-                keyed = self._prepared_keys[event.sql] = _text_keys(event.sql)
+                keyed = self._prepared_keys[sql] = _text_keys(sql)
         else:
-            keyed = _text_keys(event.sql)
+            keyed = _text_keys(sql)
         if keyed is None:
             return None
         (kind, text), blind = keyed
-        identity = event.context.identity
-        scope = (
-            policy_name,
-            identity.user,
-            identity.groups,
-            event.origin,
-            event.search_path_changed,
-        )
+        scope = (policy_name, identity.user, identity.groups, origin, search_path_changed)
         return (kind, *scope, text), None if blind is None else (blind[0], *scope, blind[1])
 
     def explain(

@@ -66,7 +66,19 @@ class PreparedStatements(Mapping[str, str]):
                     self.close(effect.name)
 
 
-_SESSION_WORDS = re.compile("prepare|execute|deallocate|discard", re.IGNORECASE)
+_SESSION_WORDS = ("prepare", "execute", "deallocate", "discard")
+_SESSION_WORDS_RE = re.compile("|".join(_SESSION_WORDS), re.IGNORECASE)
+
+
+def _mentions(sql: str, words: tuple[str, ...], pattern: re.Pattern[str]) -> bool:
+    """Whether `sql` holds any of `words` (lower case), in any letter case."""
+    if sql.isascii():  # the usual case: plain substring tests, same answer as the regex
+        low = sql.lower()
+        for word in words:  # a loop: cheaper than any() over a generator here
+            if word in low:
+                return True
+        return False
+    return pattern.search(sql) is not None
 
 
 def mentions_prepared(sql: str) -> bool:
@@ -75,21 +87,19 @@ def mentions_prepared(sql: str) -> bool:
     Keywords cannot be escaped or quoted into existence, so a text without
     these words holds none of those statements: a cheap pre-filter.
     """
-    if sql.isascii():  # the usual case: plain substring tests, same answer as the regex
-        low = sql.lower()
-        return "prepare" in low or "execute" in low or "deallocate" in low or "discard" in low
-    return _SESSION_WORDS.search(sql) is not None
+    return _mentions(sql, _SESSION_WORDS, _SESSION_WORDS_RE)
 
 
 # search_path may be spelled in a Unicode-escaped identifier (U&"..."), and
 # set_config's setting name is a string that may be escaped or computed: any
 # of these words sends the text to the parser.
-_SEARCH_PATH_WORDS = re.compile("search_path|set_config|u&", re.IGNORECASE)
+_SEARCH_PATH_WORDS = ("search_path", "set_config", "u&")
+_SEARCH_PATH_WORDS_RE = re.compile("|".join(_SEARCH_PATH_WORDS), re.IGNORECASE)
 
 
 def changes_search_path(sql: str) -> bool:
     """Whether `sql` may change the session's search_path (SET, RESET,
     set_config, or a procedural block that mentions it)."""
-    if _SEARCH_PATH_WORDS.search(sql) is None:
+    if not _mentions(sql, _SEARCH_PATH_WORDS, _SEARCH_PATH_WORDS_RE):
         return False
     return any(statement.changes_search_path for statement in classify(sql).statements)

@@ -34,7 +34,7 @@ from sluice.audit import (
     context_fields,
 )
 from sluice.config import ConnectionSpec
-from sluice.events import QueryOrigin, QueryRequested, SessionContext
+from sluice.events import QueryOrigin, SessionContext
 from sluice.masking import MaskingEngine, MaskingError
 from sluice.policy import PolicyEngine, PreparedStatements
 from sluice.policy.prepared import changes_search_path, mentions_prepared
@@ -226,15 +226,14 @@ class SessionGovernance:
         services = self._governor.services if self._governor is not None else None
         if services is None or self.connection.policy is None:
             return _NO_POLICY
-        event = QueryRequested(
-            context=self.context,
-            sql=sql,
-            origin=origin,
-            statement_name=statement_name,
+        verdict = services.engine.decide_query(
+            self.context,
+            sql,
+            origin,
+            statement_name,
+            policy_name=self.connection.policy,
             search_path_changed=self.search_path_changed,
-        )
-        verdict = services.engine.decide(
-            event, policy_name=self.connection.policy, prepared=self.prepared
+            prepared=self.prepared,
         )
         if (
             isinstance(verdict, RequireApproval)

@@ -54,26 +54,43 @@ class MacAlgorithm(StrEnum):
 
 
 class Chain:
-    """Computes record digests: plain SHA-256, or HMAC-SHA256 with a key."""
+    """Computes record digests: plain SHA-256, or HMAC-SHA256 with a key.
 
-    __slots__ = ("_key", "algorithm", "key_id")
+    The HMAC's inner and outer hash states after the padded key are computed
+    once (RFC 2104's precomputation); each digest copies them instead of
+    setting the key up again, which halves its cost on a record per statement.
+    """
+
+    __slots__ = ("_inner", "_outer", "algorithm", "key_id")
 
     def __init__(self, key: bytes | None) -> None:
-        self._key = key
         if key is None:
             self.algorithm = MacAlgorithm.SHA256
             self.key_id: str | None = None
+            self._inner = self._outer = None
         else:
             self.algorithm = MacAlgorithm.HMAC_SHA256
             self.key_id = key_id(key)
+            block = hashlib.sha256().block_size
+            padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+            self._inner = hashlib.sha256(padded.translate(_IPAD))
+            self._outer = hashlib.sha256(padded.translate(_OPAD))
 
     def digest(self, data: bytes | memoryview) -> str:
-        if self._key is None:
+        if self._inner is None or self._outer is None:
             return hashlib.sha256(data).hexdigest()
-        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def genesis(self, session_id: str, started_at: str) -> str:
         return self.digest(_GENESIS_LABEL + session_id.encode() + b"\x00" + started_at.encode())
+
+
+_IPAD: Final = bytes(b ^ 0x36 for b in range(256))
+_OPAD: Final = bytes(b ^ 0x5C for b in range(256))
 
 
 def key_id(key: bytes) -> str:
@@ -89,7 +106,11 @@ def encode_record(body: dict[str, Any], chain: Chain) -> tuple[bytes, str]:
     """Serialise one record; returns the full line and its digest."""
     # orjson: compact UTF-8 JSON, control characters escaped, several times
     # faster than the standard library on this hot path.
-    content = memoryview(orjson.dumps(body))[:-1]  # drop the closing brace, no copy
+    return seal_record(memoryview(orjson.dumps(body))[:-1], chain)  # no closing brace, no copy
+
+
+def seal_record(content: bytes | memoryview, chain: Chain) -> tuple[bytes, str]:
+    """The line of a record whose JSON, without its closing brace, is `content`."""
     digest = chain.digest(content)
     return b"".join((content, TRAILER_HEAD, digest.encode("ascii"), TRAILER_TAIL)), digest
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+import orjson
 import pybase64
 
 from sluice.events import SessionContext
@@ -30,7 +31,7 @@ from sluice.recording.format import (
     MAX_RECORD_BYTES,
     WIRE_ENCODING,
     Chain,
-    encode_record,
+    seal_record,
 )
 from sluice.recording.records import RecordKind
 
@@ -63,10 +64,10 @@ FailureHook = Callable[[str, RecordingError], None]
 """Called with (session_id, error) once when a log fails, e.g. to audit it."""
 
 
-_wall_cache: list[Any] = [0, "", -1, ""]  # millisecond, its text; second, its prefix
+_wall_cache: list[Any] = [0, b"", -1, ""]  # millisecond, its text; second, its prefix
 
 
-def _now_iso() -> str:
+def _now_wall() -> bytes:
     """Wall-clock time of a record, to the millisecond (offsets `t` are exact).
 
     Formatting a timestamp per record is a measurable share of the hot path,
@@ -82,9 +83,26 @@ def _now_iso() -> str:
             cache[2] = seconds
             cache[3] = stamp.isoformat(timespec="seconds")[:-6]  # without "+00:00"
         cache[0] = millis
-        cache[1] = f"{cache[3]}.{fraction:03d}+00:00"
-    text: str = cache[1]
+        cache[1] = f"{cache[3]}.{fraction:03d}+00:00".encode("ascii")
+    text: bytes = cache[1]
     return text
+
+
+def _now_iso() -> str:
+    return _now_wall().decode("ascii")
+
+
+_RECORD_HEAD: Final = b'{"seq":%d,"prev":"%b","kind":"%b","t":%a,"wall":"%b",%b'
+"""A record's JSON up to its last member, as orjson would write the same
+members: the common members, then the record's own (`_members`)."""
+
+
+def _members(kind: str, fields: dict[str, Any]) -> bytes:
+    """A record's own members as JSON, without the braces."""
+    try:
+        return orjson.dumps(fields)[1:-1]
+    except (TypeError, ValueError) as exc:
+        raise RecordingError(f"cannot encode {kind} record: {exc}") from None
 
 
 WIRE_CHUNK_BYTES: Final = 256 * 1024
@@ -123,21 +141,21 @@ def _wire_fields(data: bytes, count: int, formats: list[int]) -> dict[str, Any]:
     }
 
 
-_VERDICT_FIELDS: dict[int, tuple[Verdict, dict[str, Any]]] = {}
-"""The members of recently recorded verdicts, by object: the policy engine
-hands out the same verdict object for statements judged alike."""
+_VERDICT_MEMBERS: dict[int, tuple[Verdict, bytes]] = {}
+"""The JSON members of recently recorded verdicts, by object: the policy
+engine hands out the same verdict object for statements judged alike."""
 _VERDICT_CACHE_SIZE: Final = 1024
 
 
-def _cached_verdict_fields(verdict: Verdict) -> dict[str, Any]:
-    cached = _VERDICT_FIELDS.get(id(verdict))
+def _cached_verdict_members(verdict: Verdict) -> bytes:
+    cached = _VERDICT_MEMBERS.get(id(verdict))
     if cached is not None and cached[0] is verdict:
         return cached[1]
-    fields = _verdict_fields(verdict)
-    if len(_VERDICT_FIELDS) >= _VERDICT_CACHE_SIZE:
-        _VERDICT_FIELDS.clear()
-    _VERDICT_FIELDS[id(verdict)] = (verdict, fields)
-    return fields
+    members = _members(_STATEMENT, _verdict_fields(verdict))
+    if len(_VERDICT_MEMBERS) >= _VERDICT_CACHE_SIZE:
+        _VERDICT_MEMBERS.clear()
+    _VERDICT_MEMBERS[id(verdict)] = (verdict, members)
+    return members
 
 
 def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
@@ -361,10 +379,12 @@ class Recorder:
         """
         if self._usable():
             self._statements += 1
-            fields = {"sql": sql, "origin": str(origin), "statement_name": statement_name}
+            members = _members(
+                _STATEMENT, {"sql": sql, "origin": str(origin), "statement_name": statement_name}
+            )
             if verdict is not None:
-                fields.update(_cached_verdict_fields(verdict))
-            self._append(_STATEMENT, fields, flush=flush)
+                members = b"%b,%b" % (members, _cached_verdict_members(verdict))
+            self._append_members(_STATEMENT, members, flush=flush)
 
     def bind(self, statement_name: str | None, portal: str | None, params: list[Any]) -> None:
         """Record an execution of a prepared statement with its parameters
@@ -670,18 +690,21 @@ class Recorder:
         return True
 
     def _encode(self, kind: str, fields: dict[str, Any]) -> tuple[bytes, str]:
-        body: dict[str, Any] = {
-            "seq": self._seq,
-            "prev": self._prev,
-            "kind": kind,
-            "t": int((self._clock() - self._t0) * 1_000_000) / 1_000_000,  # to the microsecond
-            "wall": _now_iso(),
-            **fields,
-        }
-        try:
-            return encode_record(body, self._chain)
-        except (TypeError, ValueError) as exc:
-            raise RecordingError(f"cannot encode {kind} record: {exc}") from None
+        return self._encode_members(kind, _members(kind, fields))
+
+    def _encode_members(self, kind: str, members: bytes) -> tuple[bytes, str]:
+        """The line of the next record: `members` (JSON, no braces) after the common ones."""
+        content = _RECORD_HEAD % (
+            self._seq,
+            self._prev.encode("ascii"),
+            kind.encode("ascii"),
+            int((self._clock() - self._t0) * 1_000_000) / 1_000_000,  # to the microsecond
+            _now_wall(),
+            members,
+        )
+        if not members:  # no members of its own: no separating comma
+            content = content[:-1]
+        return seal_record(content, self._chain)
 
     def _commit(self, line: bytes, digest: str) -> None:
         self._seq += 1
@@ -694,13 +717,16 @@ class Recorder:
             self._write_all(line)
 
     def _append(self, kind: str, fields: dict[str, Any], *, flush: bool) -> None:
+        self._append_members(kind, _members(kind, fields), flush=flush)
+
+    def _append_members(self, kind: str, members: bytes, *, flush: bool) -> None:
         if self._copy:
             self._flush_copy()
         if self._wire:
             self._flush_wire()
         if self._pending:
             self._flush_rows()
-        line, digest = self._encode(kind, fields)
+        line, digest = self._encode_members(kind, members)
         size = len(line)
         if size > MAX_RECORD_BYTES:
             raise RecordingError(

@@ -509,8 +509,11 @@ def test_the_prepared_statement_prefilter_answers_as_its_regex(text: str) -> Non
     assert mentions_prepared(text.upper()) == (reference.search(text.upper()) is not None)
 
 
+_SEARCH_PATH_ALPHABET = "search_pthSEARCH_PTHconfigCONFIGu&U ;\u017f\u212a\u0131\u0130\u00e91"
+
+
 @settings(max_examples=500, deadline=None)
-@given(st.text(alphabet="search_pthSEARCH_PTHconfigCONFIGu&U ;\u017f\u212a\u0131\u0130\u00e91", max_size=30))
+@given(st.text(alphabet=_SEARCH_PATH_ALPHABET, max_size=30))
 def test_the_search_path_prefilter_answers_as_its_regex(text: str) -> None:
     """`changes_search_path` parses only texts its pre-filter lets through."""
     reference = re.compile("search_path|set_config|u&", re.IGNORECASE)

@@ -31,6 +31,7 @@ from sluice.policy.sql import (
     merge_execution,
     plain_numbers_zeroed,
     py_plain_numbers_zeroed,
+    reads_backslashes,
 )
 
 C = Category
@@ -520,3 +521,28 @@ def test_the_search_path_prefilter_answers_as_its_regex(text: str) -> None:
     for sample in (text, text.upper(), text.lower()):
         expected = reference.search(sample) is not None
         assert _mentions(sample, _SEARCH_PATH_WORDS, _SEARCH_PATH_WORDS_RE) == expected
+
+
+B = "\\"
+
+
+@pytest.mark.parametrize(
+    ("sql", "reads"),
+    [
+        ("SELECT 1", False),
+        (f"SELECT '{B}''", True),
+        (f"SELECT '{B}'' ; DROP TABLE t; --'", True),
+        (f"SELECT N'{B}x'", True),  # N'' is a plain string after a keyword
+        (f"SELECT 'a' 'b{B}'", True),
+        (f"SELECT E'{B}''", False),  # E'' reads the same with either setting
+        (f"SELECT $${B}$$, $t${B}$t$", False),
+        (f'SELECT "a{B}b"', False),
+        (f"SELECT 'a' -- {B}", False),
+        (f"SELECT 1 /* {B} */", False),
+        (f"SELECT 'unterminated{B}", True),  # the lexer rejects it: counted
+    ],
+)
+def test_which_texts_read_backslashes(sql: str, reads: bool) -> None:
+    """A backslash in a plain '...' string is the one place where
+    standard_conforming_strings changes how PostgreSQL lexes a text."""
+    assert reads_backslashes(sql) is reads

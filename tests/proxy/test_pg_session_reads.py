@@ -91,7 +91,11 @@ def _config(data_dir: Path, *, governed: bool, recorded: bool = False) -> Config
 
 @contextmanager
 def _session(
-    tmp: Path, *, governed: bool, recorded: bool = False
+    tmp: Path,
+    *,
+    governed: bool,
+    recorded: bool = False,
+    parameters: dict[str, str] | None = None,
 ) -> Iterator[tuple[PgSession, Collect]]:
     async def no_catalog(sql: str) -> list[list[list[bytes | None]]]:
         return [[], []]
@@ -121,6 +125,7 @@ def _session(
                 limits=config.limits,
                 transaction_status="I",
                 on_finish=lambda s: None,
+                parameters=parameters,
             )
 
         session = loop.run_until_complete(make())

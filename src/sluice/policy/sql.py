@@ -42,7 +42,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from pglast import ast, enums, parse_sql
 from pglast.parser import scan
@@ -1101,3 +1101,37 @@ def text_keys(sql: str) -> TextKeys | None:
         return None
     numbers, literals = keys
     return ("lexed", numbers), None if literals is None else ("lexed-literals", literals)
+
+
+# Client encodings whose multibyte characters may hold ASCII bytes (a trail
+# byte of 0x40-0x7E, such as a backslash): PostgreSQL accepts them from
+# clients only. A text read as UTF-8 here can be read otherwise there.
+CLIENT_ONLY_ENCODINGS: Final = frozenset(
+    {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB"}
+)
+
+
+def reads_backslashes(sql: str) -> bool:
+    """Whether a plain `'...'` string literal of `sql` holds a backslash.
+
+    That is the one place where PostgreSQL's lexer reads a text differently
+    when the session has standard_conforming_strings off: a backslash then
+    escapes the next character, so `'\\''` no longer ends where it ends with
+    the setting on (as the policy's parser reads it). Texts without such a
+    literal lex the same either way; E'', dollar-quoted strings, identifiers
+    and comments do not depend on the setting. A text the lexer rejects
+    counts as holding one.
+    """
+    if "\\" not in sql:
+        return False
+    try:
+        tokens = scan(sql)
+    except Exception:  # pglast raises its own parse errors
+        return True
+    encoded = sql.encode()
+    for token in tokens:
+        if token.name == "SCONST":
+            text = encoded[token.start : token.end + 1]
+            if text.startswith(b"'") and b"\\" in text:
+                return True
+    return False

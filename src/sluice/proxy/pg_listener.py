@@ -384,6 +384,7 @@ class PostgresListener:
             transaction_status=handshake.transaction_status,
             on_finish=on_finish,
             release_backend=self._releaser(conn, handshake),
+            parameters=handshake.parameters,
         )
         self.sessions.add(session)
         client_leftover = client.detach()

@@ -19,13 +19,14 @@ import asyncio
 import logging
 import secrets
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sluice.config import Limits
 from sluice.events import QueryOrigin
 from sluice.masking import MaskingError
+from sluice.policy.sql import CLIENT_ONLY_ENCODINGS, reads_backslashes
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
@@ -53,6 +54,10 @@ _COPY_IN_KINDS = frozenset(b"dcf")
 # Server message kinds the query tracker must see.
 _TRACKED = frozenset(b"123TnCIsVEZ")
 
+# Settings the backend reports (ParameterStatus) that change how it reads text.
+STANDARD_STRINGS = "standard_conforming_strings"
+CLIENT_ENCODING = "client_encoding"
+
 
 @dataclass(frozen=True, slots=True)
 class _GatewayError:
@@ -75,6 +80,7 @@ class PgSession:
         transaction_status: str,
         on_finish: Callable[[PgSession], None],
         release_backend: Callable[[asyncio.Transport], bool] | None = None,
+        parameters: Mapping[str, str] | None = None,
     ):
         self.client = client
         self.backend = backend
@@ -109,6 +115,13 @@ class PgSession:
         self._gateway_errors: dict[str, _GatewayError] = {}
         self._syncs_sent = 0
         self._syncs_done = 0
+        # How the backend reads statement text, as it last reported; and
+        # whether an Execute went since the last Sync (its effects are not
+        # reported until that Sync's ReadyForQuery).
+        reported = parameters or {}
+        self._standard_strings = reported.get(STANDARD_STRINGS)
+        self._client_encoding = reported.get(CLIENT_ENCODING)
+        self._executed_since_sync = False
         self._held: tuple[int, bytes] | None = None
         self._approval_task: asyncio.Task[None] | None = None
         self._client_paused_by_backend = False
@@ -319,6 +332,7 @@ class PgSession:
         elif kind == m.EXECUTE:
             execute = m.decode_execute(body)
             self.statements += 1
+            self._executed_since_sync = True
             self._tracker.on_execute(execute.portal)
         elif kind == m.DESCRIBE:
             describe = m.decode_describe(body)
@@ -331,6 +345,7 @@ class PgSession:
             self._tracker.on_close(close.kind, close.name)
         elif kind == m.SYNC:
             self._syncs_sent += 1
+            self._executed_since_sync = False
             self._tracker.on_sync()
         elif kind == m.FUNCTION_CALL:
             self.statements += 1
@@ -385,11 +400,55 @@ class PgSession:
         return True
 
     def _judge(self, sql: str, origin: QueryOrigin, name: str | None) -> Verdict:
+        if (not sql.isascii() or "\\" in sql) and origin is not QueryOrigin.EXECUTE:
+            ambiguous = self._read_otherwise(sql)
+            if ambiguous is not None:
+                return Block(rule="ambiguous-sql", reason=ambiguous)
         try:
             return self.governance.judge(sql, origin, name)
         except Exception as exc:
             log.exception("governance failed; blocking the statement")
             return Block(rule="gateway-error", reason=f"the gateway could not judge it ({exc})")
+
+    def _read_otherwise(self, sql: str) -> str | None:
+        """Why the backend may read `sql` otherwise than the policy's parser
+        (which reads it as UTF-8 with standard_conforming_strings on), or None.
+
+        Only a backslash in a plain string literal depends on
+        standard_conforming_strings, and only non-ASCII text on a client-only
+        client_encoding. Both settings are known for sure only once the
+        backend has answered everything sent before: a statement in flight
+        may change them (SET, set_config, a function), and the backend reads
+        a text with the settings in force when it arrives.
+        """
+        governance = self.governance
+        if not governance.judges and governance.masking is None:
+            return None  # nothing is decided from the parse
+        backslash = reads_backslashes(sql)
+        foreign = not sql.isascii()
+        if not backslash and not foreign:
+            return None
+        settings = "standard_conforming_strings" if backslash else "client_encoding"
+        if self._syncs_done < self._syncs_sent or self._executed_since_sync:
+            return (
+                f"its text may read otherwise under the session's {settings}, which the "
+                "statements still running before it may change; send it once their results "
+                "are in"
+            )
+        if backslash and self._standard_strings != "on":
+            return (
+                f"standard_conforming_strings is {self._standard_strings or 'not reported'} "
+                "in this session, so a backslash in a '...' string escapes what follows it; "
+                "write such strings as E'...', or SET standard_conforming_strings = on"
+            )
+        encoding = self._client_encoding
+        if foreign and (encoding is None or encoding.upper() in CLIENT_ONLY_ENCODINGS):
+            return (
+                f"client_encoding is {encoding or 'not reported'}, whose characters may hold "
+                "ASCII bytes, so its non-ASCII text may read otherwise; SET client_encoding = "
+                "'UTF8'"
+            )
+        return None
 
     def _act(
         self,
@@ -804,6 +863,8 @@ class PgSession:
                     parts.append(_bytes_of(buf, copied, pos))
                     parts.append(tail)
                     copied = pos
+            elif kind == 83:  # 'S' ParameterStatus
+                self._parameter_status(bytes(buf[pos + 5 : end]))
             pos = end
         return _joined(buf, parts, copied, pos)
 
@@ -833,6 +894,13 @@ class PgSession:
                 copied = end
             pos = end
         return _joined(buf, parts, copied, pos)
+
+    def _parameter_status(self, body: bytes) -> None:
+        name, value = m.decode_parameter_status(body)
+        if name == STANDARD_STRINGS:
+            self._standard_strings = value
+        elif name == CLIENT_ENCODING:
+            self._client_encoding = value
 
     def _ready(self, count: int, status: int) -> None:
         """`count` ReadyForQuery frames passed, the last with `status`."""

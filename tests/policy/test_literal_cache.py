@@ -149,16 +149,22 @@ def test_decide_query_shares_the_cache_of_decide(
     assert answerer(warm, sql) == fresh
 
 
-def test_decide_query_finds_what_decide_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = compile_policies(POLICY)
-    judged: list[str] = []
+@pytest.fixture
+def judged(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts every engine judges afresh (`explain`), in order."""
+    texts: list[str] = []
     explain = PolicyEngine.explain
 
     def counting(self: PolicyEngine, event: object, **kw: object) -> object:
-        judged.append(getattr(event, "sql", ""))
+        texts.append(getattr(event, "sql", ""))
         return explain(self, event, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(PolicyEngine, "explain", counting)
+    return texts
+
+
+def test_decide_query_finds_what_decide_kept(judged: list[str]) -> None:
+    engine = compile_policies(POLICY)
     first = _decide(engine, "SELECT * FROM orders WHERE note = 'a' AND id = 1")
     second = _decide_query(engine, "SELECT * FROM orders WHERE note = 'b' AND id = 2")
     third = _decide(engine, "SELECT * FROM orders WHERE note = 'c' AND id = 3")
@@ -171,18 +177,8 @@ def test_decide_query_finds_what_decide_kept(monkeypatch: pytest.MonkeyPatch) ->
     assert len(judged) == 3
 
 
-def test_plain_queries_that_differ_in_literals_are_judged_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_plain_queries_that_differ_in_literals_are_judged_once(judged: list[str]) -> None:
     engine = compile_policies(POLICY)
-    judged: list[str] = []
-    explain = PolicyEngine.explain
-
-    def counting(self: PolicyEngine, event: object, **kw: object) -> object:
-        judged.append(getattr(event, "sql", ""))
-        return explain(self, event, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(PolicyEngine, "explain", counting)
     for email in ("a@example.com", "b@example.com", "o'brien@example.com"):
         escaped = email.replace("'", "''")
         verdict = _decide(engine, f"SELECT * FROM customers WHERE email = '{escaped}'")

@@ -12,6 +12,7 @@ throwaway PostgreSQL, with the ai-agent preset.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +203,18 @@ def test_ungoverned_sessions_pass_any_text(tmp_path: Path) -> None:
         session.client_data(m.encode_query(BACKSLASH) + m.encode_query("SELECT 'caf\u00e9'"))
         assert BACKSLASH.encode() in _sent(session)
         assert "caf\u00e9".encode() in _sent(session)
+
+
+def test_the_refusal_names_every_setting_the_text_depends_on(tmp_path: Path) -> None:
+    with _session(tmp_path, governed=True, parameters=ON_UTF8) as (session, client):
+        text = "SELECT 'caf\u00e9 \\ bar'"
+        session.client_data(m.encode_query("SELECT f()") + m.encode_query(text))
+        assert text.encode() not in _sent(session)
+        _answer(session)
+        marker = re.search(rb'SELECT "(sluice-[0-9a-f]+)"', _sent(session))
+        assert marker is not None
+        session.backend_data(
+            m.error_response("42703", f'column "{marker.group(1).decode()}" does not exist')
+            + m.ready_for_query("I")
+        )
+        assert b"standard_conforming_strings and client_encoding, which" in client.data

@@ -428,8 +428,12 @@ class PgSession:
         foreign = not sql.isascii()
         if not backslash and not foreign:
             return None
-        settings = "standard_conforming_strings" if backslash else "client_encoding"
         if self._syncs_done < self._syncs_sent or self._executed_since_sync:
+            settings = " and ".join(
+                name
+                for name, depends in ((STANDARD_STRINGS, backslash), (CLIENT_ENCODING, foreign))
+                if depends
+            )
             return (
                 f"its text may read otherwise under the session's {settings}, which the "
                 "statements still running before it may change; send it once their results "

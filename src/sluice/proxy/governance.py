@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,8 +36,8 @@ from sluice.audit import (
 from sluice.config import ConnectionSpec
 from sluice.events import QueryOrigin, SessionContext
 from sluice.masking import MaskingEngine, MaskingError
-from sluice.policy import PolicyEngine, PreparedStatements
-from sluice.policy.prepared import changes_search_path, mentions_prepared
+from sluice.policy import PolicyEngine
+from sluice.policy.prepared import changes_search_path
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -156,8 +156,10 @@ class SessionGovernance:
         self._governor = governor
         services = governor.services if governor is not None else None
         self.services = services
-        self.prepared = PreparedStatements()
-        self._approved_statements: set[str] = set()
+        # The backend's prepared statements; the session follows them.
+        self.prepared: Mapping[str, str] = {}
+        # Statements approved at their Parse, by name: the text approved.
+        self._approved_statements: dict[str, str] = {}
         # Set once an allowed statement may have changed search_path: from then
         # on unqualified table names are judged as possibly in any schema.
         self.search_path_changed = False
@@ -238,7 +240,8 @@ class SessionGovernance:
         if (
             isinstance(verdict, RequireApproval)
             and origin is QueryOrigin.EXECUTE
-            and statement_name in self._approved_statements
+            and statement_name is not None
+            and self._approved_statements.get(statement_name) == sql
         ):
             return Allow(rule=verdict.rule, reason="approved when prepared", mask=verdict.mask)
         return verdict
@@ -288,13 +291,9 @@ class SessionGovernance:
             self.search_path_changed = True
             if self.masking is not None:
                 self.masking.search_path_changed()
-        if self.connection.policy is not None:  # session state the policy judges by
-            if origin is QueryOrigin.PARSE:
-                self.prepared.parse(statement_name or "", sql)
-                if approval_id is not None and statement_name:
-                    self._approved_statements.add(statement_name)
-            elif origin is QueryOrigin.SIMPLE and mentions_prepared(sql):
-                self.prepared.observe(sql)
+        if origin is QueryOrigin.PARSE and approval_id is not None and statement_name:
+            # Its executions are allowed while the name holds this text.
+            self._approved_statements[statement_name] = sql
         if self.masking is not None:
             self.masking.statement_allowed(sql, verdict)
 
@@ -401,8 +400,7 @@ class SessionGovernance:
         return self.masking.mask_statement(sql) if self.masking is not None else sql
 
     def statement_closed(self, name: str) -> None:
-        self.prepared.close(name)
-        self._approved_statements.discard(name)
+        self._approved_statements.pop(name, None)
 
     # Approvals
 

@@ -26,14 +26,17 @@ from typing import Any
 from sluice.config import Limits
 from sluice.events import QueryOrigin
 from sluice.masking import MaskingError
+from sluice.policy.engine import UNKNOWN_PREPARED_RULE
+from sluice.policy.prepared import mentions_prepared
 from sluice.policy.sql import CLIENT_ONLY_ENCODINGS, reads_backslashes
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
 from sluice.protocols.postgres.framing import MIN_LENGTH, frame, frame_end
 from sluice.protocols.postgres.rows import copydata_run, datarow_run, walk_frames
-from sluice.protocols.postgres.tracker import QueryTracker
+from sluice.protocols.postgres.tracker import QueryTracker, StatementChange
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
+from sluice.proxy.pg_statements import BackendStatements
 from sluice.recording import RecordingError
 
 log = logging.getLogger(__name__)
@@ -107,7 +110,11 @@ class PgSession:
             and release_backend is None
         )
         self._tracker: QueryTracker = _NoTracking() if self._light else QueryTracker()
-        self._client_statements: dict[str, str] = {}
+        # What the backend holds under each statement name, followed from its
+        # answers (a light session does not read them: it takes the prediction).
+        self._statements = governance.prepared = BackendStatements(answered=not self._light)
+        # Portals whose statement creates or drops prepared statements when executed.
+        self._portal_changes: dict[str, str] = {}
         # The unnamed statement's verdict at its Parse, and whether it was
         # bound since (a second execution of it is audited on its own).
         self._unnamed_verdict: Allow = _NO_VERDICT
@@ -310,7 +317,10 @@ class PgSession:
         if kind == m.BIND:
             bind = m.decode_bind(body)
             name = bind.statement
-            sql = self._client_statements.get(name)
+            sql = self._statements.get(name)
+            refused = self._unknown_statement(name, sql)
+            if refused is not None:
+                return self._act(refused, kind, body, raw, out, sql=sql or "", bind=bind)
             if sql is not None:
                 if name:
                     verdict = self._judge(sql, QueryOrigin.EXECUTE, name)
@@ -328,21 +338,26 @@ class PgSession:
                         reason="its execution could not be recorded; nothing was sent",
                     )
                     return self._act(refused, kind, body, raw, out, sql=sql, bind=bind)
-            self._tracker.on_bind(bind.portal, bind.statement, bind.result_formats)
+            self._bound(bind, sql)
         elif kind == m.EXECUTE:
             execute = m.decode_execute(body)
             self.statements += 1
             self._executed_since_sync = True
-            self._tracker.on_execute(execute.portal)
+            runs = self._portal_changes.get(execute.portal)
+            changes = self._statements.query(runs, self._syncs_sent) if runs else ()
+            self._tracker.on_execute(execute.portal, tuple(changes))
         elif kind == m.DESCRIBE:
             describe = m.decode_describe(body)
             self._tracker.on_describe(describe.kind, describe.name)
         elif kind == m.CLOSE:
             close = m.decode_close(body)
+            closed: tuple[StatementChange, ...] = ()
             if close.kind == "S":
-                self._client_statements.pop(close.name, None)
+                closed = (self._statements.close(close.name, self._syncs_sent),)
                 self.governance.statement_closed(close.name)
-            self._tracker.on_close(close.kind, close.name)
+            else:
+                self._portal_changes.pop(close.name, None)
+            self._tracker.on_close(close.kind, close.name, closed)
         elif kind == m.SYNC:
             self._syncs_sent += 1
             self._executed_since_sync = False
@@ -399,11 +414,38 @@ class PgSession:
             return False
         return True
 
+    def _unknown_statement(self, name: str, sql: str | None) -> Block | None:
+        """Why a Bind of statement `name` (holding `sql`, if known) cannot be
+        judged, or None. Without a policy nothing is judged."""
+        if not self.governance.judges:
+            return None
+        if sql is None:
+            return Block(
+                rule=UNKNOWN_PREPARED_RULE,
+                reason=f"prepared statement {name!r} is unknown to Sluice (never prepared, "
+                "closed, or its PREPARE failed); blocked",
+            )
+        if self._statements.ambiguous(name, self._syncs_sent):
+            return Block(rule=AMBIGUOUS_STATEMENT_RULE, reason=_ambiguous_reason(name))
+        return None
+
+    def _bound(self, bind: m.Bind, sql: str | None) -> None:
+        """A Bind goes on to the backend: its portal runs `sql` when executed."""
+        if sql is not None and mentions_prepared(sql):
+            self._portal_changes[bind.portal] = sql
+        elif self._portal_changes:
+            self._portal_changes.pop(bind.portal, None)
+        self._tracker.on_bind(bind.portal, bind.statement, bind.result_formats)
+
     def _judge(self, sql: str, origin: QueryOrigin, name: str | None) -> Verdict:
         if (not sql.isascii() or "\\" in sql) and origin is not QueryOrigin.EXECUTE:
             ambiguous = self._read_otherwise(sql)
             if ambiguous is not None:
                 return Block(rule="ambiguous-sql", reason=ambiguous)
+        if origin is not QueryOrigin.EXECUTE and self.governance.judges:
+            unsettled = self._statements.ambiguous_in(sql, self._syncs_sent)
+            if unsettled is not None:
+                return Block(rule=AMBIGUOUS_STATEMENT_RULE, reason=_ambiguous_reason(unsettled))
         try:
             return self.governance.judge(sql, origin, name)
         except Exception as exc:
@@ -515,8 +557,6 @@ class PgSession:
         parse: m.Parse | None,
         bind: m.Bind | None,
     ) -> None:
-        if parse is not None:  # a Bind of that name must not find an older text
-            self._client_statements.pop(parse.name, None)
         origin, name = _origin_of(kind, parse, bind)
         try:
             self.governance.on_blocked(sql, origin, name, verdict, sqlstate, message)
@@ -538,16 +578,17 @@ class PgSession:
         bind: m.Bind | None,
     ) -> None:
         if kind == m.QUERY:
+            changes = self._statements.query(sql, self._syncs_sent)
             self._syncs_sent += 1
-            self._tracker.on_query(sql)
+            self._tracker.on_query(sql, tuple(changes))
         elif kind == m.PARSE and parse is not None:
-            self._client_statements[parse.name] = parse.sql
+            change = self._statements.parse(parse.name, parse.sql, self._syncs_sent)
             if not parse.name:
                 self._unnamed_bound = False
                 self._unnamed_verdict = verdict
-            self._tracker.on_parse(parse.name, parse.sql)
+            self._tracker.on_parse(parse.name, parse.sql, (change,))
         elif kind == m.BIND and bind is not None:
-            self._tracker.on_bind(bind.portal, bind.statement, bind.result_formats)
+            self._bound(bind, sql)
         elif kind == m.FUNCTION_CALL:
             self._syncs_sent += 1
             self._tracker.on_function_call()
@@ -971,6 +1012,17 @@ def _bytes_of(buf: bytes | bytearray, start: int, end: int) -> bytes:
 # Client messages that need no judging when nothing is judged, masked or recorded.
 # (A Bind is judged: every execution is audited.)
 _UNJUDGED = frozenset(b"EDCSHdcf")
+AMBIGUOUS_STATEMENT_RULE = "ambiguous-statement"
+
+
+def _ambiguous_reason(name: str) -> str:
+    return (
+        f"prepared statement {name!r} may hold another text than the policy would judge: "
+        "statements still running before it create or drop it; send it once their results "
+        "are in"
+    )
+
+
 _NO_VERDICT = Allow(rule="no-policy")
 
 
@@ -985,10 +1037,10 @@ class _NoTracking(QueryTracker):
     def _push(self, request: Any) -> None:
         return None
 
-    def on_query(self, sql: str) -> None:
+    def on_query(self, sql: str, changes: tuple[StatementChange, ...] = ()) -> None:
         return None
 
-    def on_parse(self, name: str, sql: str) -> None:
+    def on_parse(self, name: str, sql: str, changes: tuple[StatementChange, ...] = ()) -> None:
         return None
 
     def on_bind(self, portal: str, statement: str, formats: tuple[int, ...]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from typing import Protocol
 
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import TooManyPendingRequests
@@ -67,12 +68,31 @@ class ResultShape:
     statement_index: int = 0
 
 
+class StatementChange(Protocol):
+    """A change to the server's prepared statements riding on a request.
+
+    The tracker tells it whether the server ran it: a Parse or Close by its
+    completion message, an Execute by its CommandComplete, a simple Query's
+    statement at `index` by the query's count of CommandCompletes; an error
+    (and the discard up to Sync) means it did not run.
+    """
+
+    @property
+    def index(self) -> int: ...
+
+    def settle(self, applied: bool) -> None: ...
+
+
+_NO_CHANGES: tuple[StatementChange, ...] = ()
+
+
 @dataclass(slots=True)
 class _Request:
     kind: Pending
     name: str = ""
     sql: str = ""
     formats: tuple[int, ...] = ()
+    changes: tuple[StatementChange, ...] = _NO_CHANGES
 
 
 @dataclass(slots=True)
@@ -94,6 +114,7 @@ class QueryTracker:
     current: ResultShape | None = None
     _query_sql: str = ""
     _query_results: int = 0
+    _query_completes: int = 0
     _discarding: bool = False
     # Each ParseComplete gets a new generation, so a portal can tell whether
     # the statement under its name is still the one it was bound to.
@@ -110,17 +131,20 @@ class QueryTracker:
             # After an error in the extended protocol the server ignores every
             # message up to the next Sync; so does the tracker.
             if request.kind is not Pending.SYNC:
+                _settle(request, False)
                 return
             self._discarding = False
         if len(self.pending) >= MAX_PENDING_REQUESTS:
             raise TooManyPendingRequests("too many pipelined requests awaiting responses")
         self.pending.append(request)
 
-    def on_query(self, sql: str) -> None:
-        self._push(_Request(kind=Pending.QUERY, sql=sql))
+    def on_query(self, sql: str, changes: tuple[StatementChange, ...] = _NO_CHANGES) -> None:
+        self._push(_Request(kind=Pending.QUERY, sql=sql, changes=changes))
 
-    def on_parse(self, name: str, sql: str) -> None:
-        self._push(_Request(kind=Pending.PARSE, name=name, sql=sql))
+    def on_parse(
+        self, name: str, sql: str, changes: tuple[StatementChange, ...] = _NO_CHANGES
+    ) -> None:
+        self._push(_Request(kind=Pending.PARSE, name=name, sql=sql, changes=changes))
 
     def on_bind(self, portal: str, statement: str, formats: tuple[int, ...]) -> None:
         self._push(_Request(kind=Pending.BIND, name=portal, sql=statement, formats=formats))
@@ -129,11 +153,13 @@ class QueryTracker:
         pending = Pending.DESCRIBE_STATEMENT if kind == "S" else Pending.DESCRIBE_PORTAL
         self._push(_Request(kind=pending, name=name))
 
-    def on_execute(self, portal: str) -> None:
-        self._push(_Request(kind=Pending.EXECUTE, name=portal))
+    def on_execute(self, portal: str, changes: tuple[StatementChange, ...] = _NO_CHANGES) -> None:
+        self._push(_Request(kind=Pending.EXECUTE, name=portal, changes=changes))
 
-    def on_close(self, kind: str, name: str) -> None:
-        self._push(_Request(kind=Pending.CLOSE, name=f"{kind}{name}"))
+    def on_close(
+        self, kind: str, name: str, changes: tuple[StatementChange, ...] = _NO_CHANGES
+    ) -> None:
+        self._push(_Request(kind=Pending.CLOSE, name=f"{kind}{name}", changes=changes))
 
     def on_sync(self) -> None:
         self._push(_Request(kind=Pending.SYNC))
@@ -164,6 +190,7 @@ class QueryTracker:
         if kind == m.PARSE_COMPLETE:
             req = self._pop(Pending.PARSE)
             if req is not None:
+                _settle(req, True)
                 self.statements[req.name] = (req.sql, None)
                 self._generation += 1
                 self._statement_generations[req.name] = self._generation
@@ -181,6 +208,7 @@ class QueryTracker:
         elif kind == m.CLOSE_COMPLETE:
             req = self._pop(Pending.CLOSE)
             if req is not None:
+                _settle(req, True)
                 target, name = req.name[:1], req.name[1:]
                 if target == "S":
                     self.statements.pop(name, None)
@@ -195,17 +223,25 @@ class QueryTracker:
             self._pop(Pending.DESCRIBE_STATEMENT, Pending.DESCRIBE_PORTAL)
         elif kind in (m.COMMAND_COMPLETE, m.EMPTY_QUERY, m.PORTAL_SUSPENDED):
             head = self._head()
-            if head is not None and head.kind is Pending.EXECUTE:
-                self.pending.popleft()
+            if head is not None:
+                if head.kind is Pending.EXECUTE:
+                    _settle(self.pending.popleft(), kind == m.COMMAND_COMPLETE)
+                elif head.kind is Pending.QUERY:
+                    self._query_completes += kind == m.COMMAND_COMPLETE
             self.current = None
         elif kind == m.FUNCTION_CALL_RESPONSE:
             pass  # the FunctionCall is answered when its ReadyForQuery arrives
         elif kind == m.ERROR_RESPONSE:
             self._on_error()
         elif kind == m.READY_FOR_QUERY:
-            self._pop(Pending.SYNC, Pending.QUERY, Pending.FUNCTION_CALL)
+            req = self._pop(Pending.SYNC, Pending.QUERY, Pending.FUNCTION_CALL)
+            if req is not None and req.changes:
+                # A simple Query's statements run in order up to the first error.
+                for change in req.changes:
+                    change.settle(change.index < self._query_completes)
             self.current = None
             self._query_results = 0
+            self._query_completes = 0
             self.portals.pop("", None)
 
     def _on_row_description(self, fields: list[FieldDescription]) -> None:
@@ -289,9 +325,14 @@ class QueryTracker:
         # Extended protocol: the server discards every message up to Sync,
         # a simple Query or FunctionCall among them included.
         while self.pending and self.pending[0].kind is not Pending.SYNC:
-            self.pending.popleft()
+            _settle(self.pending.popleft(), False)
         if not self.pending:
             self._discarding = True
+
+
+def _settle(request: _Request, applied: bool) -> None:
+    for change in request.changes:
+        change.settle(applied)
 
 
 def _with_formats(

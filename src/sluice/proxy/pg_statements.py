@@ -1,0 +1,281 @@
+"""The backend's prepared statements, as its answers show them.
+
+A statement name means what the *server* holds under it, which is not always
+what the client last sent: a Parse or PREPARE of a name that exists fails
+(`42P05`), a DEALLOCATE of a missing name fails, and after any error the
+server skips the rest of the batch (to the next Sync, or the rest of a simple
+Query). PREPARE and DEALLOCATE are not transactional: they take effect when
+they succeed, even in a transaction that is then rolled back.
+
+`BackendStatements` keeps the texts the server confirmed, and the changes
+sent but not answered yet. Its mapping is the prediction for the next message
+(every change in flight run as the server would run it, a failing one
+skipping the rest of its batch); answers settle the changes, and where an
+answer differs from the prediction the prediction is made again.
+
+A message may still meet another text than predicted: when an earlier batch
+is unanswered, each of its changes may or may not have taken effect.
+`ambiguous` tells when the texts a name may hold differ; the session then
+refuses to judge what runs it (the policy would judge one text while the
+server runs another).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping
+from typing import Final
+
+from sluice.policy.prepared import MAX_PREPARED_STATEMENTS, mentions_prepared
+from sluice.policy.sql import Deallocate, Execute, Prepare, classify
+
+MAX_CHANGES_IN_FLIGHT: Final = 100_000
+"""Changes awaiting the server's answer; past this the session ends (fail closed)."""
+
+MAX_EXECUTE_DEPTH: Final = 8
+"""How deep `ambiguous_in` follows a prepared `EXECUTE` of another statement."""
+
+_ABSENT: Final = None
+
+
+class TooManyChanges(Exception):
+    """More prepared-statement changes in flight than the gateway keeps."""
+
+
+class Change:
+    """One sent change to the statement names: a Parse/PREPARE, a Close/
+    DEALLOCATE, or forgetting all of them (DEALLOCATE ALL, DISCARD ALL)."""
+
+    __slots__ = (
+        "batch",
+        "exclusive",
+        "index",
+        "name",
+        "owner",
+        "predicted",
+        "required",
+        "text",
+    )
+
+    def __init__(
+        self,
+        owner: BackendStatements,
+        *,
+        batch: int,
+        name: str | None,
+        text: str | None,
+        exclusive: bool = False,
+        required: bool = False,
+        index: int = 0,
+    ) -> None:
+        self.batch = batch  # the Sync (or simple Query) it belongs to
+        self.name = name  # None: every name
+        self.text = text  # None: the name is removed
+        self.exclusive = exclusive  # fails when the name exists (named Parse, PREPARE)
+        self.required = required  # fails when the name is missing (SQL DEALLOCATE)
+        self.index = index  # its statement's position in a simple Query
+        self.predicted = True
+        self.owner = owner
+
+    def settle(self, applied: bool) -> None:
+        """The server ran it (`applied`), or failed or skipped it."""
+        self.owner.settle(self, applied)
+
+    def applied_to(self, current: str | None) -> tuple[bool, str | None]:
+        """(succeeds, the name's text after it) for a name now holding `current`."""
+        if self.text is None:
+            return (current is not None or not self.required), _ABSENT
+        if self.exclusive and current is not None:
+            return False, current
+        return True, self.text
+
+    def touches(self, name: str) -> bool:
+        return self.name is None or self.name == name
+
+
+class BackendStatements(Mapping[str, str]):
+    """Statement name -> SQL text the next message will meet (see module doc).
+
+    With `answered=False` no answers will come (a session that does not
+    follow the server's responses): changes are taken as predicted at once.
+    """
+
+    __slots__ = ("_answered", "_confirmed", "_in_flight", "_view")
+
+    def __init__(self, *, answered: bool = True) -> None:
+        self._answered = answered
+        self._confirmed: dict[str, str] = {}
+        self._view: dict[str, str] = {}
+        self._in_flight: deque[Change] = deque()
+
+    # Mapping: the prediction
+
+    def __getitem__(self, name: str) -> str:
+        return self._view[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._view)
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._view
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return self._view.get(name, default)
+
+    # Changes sent
+
+    def parse(self, name: str, sql: str, batch: int) -> Change:
+        """A protocol Parse (the unnamed statement is replaced; a named one must be new)."""
+        return self._sent(Change(self, batch=batch, name=name, text=sql, exclusive=bool(name)))
+
+    def close(self, name: str, batch: int) -> Change:
+        """A protocol Close of a statement (no error when the name is missing)."""
+        return self._sent(Change(self, batch=batch, name=name, text=None))
+
+    def query(self, sql: str, batch: int) -> list[Change]:
+        """The PREPARE / DEALLOCATE [ALL] / DISCARD ALL statements of `sql`, in order."""
+        if not mentions_prepared(sql):
+            return []
+        changes = []
+        for index, statement in enumerate(classify(sql).statements):
+            effect = statement.effect
+            if isinstance(effect, Prepare):
+                change = Change(
+                    self,
+                    batch=batch,
+                    name=effect.name,
+                    text=statement.text,
+                    exclusive=True,
+                    index=index,
+                )
+            elif isinstance(effect, Deallocate):
+                change = Change(
+                    self,
+                    batch=batch,
+                    name=effect.name,
+                    text=None,
+                    required=effect.name is not None,
+                    index=index,
+                )
+            else:
+                continue
+            changes.append(self._sent(change))
+        return changes
+
+    def _sent(self, change: Change) -> Change:
+        if not self._answered:
+            # No answers and no Closes seen (the light path): the last text
+            # sent under a name is taken to be the one it holds.
+            change.exclusive = change.required = False
+        failed_batch = bool(self._in_flight) and self._batch_failed(change.batch)
+        change.predicted = not failed_batch and self._apply(self._view, change)
+        self._view = self._bounded(self._view)
+        if self._answered:
+            if len(self._in_flight) >= MAX_CHANGES_IN_FLIGHT:
+                raise TooManyChanges("too many prepared-statement changes awaiting answers")
+            self._in_flight.append(change)
+        else:
+            self._confirmed = self._view
+        return change
+
+    def _batch_failed(self, batch: int) -> bool:
+        """Whether a change of `batch` already sent is predicted to fail (the
+        server then skips the rest of that batch)."""
+        for change in reversed(self._in_flight):
+            if change.batch != batch:
+                return False
+            if not change.predicted:
+                return True
+        return False
+
+    # Answers
+
+    def settle(self, change: Change, applied: bool) -> None:
+        """The server ran `change` (`applied`) or failed or skipped it."""
+        try:
+            if self._in_flight and self._in_flight[0] is change:
+                self._in_flight.popleft()
+            else:
+                self._in_flight.remove(change)
+        except ValueError:
+            return  # settled already
+        if applied:
+            self._apply(self._confirmed, change)
+            self._confirmed = self._bounded(self._confirmed)
+        if applied != change.predicted:
+            self._predict()
+        # Otherwise the prediction stands: the view already holds what ran.
+
+    def _predict(self) -> None:
+        view = dict(self._confirmed)
+        failed: int | None = None
+        for change in self._in_flight:
+            change.predicted = change.batch != failed and self._apply(view, change)
+            if not change.predicted:
+                failed = change.batch
+        self._view = self._bounded(view)
+
+    @staticmethod
+    def _apply(texts: dict[str, str], change: Change) -> bool:
+        if change.name is None:
+            texts.clear()
+            return True
+        succeeds, text = change.applied_to(texts.get(change.name))
+        if succeeds:
+            if text is None:
+                texts.pop(change.name, None)
+            else:
+                texts[change.name] = text
+        return succeeds
+
+    @staticmethod
+    def _bounded(texts: dict[str, str]) -> dict[str, str]:
+        while len(texts) > MAX_PREPARED_STATEMENTS:
+            del texts[next(iter(texts))]  # the oldest: its EXECUTE is then refused
+        return texts
+
+    # What a message may meet
+
+    def ambiguous(self, name: str, batch: int) -> bool:
+        """Whether a message of `batch` may meet more than one text under `name`.
+
+        Each change of an earlier, unanswered batch may or may not have run;
+        the changes of `batch` itself ran (or the message is skipped).
+        """
+        if not self._in_flight or self._in_flight[0].batch >= batch:
+            return False
+        states: set[str | None] = {self._confirmed.get(name)}
+        for change in self._in_flight:
+            if not change.touches(name):
+                continue
+            outcomes: set[str | None] = set()
+            for state in states:
+                succeeds, after = change.applied_to(state)
+                if change.batch < batch:
+                    outcomes.add(state)  # it may have failed, or been skipped
+                if succeeds:
+                    outcomes.add(after)
+                # A change of `batch` itself that fails skips the message.
+            states = outcomes
+        return len(states - {_ABSENT}) > 1
+
+    def ambiguous_in(self, sql: str, batch: int, depth: int = 0) -> str | None:
+        """A statement name `sql` EXECUTEs (directly or through the texts it
+        runs) that is `ambiguous` for `batch`, or None."""
+        if not self._in_flight or self._in_flight[0].batch >= batch or not mentions_prepared(sql):
+            return None
+        for statement in classify(sql).statements:
+            effect = statement.effect
+            if not isinstance(effect, Execute):
+                continue
+            if self.ambiguous(effect.name, batch):
+                return effect.name
+            inner = self._view.get(effect.name)
+            if inner is not None and depth < MAX_EXECUTE_DEPTH:
+                found = self.ambiguous_in(inner, batch, depth + 1)
+                if found is not None:
+                    return found
+        return None

@@ -202,10 +202,15 @@ class BackendStatements(Mapping[str, str]):
                 self._in_flight.remove(change)
         except ValueError:
             return  # settled already
+        # A failed Parse drops the unnamed statement (a skipped one does not;
+        # it is forgotten either way, so a Bind of it is refused).
+        forgotten = not applied and change.name == "" and change.text is not None
         if applied:
             self._apply(self._confirmed, change)
             self._confirmed = self._bounded(self._confirmed)
-        if applied != change.predicted:
+        elif forgotten:
+            self._confirmed.pop("", None)
+        if applied != change.predicted or forgotten:
             self._predict()
         # Otherwise the prediction stands: the view already holds what ran.
 

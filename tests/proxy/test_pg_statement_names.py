@@ -1,0 +1,300 @@
+"""A prepared statement's name means what the backend holds under it.
+
+PREPARE (or a named Parse) of a name that exists fails on the server, and so
+does a DEALLOCATE in an aborted transaction; neither changes what EXECUTE or a
+Bind of the name runs. The gateway follows the server's answers, so a failed
+re-PREPARE cannot rename a write that needs approval into a harmless text, and
+a protocol Bind of a SQL-prepared statement is judged like its EXECUTE. Real
+libpq (in a subprocess) against the throwaway PostgreSQL, ai-agent preset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from sluice.approvals.service import ApprovalService, ApprovalStatus
+from sluice.devservers.postgres import ThrowawayPostgres
+from sluice.events import Identity
+from sluice.protocols.postgres import messages as m
+from sluice.protocols.postgres.framing import frame
+from sluice.proxy.pg_session import PgSession
+from tests.conftest import APP_PASSWORD, base_config
+from tests.helpers import GatewayThread
+from tests.proxy.test_pg_session_reads import Collect, _session
+
+AGENT = "agent"
+WRITE = "UPDATE ledger SET balance = 0 WHERE id = 1"
+PREPARE_WRITE = f"PREPARE x AS {WRITE}"
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
+    config = base_config(
+        pg,
+        tmp_path_factory.mktemp("statement-names"),
+        policy="agent",
+        policies=[{"name": "agent", "extends": "ai-agent", "approvers": ["dba"]}],
+    )
+    thread = GatewayThread(config).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(autouse=True)
+def ledger(pg: ThrowawayPostgres) -> str:
+    dsn = pg.dsn(user="app", password=APP_PASSWORD, dbname="app")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS ledger")
+        conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, balance int)")
+        conn.execute("INSERT INTO ledger SELECT g, 100 FROM generate_series(1, 3) g")
+    return dsn
+
+
+@pytest.fixture
+def requests(gateway: GatewayThread) -> Iterator[list[str]]:
+    """Denies every approval request while the test runs; yields their statements."""
+    assert gateway.gateway is not None
+    service = ApprovalService(gateway.gateway.store)
+    denied: list[str] = []
+    stop = threading.Event()
+
+    def deny() -> None:
+        while not stop.wait(0.02):
+            for request in service.list_requests(status=ApprovalStatus.PENDING):
+                if request.reason == GRANTED:
+                    continue  # `_grant` is approving it
+                denied.append(request.statement)
+                service.decide(request.id, approver=_DBA, approve=False, reason="no")
+
+    thread = threading.Thread(target=deny, daemon=True)
+    thread.start()
+    yield denied
+    stop.set()
+    thread.join(timeout=5)
+
+
+_DBA = Identity(user="alice", groups=("dba",))
+GRANTED = "granted ahead of the test"
+
+
+def _grant(gateway: GatewayThread, statement: str) -> None:
+    """An approval of one run of `statement`, given before the agent sends it."""
+    assert gateway.gateway is not None
+    service = ApprovalService(gateway.gateway.store)
+    request, _ = service.request(
+        requester=Identity(user=AGENT, groups=("agents",)),
+        connection="app",
+        statement=statement,
+        rule="writes-need-approval",
+        reason=GRANTED,
+        approver_groups=("dba",),
+        timeout=dt.timedelta(minutes=5),
+        session_id=None,
+    )
+    service.decide(request.id, approver=_DBA, approve=True, reason="ok")
+
+
+def _run(gateway: GatewayThread, *steps: str) -> list[dict[str, Any]]:
+    dsn = gateway.dsn(gateway.token(AGENT, groups=("agents",)), user=AGENT)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.libpq_steps", dsn, *steps],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def _balances(dsn: str) -> list[int]:
+    with psycopg.connect(dsn) as conn:
+        return [row[0] for row in conn.execute("SELECT balance FROM ledger ORDER BY id")]
+
+
+def _denied(result: dict[str, Any]) -> bool:
+    return result["sqlstate"] == "42501" and "denied by alice" in result["message"]
+
+
+def test_a_failed_re_prepare_does_not_rename_what_execute_runs(
+    gateway: GatewayThread, ledger: str, requests: list[str]
+) -> None:
+    _grant(gateway, PREPARE_WRITE)
+    prepared, renamed, executed = _run(
+        gateway, f"sql:{PREPARE_WRITE}", "sql:PREPARE x AS SELECT 1", "sql:EXECUTE x"
+    )
+    assert prepared["tag"] == "PREPARE"
+    assert renamed["sqlstate"] == "42P05"  # the server's: x already exists
+    assert _denied(executed)  # judged as the write x still holds
+    assert requests == ["EXECUTE x"]
+    assert _balances(ledger) == [100, 100, 100]
+
+
+def test_a_deallocate_the_server_refused_keeps_the_statement(
+    gateway: GatewayThread, ledger: str, requests: list[str]
+) -> None:
+    _grant(gateway, PREPARE_WRITE)
+    results = _run(
+        gateway,
+        f"sql:{PREPARE_WRITE}",
+        "sql:BEGIN",
+        "sql:SELECT 1/0",
+        "sql:DEALLOCATE x",  # refused: the transaction is aborted
+        "sql:ROLLBACK",
+        "sql:PREPARE x AS SELECT 1",  # refused: x still exists
+        "sql:EXECUTE x",
+        "sql:DEALLOCATE x",
+        "sql:PREPARE x AS SELECT 2 AS two",
+        "sql:EXECUTE x",
+    )
+    by_step = {r["step"]: r for r in results}
+    assert results[3]["sqlstate"] == "25P02"
+    assert results[5]["sqlstate"] == "42P05"
+    assert _denied(results[6])
+    assert by_step["sql:DEALLOCATE x"]["tag"] == "DEALLOCATE"
+    assert results[-1]["ok"]
+    assert results[-1]["tag"] == "SELECT 1"
+    assert _balances(ledger) == [100, 100, 100]
+
+
+def test_a_protocol_bind_of_a_sql_prepared_statement_is_judged(
+    gateway: GatewayThread, ledger: str, requests: list[str]
+) -> None:
+    _grant(gateway, PREPARE_WRITE)
+    prepared, bound = _run(gateway, f"sql:{PREPARE_WRITE}", "bind:x")
+    assert prepared["ok"]
+    assert _denied(bound)
+    assert requests == [PREPARE_WRITE]  # the approver sees the write it would run
+    assert _balances(ledger) == [100, 100, 100]
+
+
+def test_a_bind_of_a_name_never_prepared_is_blocked(gateway: GatewayThread) -> None:
+    (bound,) = _run(gateway, "bind:nowhere")
+    assert bound["sqlstate"] == "42501"
+    assert "'nowhere' is unknown to Sluice" in bound["message"]
+
+
+def test_executions_are_judged_and_audited_as_the_text_the_server_holds(
+    gateway: GatewayThread, ledger: str, requests: list[str]
+) -> None:
+    # Approved at its Parse: its executions are allowed, and audited as it.
+    _grant(gateway, WRITE)
+    parsed, reparsed, bound = _run(
+        gateway, f"parse:s1:{WRITE}", "parse:s1:SELECT 1 AS harmless", "bind:s1"
+    )
+    assert parsed["ok"]
+    assert reparsed["sqlstate"] == "42P05"
+    assert bound["tag"] == "UPDATE 1"
+    audit = (Path(gateway.config.data_dir) / "audit.jsonl").read_text().splitlines()
+    executions = [
+        event["statement"]
+        for event in map(json.loads, audit)
+        if event["type"] == "statement.allowed" and event["origin"] == "execute"
+    ]
+    assert executions[-1] == WRITE
+    # An approval at Parse holds for the text approved, not for the name.
+    other = "UPDATE ledger SET balance = 5 WHERE id = 3"
+    _grant(gateway, PREPARE_WRITE)
+    _grant(gateway, other)
+    prepared, approved_parse, bound = _run(
+        gateway, f"sql:{PREPARE_WRITE}", f"parse:x:{other}", "bind:x"
+    )
+    assert prepared["ok"]
+    assert approved_parse["sqlstate"] == "42P05"
+    assert _denied(bound)
+    assert _balances(ledger) == [0, 100, 100]
+
+
+# The session's bookkeeping, driven without sockets.
+
+
+def _parse(name: str, sql: str) -> bytes:
+    return frame(b"P", name.encode() + b"\0" + sql.encode() + b"\0\0\0")
+
+
+def _bind(name: str) -> bytes:
+    return frame(b"B", b"\0" + name.encode() + b"\0\0\0\0\0\0\0")
+
+
+EXECUTE = frame(b"E", b"\0\0\0\0\0")
+PARSE_COMPLETE = frame(b"1", b"")
+SYNC = frame(b"S", b"")
+
+
+def _sent(session: PgSession) -> bytes:
+    backend = session.backend
+    assert isinstance(backend, Collect)
+    return bytes(backend.data)
+
+
+def test_a_name_redefined_behind_an_unanswered_batch_is_refused(tmp_path: Path) -> None:
+    with _session(tmp_path, governed=True) as (session, _):
+        session.client_data(_parse("s1", "SELECT 1") + SYNC)
+        session.backend_data(PARSE_COMPLETE + m.ready_for_query("I"))
+        # Close, Parse and Bind in three batches, none answered: if the
+        # Close's batch failed, s1 still holds SELECT 1 and the Parse fails
+        # as a duplicate, so the Bind would run either text.
+        session.client_data(
+            frame(b"C", b"Ss1\0") + SYNC + _parse("s1", "SELECT 2") + SYNC + _bind("s1") + SYNC
+        )
+        assert _bind("s1") not in _sent(session)
+        # In one batch with its Parse, the Bind runs only if the Parse did.
+        session.client_data(_parse("s1", "SELECT 3") + _bind("s1") + SYNC)
+        assert _sent(session).endswith(_bind("s1") + SYNC)
+        session.backend_data(
+            frame(b"3", b"")
+            + m.ready_for_query("I")
+            + PARSE_COMPLETE
+            + m.ready_for_query("I")
+            + m.error_response("26000", "marker")
+            + m.ready_for_query("I")
+            + m.error_response("42P05", 'prepared statement "s1" already exists')
+            + m.ready_for_query("I")
+        )
+        # Once the Close is answered there is one text again.
+        assert session.governance.prepared["s1"] == "SELECT 2"
+        session.client_data(_bind("s1") + EXECUTE + SYNC)
+        assert _sent(session).endswith(_bind("s1") + EXECUTE + SYNC)
+
+
+def test_a_new_name_may_be_bound_before_its_parse_is_answered(tmp_path: Path) -> None:
+    with _session(tmp_path, governed=True) as (session, _):
+        session.client_data(_parse("s2", "SELECT 2") + SYNC + _bind("s2") + EXECUTE + SYNC)
+        assert _sent(session).endswith(_bind("s2") + EXECUTE + SYNC)
+
+
+def test_a_parse_the_server_refused_is_forgotten(tmp_path: Path) -> None:
+    with _session(tmp_path, governed=True) as (session, _):
+        session.client_data(_parse("s3", "SELECT 3") + SYNC)
+        assert session.governance.prepared.get("s3") == "SELECT 3"  # the prediction
+        session.backend_data(m.error_response("42883", "no such function") + m.ready_for_query("I"))
+        assert "s3" not in session.governance.prepared
+        session.client_data(_bind("s3") + EXECUTE + SYNC)
+        assert _bind("s3") not in _sent(session)  # unknown: blocked, not forwarded
+
+
+def test_only_the_statements_that_ran_change_names(tmp_path: Path) -> None:
+    with _session(tmp_path, governed=True) as (session, _):
+        session.client_data(m.encode_query("PREPARE a AS SELECT 1; PREPARE b AS SELECT 2"))
+        # The first statement ran, the second failed.
+        session.backend_data(
+            m.command_complete("PREPARE")
+            + m.error_response("XX000", "boom")
+            + m.ready_for_query("I")
+        )
+        prepared = session.governance.prepared
+        assert prepared.get("a") == "PREPARE a AS SELECT 1"
+        assert "b" not in prepared

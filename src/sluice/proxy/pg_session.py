@@ -343,9 +343,9 @@ class PgSession:
             execute = m.decode_execute(body)
             self.statements += 1
             self._executed_since_sync = True
-            runs = self._portal_changes.get(execute.portal)
+            runs = self._portal_changes.get(execute.portal) if self._portal_changes else None
             changes = self._statements.query(runs, self._syncs_sent) if runs else ()
-            self._tracker.on_execute(execute.portal, tuple(changes))
+            self._tracker.on_execute(execute.portal, changes)
         elif kind == m.DESCRIBE:
             describe = m.decode_describe(body)
             self._tracker.on_describe(describe.kind, describe.name)
@@ -431,7 +431,7 @@ class PgSession:
 
     def _bound(self, bind: m.Bind, sql: str | None) -> None:
         """A Bind goes on to the backend: its portal runs `sql` when executed."""
-        if sql is not None and mentions_prepared(sql):
+        if sql is not None and _runs_changes(sql):
             self._portal_changes[bind.portal] = sql
         elif self._portal_changes:
             self._portal_changes.pop(bind.portal, None)
@@ -580,7 +580,7 @@ class PgSession:
         if kind == m.QUERY:
             changes = self._statements.query(sql, self._syncs_sent)
             self._syncs_sent += 1
-            self._tracker.on_query(sql, tuple(changes))
+            self._tracker.on_query(sql, changes)
         elif kind == m.PARSE and parse is not None:
             change = self._statements.parse(parse.name, parse.sql, self._syncs_sent)
             if not parse.name:
@@ -1013,6 +1013,19 @@ def _bytes_of(buf: bytes | bytearray, start: int, end: int) -> bytes:
 # (A Bind is judged: every execution is audited.)
 _UNJUDGED = frozenset(b"EDCSHdcf")
 AMBIGUOUS_STATEMENT_RULE = "ambiguous-statement"
+
+_RUNS_CHANGES: dict[str, bool] = {}
+_RUNS_CHANGES_SIZE = 1024
+
+
+def _runs_changes(sql: str) -> bool:
+    """`mentions_prepared` of a prepared text, remembered: it is asked at every Bind."""
+    found = _RUNS_CHANGES.get(sql)
+    if found is None:
+        if len(_RUNS_CHANGES) >= _RUNS_CHANGES_SIZE:
+            _RUNS_CHANGES.clear()
+        found = _RUNS_CHANGES[sql] = mentions_prepared(sql)
+    return found
 
 
 def _ambiguous_reason(name: str) -> str:

@@ -135,10 +135,10 @@ class BackendStatements(Mapping[str, str]):
         """A protocol Close of a statement (no error when the name is missing)."""
         return self._sent(Change(self, batch=batch, name=name, text=None))
 
-    def query(self, sql: str, batch: int) -> list[Change]:
+    def query(self, sql: str, batch: int) -> tuple[Change, ...]:
         """The PREPARE / DEALLOCATE [ALL] / DISCARD ALL statements of `sql`, in order."""
         if not mentions_prepared(sql):
-            return []
+            return ()
         changes = []
         for index, statement in enumerate(classify(sql).statements):
             effect = statement.effect
@@ -163,7 +163,7 @@ class BackendStatements(Mapping[str, str]):
             else:
                 continue
             changes.append(self._sent(change))
-        return changes
+        return tuple(changes)
 
     def _sent(self, change: Change) -> Change:
         if not self._answered:

@@ -89,8 +89,9 @@ _DBA = Identity(user="alice", groups=("dba",))
 GRANTED = "granted ahead of the test"
 
 
-def _grant(gateway: GatewayThread, statement: str) -> None:
-    """An approval of one run of `statement`, given before the agent sends it."""
+def _grant(gateway: GatewayThread, statement: str, window: dt.timedelta | None = None) -> None:
+    """An approval of `statement` (one run, or all within `window`), given
+    before the agent sends it."""
     assert gateway.gateway is not None
     service = ApprovalService(gateway.gateway.store)
     request, _ = service.request(
@@ -103,7 +104,7 @@ def _grant(gateway: GatewayThread, statement: str) -> None:
         timeout=dt.timedelta(minutes=5),
         session_id=None,
     )
-    service.decide(request.id, approver=_DBA, approve=True, reason="ok")
+    service.decide(request.id, approver=_DBA, approve=True, reason="ok", window=window)
 
 
 def _run(gateway: GatewayThread, *steps: str) -> list[dict[str, Any]]:
@@ -139,7 +140,7 @@ def test_a_failed_re_prepare_does_not_rename_what_execute_runs(
     assert prepared["tag"] == "PREPARE"
     assert renamed["sqlstate"] == "42P05"  # the server's: x already exists
     assert _denied(executed)  # judged as the write x still holds
-    assert requests == ["EXECUTE x"]
+    assert requests == [f"EXECUTE x\n-- x runs: {PREPARE_WRITE}"]
     assert _balances(ledger) == [100, 100, 100]
 
 
@@ -298,3 +299,51 @@ def test_only_the_statements_that_ran_change_names(tmp_path: Path) -> None:
         prepared = session.governance.prepared
         assert prepared.get("a") == "PREPARE a AS SELECT 1"
         assert "b" not in prepared
+
+
+def test_an_approval_of_execute_is_an_approval_of_what_it_runs(
+    gateway: GatewayThread, ledger: str, requests: list[str]
+) -> None:
+    """Approvers see the prepared text; a window granted for it does not
+    carry over to another text prepared under the same name."""
+    _grant(gateway, PREPARE_WRITE)
+    _grant(gateway, f"EXECUTE x\n-- x runs: {PREPARE_WRITE}", window=dt.timedelta(minutes=5))
+    other = "PREPARE x AS UPDATE ledger SET balance = 7 WHERE id = 2"
+    _grant(gateway, other)
+    results = _run(
+        gateway,
+        f"sql:{PREPARE_WRITE}",
+        "sql:EXECUTE x",
+        "sql:EXECUTE x",
+        "sql:DEALLOCATE x",
+        f"sql:{other}",
+        "sql:EXECUTE x",
+    )
+    assert [r["tag"] for r in results[:5]] == [
+        "PREPARE",
+        "UPDATE 1",
+        "UPDATE 1",
+        "DEALLOCATE",
+        "PREPARE",
+    ]
+    assert _denied(results[5])
+    assert requests == [f"EXECUTE x\n-- x runs: {other}"]
+    assert _balances(ledger) == [0, 100, 100]
+
+
+def test_approval_text_follows_nested_executions(tmp_path: Path) -> None:
+    with _session(tmp_path, governed=True) as (session, _):
+        session.client_data(
+            m.encode_query("PREPARE base AS SELECT 42") + _parse("wrapper", "EXECUTE base") + SYNC
+        )
+        text = session.governance.approval_text
+        assert text("EXECUTE wrapper") == (
+            "EXECUTE wrapper\n"
+            "-- wrapper runs: EXECUTE base\n"
+            "-- base runs: PREPARE base AS SELECT 42"
+        )
+        # Prepared in the same text: that text is what runs, and in view.
+        assert text("PREPARE wrapper AS SELECT 1; EXECUTE wrapper") == (
+            "PREPARE wrapper AS SELECT 1; EXECUTE wrapper"
+        )
+        assert text("SELECT 1") == "SELECT 1"

@@ -37,7 +37,8 @@ from sluice.config import ConnectionSpec
 from sluice.events import QueryOrigin, SessionContext
 from sluice.masking import MaskingEngine, MaskingError
 from sluice.policy import PolicyEngine
-from sluice.policy.prepared import changes_search_path
+from sluice.policy.prepared import changes_search_path, mentions_prepared
+from sluice.policy.sql import Execute, Prepare, classify
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -141,6 +142,10 @@ class GovernanceServices:
     notifier: ApprovalNotifier | None = None
     approval_command: str = "sluice approvals approve"
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+MAX_SHOWN_EXECUTE_DEPTH = 8
+"""How deep an approval request follows EXECUTE of a statement that EXECUTEs."""
 
 
 class SessionGovernance:
@@ -410,6 +415,7 @@ class SessionGovernance:
         services = self.services
         if services is None:
             return ApprovalOutcome(approved=False, message="approvals are not configured")
+        sql = self.approval_text(sql)
         identity = self.context.identity
         grant = await asyncio.to_thread(
             services.approvals.usable_grant,
@@ -459,6 +465,30 @@ class SessionGovernance:
             f"{services.approval_command} {request.id}",
         )
         return await self._await_decision(request)
+
+    def approval_text(self, sql: str) -> str:
+        """`sql` as approvers see it: followed by the text of each prepared
+        statement it EXECUTEs, which is what will run. A grant is matched on
+        this text, so it does not carry over to a name prepared again."""
+        if not mentions_prepared(sql):
+            return sql
+        runs: dict[str, str] = {}
+        pending = [(sql, 0)]
+        while pending:
+            text, depth = pending.pop(0)
+            prepared_here: set[str] = set()
+            for statement in classify(text).statements:
+                effect = statement.effect
+                if isinstance(effect, Prepare):
+                    prepared_here.add(effect.name)  # its text is in view already
+                elif isinstance(effect, Execute) and effect.name not in prepared_here:
+                    inner = self.prepared.get(effect.name)
+                    if inner is not None and effect.name not in runs:
+                        runs[effect.name] = inner
+                        if depth < MAX_SHOWN_EXECUTE_DEPTH:
+                            pending.append((inner, depth + 1))
+        lines = [sql, *(f"-- {name} runs: {text}" for name, text in runs.items())]
+        return "\n".join(lines)
 
     async def _await_decision(self, request: Approval) -> ApprovalOutcome:
         services = self.services

@@ -130,6 +130,7 @@ def test_a_pipelined_setting_change_is_not_raced(gateway: GatewayThread, agent: 
 
 ON_UTF8 = {"standard_conforming_strings": "on", "client_encoding": "UTF8"}
 BACKSLASH = "SELECT 'C:\\temp'"
+SETS = "SELECT set_config('application_name', 'agent', false)"  # changes a setting
 
 
 def _status(name: str, value: str) -> bytes:
@@ -168,7 +169,7 @@ def test_text_behind_unanswered_statements_is_refused(
     with _session(tmp_path, governed=True, parameters=ON_UTF8) as (session, _):
         # Two simple queries in one read: the second may be read under a
         # setting the first changes.
-        session.client_data(m.encode_query("SELECT f()") + m.encode_query("SELECT 'caf\u00e9'"))
+        session.client_data(m.encode_query(SETS) + m.encode_query("SELECT 'caf\u00e9'"))
         assert "caf\u00e9".encode() not in _sent(session)
         _answer(session)
         _answer(session)
@@ -177,7 +178,7 @@ def test_text_behind_unanswered_statements_is_refused(
         _answer(session)
         # The extended protocol: an Execute before its Sync is still running.
         session.client_data(
-            frame(b"P", b"\0SELECT f()\0\0\0")
+            frame(b"P", b"\0" + SETS.encode() + b"\0\0\0")
             + frame(b"B", b"\0\0\0\0\0\0\0\0")
             + frame(b"E", b"\0\0\0\0\0")
             + frame(b"P", b"\0" + BACKSLASH.encode() + b" AS pending\0\0\0")
@@ -208,7 +209,7 @@ def test_ungoverned_sessions_pass_any_text(tmp_path: Path) -> None:
 def test_the_refusal_names_every_setting_the_text_depends_on(tmp_path: Path) -> None:
     with _session(tmp_path, governed=True, parameters=ON_UTF8) as (session, client):
         text = "SELECT 'caf\u00e9 \\ bar'"
-        session.client_data(m.encode_query("SELECT f()") + m.encode_query(text))
+        session.client_data(m.encode_query(SETS) + m.encode_query(text))
         assert text.encode() not in _sent(session)
         _answer(session)
         marker = re.search(rb'SELECT "(sluice-[0-9a-f]+)"', _sent(session))

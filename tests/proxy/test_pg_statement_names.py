@@ -12,44 +12,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
-from sluice.approvals.service import ApprovalService, ApprovalStatus
 from sluice.devservers.postgres import ThrowawayPostgres
-from sluice.events import Identity
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
 from sluice.proxy.pg_session import PgSession
-from tests.conftest import APP_PASSWORD, base_config
+from tests.conftest import APP_PASSWORD
 from tests.helpers import GatewayThread
+from tests.proxy.conftest import grant, run_steps, was_denied
 from tests.proxy.test_pg_session_reads import Collect, _session
 
-AGENT = "agent"
 WRITE = "UPDATE ledger SET balance = 0 WHERE id = 1"
 PREPARE_WRITE = f"PREPARE x AS {WRITE}"
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayThread]:
-    config = base_config(
-        pg,
-        tmp_path_factory.mktemp("statement-names"),
-        policy="agent",
-        policies=[{"name": "agent", "extends": "ai-agent", "approvers": ["dba"]}],
-    )
-    thread = GatewayThread(config).start()
-    yield thread
-    thread.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -62,94 +40,31 @@ def ledger(pg: ThrowawayPostgres) -> str:
     return dsn
 
 
-@pytest.fixture
-def requests(gateway: GatewayThread) -> Iterator[list[str]]:
-    """Denies every approval request while the test runs; yields their statements."""
-    assert gateway.gateway is not None
-    service = ApprovalService(gateway.gateway.store)
-    denied: list[str] = []
-    stop = threading.Event()
-
-    def deny() -> None:
-        while not stop.wait(0.02):
-            for request in service.list_requests(status=ApprovalStatus.PENDING):
-                if request.reason == GRANTED:
-                    continue  # `_grant` is approving it
-                denied.append(request.statement)
-                service.decide(request.id, approver=_DBA, approve=False, reason="no")
-
-    thread = threading.Thread(target=deny, daemon=True)
-    thread.start()
-    yield denied
-    stop.set()
-    thread.join(timeout=5)
-
-
-_DBA = Identity(user="alice", groups=("dba",))
-GRANTED = "granted ahead of the test"
-
-
-def _grant(gateway: GatewayThread, statement: str, window: dt.timedelta | None = None) -> None:
-    """An approval of `statement` (one run, or all within `window`), given
-    before the agent sends it."""
-    assert gateway.gateway is not None
-    service = ApprovalService(gateway.gateway.store)
-    request, _ = service.request(
-        requester=Identity(user=AGENT, groups=("agents",)),
-        connection="app",
-        statement=statement,
-        rule="writes-need-approval",
-        reason=GRANTED,
-        approver_groups=("dba",),
-        timeout=dt.timedelta(minutes=5),
-        session_id=None,
-    )
-    service.decide(request.id, approver=_DBA, approve=True, reason="ok", window=window)
-
-
-def _run(gateway: GatewayThread, *steps: str) -> list[dict[str, Any]]:
-    dsn = gateway.dsn(gateway.token(AGENT, groups=("agents",)), user=AGENT)
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.libpq_steps", dsn, *steps],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=Path(__file__).parents[2],
-    )
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
-
-
 def _balances(dsn: str) -> list[int]:
     with psycopg.connect(dsn) as conn:
         return [row[0] for row in conn.execute("SELECT balance FROM ledger ORDER BY id")]
 
 
-def _denied(result: dict[str, Any]) -> bool:
-    return result["sqlstate"] == "42501" and "denied by alice" in result["message"]
-
-
 def test_a_failed_re_prepare_does_not_rename_what_execute_runs(
-    gateway: GatewayThread, ledger: str, requests: list[str]
+    agent_gateway: GatewayThread, ledger: str, denied: list[str]
 ) -> None:
-    _grant(gateway, PREPARE_WRITE)
-    prepared, renamed, executed = _run(
-        gateway, f"sql:{PREPARE_WRITE}", "sql:PREPARE x AS SELECT 1", "sql:EXECUTE x"
+    grant(agent_gateway, PREPARE_WRITE)
+    prepared, renamed, executed = run_steps(
+        agent_gateway, f"sql:{PREPARE_WRITE}", "sql:PREPARE x AS SELECT 1", "sql:EXECUTE x"
     )
     assert prepared["tag"] == "PREPARE"
     assert renamed["sqlstate"] == "42P05"  # the server's: x already exists
-    assert _denied(executed)  # judged as the write x still holds
-    assert requests == [f"EXECUTE x\n-- x runs: {PREPARE_WRITE}"]
+    assert was_denied(executed)  # judged as the write x still holds
+    assert denied == [f"EXECUTE x\n-- x runs: {PREPARE_WRITE}"]
     assert _balances(ledger) == [100, 100, 100]
 
 
 def test_a_deallocate_the_server_refused_keeps_the_statement(
-    gateway: GatewayThread, ledger: str, requests: list[str]
+    agent_gateway: GatewayThread, ledger: str, denied: list[str]
 ) -> None:
-    _grant(gateway, PREPARE_WRITE)
-    results = _run(
-        gateway,
+    grant(agent_gateway, PREPARE_WRITE)
+    results = run_steps(
+        agent_gateway,
         f"sql:{PREPARE_WRITE}",
         "sql:BEGIN",
         "sql:SELECT 1/0",
@@ -164,7 +79,7 @@ def test_a_deallocate_the_server_refused_keeps_the_statement(
     by_step = {r["step"]: r for r in results}
     assert results[3]["sqlstate"] == "25P02"
     assert results[5]["sqlstate"] == "42P05"
-    assert _denied(results[6])
+    assert was_denied(results[6])
     assert by_step["sql:DEALLOCATE x"]["tag"] == "DEALLOCATE"
     assert results[-1]["ok"]
     assert results[-1]["tag"] == "SELECT 1"
@@ -172,34 +87,34 @@ def test_a_deallocate_the_server_refused_keeps_the_statement(
 
 
 def test_a_protocol_bind_of_a_sql_prepared_statement_is_judged(
-    gateway: GatewayThread, ledger: str, requests: list[str]
+    agent_gateway: GatewayThread, ledger: str, denied: list[str]
 ) -> None:
-    _grant(gateway, PREPARE_WRITE)
-    prepared, bound = _run(gateway, f"sql:{PREPARE_WRITE}", "bind:x")
+    grant(agent_gateway, PREPARE_WRITE)
+    prepared, bound = run_steps(agent_gateway, f"sql:{PREPARE_WRITE}", "bind:x")
     assert prepared["ok"]
-    assert _denied(bound)
-    assert requests == [PREPARE_WRITE]  # the approver sees the write it would run
+    assert was_denied(bound)
+    assert denied == [PREPARE_WRITE]  # the approver sees the write it would run
     assert _balances(ledger) == [100, 100, 100]
 
 
-def test_a_bind_of_a_name_never_prepared_is_blocked(gateway: GatewayThread) -> None:
-    (bound,) = _run(gateway, "bind:nowhere")
+def test_a_bind_of_a_name_never_prepared_is_blocked(agent_gateway: GatewayThread) -> None:
+    (bound,) = run_steps(agent_gateway, "bind:nowhere")
     assert bound["sqlstate"] == "42501"
     assert "'nowhere' is unknown to Sluice" in bound["message"]
 
 
 def test_executions_are_judged_and_audited_as_the_text_the_server_holds(
-    gateway: GatewayThread, ledger: str, requests: list[str]
+    agent_gateway: GatewayThread, ledger: str, denied: list[str]
 ) -> None:
     # Approved at its Parse: its executions are allowed, and audited as it.
-    _grant(gateway, WRITE)
-    parsed, reparsed, bound = _run(
-        gateway, f"parse:s1:{WRITE}", "parse:s1:SELECT 1 AS harmless", "bind:s1"
+    grant(agent_gateway, WRITE)
+    parsed, reparsed, bound = run_steps(
+        agent_gateway, f"parse:s1:{WRITE}", "parse:s1:SELECT 1 AS harmless", "bind:s1"
     )
     assert parsed["ok"]
     assert reparsed["sqlstate"] == "42P05"
     assert bound["tag"] == "UPDATE 1"
-    audit = (Path(gateway.config.data_dir) / "audit.jsonl").read_text().splitlines()
+    audit = (Path(agent_gateway.config.data_dir) / "audit.jsonl").read_text().splitlines()
     executions = [
         event["statement"]
         for event in map(json.loads, audit)
@@ -208,14 +123,14 @@ def test_executions_are_judged_and_audited_as_the_text_the_server_holds(
     assert executions[-1] == WRITE
     # An approval at Parse holds for the text approved, not for the name.
     other = "UPDATE ledger SET balance = 5 WHERE id = 3"
-    _grant(gateway, PREPARE_WRITE)
-    _grant(gateway, other)
-    prepared, approved_parse, bound = _run(
-        gateway, f"sql:{PREPARE_WRITE}", f"parse:x:{other}", "bind:x"
+    grant(agent_gateway, PREPARE_WRITE)
+    grant(agent_gateway, other)
+    prepared, approved_parse, bound = run_steps(
+        agent_gateway, f"sql:{PREPARE_WRITE}", f"parse:x:{other}", "bind:x"
     )
     assert prepared["ok"]
     assert approved_parse["sqlstate"] == "42P05"
-    assert _denied(bound)
+    assert was_denied(bound)
     assert _balances(ledger) == [0, 100, 100]
 
 
@@ -302,16 +217,16 @@ def test_only_the_statements_that_ran_change_names(tmp_path: Path) -> None:
 
 
 def test_an_approval_of_execute_is_an_approval_of_what_it_runs(
-    gateway: GatewayThread, ledger: str, requests: list[str]
+    agent_gateway: GatewayThread, ledger: str, denied: list[str]
 ) -> None:
     """Approvers see the prepared text; a window granted for it does not
     carry over to another text prepared under the same name."""
-    _grant(gateway, PREPARE_WRITE)
-    _grant(gateway, f"EXECUTE x\n-- x runs: {PREPARE_WRITE}", window=dt.timedelta(minutes=5))
+    grant(agent_gateway, PREPARE_WRITE)
+    grant(agent_gateway, f"EXECUTE x\n-- x runs: {PREPARE_WRITE}", window=dt.timedelta(minutes=5))
     other = "PREPARE x AS UPDATE ledger SET balance = 7 WHERE id = 2"
-    _grant(gateway, other)
-    results = _run(
-        gateway,
+    grant(agent_gateway, other)
+    results = run_steps(
+        agent_gateway,
         f"sql:{PREPARE_WRITE}",
         "sql:EXECUTE x",
         "sql:EXECUTE x",
@@ -326,8 +241,8 @@ def test_an_approval_of_execute_is_an_approval_of_what_it_runs(
         "DEALLOCATE",
         "PREPARE",
     ]
-    assert _denied(results[5])
-    assert requests == [f"EXECUTE x\n-- x runs: {other}"]
+    assert was_denied(results[5])
+    assert denied == [f"EXECUTE x\n-- x runs: {other}"]
     assert _balances(ledger) == [0, 100, 100]
 
 

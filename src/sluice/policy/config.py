@@ -171,6 +171,10 @@ class PolicySpec(_Spec):
     approvers: StrList | None = None
     """Default approver groups for require_approval rules of this policy and
     every policy it extends; the most derived policy's value wins."""
+    read_only_functions: StrList = []
+    """Functions (globs, `name` or `schema.name`) that leave the database as it
+    is. A call of any other function that is not a read-only PostgreSQL
+    built-in makes its statement procedural. Added up along `extends`."""
     rules: list[RuleSpec] = []
 
     @field_validator("rules")

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final
 
@@ -63,6 +63,7 @@ from sluice.policy.prepared import PreparedStatements, mentions_prepared
 from sluice.policy.rules import (
     CompiledRule,
     Condition,
+    Globs,
     Match,
     RuleAction,
     Subjects,
@@ -101,6 +102,19 @@ class CompiledPolicy:
     """This policy, then every policy it extends."""
     default: RuleAction
     rules: tuple[CompiledRule, ...]
+    read_only_functions: Globs | None = None
+    """Functions the policy's authors vouch leave the database as it is."""
+
+    def vets(self, functions: frozenset[str]) -> bool:
+        """Whether every function of `functions` (as written) is vouched for,
+        by its name as written or without its schema."""
+        globs = self.read_only_functions
+        if globs is None:
+            return False
+        return all(
+            globs.regex.match(name) or globs.regex.match(name.rpartition(".")[2])
+            for name in functions
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -461,6 +475,7 @@ def _compile_policy(name: str, known: Mapping[str, PolicySpec]) -> CompiledPolic
         current = spec.extends
     default = next((spec.default for spec in chain if spec.default is not None), "block")
     approvers = next((spec.approvers for spec in chain if spec.approvers is not None), [])
+    read_only = [name for spec in chain for name in spec.read_only_functions]
     rules: list[CompiledRule] = []
     seen: set[str] = set()
     for spec in chain:
@@ -473,6 +488,7 @@ def _compile_policy(name: str, known: Mapping[str, PolicySpec]) -> CompiledPolic
         chain=tuple(spec.name for spec in chain),
         default=RuleAction(default),
         rules=tuple(rules),
+        read_only_functions=Globs.of(read_only),
     )
 
 
@@ -588,6 +604,9 @@ def _judge_one(
 ) -> list[StatementDecision]:
     """The deciding rule's decision, and with `ambiguous` one for each stricter
     rule that may apply too (their strictest is the statement's verdict)."""
+    if statement.unvetted_functions and not policy.vets(statement.unvetted_functions):
+        # A function that may write makes the statement procedural code.
+        statement = replace(statement, categories=statement.categories | _PROCEDURAL)
     masks: list[CompiledRule] = []
     may_apply: list[StatementDecision] = []
     for rule in policy.rules:
@@ -673,6 +692,7 @@ def _mask_plan(masks: list[CompiledRule]) -> MaskPlan | None:
 
 
 _NOTABLE_CALLS = {Category.ADMIN, Category.FILE_PROGRAM, Category.PROCEDURAL}
+_PROCEDURAL = frozenset({Category.PROCEDURAL})
 _MAX_NAMES_IN_REASON = 5
 
 
@@ -695,7 +715,8 @@ def describe(statement: StatementInfo, *, as_written: bool = False) -> str:
         more = len(tables) - _MAX_NAMES_IN_REASON
         parts.append(f"on {shown}" + (f" and {more} more" if more > 0 else ""))
     if statement.functions and statement.category in _NOTABLE_CALLS:
-        calls = sorted(statement.functions)[:_MAX_NAMES_IN_REASON]
+        notable = statement.unvetted_functions or statement.functions
+        calls = sorted(notable)[:_MAX_NAMES_IN_REASON]
         parts.append("calling " + ", ".join(f"{name}()" for name in calls))
     if statement.has_restricting_where is False:
         parts.append("without a restricting WHERE")

@@ -42,6 +42,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from importlib import resources
 from typing import Any, Final
 
 from pglast import ast, enums, parse_sql
@@ -153,6 +154,12 @@ class StatementInfo:
     tables_written: frozenset[TableRef] = frozenset()
     functions: frozenset[str] = frozenset()
     """Called function names, lower case, without schema."""
+    unvetted_functions: frozenset[str] = frozenset()
+    """Called functions not known to leave the database as it is, as written
+    (lower case, schema-qualified if it was): user-defined and extension
+    functions, and volatile built-ins with effects. A plain SELECT of one
+    may write; the policy judges it as procedural unless it names the
+    function among its `read_only_functions`."""
     has_restricting_where: bool | None = None
     """None without UPDATE/DELETE/MERGE; False if any of them lacks a WHERE
     (or ON) that restricts rows (``WHERE true``, ``WHERE 1=1``, ``id = id``)."""
@@ -429,6 +436,7 @@ def merge_execution(outer: StatementInfo, inner: StatementInfo, name: str) -> St
         tables_read=outer.tables_read | inner.tables_read,
         tables_written=outer.tables_written | inner.tables_written,
         functions=outer.functions | inner.functions,
+        unvetted_functions=outer.unvetted_functions | inner.unvetted_functions,
         has_restricting_where=restricting,
         effect=inner.effect if isinstance(inner.effect, Execute) else None,
         via=(*outer.via, f"execute {name}", *(v for v in inner.via if v != "prepare")),
@@ -449,6 +457,7 @@ class _Facts:
     extra_written: set[TableRef] = field(default_factory=set)
     cte_names: set[str] = field(default_factory=set)
     functions: set[str] = field(default_factory=set)
+    unvetted_functions: set[str] = field(default_factory=set)
     where_checks: list[bool] = field(default_factory=list)
     effect: PreparedEffect | None = None
     via: list[str] = field(default_factory=list)
@@ -481,6 +490,7 @@ class _Facts:
             tables_read=frozenset(read - written),
             tables_written=frozenset(written),
             functions=frozenset(self.functions),
+            unvetted_functions=frozenset(self.unvetted_functions),
             has_restricting_where=all(self.where_checks) if self.where_checks else None,
             effect=self.effect,
             via=tuple(self.via),
@@ -706,6 +716,106 @@ WRITE_FUNCTIONS = frozenset(
         "lowrite",
     }
 )
+
+
+READ_ONLY_VOLATILE_FUNCTIONS = frozenset(
+    {
+        # Volatile only in that their result changes from call to call.
+        "clock_timestamp",
+        "timeofday",
+        "random",
+        "random_normal",
+        "setseed",
+        "gen_random_uuid",
+        "pg_sleep",
+        "pg_sleep_for",
+        "pg_sleep_until",
+        "currval",
+        "lastval",
+        "current_query",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        # Server state, read.
+        "pg_blocking_pids",
+        "pg_safe_snapshot_blocking_pids",
+        "pg_is_in_recovery",
+        "pg_is_wal_replay_paused",
+        "pg_get_wal_replay_pause_state",
+        "pg_database_size",
+        "pg_relation_size",
+        "pg_table_size",
+        "pg_indexes_size",
+        "pg_total_relation_size",
+        "pg_tablespace_size",
+        "pg_lock_status",
+        "pg_current_wal_lsn",
+        "pg_current_wal_flush_lsn",
+        "pg_current_wal_insert_lsn",
+        "pg_last_wal_receive_lsn",
+        "pg_last_wal_replay_lsn",
+        "pg_last_xact_replay_timestamp",
+        "pg_last_committed_xact",
+        "pg_control_checkpoint",
+        "pg_control_init",
+        "pg_control_recovery",
+        "pg_control_system",
+        "pg_partition_tree",
+        "pg_partition_ancestors",
+        "pg_notification_queue_usage",
+        "pg_jit_available",
+        "pg_xact_commit_timestamp",
+        "pg_xact_commit_timestamp_origin",
+        "pg_xact_status",
+        "txid_status",
+        "pg_sequence_last_value",
+        "pg_collation_actual_version",
+        "pg_database_collation_actual_version",
+        "pg_get_multixact_members",
+        "pg_stat_have_stats",
+        "pg_stat_clear_snapshot",
+        "pg_stat_get_xact_blocks_fetched",
+        "pg_stat_get_xact_blocks_hit",
+        "pg_stat_get_xact_function_calls",
+        "pg_stat_get_xact_function_self_time",
+        "pg_stat_get_xact_function_total_time",
+        "pg_stat_get_xact_numscans",
+        "pg_stat_get_xact_tuples_deleted",
+        "pg_stat_get_xact_tuples_fetched",
+        "pg_stat_get_xact_tuples_hot_updated",
+        "pg_stat_get_xact_tuples_inserted",
+        "pg_stat_get_xact_tuples_returned",
+        "pg_stat_get_xact_tuples_updated",
+        # Built-ins of PostgreSQL 16 and 17 that only compute.
+        "any_value",
+        "array_sample",
+        "array_shuffle",
+        "date_add",
+        "date_subtract",
+        "pg_input_is_valid",
+        "pg_input_error_info",
+        "to_bin",
+        "to_oct",
+        "uuid_extract_timestamp",
+        "uuid_extract_version",
+    }
+)
+"""Volatile built-ins that only read: with the non-volatile ones, the
+functions a statement may call and still count as what it otherwise is."""
+
+
+@functools.cache
+def builtin_read_functions() -> frozenset[str]:
+    """Built-in functions that leave the database as it is (see builtin_functions.txt)."""
+    text = resources.files("sluice.policy").joinpath("builtin_functions.txt").read_text()
+    names = (line.strip() for line in text.splitlines())
+    return frozenset(n for n in names if n and not n.startswith("#")) | READ_ONLY_VOLATILE_FUNCTIONS
+
+
+def _vetted(parts: list[str], name: str) -> bool:
+    """Whether a call of `parts` (as written) is of a built-in that only reads."""
+    if len(parts) > 2 or (len(parts) == 2 and parts[0].lower() != "pg_catalog"):
+        return False  # another schema's function of that name
+    return name in builtin_read_functions()
 
 
 def _function_category(name: str, call: ast.FuncCall) -> Category | None:
@@ -945,6 +1055,8 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
         category = _function_category(name, call)
         if category is not None:
             facts.categories.add(category)
+        elif not _vetted(parts, name):
+            facts.unvetted_functions.add(".".join(p.lower() for p in parts))
 
 
 def _note_written(node: ast.Node, facts: _Facts) -> None:

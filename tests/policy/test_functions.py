@@ -31,6 +31,10 @@ def _unvetted(sql: str) -> list[str]:
         ("SELECT pg_catalog.lower('A'), gen_random_uuid(), pg_relation_size('t')", []),
         ("EXPLAIN SELECT wipe_orders()", []),  # not run
         ("SELECT nextval('s'), pg_terminate_backend(1)", []),  # categorised by name
+        # Operators run functions too: only pg_catalog's are known.
+        ("SELECT a === b, a <=> b FROM t", ["operator(<=>)", "operator(===)"]),
+        ("SELECT a OPERATOR(myschema.+) b FROM t", ["operator(myschema.+)"]),
+        ("SELECT a != b, a @> b, a LIKE b, a = ANY(b), a || b, NULLIF(a, b) FROM t", []),
     ],
 )
 def test_which_calls_are_unvetted(sql: str, unvetted: list[str]) -> None:

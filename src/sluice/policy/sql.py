@@ -803,6 +803,100 @@ READ_ONLY_VOLATILE_FUNCTIONS = frozenset(
 functions a statement may call and still count as what it otherwise is."""
 
 
+BUILTIN_OPERATORS = frozenset(
+    {
+        "!!",
+        "!~",
+        "!~*",
+        "!~~",
+        "!~~*",
+        "#",
+        "##",
+        "#-",
+        "#>",
+        "#>>",
+        "%",
+        "&",
+        "&&",
+        "&<",
+        "&<|",
+        "&>",
+        "*",
+        "*<",
+        "*<=",
+        "*<>",
+        "*=",
+        "*>",
+        "*>=",
+        "+",
+        "-",
+        "->",
+        "->>",
+        "-|-",
+        "/",
+        "<",
+        "<->",
+        "<<",
+        "<<=",
+        "<<|",
+        "<=",
+        "<>",
+        "<@",
+        "<^",
+        "=",
+        ">",
+        ">=",
+        ">>",
+        ">>=",
+        ">^",
+        "?",
+        "?#",
+        "?&",
+        "?-",
+        "?-|",
+        "?|",
+        "?||",
+        "@",
+        "@-@",
+        "@>",
+        "@?",
+        "@@",
+        "@@@",
+        "^",
+        "^@",
+        "|",
+        "|&>",
+        "|/",
+        "|>>",
+        "||",
+        "||/",
+        "~",
+        "~*",
+        "~<=~",
+        "~<~",
+        "~=",
+        "~>=~",
+        "~>~",
+        "~~",
+        "~~*",
+    }
+)
+"""The operators of PostgreSQL's pg_catalog (read off PostgreSQL 15); none
+runs a volatile function. Another operator runs a function of its own."""
+
+_OPERATOR_KINDS = frozenset(
+    {
+        enums.A_Expr_Kind.AEXPR_OP,
+        enums.A_Expr_Kind.AEXPR_OP_ANY,
+        enums.A_Expr_Kind.AEXPR_OP_ALL,
+        enums.A_Expr_Kind.AEXPR_DISTINCT,
+        enums.A_Expr_Kind.AEXPR_NOT_DISTINCT,
+        enums.A_Expr_Kind.AEXPR_NULLIF,
+        enums.A_Expr_Kind.AEXPR_IN,
+    }
+)
+
+
 @functools.cache
 def builtin_read_functions() -> frozenset[str]:
     """Built-in functions that leave the database as it is (see builtin_functions.txt)."""
@@ -1022,6 +1116,8 @@ def _walk(root: Any, facts: _Facts, *, executing: bool) -> None:
             facts.cte_names.add(node.ctename)
         elif isinstance(node, ast.FuncCall):
             _note_call(node, facts, executing=executing)
+        elif isinstance(node, ast.A_Expr) and executing and node.kind in _OPERATOR_KINDS:
+            _note_operator(node, facts)
         if not executing:
             continue
         _note_written(node, facts)
@@ -1057,6 +1153,15 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
             facts.categories.add(category)
         elif not _vetted(parts, name):
             facts.unvetted_functions.add(".".join(p.lower() for p in parts))
+
+
+def _note_operator(expr: ast.A_Expr, facts: _Facts) -> None:
+    parts = [p.sval for p in expr.name or () if isinstance(p, ast.String) and p.sval]
+    if not parts:
+        return
+    schema_ok = len(parts) == 1 or (len(parts) == 2 and parts[0].lower() == "pg_catalog")
+    if not schema_ok or parts[-1] not in BUILTIN_OPERATORS:
+        facts.unvetted_functions.add(f"operator({'.'.join(parts)})")
 
 
 def _note_written(node: ast.Node, facts: _Facts) -> None:

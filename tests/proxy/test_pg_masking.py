@@ -277,6 +277,22 @@ def test_notify_payloads_are_masked(masked: GatewayThread, token: str) -> None:
     assert note.payload.startswith("card ")
 
 
+def test_fast_path_function_calls_are_refused(
+    masked: GatewayThread, token: str, tmp_path: Path
+) -> None:
+    """A FunctionCall's result is one bare value outside any masking: psql's
+    \\lo_export, which reads a large object through it, gets nothing."""
+    source = tmp_path / "blob.txt"
+    source.write_text(f"contact {SENSITIVE[0]}\n")
+    target = tmp_path / "copy.txt"
+    script = f"BEGIN;\n\\lo_import '{source}'\n\\lo_export :LASTOID '{target}'\nCOMMIT;\n"
+    result = psql(masked, token, "-v", "ON_ERROR_STOP=1", stdin=script)
+    assert result.returncode != 0
+    assert "fast-path function call cannot be masked" in result.stderr
+    assert not target.exists()
+    assert_clean(result.stdout + result.stderr)
+
+
 def test_audit_counts_what_was_masked_without_values(masked: GatewayThread, token: str) -> None:
     psql(masked, token, "-c", "SELECT email, notes FROM people")
     audit = (Path(masked.config.data_dir) / "audit.jsonl").read_text()

@@ -367,6 +367,13 @@ class PgSession:
             oid = struct.unpack_from("!I", body, 0)[0] if len(body) >= 4 else 0
             sql = f"-- fast-path function call of function oid {oid}"
             verdict = self._judge(sql, QueryOrigin.FUNCTION_CALL, None)
+            if isinstance(verdict, Allow) and self.governance.masking is not None:
+                # Its result comes back as one bare value, outside any masking.
+                verdict = Block(
+                    rule="masking-required",
+                    reason="the result of a fast-path function call cannot be masked; "
+                    "call the function with SELECT instead",
+                )
             return self._act(verdict, kind, body, raw, out, sql=sql)
         elif kind == m.TERMINATE:
             self._flush_backend(out)

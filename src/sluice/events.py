@@ -64,6 +64,10 @@ class QueryRequested:
     search_path_changed: bool = False
     """The session changed its search_path earlier: unqualified table names
     may resolve to any schema (policy judges them by the strictest rule)."""
+    read_only_functions: frozenset[str] = frozenset()
+    """Functions the target database's catalog shows cannot write (none of
+    their overloads is volatile): `schema.name`, or `name` when so in every
+    schema. Calling them keeps a statement what it otherwise is."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

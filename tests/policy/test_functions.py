@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from sluice.events import QueryOrigin
 from sluice.policy import Allow, Block, PolicyEngine, RequireApproval
 from sluice.policy.sql import builtin_read_functions, classify
 
-from .conftest import compile_policies, query
+from .conftest import compile_policies, make_context, query
 
 
 def _unvetted(sql: str) -> list[str]:
@@ -75,3 +76,26 @@ def test_a_policy_vouches_for_its_own_functions() -> None:
     # Vouching for a function does not make what calls it a read.
     assert isinstance(verdict("DELETE FROM t WHERE id = order_total(1)"), RequireApproval)
     assert isinstance(verdict("DELETE FROM t WHERE order_total(1) > 0"), Block)
+
+
+def test_the_databases_catalog_vets_its_own_functions(engine: PolicyEngine) -> None:
+    """`read_only_functions` of the query (from the database's catalog) keep
+    calls of them reads; verdicts are kept apart per set."""
+
+    def verdict(sql: str, known: frozenset[str]) -> object:
+        return engine.decide_query(
+            make_context(),
+            sql,
+            QueryOrigin.SIMPLE,
+            None,
+            policy_name="ai-agent",
+            read_only_functions=known,
+        )
+
+    known = frozenset({"reporting.order_count", "order_count"})
+    assert isinstance(verdict("SELECT reporting.order_count()", known), Allow)
+    assert isinstance(verdict("SELECT reporting.order_count()", frozenset()), RequireApproval)
+    held = verdict("SELECT order_count(), wipe_orders()", known)
+    assert isinstance(held, RequireApproval)
+    assert "calling wipe_orders()" in held.reason
+    assert "order_count" not in held.reason

@@ -1,20 +1,37 @@
-"""A SELECT that calls a function which writes is not a read: real psql and
-libpq against the throwaway PostgreSQL, through the ai-agent preset."""
+"""A SELECT that calls a function which may write is not a read: libpq
+against the throwaway PostgreSQL, through the ai-agent preset. The gateway
+reads the database's catalog: its functions that are not volatile (which
+PostgreSQL does not let write) stay reads."""
 
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from sluice.devservers.postgres import ThrowawayPostgres
+from sluice.proxy.pg_functions import read_only_functions
 from tests.conftest import APP_PASSWORD
 from tests.helpers import GatewayThread
 from tests.proxy.conftest import run_steps, was_denied
 
-WIPE = """
-CREATE OR REPLACE FUNCTION wipe_orders() RETURNS bigint LANGUAGE sql AS $$
-  WITH gone AS (DELETE FROM orders RETURNING 1) SELECT count(*) FROM gone
-$$
-"""
+FUNCTIONS = (
+    "DROP SCHEMA IF EXISTS reporting CASCADE",
+    "DROP TABLE IF EXISTS orders",
+    "DROP FUNCTION IF EXISTS wipe_orders()",
+    "CREATE TABLE orders (id int)",
+    "INSERT INTO orders SELECT generate_series(1, 5)",
+    "CREATE SCHEMA reporting",
+    """CREATE FUNCTION wipe_orders() RETURNS bigint LANGUAGE sql AS $$
+         WITH gone AS (DELETE FROM orders RETURNING 1) SELECT count(*) FROM gone $$""",
+    """CREATE FUNCTION reporting.order_count() RETURNS bigint LANGUAGE sql STABLE AS $$
+         SELECT count(*) FROM orders $$""",
+    # One name, two overloads: one of them may write.
+    """CREATE FUNCTION reporting.touch(int) RETURNS int LANGUAGE sql IMMUTABLE AS $$
+         SELECT $1 $$""",
+    """CREATE FUNCTION reporting.touch(text) RETURNS bigint LANGUAGE sql AS $$
+         WITH gone AS (DELETE FROM orders WHERE id = 1 RETURNING 1)
+         SELECT count(*) FROM gone $$""",
+)
 
 
 def _orders(pg: ThrowawayPostgres, *setup: str) -> int:
@@ -27,25 +44,59 @@ def _orders(pg: ThrowawayPostgres, *setup: str) -> int:
         return int(row[0])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def functions(pg: ThrowawayPostgres) -> None:
+    """Made before the module's gateway reads the catalog."""
+    assert _orders(pg, *FUNCTIONS) == 5
+
+
 def test_a_function_that_deletes_is_held_for_approval(
     pg: ThrowawayPostgres, agent_gateway: GatewayThread, denied: list[str]
 ) -> None:
-    created = _orders(
-        pg,
-        "DROP TABLE IF EXISTS orders",
-        "CREATE TABLE orders (id int)",
-        "INSERT INTO orders SELECT generate_series(1, 5)",
-        WIPE,
-    )
-    assert created == 5
-    called, from_clause, plain = run_steps(
+    called, from_clause, overloaded, plain = run_steps(
         agent_gateway,
         "sql:SELECT wipe_orders()",
         "sql:SELECT * FROM wipe_orders()",
+        "sql:SELECT reporting.touch(1)",
         "sql:SELECT count(*), max(id) FROM orders",
     )
-    for refused in (called, from_clause):
+    for refused in (called, from_clause, overloaded):
         assert was_denied(refused)
     assert plain["ok"]
-    assert denied == ["SELECT wipe_orders()", "SELECT * FROM wipe_orders()"]
+    assert denied == [
+        "SELECT wipe_orders()",
+        "SELECT * FROM wipe_orders()",
+        "SELECT reporting.touch(1)",
+    ]
     assert _orders(pg) == 5
+
+
+def test_the_databases_functions_that_cannot_write_stay_reads(
+    agent_gateway: GatewayThread, denied: list[str]
+) -> None:
+    qualified, path, bare = run_steps(
+        agent_gateway,
+        "sql:SELECT reporting.order_count()",
+        "sql:SET search_path = reporting, public",
+        "sql:SELECT order_count()",  # by its bare name
+    )
+    assert qualified["tag"] == "SELECT 1"
+    assert path["ok"]
+    assert bare["tag"] == "SELECT 1"
+    assert denied == []
+
+
+def test_names_are_vetted_only_when_every_overload_is_not_volatile() -> None:
+    rows: list[list[bytes | None]] = [
+        [b"reporting", b"order_count", b"t"],
+        [b"reporting", b"touch", b"f"],
+        [b"public", b"touch", b"t"],
+        [b"public", b"Shout", b"t"],
+    ]
+    assert read_only_functions(rows) == {
+        "reporting.order_count",
+        "order_count",
+        "public.touch",
+        "public.shout",
+        "shout",
+    }

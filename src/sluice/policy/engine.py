@@ -254,6 +254,7 @@ class PolicyEngine:
         policy_name: str,
         search_path_changed: bool = False,
         prepared: Mapping[str, str] | None = None,
+        read_only_functions: frozenset[str] = frozenset(),
     ) -> Verdict:
         """`decide` for the `QueryRequested` of these members, made only when
         the verdict is not cached: a proxy judges every statement this way."""
@@ -268,6 +269,7 @@ class PolicyEngine:
                 search_path_changed,
                 policy_name,
                 prepared,
+                read_only_functions,
             )
         )
         if keys is not None:
@@ -280,6 +282,7 @@ class PolicyEngine:
             origin=origin,
             statement_name=statement_name,
             search_path_changed=search_path_changed,
+            read_only_functions=read_only_functions,
         )
         if keys is None:
             return self.explain(event, policy_name=policy_name, prepared=prepared).verdict
@@ -325,6 +328,7 @@ class PolicyEngine:
             event.search_path_changed,
             policy_name,
             prepared,
+            event.read_only_functions,
         )
 
     def _query_keys(
@@ -336,6 +340,7 @@ class PolicyEngine:
         search_path_changed: bool,
         policy_name: str,
         prepared: Mapping[str, str] | None,
+        read_only_functions: frozenset[str],
     ) -> _VerdictKeys | None:
         """The cache keys of the verdict for a query: for its text up to its
         numbers, and (None without string literals) up to numbers and literals."""
@@ -359,7 +364,14 @@ class PolicyEngine:
         if keyed is None:
             return None
         (kind, text), blind = keyed
-        scope = (policy_name, identity.user, identity.groups, origin, search_path_changed)
+        scope = (
+            policy_name,
+            identity.user,
+            identity.groups,
+            origin,
+            search_path_changed,
+            read_only_functions,
+        )
         return (kind, *scope, text), None if blind is None else (blind[0], *scope, blind[1])
 
     def explain(
@@ -443,7 +455,14 @@ class PolicyEngine:
         ambiguous = event.search_path_changed
         for text in texts:
             for statement in classify(text).statements:
-                judged = _judge(policy, statement, identity, session, ambiguous=ambiguous)
+                judged = _judge(
+                    policy,
+                    statement,
+                    identity,
+                    session,
+                    ambiguous=ambiguous,
+                    known=event.read_only_functions,
+                )
                 decisions.extend(judged)
                 session.apply(statement)
                 if any(d.statement.changes_search_path for d in judged):
@@ -581,6 +600,7 @@ def _judge(
     session: _SessionPrepared,
     *,
     ambiguous: bool = False,
+    known: frozenset[str] = frozenset(),
 ) -> list[StatementDecision]:
     if isinstance(statement.effect, Execute):
         resolved = _resolve(statement, session)
@@ -593,20 +613,32 @@ def _judge(
             ]
         decisions: list[StatementDecision] = []
         for inner in resolved:
-            decisions.extend(_judge_one(policy, inner, identity, ambiguous=ambiguous))
+            decisions.extend(_judge_one(policy, inner, identity, ambiguous=ambiguous, known=known))
             ambiguous = ambiguous or inner.changes_search_path
         return decisions
-    return _judge_one(policy, statement, identity, ambiguous=ambiguous)
+    return _judge_one(policy, statement, identity, ambiguous=ambiguous, known=known)
 
 
 def _judge_one(
-    policy: CompiledPolicy, statement: StatementInfo, identity: Identity, *, ambiguous: bool
+    policy: CompiledPolicy,
+    statement: StatementInfo,
+    identity: Identity,
+    *,
+    ambiguous: bool,
+    known: frozenset[str] = frozenset(),
 ) -> list[StatementDecision]:
     """The deciding rule's decision, and with `ambiguous` one for each stricter
     rule that may apply too (their strictest is the statement's verdict)."""
-    if statement.unvetted_functions and not policy.vets(statement.unvetted_functions):
+    unvetted = statement.unvetted_functions
+    if unvetted and known:
+        unvetted = unvetted - known  # not volatile in the database's catalog
+    if unvetted and not policy.vets(unvetted):
         # A function that may write makes the statement procedural code.
-        statement = replace(statement, categories=statement.categories | _PROCEDURAL)
+        statement = replace(
+            statement,
+            categories=statement.categories | _PROCEDURAL,
+            unvetted_functions=unvetted,
+        )
     masks: list[CompiledRule] = []
     may_apply: list[StatementDecision] = []
     for rule in policy.rules:

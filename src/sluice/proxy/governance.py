@@ -44,6 +44,7 @@ from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
 from sluice.protocols.postgres.messages import FieldDescription
 from sluice.protocols.postgres.tracker import ResultShape
+from sluice.proxy.pg_functions import FunctionCatalog
 from sluice.proxy.pg_masking import CatalogCache, PgSessionMasking, QueryRunner
 from sluice.recording import Recorder
 
@@ -139,6 +140,7 @@ class GovernanceServices:
     recorder_factory: Callable[[SessionContext, ConnectionSpec], Recorder | None]
     masking_engine: MaskingEngine | None = None
     catalogs: CatalogCache = field(default_factory=CatalogCache)
+    functions: FunctionCatalog = field(default_factory=FunctionCatalog)
     notifier: ApprovalNotifier | None = None
     approval_command: str = "sluice approvals approve"
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -165,6 +167,8 @@ class SessionGovernance:
         self.prepared: Mapping[str, str] = {}
         # Statements approved at their Parse, by name: the text approved.
         self._approved_statements: dict[str, str] = {}
+        # The database's functions that cannot write (see `start_policy`).
+        self.read_only_functions: frozenset[str] = frozenset()
         # Set once an allowed statement may have changed search_path: from then
         # on unqualified table names are judged as possibly in any schema.
         self.search_path_changed = False
@@ -193,6 +197,23 @@ class SessionGovernance:
         self.masks_messages = self.recorder is not None or self.masking is not None
         self.handles_copy = self.recorder is not None or self.masking is not None
         self.masks_copy = self.masking is not None
+
+    async def start_policy(self, run_query: QueryRunner) -> None:
+        """Read which of the database's own functions cannot write, so that
+        calling them stays a read. Without it (the catalog cannot be read)
+        such calls are judged as procedural: stricter, never looser."""
+        services = self.services
+        if services is None or self.connection.policy is None:
+            return
+        try:
+            self.read_only_functions = await services.functions.get(self.connection.name, run_query)
+        except Exception as exc:
+            log.warning(
+                "cannot read the functions of connection %s (%s); calls of its own "
+                "functions are judged as procedural",
+                self.connection.name,
+                exc,
+            )
 
     async def start_masking(self, run_query: QueryRunner) -> None:
         """Set up masking before the session starts; reads the catalog if rules need it.
@@ -241,6 +262,7 @@ class SessionGovernance:
             policy_name=self.connection.policy,
             search_path_changed=self.search_path_changed,
             prepared=self.prepared,
+            read_only_functions=self.read_only_functions,
         )
         if (
             isinstance(verdict, RequireApproval)

@@ -326,6 +326,7 @@ class PostgresListener:
                 _discard(backend_setup)
                 raise
             backend, handshake = await backend_setup
+            await governance.start_policy(lambda sql: self._side_query(conn, sql))
             try:
                 await governance.start_masking(lambda sql: self._side_query(conn, sql))
             except Exception as exc:

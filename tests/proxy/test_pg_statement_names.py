@@ -246,12 +246,12 @@ def test_an_approval_of_execute_is_an_approval_of_what_it_runs(
     assert _balances(ledger) == [0, 100, 100]
 
 
-def test_approval_text_follows_nested_executions(tmp_path: Path) -> None:
+def test_prepared_texts_are_followed_through_nested_executions(tmp_path: Path) -> None:
     with _session(tmp_path, governed=True) as (session, _):
         session.client_data(
             m.encode_query("PREPARE base AS SELECT 42") + _parse("wrapper", "EXECUTE base") + SYNC
         )
-        text = session.governance.approval_text
+        text = session.governance.with_prepared_texts
         assert text("EXECUTE wrapper") == (
             "EXECUTE wrapper\n"
             "-- wrapper runs: EXECUTE base\n"
@@ -262,3 +262,21 @@ def test_approval_text_follows_nested_executions(tmp_path: Path) -> None:
             "PREPARE wrapper AS SELECT 1; EXECUTE wrapper"
         )
         assert text("SELECT 1") == "SELECT 1"
+
+
+def test_audit_shows_what_an_execute_ran(agent_gateway: GatewayThread) -> None:
+    prepared, executed = run_steps(
+        agent_gateway, "sql:PREPARE answer AS SELECT 42", "sql:EXECUTE answer"
+    )
+    assert prepared["tag"] == "PREPARE"
+    assert executed["tag"] == "SELECT 1"
+    audit = (Path(agent_gateway.config.data_dir) / "audit.jsonl").read_text().splitlines()
+    statements = [
+        event["statement"]
+        for event in map(json.loads, audit)
+        if event["type"] == "statement.allowed" and event["origin"] == "simple"
+    ]
+    assert statements[-2:] == [
+        "PREPARE answer AS SELECT 42",
+        "EXECUTE answer\n-- answer runs: PREPARE answer AS SELECT 42",
+    ]

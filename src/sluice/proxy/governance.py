@@ -293,6 +293,7 @@ class SessionGovernance:
                 "apply; reconnect to get a session with masking"
             )
         shown = self._shown(sql)
+        audited = self._audited(sql, shown)
         if self.recorder is not None:
             # The statement and its verdict reach the OS before the statement is sent.
             self.recorder.statement(
@@ -304,7 +305,7 @@ class SessionGovernance:
                 {
                     "rule": verdict.rule,
                     "reason": verdict.reason,
-                    "statement": shown,
+                    "statement": audited,
                     "origin": _ORIGIN_NAMES[origin],
                     "mask_profiles": verdict.mask.profiles if verdict.mask else (),
                     "approval_id": approval_id,
@@ -417,7 +418,7 @@ class SessionGovernance:
                     **self._audit_fields,
                     rule=verdict.rule,
                     reason=message,
-                    statement=shown,
+                    statement=self._audited(sql, shown),
                     origin=_ORIGIN_NAMES[origin],
                 )
             )
@@ -425,6 +426,13 @@ class SessionGovernance:
     def _shown(self, sql: str) -> str:
         """Statement text for recordings and audit: masked when masking is on."""
         return self.masking.mask_statement(sql) if self.masking is not None else sql
+
+    def _audited(self, sql: str, shown: str) -> str:
+        """Statement text for audit (`shown` is `_shown(sql)`): with what the
+        prepared statements it EXECUTEs run. Recordings keep the text as sent,
+        with the PREPARE earlier in the log."""
+        expanded = self.with_prepared_texts(sql)
+        return shown if expanded is sql else self._shown(expanded)
 
     def statement_closed(self, name: str) -> None:
         self._approved_statements.pop(name, None)
@@ -437,7 +445,7 @@ class SessionGovernance:
         services = self.services
         if services is None:
             return ApprovalOutcome(approved=False, message="approvals are not configured")
-        sql = self.approval_text(sql)
+        sql = self.with_prepared_texts(sql)
         identity = self.context.identity
         grant = await asyncio.to_thread(
             services.approvals.usable_grant,
@@ -488,10 +496,11 @@ class SessionGovernance:
         )
         return await self._await_decision(request)
 
-    def approval_text(self, sql: str) -> str:
-        """`sql` as approvers see it: followed by the text of each prepared
-        statement it EXECUTEs, which is what will run. A grant is matched on
-        this text, so it does not carry over to a name prepared again."""
+    def with_prepared_texts(self, sql: str) -> str:
+        """`sql` followed by the text of each prepared statement it EXECUTEs,
+        which is what will run: what approvers see and audit keeps. A grant
+        is matched on this text, so it does not carry over to a name
+        prepared again. `sql` itself when it EXECUTEs nothing."""
         if not mentions_prepared(sql):
             return sql
         runs: dict[str, str] = {}

@@ -20,6 +20,7 @@ import pytest
 from sluice.devservers.postgres import ThrowawayPostgres
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
+from sluice.proxy import pg_statements
 from sluice.proxy.pg_session import PgSession
 from tests.conftest import APP_PASSWORD
 from tests.helpers import GatewayThread
@@ -280,3 +281,15 @@ def test_audit_shows_what_an_execute_ran(agent_gateway: GatewayThread) -> None:
         "PREPARE answer AS SELECT 42",
         "EXECUTE answer\n-- answer runs: PREPARE answer AS SELECT 42",
     ]
+
+
+def test_too_many_changes_in_flight_end_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_statements, "MAX_CHANGES_IN_FLIGHT", 3)
+    with _session(tmp_path, governed=True) as (session, client):
+        session.client_data(b"".join(_parse(f"s{i}", "SELECT 1") for i in range(5)) + SYNC)
+        assert b"s3" not in _sent(session)
+        assert b"08P01" in client.data
+        assert b"too many prepared-statement changes" in client.data
+        assert session.end_reason == "protocol_error"

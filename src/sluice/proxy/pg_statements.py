@@ -28,18 +28,16 @@ from typing import Final
 
 from sluice.policy.prepared import MAX_PREPARED_STATEMENTS, mentions_prepared
 from sluice.policy.sql import Deallocate, Execute, Prepare, classify
+from sluice.protocols.postgres.errors import TooManyPendingRequests
 
 MAX_CHANGES_IN_FLIGHT: Final = 100_000
-"""Changes awaiting the server's answer; past this the session ends (fail closed)."""
+"""Changes awaiting the server's answer; past this the session ends with a
+protocol error, as for too many pipelined requests."""
 
 MAX_EXECUTE_DEPTH: Final = 8
 """How deep `ambiguous_in` follows a prepared `EXECUTE` of another statement."""
 
 _ABSENT: Final = None
-
-
-class TooManyChanges(Exception):
-    """More prepared-statement changes in flight than the gateway keeps."""
 
 
 class Change:
@@ -175,7 +173,9 @@ class BackendStatements(Mapping[str, str]):
         self._view = self._bounded(self._view)
         if self._answered:
             if len(self._in_flight) >= MAX_CHANGES_IN_FLIGHT:
-                raise TooManyChanges("too many prepared-statement changes awaiting answers")
+                raise TooManyPendingRequests(
+                    "too many prepared-statement changes awaiting the server's answers"
+                )
             self._in_flight.append(change)
         else:
             self._confirmed = self._view

@@ -23,7 +23,7 @@ from sluice.devservers.postgres import ThrowawayPostgres
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
 from sluice.proxy.pg_session import PgSession
-from tests.conftest import APP_PASSWORD, base_config
+from tests.conftest import APP_PASSWORD
 from tests.helpers import GatewayThread
 from tests.proxy.test_pg_session_reads import Collect, _session
 
@@ -34,18 +34,8 @@ GBK_ATTACK = "SELECT E'中\\' ; DROP TABLE victims; --'".encode()
 
 
 @pytest.fixture(scope="module")
-def gateway(
-    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayThread]:
-    config = base_config(
-        pg,
-        tmp_path_factory.mktemp("ambiguous"),
-        policy="agent",
-        policies=[{"name": "agent", "extends": "ai-agent"}],
-    )
-    thread = GatewayThread(config).start()
-    yield thread
-    thread.stop()
+def gateway(agent_gateway: GatewayThread) -> GatewayThread:
+    return agent_gateway
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,16 @@ def ledger(pg: ThrowawayPostgres) -> str:
     return dsn
 
 
+def _allowed(gateway: GatewayThread, origin: str) -> list[str]:
+    """The statements of the gateway's `statement.allowed` events of `origin`."""
+    audit = (Path(gateway.config.data_dir) / "audit.jsonl").read_text().splitlines()
+    return [
+        event["statement"]
+        for event in map(json.loads, audit)
+        if event["type"] == "statement.allowed" and event["origin"] == origin
+    ]
+
+
 def _balances(dsn: str) -> list[int]:
     with psycopg.connect(dsn) as conn:
         return [row[0] for row in conn.execute("SELECT balance FROM ledger ORDER BY id")]
@@ -115,13 +125,7 @@ def test_executions_are_judged_and_audited_as_the_text_the_server_holds(
     assert parsed["ok"]
     assert reparsed["sqlstate"] == "42P05"
     assert bound["tag"] == "UPDATE 1"
-    audit = (Path(agent_gateway.config.data_dir) / "audit.jsonl").read_text().splitlines()
-    executions = [
-        event["statement"]
-        for event in map(json.loads, audit)
-        if event["type"] == "statement.allowed" and event["origin"] == "execute"
-    ]
-    assert executions[-1] == WRITE
+    assert _allowed(agent_gateway, "execute")[-1] == WRITE
     # An approval at Parse holds for the text approved, not for the name.
     other = "UPDATE ledger SET balance = 5 WHERE id = 3"
     grant(agent_gateway, PREPARE_WRITE)
@@ -271,13 +275,7 @@ def test_audit_shows_what_an_execute_ran(agent_gateway: GatewayThread) -> None:
     )
     assert prepared["tag"] == "PREPARE"
     assert executed["tag"] == "SELECT 1"
-    audit = (Path(agent_gateway.config.data_dir) / "audit.jsonl").read_text().splitlines()
-    statements = [
-        event["statement"]
-        for event in map(json.loads, audit)
-        if event["type"] == "statement.allowed" and event["origin"] == "simple"
-    ]
-    assert statements[-2:] == [
+    assert _allowed(agent_gateway, "simple")[-2:] == [
         "PREPARE answer AS SELECT 42",
         "EXECUTE answer\n-- answer runs: PREPARE answer AS SELECT 42",
     ]

@@ -317,7 +317,7 @@ class PgSession:
         if kind == m.BIND:
             bind = m.decode_bind(body)
             name = bind.statement
-            sql = self._statements.get(name)
+            sql = self._statements.text(name)
             refused = self._unknown_statement(name, sql)
             if refused is not None:
                 return self._act(refused, kind, body, raw, out, sql=sql or "", bind=bind)

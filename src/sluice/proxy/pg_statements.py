@@ -120,8 +120,9 @@ class BackendStatements(Mapping[str, str]):
     def __contains__(self, name: object) -> bool:
         return name in self._view
 
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return self._view.get(name, default)
+    def text(self, name: str) -> str | None:
+        """The text the next message meets under `name`, or None."""
+        return self._view.get(name)
 
     # Changes sent
 
@@ -278,7 +279,7 @@ class BackendStatements(Mapping[str, str]):
                 continue
             if self.ambiguous(effect.name, batch):
                 return effect.name
-            inner = self._view.get(effect.name)
+            inner = self.text(effect.name)
             if inner is not None and depth < MAX_EXECUTE_DEPTH:
                 found = self.ambiguous_in(inner, batch, depth + 1)
                 if found is not None:

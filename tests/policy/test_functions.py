@@ -53,7 +53,7 @@ def test_the_agent_preset_holds_a_call_that_may_write(engine: PolicyEngine) -> N
     verdict = engine.decide(query("SELECT wipe_orders()"), policy_name="ai-agent", prepared={})
     assert isinstance(verdict, RequireApproval)
     assert verdict.rule == "procedural-needs-approval"
-    assert "calling wipe_orders()" in verdict.reason
+    assert "calling wipe_orders(), not known to be read-only" in verdict.reason
     read_only = engine.decide(query("SELECT wipe_orders()"), policy_name="read-only", prepared={})
     assert isinstance(read_only, Block)
     plain = engine.decide(query("SELECT lower(name) FROM t"), policy_name="ai-agent", prepared={})
@@ -72,7 +72,9 @@ def test_a_policy_vouches_for_its_own_functions() -> None:
     assert isinstance(verdict("SELECT * FROM reporting.daily(1)"), Allow)  # inherited
     assert isinstance(verdict("SELECT order_total(7)"), Allow)
     assert isinstance(verdict("SELECT sales.order_total(7)"), Allow)  # by its name
-    assert isinstance(verdict("SELECT order_total(7), wipe_orders()"), RequireApproval)
+    held = verdict("SELECT order_total(7), wipe_orders()")
+    assert isinstance(held, RequireApproval)
+    assert "calling wipe_orders(), not known to be read-only" in held.reason
     # Vouching for a function does not make what calls it a read.
     assert isinstance(verdict("DELETE FROM t WHERE id = order_total(1)"), RequireApproval)
     assert isinstance(verdict("DELETE FROM t WHERE order_total(1) > 0"), Block)

@@ -105,15 +105,16 @@ class CompiledPolicy:
     read_only_functions: Globs | None = None
     """Functions the policy's authors vouch leave the database as it is."""
 
-    def vets(self, functions: frozenset[str]) -> bool:
-        """Whether every function of `functions` (as written) is vouched for,
-        by its name as written or without its schema."""
+    def unvouched(self, functions: frozenset[str]) -> frozenset[str]:
+        """The functions of `functions` (as written) the policy does not vouch
+        for, by the name as written or without its schema."""
         globs = self.read_only_functions
         if globs is None:
-            return False
-        return all(
-            globs.regex.match(name) or globs.regex.match(name.rpartition(".")[2])
+            return functions
+        return frozenset(
+            name
             for name in functions
+            if not (globs.regex.match(name) or globs.regex.match(name.rpartition(".")[2]))
         )
 
 
@@ -632,7 +633,9 @@ def _judge_one(
     unvetted = statement.unvetted_functions
     if unvetted and known:
         unvetted = unvetted - known  # not volatile in the database's catalog
-    if unvetted and not policy.vets(unvetted):
+    if unvetted:
+        unvetted = policy.unvouched(unvetted)
+    if unvetted:
         # A function that may write makes the statement procedural code.
         statement = replace(
             statement,
@@ -746,9 +749,12 @@ def describe(statement: StatementInfo, *, as_written: bool = False) -> str:
         shown = ", ".join(tables[:_MAX_NAMES_IN_REASON])
         more = len(tables) - _MAX_NAMES_IN_REASON
         parts.append(f"on {shown}" + (f" and {more} more" if more > 0 else ""))
-    if statement.functions and statement.category in _NOTABLE_CALLS:
-        notable = statement.unvetted_functions or statement.functions
-        calls = sorted(notable)[:_MAX_NAMES_IN_REASON]
+    if statement.unvetted_functions and statement.category is Category.PROCEDURAL:
+        calls = sorted(statement.unvetted_functions)[:_MAX_NAMES_IN_REASON]
+        listed = ", ".join(name if name.startswith("operator(") else f"{name}()" for name in calls)
+        parts.append(f"calling {listed}, not known to be read-only")
+    elif statement.functions and statement.category in _NOTABLE_CALLS:
+        calls = sorted(statement.functions)[:_MAX_NAMES_IN_REASON]
         parts.append("calling " + ", ".join(f"{name}()" for name in calls))
     if statement.has_restricting_where is False:
         parts.append("without a restricting WHERE")

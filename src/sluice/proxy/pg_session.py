@@ -28,7 +28,7 @@ from sluice.events import QueryOrigin
 from sluice.masking import MaskingError
 from sluice.policy.engine import UNKNOWN_PREPARED_RULE
 from sluice.policy.prepared import mentions_prepared
-from sluice.policy.sql import CLIENT_ONLY_ENCODINGS, reads_backslashes
+from sluice.policy.sql import CLIENT_ONLY_ENCODINGS, MAX_CACHED_SQL_CHARS, reads_backslashes
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
@@ -1027,6 +1027,8 @@ _RUNS_CHANGES_SIZE = 1024
 
 def _runs_changes(sql: str) -> bool:
     """`mentions_prepared` of a prepared text, remembered: it is asked at every Bind."""
+    if len(sql) > MAX_CACHED_SQL_CHARS:
+        return mentions_prepared(sql)
     found = _RUNS_CHANGES.get(sql)
     if found is None:
         if len(_RUNS_CHANGES) >= _RUNS_CHANGES_SIZE:

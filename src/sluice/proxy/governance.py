@@ -316,9 +316,7 @@ class SessionGovernance:
             and (self.connection.policy is not None or self.masking is not None)
             and changes_search_path(sql)
         ):
-            self.search_path_changed = True
-            if self.masking is not None:
-                self.masking.search_path_changed()
+            self.search_path_set()
         if origin is QueryOrigin.PARSE and approval_id is not None and statement_name:
             # Its executions are allowed while the name holds this text.
             self._approved_statements[statement_name] = sql
@@ -422,6 +420,13 @@ class SessionGovernance:
                     origin=_ORIGIN_NAMES[origin],
                 )
             )
+
+    def search_path_set(self) -> None:
+        """The session's search_path is not the database's default (the client
+        set it at startup): unqualified names may resolve to any schema."""
+        self.search_path_changed = True
+        if self.masking is not None:
+            self.masking.search_path_changed()
 
     def _shown(self, sql: str) -> str:
         """Statement text for recordings and audit: masked when masking is on."""

@@ -24,10 +24,16 @@ from collections.abc import Callable
 from sluice.audit import AuthFailed
 from sluice.config import ConnectionSpec, EnvCredential
 from sluice.errors import AuthenticationError, CredentialError, SluiceError, StoreError
-from sluice.events import Identity, Protocol, SessionContext
+from sluice.events import Identity, Protocol, QueryOrigin, SessionContext
+from sluice.policy.verdict import Allow, RequireApproval
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.backend_auth import BackendAuthError, BackendHandshake
 from sluice.protocols.postgres.errors import PgProtocolError, RemoteProtocolError
+from sluice.protocols.postgres.settings import (
+    UnreadableOptions,
+    as_set_statement,
+    startup_settings,
+)
 from sluice.proxy.cancel import CancelTarget
 from sluice.proxy.gateway import Gateway
 from sluice.proxy.governance import SessionGovernance
@@ -120,6 +126,7 @@ class PostgresListener:
                 if startup is None:
                     return
                 identity, conn = await self._authenticate(client, startup)
+                sets_search_path = self._judge_startup(identity, conn, startup, client_addr)
         except TimeoutError:
             self._reject(
                 client,
@@ -142,7 +149,9 @@ class PostgresListener:
             log.exception("startup failed")
             self._reject(client, "XX000", f"the gateway failed during startup: {exc}")
             return
-        await self._run_session(client, client_addr, startup, identity, conn)
+        await self._run_session(
+            client, client_addr, startup, identity, conn, sets_search_path=sets_search_path
+        )
 
     def _audit_refusal(
         self, client_addr: str, startup: m.StartupMessage | None, exc: ClientRejected
@@ -272,6 +281,52 @@ class PostgresListener:
 
     # The established session
 
+    def _judge_startup(
+        self, identity: Identity, conn: ConnectionSpec, startup: m.StartupMessage, client_addr: str
+    ) -> bool:
+        """Judge the settings the startup applies as the `SET`s they amount to;
+        raise ClientRejected for one the policy does not allow. Returns
+        whether they set search_path."""
+        try:
+            settings = startup_settings(startup.parameters)
+        except UnreadableOptions as exc:
+            raise _rejected_as(
+                identity,
+                ClientRejected(
+                    f"the gateway cannot judge the startup options: {exc}",
+                    sqlstate="42501",
+                    hint="pass settings in options as -c name=value (or run SET after connecting)",
+                ),
+            ) from None
+        services = self.gateway.governor.services
+        if conn.policy is not None and services is not None:
+            context = SessionContext(
+                session_id="startup",
+                identity=identity,
+                connection=conn.name,
+                protocol=Protocol.POSTGRES,
+                client_addr=client_addr,
+            )
+            for name, value in settings:
+                sql = as_set_statement(name, value)
+                verdict = services.engine.decide_query(
+                    context, sql, QueryOrigin.SIMPLE, None, policy_name=conn.policy
+                )
+                if isinstance(verdict, Allow):
+                    continue
+                waits = isinstance(verdict, RequireApproval)
+                outcome = "needs approval, which a startup cannot wait for" if waits else "blocked"
+                later = " and run the SET in the session, where it can be approved" if waits else ""
+                raise _rejected_as(
+                    identity,
+                    ClientRejected(
+                        f"the startup setting {name} is {outcome}: {verdict.reason}",
+                        sqlstate="42501",
+                        hint=f"policy rule: {verdict.rule}; connect without it{later}",
+                    ),
+                )
+        return any(name.lower() == "search_path" for name, _ in settings)
+
     async def _run_session(
         self,
         client: _ClientReceiver,
@@ -279,6 +334,8 @@ class PostgresListener:
         startup: m.StartupMessage,
         identity: Identity,
         conn: ConnectionSpec,
+        *,
+        sets_search_path: bool,
     ) -> None:
         gateway = self.gateway
         session_id = str(uuid.uuid4())
@@ -337,6 +394,8 @@ class PostgresListener:
                     sqlstate="58000",
                     hint="the operator should check the masking configuration",
                 ) from exc
+            if sets_search_path:
+                governance.search_path_set()
         except ClientRejected as exc:
             self._reject(client, exc.sqlstate, exc.message, hint=exc.hint)
             await end.record(reason="backend_unavailable", detail=exc.message)

@@ -358,3 +358,16 @@ def test_policy_test_explains_masking(masked: GatewayThread) -> None:
     assert by_column["s"]["strategy"] == "partial"
     assert "people.ssn" in by_column["s"]["why"]
     assert "name" not in by_column
+
+
+def test_a_setting_reported_back_carries_no_value(masked: GatewayThread, token: str) -> None:
+    """set_config('application_name', <a column>) makes the server report the
+    value in a ParameterStatus, outside any result."""
+    with psycopg.connect(masked.dsn(token), autocommit=True) as conn:
+        conn.execute(
+            "SELECT set_config('application_name', email || ' ' || ssn, false) FROM people"
+        )
+        reported = conn.info.parameter_status("application_name")
+        assert reported is not None
+        assert_clean(reported)
+        assert conn.info.parameter_status("TimeZone") is not None  # formats go as they are

@@ -221,3 +221,17 @@ def test_texts_that_differ_in_literals_share_one_lineage_analysis(
     # A literal where a column was is another statement: analysed on its own.
     masked(session, "SELECT id, 'email', note, ssn, tail FROM t WHERE note = 'a' AND id > 10")
     assert len(analysed) == 3
+
+
+def test_reported_settings_are_masked_like_message_text() -> None:
+    session = masking()  # detectors only: values are masked where they hold PII
+    leaked = session.mask_parameter_status(
+        m.parameter_status("application_name", "run for john.doe@example.com")[5:]
+    )
+    assert leaked is not None
+    assert m.decode_parameter_status(leaked[5:]) == ("application_name", "run for [REDACTED:email]")
+    plain = m.parameter_status("application_name", "nightly report")[5:]
+    assert session.mask_parameter_status(plain) is None
+    # Formats clients decode results by go as they are, whatever they hold.
+    zone = m.parameter_status("TimeZone", "Europe/Paris")[5:]
+    assert session.mask_parameter_status(zone) is None

@@ -64,6 +64,8 @@ class SessionMasking(Protocol):
 
     def mask_message(self, kind: int, body: bytes) -> bytes: ...
 
+    def mask_parameter_status(self, body: bytes) -> bytes | None: ...
+
     def mask_statement(self, sql: str) -> str: ...
 
     def may_need_masking(self, data: bytes) -> bool: ...
@@ -649,6 +651,10 @@ class SessionGovernance:
         if self.recorder is not None:
             tag = body.rstrip(b"\0").decode("utf-8", "replace")
             self.recorder.complete(tag)
+
+    def mask_parameter_status(self, body: bytes) -> bytes | None:
+        """A ParameterStatus to send instead of `body`, or None (see PgSessionMasking)."""
+        return self.masking.mask_parameter_status(body) if self.masking is not None else None
 
     def process_message(self, kind: int, body: bytes) -> bytes:
         """Errors, notices and notifications: mask their text, record them."""

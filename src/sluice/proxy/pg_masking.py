@@ -77,6 +77,28 @@ log = logging.getLogger(__name__)
 
 # How long a catalog snapshot is trusted before it is read again.
 CATALOG_TTL_SECONDS = 60.0
+
+FORMAT_SETTINGS = frozenset(
+    {
+        "server_version",
+        "server_encoding",
+        "client_encoding",
+        "datestyle",
+        "intervalstyle",
+        "timezone",
+        "integer_datetimes",
+        "standard_conforming_strings",
+        "is_superuser",
+        "session_authorization",
+        "default_transaction_read_only",
+        "in_hot_standby",
+        "scram_iterations",
+    }
+)
+"""Reported settings whose values are formats, flags and names clients read
+to decode results: they carry no data and go unmasked."""
+
+REDACTED_SETTING = "[REDACTED]"
 # Distinct statement texts whose result lineage a session keeps.
 LINEAGE_CACHE_SIZE = 256
 
@@ -528,6 +550,24 @@ class PgSessionMasking:
         )
 
     # Messages
+
+    def mask_parameter_status(self, body: bytes) -> bytes | None:
+        """A ParameterStatus to send instead of `body` (None: it goes as it is).
+
+        A reported setting may carry data: `set_config('application_name',
+        email, false)` reports the value to the client. Settings whose values
+        are formats and flags go as they are; any other value is masked like
+        message text, and redacted whole under column rules, which cannot
+        tell whether it came from a masked column.
+        """
+        name, value = m.decode_parameter_status(body)
+        if name.lower() in FORMAT_SETTINGS or not value:
+            return None
+        if self.masker.has_column_rules:
+            masked = REDACTED_SETTING
+        else:
+            masked, _ = self.masker.mask_text(value)
+        return None if masked == value else m.parameter_status(name, masked)
 
     def mask_message(self, kind: int, body: bytes) -> bytes:
         if kind in (m.ERROR_RESPONSE, m.NOTICE_RESPONSE):

@@ -916,7 +916,13 @@ class PgSession:
                     parts.append(tail)
                     copied = pos
             elif kind == 83:  # 'S' ParameterStatus
-                self._parameter_status(bytes(buf[pos + 5 : end]))
+                status = bytes(buf[pos + 5 : end])
+                self._parameter_status(status)
+                replacement = governance.mask_parameter_status(status)
+                if replacement is not None:
+                    parts.append(_bytes_of(buf, copied, pos))
+                    parts.append(replacement)
+                    copied = end
             pos = end
         return _joined(buf, parts, copied, pos)
 

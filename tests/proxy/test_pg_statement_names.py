@@ -172,9 +172,11 @@ def test_a_name_redefined_behind_an_unanswered_batch_is_refused(tmp_path: Path) 
             frame(b"C", b"Ss1\0") + SYNC + _parse("s1", "SELECT 2") + SYNC + _bind("s1") + SYNC
         )
         assert _bind("s1") not in _sent(session)
-        # In one batch with its Parse, the Bind runs only if the Parse did.
+        # In one batch with a Parse of its own, the Bind runs only if that
+        # Parse does, which is only where the Parse of SELECT 2 did not: not
+        # the predicted text either.
         session.client_data(_parse("s1", "SELECT 3") + _bind("s1") + SYNC)
-        assert _sent(session).endswith(_bind("s1") + SYNC)
+        assert not _sent(session).endswith(_bind("s1") + SYNC)
         session.backend_data(
             frame(b"3", b"")
             + m.ready_for_query("I")

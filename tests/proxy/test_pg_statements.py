@@ -162,11 +162,12 @@ def test_deallocate_all_and_discard_all_forget_every_name() -> None:
     assert len(statements) == 0
 
 
-def test_ambiguity_needs_two_texts_from_an_unanswered_batch() -> None:
+def test_ambiguity_is_another_text_than_the_prediction() -> None:
     statements = BackendStatements()
     statements.parse("s", "SELECT 1", 0).settle(True)
     statements.close("s", 1)
-    assert not statements.ambiguous("s", 2)  # SELECT 1, or nothing: a Bind fails
+    # SELECT 1 if the Close was skipped, where the prediction has nothing.
+    assert statements.ambiguous("s", 2)
     statements.parse("s", "SELECT 2", 2)
     assert not statements.ambiguous("s", 2)  # after its own batch's Parse: SELECT 2
     assert statements.ambiguous("s", 3)  # SELECT 1 (Close skipped) or SELECT 2

@@ -246,7 +246,8 @@ class BackendStatements(Mapping[str, str]):
     # What a message may meet
 
     def ambiguous(self, name: str, batch: int) -> bool:
-        """Whether a message of `batch` may meet more than one text under `name`.
+        """Whether a message of `batch` may meet another text under `name` than
+        the prediction: more than one, or one other.
 
         Each change of an earlier, unanswered batch may or may not have run;
         the changes of `batch` itself ran (or the message is skipped).
@@ -266,7 +267,10 @@ class BackendStatements(Mapping[str, str]):
                     outcomes.add(after)
                 # A change of `batch` itself that fails skips the message.
             states = outcomes
-        return len(states - {_ABSENT}) > 1
+        present = states - {_ABSENT}
+        # One text may run, but not the one predicted: the prediction has the
+        # earlier batch succeed, which would make this message's batch fail.
+        return len(present) > 1 or (bool(present) and present != {self._view.get(name)})
 
     def ambiguous_in(self, sql: str, batch: int, depth: int = 0) -> str | None:
         """A statement name `sql` EXECUTEs (directly or through the texts it

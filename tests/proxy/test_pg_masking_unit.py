@@ -235,3 +235,43 @@ def test_reported_settings_are_masked_like_message_text() -> None:
     # Formats clients decode results by go as they are, whatever they hold.
     zone = m.parameter_status("TimeZone", "Europe/Paris")[5:]
     assert session.mask_parameter_status(zone) is None
+
+
+def test_data_errors_under_column_rules_lose_the_values_they_quote() -> None:
+    """A salary in a data error looks like nothing a detector knows."""
+    engine = MaskingEngine(
+        MaskingSpec.model_validate(
+            {
+                "profiles": [
+                    {
+                        "name": "cols",
+                        "columns": [{"match": "*salary*", "strategy": "redact"}],
+                        "content": False,
+                    }
+                ]
+            }
+        )
+    )
+    session = PgSessionMasking(
+        engine=engine, profiles=["cols"], context=CONTEXT, audit=AuditLog([]), catalog=None
+    )
+
+    def fields(body: bytes) -> dict[str, str]:
+        return m.decode_fields(session.mask_message(m.ERROR_RESPONSE, body))
+
+    cast = m.error_response("22007", 'invalid input syntax for type date: "120000"')[5:]
+    assert fields(cast)["M"] == 'invalid input syntax for type date: "[REDACTED]"'
+    duplicate = m.encode_fields(
+        b"E",
+        {
+            "S": "ERROR",
+            "C": "23505",
+            "M": 'duplicate key value violates unique constraint "pay_salary_key"',
+            "D": "Key (salary)=(120000) already exists.",
+        },
+    )[5:]
+    assert fields(duplicate)["D"] == "[REDACTED]"
+    assert "120000" not in str(fields(duplicate))
+    # Other classes quote names, not values: they go as they are.
+    missing = m.error_response("42P01", 'relation "payroll" does not exist')[5:]
+    assert fields(missing)["M"] == 'relation "payroll" does not exist'

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import struct
 import time
 import weakref
@@ -98,7 +99,7 @@ FORMAT_SETTINGS = frozenset(
 """Reported settings whose values are formats, flags and names clients read
 to decode results: they carry no data and go unmasked."""
 
-REDACTED_SETTING = "[REDACTED]"
+REDACTED = "[REDACTED]"
 # Distinct statement texts whose result lineage a session keeps.
 LINEAGE_CACHE_SIZE = 256
 
@@ -112,6 +113,26 @@ DENSE_SKIP_BATCHES = 8
 # Error and notice fields that can quote data (message, detail, hint, context,
 # internal query); the others name objects or positions.
 _TEXT_FIELDS = frozenset("MDHWq")
+
+_QUOTING_CLASSES = frozenset({"22", "23"})
+"""SQLSTATE classes whose messages quote the values they failed on: data
+exceptions (`invalid input syntax for type date: "..."`) and integrity
+violations (`Key (salary)=(120000) already exists`)."""
+
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+
+
+def _redact_quoted_values(fields: dict[str, str]) -> None:
+    """Take out what a data or integrity error quotes of a value. Under column
+    rules the value may come from a masked column in any shape (a salary, an
+    internal code) that detectors cannot recognise: the message keeps its
+    words, the detail (`Key (...)=(...)`, `Failing row contains (...)`) goes."""
+    for code in ("M", "W"):
+        if code in fields:
+            fields[code] = _QUOTED.sub(f'"{REDACTED}"', fields[code])
+    if "D" in fields:
+        fields["D"] = REDACTED
+
 
 CATALOG_SQL = """
 SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname,
@@ -564,7 +585,7 @@ class PgSessionMasking:
         if name.lower() in FORMAT_SETTINGS or not value:
             return None
         if self.masker.has_column_rules:
-            masked = REDACTED_SETTING
+            masked = REDACTED
         else:
             masked, _ = self.masker.mask_text(value)
         return None if masked == value else m.parameter_status(name, masked)
@@ -572,6 +593,8 @@ class PgSessionMasking:
     def mask_message(self, kind: int, body: bytes) -> bytes:
         if kind in (m.ERROR_RESPONSE, m.NOTICE_RESPONSE):
             fields = m.decode_fields(body)
+            if self.masker.has_column_rules and fields.get("C", "")[:2] in _QUOTING_CLASSES:
+                _redact_quoted_values(fields)
             for code in _TEXT_FIELDS & fields.keys():
                 fields[code], _ = self.masker.mask_text(fields[code])
             return m.encode_fields(bytes((kind,)), fields)[5:]

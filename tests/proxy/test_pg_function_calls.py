@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from sluice.devservers.postgres import ThrowawayPostgres
-from sluice.proxy.pg_functions import read_only_functions
+from sluice.proxy.pg_policy_catalog import read_only_functions
 from tests.conftest import APP_PASSWORD
 from tests.helpers import GatewayThread
 from tests.proxy.conftest import run_steps, was_denied

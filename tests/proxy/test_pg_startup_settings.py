@@ -4,8 +4,8 @@ PostgreSQL applies every startup parameter but user, database and options
 as a setting, and `options` as `-c name=value` switches, before the first
 statement. `options=-c role=...` must not do what `SET ROLE` may not, and
 `-c search_path=billing` must not make `invoices` mean `billing.invoices`
-behind a rule on schema billing. Real psycopg and asyncpg against the
-throwaway PostgreSQL.
+behind a rule on schema billing. Nor may a database's own default
+search_path. Real psycopg and asyncpg against the throwaway PostgreSQL.
 """
 
 from __future__ import annotations
@@ -122,3 +122,34 @@ def test_ordinary_settings_pass(dsn: str) -> None:
     with psycopg.connect(dsn + options, autocommit=True) as conn:
         assert conn.execute("SHOW statement_timeout").fetchone() == ("5s",)
         assert conn.execute("SHOW application_name").fetchone() == ("agent run",)
+
+
+@pytest.fixture(scope="module")
+def shifted(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
+    """A database whose default search_path starts at billing."""
+    pg.psql("DROP DATABASE IF EXISTS shifted")
+    pg.psql("CREATE DATABASE shifted OWNER app")
+    pg.psql("ALTER DATABASE shifted SET search_path = billing, public")
+    dsn = pg.dsn(user="app", password=APP_PASSWORD, dbname="shifted")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA billing")
+        conn.execute("CREATE TABLE billing.invoices (id int, amount int)")
+        conn.execute("INSERT INTO billing.invoices VALUES (1, 500)")
+    config = base_config(pg, tmp_path_factory.mktemp("shifted"), policy="agent", policies=POLICIES)
+    first, *rest = config.connections
+    moved = first.model_copy(update={"database": "shifted"})
+    thread = GatewayThread(config.model_copy(update={"connections": [moved, *rest]})).start()
+    yield thread
+    thread.stop()
+    pg.psql("DROP DATABASE shifted")
+
+
+def test_a_database_default_search_path_does_not_hide_a_schema(shifted: GatewayThread) -> None:
+    dsn = shifted.dsn(shifted.token("agent", groups=("agents",)), user="agent")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ("billing, public",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as info:
+            conn.execute("SELECT amount FROM invoices")
+        assert 'rule "no-billing"' in str(info.value)

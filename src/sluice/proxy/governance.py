@@ -44,8 +44,8 @@ from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
 from sluice.protocols.postgres.messages import FieldDescription
 from sluice.protocols.postgres.tracker import ResultShape
-from sluice.proxy.pg_functions import FunctionCatalog
 from sluice.proxy.pg_masking import CatalogCache, PgSessionMasking, QueryRunner
+from sluice.proxy.pg_policy_catalog import PolicyCatalog
 from sluice.recording import Recorder
 
 
@@ -142,7 +142,7 @@ class GovernanceServices:
     recorder_factory: Callable[[SessionContext, ConnectionSpec], Recorder | None]
     masking_engine: MaskingEngine | None = None
     catalogs: CatalogCache = field(default_factory=CatalogCache)
-    functions: FunctionCatalog = field(default_factory=FunctionCatalog)
+    policy_catalog: PolicyCatalog = field(default_factory=PolicyCatalog)
     notifier: ApprovalNotifier | None = None
     approval_command: str = "sluice approvals approve"
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -201,21 +201,28 @@ class SessionGovernance:
         self.masks_copy = self.masking is not None
 
     async def start_policy(self, run_query: QueryRunner) -> None:
-        """Read which of the database's own functions cannot write, so that
-        calling them stays a read. Without it (the catalog cannot be read)
-        such calls are judged as procedural: stricter, never looser."""
+        """Read what the policy needs of the database (see PolicyFacts): which
+        of its own functions cannot write, so that calling them stays a read,
+        and whether unqualified names resolve to `public` by default. If the
+        catalog cannot be read, the session is judged the stricter way on
+        both counts."""
         services = self.services
         if services is None or self.connection.policy is None:
             return
         try:
-            self.read_only_functions = await services.functions.get(self.connection.name, run_query)
+            facts = await services.policy_catalog.get(self.connection.name, run_query)
         except Exception as exc:
             log.warning(
-                "cannot read the functions of connection %s (%s); calls of its own "
-                "functions are judged as procedural",
+                "cannot read the catalog of connection %s (%s); its functions are judged "
+                "as procedural and its search_path as unknown",
                 self.connection.name,
                 exc,
             )
+            self.search_path_changed = True
+            return
+        self.read_only_functions = facts.read_only_functions
+        if not facts.default_search_path_is_public:
+            self.search_path_changed = True
 
     async def start_masking(self, run_query: QueryRunner) -> None:
         """Set up masking before the session starts; reads the catalog if rules need it.

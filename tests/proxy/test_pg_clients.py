@@ -330,3 +330,13 @@ def test_verify_full_with_the_wrong_server_name_is_refused(
         assert "certificate verify failed" in result.stderr
     finally:
         thread.stop()
+
+
+def test_a_pass_through_connection_takes_any_startup_options(
+    gateway: GatewayThread, token: str
+) -> None:
+    """Without a policy or masking nothing depends on them: `-e` (European
+    dates) is one the gateway would not judge."""
+    with psycopg.connect(gateway.dsn(token) + " options='-e -c statement_timeout=7000'") as conn:
+        assert conn.execute("SHOW DateStyle").fetchone() == ("ISO, DMY",)
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("7s",)

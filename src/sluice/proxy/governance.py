@@ -44,8 +44,14 @@ from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
 from sluice.protocols.postgres.messages import FieldDescription
 from sluice.protocols.postgres.tracker import ResultShape
-from sluice.proxy.pg_masking import CatalogCache, PgSessionMasking, QueryRunner
-from sluice.proxy.pg_policy_catalog import PolicyCatalog
+from sluice.proxy.pg_masking import (
+    CatalogCache,
+    PgCatalog,
+    PgSessionMasking,
+    QueryRunner,
+    load_catalog,
+)
+from sluice.proxy.pg_policy_catalog import PolicyFacts, load_policy_facts
 from sluice.recording import Recorder
 
 
@@ -141,8 +147,10 @@ class GovernanceServices:
     audit: AuditLog
     recorder_factory: Callable[[SessionContext, ConnectionSpec], Recorder | None]
     masking_engine: MaskingEngine | None = None
-    catalogs: CatalogCache = field(default_factory=CatalogCache)
-    policy_catalog: PolicyCatalog = field(default_factory=PolicyCatalog)
+    catalogs: CatalogCache[PgCatalog] = field(default_factory=lambda: CatalogCache(load_catalog))
+    policy_facts: CatalogCache[PolicyFacts] = field(
+        default_factory=lambda: CatalogCache(load_policy_facts)
+    )
     notifier: ApprovalNotifier | None = None
     approval_command: str = "sluice approvals approve"
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -210,7 +218,7 @@ class SessionGovernance:
         if services is None or self.connection.policy is None:
             return
         try:
-            facts = await services.policy_catalog.get(self.connection.name, run_query)
+            facts = await services.policy_facts.get(self.connection.name, run_query)
         except Exception as exc:
             log.warning(
                 "cannot read the catalog of connection %s (%s); its functions are judged "

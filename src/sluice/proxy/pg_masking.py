@@ -24,8 +24,8 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import pglast
 from pglast import ast
@@ -195,7 +195,6 @@ class PgCatalog:
 
     static: StaticCatalog
     by_oid: dict[int, tuple[str, str, dict[int, str]]]
-    loaded_at: float
 
     def origin(self, table_oid: int, attnum: int) -> ColumnOrigin | None:
         found = self.by_oid.get(table_oid)
@@ -223,7 +222,6 @@ def parse_catalog(rows: list[list[bytes | None]], search_path: str) -> PgCatalog
     return PgCatalog(
         static=StaticCatalog(tables=tables, views=views, search_path=path),
         by_oid=by_oid,
-        loaded_at=time.monotonic(),
     )
 
 
@@ -231,27 +229,34 @@ _LENGTH = struct.Struct("!I")
 NULL_VALUE = b"\xff\xff\xff\xff"  # a DataRow value's length -1: SQL NULL
 
 QueryRunner = Callable[[str], Awaitable[list[list[list[bytes | None]]]]]
+Snapshot = TypeVar("Snapshot")
 
 
-@dataclass(slots=True)
-class CatalogCache:
-    """Catalog snapshots per connection, read with the gateway's own credential."""
+class CatalogCache(Generic[Snapshot]):
+    """What `load` reads from a connection's catalog (with the gateway's own
+    credential), kept per connection and read again after CATALOG_TTL_SECONDS."""
 
-    snapshots: dict[str, PgCatalog] = field(default_factory=dict)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    def __init__(self, load: Callable[[QueryRunner], Awaitable[Snapshot]]) -> None:
+        self._load = load
+        self._snapshots: dict[str, tuple[float, Snapshot]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
-    async def get(self, connection: str, run: QueryRunner) -> PgCatalog:
-        lock = self.locks.setdefault(connection, asyncio.Lock())
-        async with lock:
-            snap = self.snapshots.get(connection)
-            if snap is not None and time.monotonic() - snap.loaded_at < CATALOG_TTL_SECONDS:
-                return snap
-            results = await run(CATALOG_SQL)
-            rows, path_rows = results[0], results[1]
-            path = (path_rows[0][0] or b"public").decode() if path_rows else "public"
-            snap = parse_catalog(rows, path)
-            self.snapshots[connection] = snap
-            return snap
+    async def get(self, connection: str, run: QueryRunner) -> Snapshot:
+        async with self._locks.setdefault(connection, asyncio.Lock()):
+            kept = self._snapshots.get(connection)
+            if kept is not None and time.monotonic() - kept[0] < CATALOG_TTL_SECONDS:
+                return kept[1]
+            snapshot = await self._load(run)
+            self._snapshots[connection] = (time.monotonic(), snapshot)
+            return snapshot
+
+
+async def load_catalog(run: QueryRunner) -> PgCatalog:
+    """The tables, columns and views masking needs, and the search_path."""
+    results = await run(CATALOG_SQL)
+    rows, path_rows = results[0], results[1]
+    path = (path_rows[0][0] or b"public").decode() if path_rows else "public"
+    return parse_catalog(rows, path)
 
 
 # COPY TO STDOUT and COPY FROM STDIN

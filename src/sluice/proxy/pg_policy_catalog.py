@@ -9,16 +9,15 @@
   them to be `public`; a role or database default search_path, or a schema
   named after the gateway's user (`"$user"`), makes that untrue.
 
-Read with the gateway's own credential, as its sessions start.
+Read with the gateway's own credential as sessions start, and kept a
+while (`CatalogCache`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from sluice.proxy.pg_masking import CATALOG_TTL_SECONDS, QueryRunner
+from sluice.proxy.pg_masking import QueryRunner
 
 FUNCTIONS_SQL = """
 SELECT n.nspname, p.proname, pg_catalog.bool_and(p.provolatile <> 'v')
@@ -54,32 +53,16 @@ class PolicyFacts:
     read_only_functions: frozenset[str]
     default_schemas: tuple[str, ...]
     """Where unqualified names resolve in a new session, in order."""
-    loaded_at: float
 
     @property
     def default_search_path_is_public(self) -> bool:
         return self.default_schemas == ("public",)
 
 
-@dataclass
-class PolicyCatalog:
-    """PolicyFacts per connection, read again after CATALOG_TTL_SECONDS."""
-
-    snapshots: dict[str, PolicyFacts] = field(default_factory=dict)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-
-    async def get(self, connection: str, run: QueryRunner) -> PolicyFacts:
-        lock = self.locks.setdefault(connection, asyncio.Lock())
-        async with lock:
-            facts = self.snapshots.get(connection)
-            if facts is not None and time.monotonic() - facts.loaded_at < CATALOG_TTL_SECONDS:
-                return facts
-            functions, path = await run(FUNCTIONS_SQL)
-            schemas = (path[0][0] or b"").decode() if path else ""
-            facts = PolicyFacts(
-                read_only_functions=read_only_functions(functions),
-                default_schemas=tuple(s for s in schemas.split(",") if s),
-                loaded_at=time.monotonic(),
-            )
-            self.snapshots[connection] = facts
-            return facts
+async def load_policy_facts(run: QueryRunner) -> PolicyFacts:
+    functions, path = await run(FUNCTIONS_SQL)
+    schemas = (path[0][0] or b"").decode() if path else ""
+    return PolicyFacts(
+        read_only_functions=read_only_functions(functions),
+        default_schemas=tuple(s for s in schemas.split(",") if s),
+    )

@@ -11,6 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sluice.policy.database import DatabaseCode
 
 
 class Protocol(StrEnum):
@@ -64,10 +68,9 @@ class QueryRequested:
     search_path_changed: bool = False
     """The session changed its search_path earlier: unqualified table names
     may resolve to any schema (policy judges them by the strictest rule)."""
-    read_only_functions: frozenset[str] = frozenset()
-    """Functions the target database's catalog shows cannot write (none of
-    their overloads is volatile): `schema.name`, or `name` when so in every
-    schema. Calling them keeps a statement what it otherwise is."""
+    database: DatabaseCode | None = None
+    """What the target database's catalog shows of the functions statements
+    may run (see DatabaseCode); None when it was not read."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

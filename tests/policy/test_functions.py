@@ -4,10 +4,13 @@ function it calls is a PostgreSQL built-in that leaves the database as it is
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import pytest
 
 from sluice.events import QueryOrigin
 from sluice.policy import Allow, Block, PolicyEngine, RequireApproval
+from sluice.policy.database import DatabaseCode
 from sluice.policy.sql import builtin_read_functions, classify
 
 from .conftest import compile_policies, make_context, query
@@ -80,24 +83,95 @@ def test_a_policy_vouches_for_its_own_functions() -> None:
     assert isinstance(verdict("DELETE FROM t WHERE order_total(1) > 0"), Block)
 
 
+def _decide(engine: PolicyEngine, sql: str, database: DatabaseCode, **kw: bool) -> object:
+    return engine.decide_query(
+        make_context(),
+        sql,
+        QueryOrigin.SIMPLE,
+        None,
+        policy_name="ai-agent",
+        database=database,
+        **kw,
+    )
+
+
 def test_the_databases_catalog_vets_its_own_functions(engine: PolicyEngine) -> None:
-    """`read_only_functions` of the query (from the database's catalog) keep
-    calls of them reads; verdicts are kept apart per set."""
-
-    def verdict(sql: str, known: frozenset[str]) -> object:
-        return engine.decide_query(
-            make_context(),
-            sql,
-            QueryOrigin.SIMPLE,
-            None,
-            policy_name="ai-agent",
-            read_only_functions=known,
-        )
-
-    known = frozenset({"reporting.order_count", "order_count"})
-    assert isinstance(verdict("SELECT reporting.order_count()", known), Allow)
-    assert isinstance(verdict("SELECT reporting.order_count()", frozenset()), RequireApproval)
-    held = verdict("SELECT order_count(), wipe_orders()", known)
+    """Functions the database's catalog shows cannot write keep calls of them
+    reads; verdicts are kept apart per reading of the catalog."""
+    known = DatabaseCode(read_only=frozenset({"reporting.order_count", "order_count"}))
+    assert isinstance(_decide(engine, "SELECT reporting.order_count()", known), Allow)
+    unknown = _decide(engine, "SELECT reporting.order_count()", DatabaseCode())
+    assert isinstance(unknown, RequireApproval)
+    held = _decide(engine, "SELECT order_count(), wipe_orders()", known)
     assert isinstance(held, RequireApproval)
     assert "calling wipe_orders()" in held.reason
     assert "order_count" not in held.reason
+
+
+@pytest.mark.parametrize(
+    ("sql", "builtin_calls"),
+    [
+        ("SELECT lower(name), a = b, pg_catalog.upper(x) FROM t", ["lower", "operator(=)"]),
+        ("SELECT a OPERATOR(pg_catalog.=) b, nextval('s'), f(x) FROM t", []),
+        ("EXPLAIN SELECT lower(x)", []),  # not run
+    ],
+)
+def test_builtins_called_by_bare_name_are_noted(sql: str, builtin_calls: list[str]) -> None:
+    assert sorted(classify(sql).statements[0].builtin_calls) == builtin_calls
+
+
+def test_a_volatile_namesake_of_a_builtin_makes_its_calls_procedural(
+    engine: PolicyEngine,
+) -> None:
+    """`public.lower(integer)`, volatile, is what `lower(5)` runs; a volatile
+    `=` on some type is what `a = b` may run. pgcrypto's `gen_random_uuid()`
+    has the built-in's argument types: it runs only when the search_path
+    puts its schema first."""
+    database = DatabaseCode(
+        volatile_names=frozenset({"lower", "operator(=)", "gen_random_uuid"}),
+        shadowing_names=frozenset({"lower", "operator(=)"}),
+    )
+    held = _decide(engine, "SELECT lower(5)", database)
+    assert isinstance(held, RequireApproval)
+    assert "calling lower(), not known to be read-only" in held.reason
+    assert isinstance(_decide(engine, "SELECT id FROM t WHERE a = b", database), RequireApproval)
+    # Named in pg_catalog, it is the built-in.
+    assert isinstance(_decide(engine, "SELECT pg_catalog.lower('A')", database), Allow)
+    assert isinstance(_decide(engine, "SELECT upper('a'), a < b FROM t", database), Allow)
+    assert isinstance(_decide(engine, "SELECT gen_random_uuid()", database), Allow)
+    moved = _decide(engine, "SELECT gen_random_uuid()", database, search_path_changed=True)
+    assert isinstance(moved, RequireApproval)
+
+
+def test_reading_a_view_runs_what_it_calls(engine: PolicyEngine) -> None:
+    database = DatabaseCode(
+        relation_calls=MappingProxyType(
+            {
+                "public.v": frozenset({"public.wipe"}),
+                "billing.due": frozenset({"nextval"}),
+            }
+        )
+    )
+    held = _decide(engine, "SELECT id FROM v", database)
+    assert isinstance(held, RequireApproval)
+    assert "SELECT on public.v calling public.wipe(), not known to be read-only" in held.reason
+    nested = _decide(engine, "SELECT 1 WHERE EXISTS (SELECT 1 FROM billing.due)", database)
+    assert isinstance(nested, RequireApproval)
+    assert isinstance(_decide(engine, "SELECT * FROM due", database), Allow)  # public.due
+    assert isinstance(_decide(engine, "EXPLAIN SELECT * FROM v", database), Allow)  # not run
+    # Once the search_path is not known, `due` may be billing's.
+    moved = _decide(engine, "SELECT * FROM due", database, search_path_changed=True)
+    assert isinstance(moved, RequireApproval)
+    # Vouching for the function keeps the read a read.
+    vouching = compile_policies(
+        {"name": "team", "extends": "ai-agent", "read_only_functions": ["wipe"]}
+    )
+    verdict = vouching.decide_query(
+        make_context(),
+        "SELECT id FROM v",
+        QueryOrigin.SIMPLE,
+        None,
+        policy_name="team",
+        database=database,
+    )
+    assert isinstance(verdict, Allow)

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from sluice.devservers.postgres import ThrowawayPostgres
-from sluice.proxy.pg_policy_catalog import read_only_functions
+from sluice.proxy.pg_policy_catalog import database_code, read_only_functions
 from tests.conftest import APP_PASSWORD
 from tests.helpers import GatewayThread
 from tests.proxy.conftest import run_steps, was_denied
@@ -100,3 +100,31 @@ def test_names_are_vetted_only_when_every_overload_is_not_volatile() -> None:
         "public.shout",
         "shout",
     }
+
+
+def test_the_catalog_rows_make_the_database_code() -> None:
+    functions: list[list[bytes | None]] = [
+        [b"public", b"lower", b"f", b"t"],  # lower(integer): other argument types
+        [b"public", b"gen_random_uuid", b"f", b"f"],  # pgcrypto's, the built-in's types
+        [b"reporting", b"order_count", b"t", b"f"],
+    ]
+    operators: list[list[bytes | None]] = [[b"===", b"t"], [b"=", b"f"]]
+    relations: list[list[bytes | None]] = [
+        [b"app", b"outer", b"r", b"app", b"inner"],
+        [b"app", b"inner", b"f", b"app", b"drain"],
+        [b"app", b"inner", b"f", b"pg_catalog", b"random"],  # volatile, only reads
+        [b"app", b"ids", b"f", b"pg_catalog", b"nextval"],
+        [b"app", b"loop_a", b"r", b"app", b"loop_b"],  # policies may read each other
+        [b"app", b"loop_b", b"r", b"app", b"loop_a"],
+        [b"app", b"plain", b"r", b"app", b"table"],
+    ]
+    code = database_code(functions, operators, relations)
+    assert code.read_only == {"reporting.order_count", "order_count"}
+    assert code.volatile_names == {"lower", "gen_random_uuid", "operator(===)", "operator(=)"}
+    assert code.shadowing_names == {"lower", "operator(===)"}
+    assert dict(code.relation_calls) == {
+        "app.outer": {"app.drain"},
+        "app.inner": {"app.drain"},
+        "app.ids": {"nextval"},
+    }
+    assert code.bare_relation_calls["outer"] == {"app.drain"}

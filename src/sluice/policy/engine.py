@@ -58,6 +58,7 @@ from sluice.events import (
     SessionContext,
 )
 from sluice.policy.config import PolicySpec, RuleSpec, builtin_presets
+from sluice.policy.database import NO_DATABASE_CODE, DatabaseCode
 from sluice.policy.errors import PolicyError
 from sluice.policy.prepared import PreparedStatements, mentions_prepared
 from sluice.policy.rules import (
@@ -255,7 +256,7 @@ class PolicyEngine:
         policy_name: str,
         search_path_changed: bool = False,
         prepared: Mapping[str, str] | None = None,
-        read_only_functions: frozenset[str] = frozenset(),
+        database: DatabaseCode | None = None,
     ) -> Verdict:
         """`decide` for the `QueryRequested` of these members, made only when
         the verdict is not cached: a proxy judges every statement this way."""
@@ -270,7 +271,7 @@ class PolicyEngine:
                 search_path_changed,
                 policy_name,
                 prepared,
-                read_only_functions,
+                database,
             )
         )
         if keys is not None:
@@ -283,7 +284,7 @@ class PolicyEngine:
             origin=origin,
             statement_name=statement_name,
             search_path_changed=search_path_changed,
-            read_only_functions=read_only_functions,
+            database=database,
         )
         if keys is None:
             return self.explain(event, policy_name=policy_name, prepared=prepared).verdict
@@ -329,7 +330,7 @@ class PolicyEngine:
             event.search_path_changed,
             policy_name,
             prepared,
-            event.read_only_functions,
+            event.database,
         )
 
     def _query_keys(
@@ -341,7 +342,7 @@ class PolicyEngine:
         search_path_changed: bool,
         policy_name: str,
         prepared: Mapping[str, str] | None,
-        read_only_functions: frozenset[str],
+        database: DatabaseCode | None,
     ) -> _VerdictKeys | None:
         """The cache keys of the verdict for a query: for its text up to its
         numbers, and (None without string literals) up to numbers and literals."""
@@ -371,7 +372,7 @@ class PolicyEngine:
             identity.groups,
             origin,
             search_path_changed,
-            read_only_functions,
+            database,
         )
         return (kind, *scope, text), None if blind is None else (blind[0], *scope, blind[1])
 
@@ -462,7 +463,7 @@ class PolicyEngine:
                     identity,
                     session,
                     ambiguous=ambiguous,
-                    known=event.read_only_functions,
+                    database=event.database or NO_DATABASE_CODE,
                 )
                 decisions.extend(judged)
                 session.apply(statement)
@@ -601,7 +602,7 @@ def _judge(
     session: _SessionPrepared,
     *,
     ambiguous: bool = False,
-    known: frozenset[str] = frozenset(),
+    database: DatabaseCode = NO_DATABASE_CODE,
 ) -> list[StatementDecision]:
     if isinstance(statement.effect, Execute):
         resolved = _resolve(statement, session)
@@ -614,10 +615,12 @@ def _judge(
             ]
         decisions: list[StatementDecision] = []
         for inner in resolved:
-            decisions.extend(_judge_one(policy, inner, identity, ambiguous=ambiguous, known=known))
+            decisions.extend(
+                _judge_one(policy, inner, identity, ambiguous=ambiguous, database=database)
+            )
             ambiguous = ambiguous or inner.changes_search_path
         return decisions
-    return _judge_one(policy, statement, identity, ambiguous=ambiguous, known=known)
+    return _judge_one(policy, statement, identity, ambiguous=ambiguous, database=database)
 
 
 def _judge_one(
@@ -626,13 +629,16 @@ def _judge_one(
     identity: Identity,
     *,
     ambiguous: bool,
-    known: frozenset[str] = frozenset(),
+    database: DatabaseCode = NO_DATABASE_CODE,
 ) -> list[StatementDecision]:
     """The deciding rule's decision, and with `ambiguous` one for each stricter
     rule that may apply too (their strictest is the statement's verdict)."""
     unvetted = statement.unvetted_functions
-    if unvetted and known:
-        unvetted = unvetted - known  # not volatile in the database's catalog
+    hidden = database.hidden_calls(statement, ambiguous=ambiguous)
+    if hidden:
+        unvetted = unvetted | hidden
+    if unvetted and database.read_only:
+        unvetted = unvetted - database.read_only  # not volatile in the database's catalog
     if unvetted:
         unvetted = policy.unvouched(unvetted)
     if unvetted:

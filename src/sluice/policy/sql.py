@@ -160,6 +160,11 @@ class StatementInfo:
     functions, and volatile built-ins with effects. A plain SELECT of one
     may write; the policy judges it as procedural unless it names the
     function among its `read_only_functions`."""
+    builtin_calls: frozenset[str] = frozenset()
+    """Calls taken for built-ins that only read because their name is
+    unqualified: `name` and `operator(op)`. PostgreSQL picks among every
+    function of that name on the search path, so a database that has a
+    volatile function of that name elsewhere may run it instead."""
     has_restricting_where: bool | None = None
     """None without UPDATE/DELETE/MERGE; False if any of them lacks a WHERE
     (or ON) that restricts rows (``WHERE true``, ``WHERE 1=1``, ``id = id``)."""
@@ -437,6 +442,7 @@ def merge_execution(outer: StatementInfo, inner: StatementInfo, name: str) -> St
         tables_written=outer.tables_written | inner.tables_written,
         functions=outer.functions | inner.functions,
         unvetted_functions=outer.unvetted_functions | inner.unvetted_functions,
+        builtin_calls=outer.builtin_calls | inner.builtin_calls,
         has_restricting_where=restricting,
         effect=inner.effect if isinstance(inner.effect, Execute) else None,
         via=(*outer.via, f"execute {name}", *(v for v in inner.via if v != "prepare")),
@@ -458,6 +464,7 @@ class _Facts:
     cte_names: set[str] = field(default_factory=set)
     functions: set[str] = field(default_factory=set)
     unvetted_functions: set[str] = field(default_factory=set)
+    builtin_calls: set[str] = field(default_factory=set)
     where_checks: list[bool] = field(default_factory=list)
     effect: PreparedEffect | None = None
     via: list[str] = field(default_factory=list)
@@ -491,6 +498,7 @@ class _Facts:
             tables_written=frozenset(written),
             functions=frozenset(self.functions),
             unvetted_functions=frozenset(self.unvetted_functions),
+            builtin_calls=frozenset(self.builtin_calls),
             has_restricting_where=all(self.where_checks) if self.where_checks else None,
             effect=self.effect,
             via=tuple(self.via),
@@ -1153,6 +1161,8 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
             facts.categories.add(category)
         elif not _vetted(parts, name):
             facts.unvetted_functions.add(".".join(p.lower() for p in parts))
+        elif len(parts) == 1:
+            facts.builtin_calls.add(name)
 
 
 def _note_operator(expr: ast.A_Expr, facts: _Facts) -> None:
@@ -1162,6 +1172,8 @@ def _note_operator(expr: ast.A_Expr, facts: _Facts) -> None:
     schema_ok = len(parts) == 1 or (len(parts) == 2 and parts[0].lower() == "pg_catalog")
     if not schema_ok or parts[-1] not in BUILTIN_OPERATORS:
         facts.unvetted_functions.add(f"operator({'.'.join(parts)})")
+    elif len(parts) == 1:
+        facts.builtin_calls.add(f"operator({parts[0]})")
 
 
 def _note_written(node: ast.Node, facts: _Facts) -> None:

@@ -37,6 +37,7 @@ from sluice.config import ConnectionSpec
 from sluice.events import QueryOrigin, SessionContext
 from sluice.masking import MaskingEngine, MaskingError
 from sluice.policy import PolicyEngine
+from sluice.policy.database import DatabaseCode
 from sluice.policy.prepared import changes_search_path, mentions_prepared
 from sluice.policy.sql import Execute, Prepare, classify
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
@@ -177,8 +178,9 @@ class SessionGovernance:
         self.prepared: Mapping[str, str] = {}
         # Statements approved at their Parse, by name: the text approved.
         self._approved_statements: dict[str, str] = {}
-        # The database's functions that cannot write (see `start_policy`).
-        self.read_only_functions: frozenset[str] = frozenset()
+        # What the database's catalog shows of the functions statements may
+        # run (see `start_policy`); None until read.
+        self.database_code: DatabaseCode | None = None
         # Set once an allowed statement may have changed search_path: from then
         # on unqualified table names are judged as possibly in any schema.
         self.search_path_changed = False
@@ -209,26 +211,17 @@ class SessionGovernance:
         self.masks_copy = self.masking is not None
 
     async def start_policy(self, run_query: QueryRunner) -> None:
-        """Read what the policy needs of the database (see PolicyFacts): which
-        of its own functions cannot write, so that calling them stays a read,
-        and whether unqualified names resolve to `public` by default. If the
-        catalog cannot be read, the session is judged the stricter way on
-        both counts."""
+        """Read what the policy needs of the database (see PolicyFacts): the
+        code statements may run without naming it (which of its functions
+        cannot write, volatile namesakes of built-ins, what views and
+        row-level security policies call), and whether unqualified names
+        resolve to `public` by default. Raises when the catalog cannot be
+        read: the policy could not tell a read from a write."""
         services = self.services
         if services is None or self.connection.policy is None:
             return
-        try:
-            facts = await services.policy_facts.get(self.connection.name, run_query)
-        except Exception as exc:
-            log.warning(
-                "cannot read the catalog of connection %s (%s); its functions are judged "
-                "as procedural and its search_path as unknown",
-                self.connection.name,
-                exc,
-            )
-            self.search_path_changed = True
-            return
-        self.read_only_functions = facts.read_only_functions
+        facts = await services.policy_facts.get(self.connection.name, run_query)
+        self.database_code = facts.code
         if not facts.default_search_path_is_public:
             self.search_path_changed = True
 
@@ -279,7 +272,7 @@ class SessionGovernance:
             policy_name=self.connection.policy,
             search_path_changed=self.search_path_changed,
             prepared=self.prepared,
-            read_only_functions=self.read_only_functions,
+            database=self.database_code,
         )
         if (
             isinstance(verdict, RequireApproval)

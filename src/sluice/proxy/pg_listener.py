@@ -385,7 +385,18 @@ class PostgresListener:
                 _discard(backend_setup)
                 raise
             backend, handshake = await backend_setup
-            await governance.start_policy(lambda sql: self._side_query(conn, sql))
+            try:
+                await governance.start_policy(lambda sql: self._side_query(conn, sql))
+            except Exception as exc:
+                backend.close()
+                log.exception("the policy cannot start for %s", conn.name)
+                raise ClientRejected(
+                    f"the gateway cannot read the catalog its policy needs for connection "
+                    f"{conn.name!r}: {exc}",
+                    sqlstate="58000",
+                    hint="try again; if it persists, the operator should check that the "
+                    "connection's user can read pg_catalog",
+                ) from exc
             try:
                 await governance.start_masking(lambda sql: self._side_query(conn, sql))
             except Exception as exc:

@@ -111,6 +111,9 @@ SHOWN_TEXTS_SIZE = 1024
 """Prepared texts per session whose audited (masked) form is kept."""
 _PARAMS_TOO_LARGE = f"parameters past {BIND_PARAMS_BYTES} bytes are not recorded"
 _BINARY_UNMASKABLE = "a binary value that is not text cannot be masked"
+FUNCTION_RESULT_TAG = "FUNCTION CALL"
+"""The tag a fast-path call's result is recorded with (PostgreSQL sends none)."""
+_FUNCTION_RESULT_COLUMNS = ("result",)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -364,12 +367,33 @@ class SessionGovernance:
                 },
             )
 
+    def function_call_allowed(self, call: m.FunctionCall) -> None:
+        """A fast-path function call goes to the backend: its arguments reach
+        the log first, as a Bind's parameters do. Raises like `before_forward`."""
+        if self.recorder is not None:
+            self.recorder.bind(None, None, self._kept_params(call.formats, call.arguments))
+
+    def function_result(self, body: bytes, result_format: int) -> None:
+        """Record a FunctionCallResponse (`body`) as a one-row result of a
+        column `result`: its value is encoded as a DataRow's column is."""
+        if self.recorder is not None:
+            row = frame(b"D", b"\0\1" + body)
+            self.recorder.wire_rows(_FUNCTION_RESULT_COLUMNS, [result_format], row, 1)
+            self.recorder.complete(FUNCTION_RESULT_TAG)
+
     def _bind_params(self, body: bytes) -> list[Any]:
         """A Bind's parameters as the log keeps them (see `BindValue`)."""
         formats, values = m.bind_parameters(body)
         # One pre-check over the whole message: values are its raw bytes.
+        return self._kept_params(formats, values, body)
+
+    def _kept_params(
+        self, formats: tuple[int, ...], values: list[bytes | None], whole: bytes | None = None
+    ) -> list[Any]:
+        """Parameter values as the log keeps them (see `BindValue`); masking
+        pre-checks `whole` (the message they came in) when given."""
         masking = self.masking
-        scan = masking is not None and masking.may_need_masking(body)
+        scan = masking is not None and (whole is None or masking.may_need_masking(whole))
         kept: list[Any] = []
         budget = BIND_PARAMS_BYTES
         for fmt, value in zip(formats, values, strict=True):

@@ -364,8 +364,8 @@ class PgSession:
             self._tracker.on_sync()
         elif kind == m.FUNCTION_CALL:
             self.statements += 1
-            oid = struct.unpack_from("!I", body, 0)[0] if len(body) >= 4 else 0
-            sql = f"-- fast-path function call of function oid {oid}"
+            call = m.decode_function_call(body)
+            sql = f"-- fast-path function call of function oid {call.oid}"
             verdict = self._judge(sql, QueryOrigin.FUNCTION_CALL, None)
             if isinstance(verdict, Allow) and self.governance.masking is not None:
                 # Its result comes back as one bare value, outside any masking.
@@ -374,7 +374,7 @@ class PgSession:
                     reason="the result of a fast-path function call cannot be masked; "
                     "call the function with SELECT instead",
                 )
-            return self._act(verdict, kind, body, raw, out, sql=sql)
+            return self._act(verdict, kind, body, raw, out, sql=sql, call=call)
         elif kind == m.TERMINATE:
             self._flush_backend(out)
             self.finish("client_terminated")
@@ -514,11 +514,14 @@ class PgSession:
         sql: str,
         parse: m.Parse | None = None,
         bind: m.Bind | None = None,
+        call: m.FunctionCall | None = None,
     ) -> bool:
         origin, name = _origin_of(kind, parse, bind)
         if isinstance(verdict, Allow):
             try:
                 self.governance.before_forward(sql, verdict, origin, name)
+                if call is not None:
+                    self.governance.function_call_allowed(call)
             except MaskingError as exc:
                 log.error("masking cannot be applied; refusing the statement: %s", exc)
                 verdict = Block(rule="masking-required", reason=f"{exc.message}; nothing was sent")
@@ -529,7 +532,9 @@ class PgSession:
                     reason=f"it could not be recorded ({exc}); nothing was sent",
                 )
             else:
-                self._forward(kind, raw, out, sql=sql, verdict=verdict, parse=parse, bind=bind)
+                self._forward(
+                    kind, raw, out, sql=sql, verdict=verdict, parse=parse, bind=bind, call=call
+                )
                 return True
         if isinstance(verdict, RequireApproval):
             self._flush_backend(out)
@@ -583,6 +588,7 @@ class PgSession:
         verdict: Allow,
         parse: m.Parse | None,
         bind: m.Bind | None,
+        call: m.FunctionCall | None = None,
     ) -> None:
         if kind == m.QUERY:
             changes = self._statements.query(sql, self._syncs_sent)
@@ -598,7 +604,7 @@ class PgSession:
             self._bound(bind, sql)
         elif kind == m.FUNCTION_CALL:
             self._syncs_sent += 1
-            self._tracker.on_function_call()
+            self._tracker.on_function_call(call.result_format if call is not None else 0)
         out.append(raw)
 
     def _substitute_error(
@@ -885,6 +891,10 @@ class PgSession:
                             parts.append(_bytes_of(buf, copied, pos))
                             parts.append(replacement)
                             copied = end
+                    elif kind == 86:  # 'V' FunctionCallResponse
+                        governance.function_result(
+                            bytes(buf[pos + 5 : end]), tracker.function_result_format()
+                        )
                     tracker.on_server(kind)
                     if kind in (67, 73, 115):  # 'C', 'I', 's'
                         governance.result_done(bytes(buf[pos + 5 : end]))
@@ -1074,7 +1084,7 @@ class _NoTracking(QueryTracker):
     def on_bind(self, portal: str, statement: str, formats: tuple[int, ...]) -> None:
         return None
 
-    def on_function_call(self) -> None:
+    def on_function_call(self, result_format: int = 0) -> None:
         return None
 
 

@@ -77,6 +77,7 @@ def test_every_decoder_is_covered() -> None:
         "decode_notification",
         "decode_command_complete",
         "bind_parameters",
+        "decode_function_call",
     } <= names
 
 

@@ -214,6 +214,36 @@ def test_bind_parameters_rejects_malformed(body: bytes) -> None:
         m.bind_parameters(body)
 
 
+def test_function_call_arguments_and_result_format() -> None:
+    # lowrite(fd 0, '\x01\x02'): both arguments binary, binary result.
+    body = (
+        struct.pack("!I", 955)
+        + b"\x00\x01\x00\x01"
+        + b"\x00\x02"
+        + b"\x00\x00\x00\x04\x00\x00\x00\x00"
+        + b"\x00\x00\x00\x02\x01\x02"
+        + b"\x00\x01"
+    )
+    assert m.decode_function_call(body) == m.FunctionCall(
+        oid=955, formats=(1, 1), arguments=[b"\x00\x00\x00\x00", b"\x01\x02"], result_format=1
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x00\x00\x03\xbb\x00\x00\x00\x00",  # no result format
+        b"\x00\x00\x03\xbb\x00\x00\x00\x00\x00\x00\x00",  # a byte too many
+        b"\x00\x00\x03\xbb\x00\x00\x00\x00\x00\x02",  # result format 2
+        b"\x00\x00\x03\xbb\x00\x00\x00\x01\x00\x00\x00\x09ab\x00\x00",  # value past the end
+        b"\x00\x00",  # no oid
+    ],
+)
+def test_function_call_rejects_malformed(body: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        m.decode_function_call(body)
+
+
 def test_bind_per_column_result_formats() -> None:
     body = b"\x00s\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x01\x00\x00"
     assert m.decode_bind(body).result_formats == (0, 1, 0)

@@ -264,6 +264,39 @@ def bind_parameters(body: bytes) -> tuple[tuple[int, ...], list[bytes | None]]:
     """
     _, pos = _cstring(body, 0)
     _, pos = _cstring(body, pos)
+    formats, values, _ = _parameters(body, pos, "Bind")
+    return formats, values
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """A fast-path function call: the function, its arguments, the result's format."""
+
+    oid: int
+    formats: tuple[int, ...]
+    arguments: list[bytes | None]
+    result_format: int
+
+
+def decode_function_call(body: bytes) -> FunctionCall:
+    try:
+        (oid,) = _U32.unpack_from(body, 0)
+        formats, arguments, pos = _parameters(body, 4, "FunctionCall")
+        (result_format,) = _U16.unpack_from(body, pos)
+    except struct.error as exc:
+        raise RemoteProtocolError("FunctionCall message truncated") from exc
+    if pos + 2 != len(body):
+        raise RemoteProtocolError("FunctionCall message has the wrong length")
+    if result_format not in (0, 1):
+        raise RemoteProtocolError("FunctionCall asks for a result format other than 0 or 1")
+    return FunctionCall(oid, formats, arguments, result_format)
+
+
+def _parameters(
+    body: bytes, pos: int, message: str
+) -> tuple[tuple[int, ...], list[bytes | None], int]:
+    """The format codes and values of a Bind or FunctionCall from `pos`
+    (each value with its own format), and where they end."""
     try:
         (nfmt,) = _U16.unpack_from(body, pos)
         codes = struct.unpack_from(f"!{nfmt}h", body, pos + 2) if nfmt else ()
@@ -272,25 +305,25 @@ def bind_parameters(body: bytes) -> tuple[tuple[int, ...], list[bytes | None]]:
         pos += 2
         if nfmt not in (0, 1, nparams):
             raise RemoteProtocolError(
-                f"Bind has {nfmt} parameter format codes for {nparams} parameters"
+                f"{message} has {nfmt} parameter format codes for {nparams} parameters"
             )
         values: list[bytes | None] = []
         for _ in range(nparams):
             (plen,) = _I32.unpack_from(body, pos)
             pos += 4
             if plen < -1 or pos + max(plen, 0) > len(body):
-                raise RemoteProtocolError("invalid parameter length in Bind")
+                raise RemoteProtocolError(f"invalid parameter length in {message}")
             if plen == -1:
                 values.append(None)
             else:
                 values.append(body[pos : pos + plen])
                 pos += plen
     except struct.error as exc:
-        raise RemoteProtocolError("Bind message truncated") from exc
+        raise RemoteProtocolError(f"{message} message truncated") from exc
     if any(code not in (0, 1) for code in codes):
-        raise RemoteProtocolError("Bind has a parameter format code other than 0 or 1")
+        raise RemoteProtocolError(f"{message} has a parameter format code other than 0 or 1")
     formats = codes if nfmt == nparams else (codes[0] if codes else 0,) * nparams
-    return formats, values
+    return formats, values, pos
 
 
 def decode_execute(body: bytes) -> Execute:

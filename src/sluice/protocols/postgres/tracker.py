@@ -164,8 +164,15 @@ class QueryTracker:
     def on_sync(self) -> None:
         self._push(_Request(kind=Pending.SYNC))
 
-    def on_function_call(self) -> None:
-        self._push(_Request(kind=Pending.FUNCTION_CALL))
+    def on_function_call(self, result_format: int = 0) -> None:
+        self._push(_Request(kind=Pending.FUNCTION_CALL, formats=(result_format,)))
+
+    def function_result_format(self) -> int:
+        """The format (0 text, 1 binary) of the fast-path result arriving now."""
+        head = self._head()
+        if head is None or head.kind is not Pending.FUNCTION_CALL or not head.formats:
+            return 0
+        return head.formats[0]
 
     def statement_sql(self, name: str) -> str | None:
         entry = self.statements.get(name)

@@ -63,6 +63,27 @@ def test_the_agent_preset_holds_a_call_that_may_write(engine: PolicyEngine) -> N
     assert isinstance(plain, Allow)
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT table_to_xml('billing.invoices', true, true, '')",
+        "SELECT schema_to_xml_and_xmlschema('billing', true, true, '')",
+        "SELECT database_to_xml(true, true, '')",
+        "SELECT cursor_to_xml('c', 10, false, true, '')",
+    ],
+)
+def test_functions_reading_relations_they_do_not_name_are_procedural(
+    engine: PolicyEngine, sql: str
+) -> None:
+    """Their rows come from relations the statement does not name, out of
+    sight of table rules and column masking."""
+    verdict = engine.decide(query(sql), policy_name="ai-agent", prepared={})
+    assert isinstance(verdict, RequireApproval)
+    assert verdict.rule == "procedural-needs-approval"
+    schema_only = query("SELECT table_to_xmlschema('billing.invoices', true, true, '')")
+    assert isinstance(engine.decide(schema_only, policy_name="ai-agent", prepared={}), Allow)
+
+
 def test_a_policy_vouches_for_its_own_functions() -> None:
     engine = compile_policies(
         {"name": "base", "extends": "ai-agent", "read_only_functions": ["reporting.*"]},

@@ -116,6 +116,26 @@ def test_a_namesake_with_the_builtins_argument_types_runs_only_first_on_the_path
     assert _untouched(pg)  # the first call ran pg_catalog's
 
 
+def test_functions_that_read_relations_they_do_not_name_are_held(
+    pg: ThrowawayPostgres, agent_gateway: GatewayThread, denied: list[str]
+) -> None:
+    """table_to_xml('hidden.ledger', ...) returns the table's rows, though the
+    statement names no table: table rules and column masking would not see
+    it. Neither would they see what schema_to_xml, database_to_xml or
+    cursor_to_xml read."""
+    steps = run_steps(
+        agent_gateway,
+        "sql:SELECT table_to_xml('hidden.ledger', true, true, '')",
+        "sql:SELECT schema_to_xml('hidden', true, true, '')",
+        "sql:SELECT database_to_xml_and_xmlschema(true, true, '')",
+        "sql:SELECT table_to_xmlschema('hidden.ledger', true, true, '')",  # no data
+    )
+    for refused in steps[:3]:
+        assert was_denied(refused), refused
+    assert steps[3]["tag"] == "SELECT 1"
+    assert len(denied) == 3
+
+
 def test_the_approver_is_told_what_would_run(
     agent_gateway: GatewayThread, denied: list[str]
 ) -> None:

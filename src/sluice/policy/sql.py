@@ -706,9 +706,24 @@ ADMIN_FUNCTIONS = frozenset(
 ADMIN_FUNCTION_PREFIXES = ("pg_stat_reset", "pg_replication_origin_")
 
 DYNAMIC_SQL_FUNCTIONS = frozenset(
-    {"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema"}
+    {
+        "query_to_xml",
+        "query_to_xmlschema",
+        "query_to_xml_and_xmlschema",
+        # These return the rows of relations named by their arguments (or
+        # of a whole schema or database, or of an open cursor), which table
+        # rules and column masking cannot see in the statement.
+        "table_to_xml",
+        "table_to_xml_and_xmlschema",
+        "schema_to_xml",
+        "schema_to_xml_and_xmlschema",
+        "database_to_xml",
+        "database_to_xml_and_xmlschema",
+        "cursor_to_xml",
+    }
 )
-"""Functions that run SQL text given as an argument: procedural."""
+"""Functions that run SQL text given as an argument, or read data the
+statement does not name: procedural."""
 
 WRITE_FUNCTIONS = frozenset(
     {
@@ -741,7 +756,6 @@ READ_ONLY_VOLATILE_FUNCTIONS = frozenset(
         "currval",
         "lastval",
         "current_query",
-        "cursor_to_xml",
         "cursor_to_xmlschema",
         # Server state, read.
         "pg_blocking_pids",

@@ -220,3 +220,22 @@ def test_with_the_precheck_pii_free_records_pass_and_others_are_masked() -> None
     assert out.startswith(clean)
     assert out.endswith(clean)
     assert b"jane.roe" not in out
+
+
+def test_bytea_hex_values_are_read_as_bytes() -> None:
+    """COPY writes bytea as hex: a finding in the bytes is masked in them and
+    written as hex again; text that only looks like an escape is left alone."""
+    email = b"mail a@b.com".hex().encode()
+    plain = b"no secrets".hex().encode()
+    text_in = b"1\t\\N\t\\\\x" + email + b"\n2\t\\N\t\\\\x" + plain + b"\n3\t\\N\t\\x41B\n"
+    out = run(copier(CopyFormat()), text_in, step=7)
+    first, second, third = out.splitlines()
+    assert first.startswith(b"1\t\\N\t\\\\x")
+    assert bytes.fromhex(first.split(b"\\\\x")[1].decode()) == b"mail [REDACTED:email]"
+    assert second == text_in.splitlines()[1]
+    assert third == b"3\t\\N\t\\x41B"
+    csv_in = b"1,,\\x" + email + b"\n"  # no escape or quote: the pre-check path
+    masker = CONTENT.copy_masker(TEXT_COLUMNS, CopyFormat(kind="csv"), PRECHECK)
+    assert masker is not None
+    csv_out = run(masker, csv_in, step=len(csv_in))
+    assert bytes.fromhex(csv_out.strip().split(b"\\x")[1].decode()) == b"mail [REDACTED:email]"

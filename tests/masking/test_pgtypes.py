@@ -103,3 +103,19 @@ def test_scannable() -> None:
     assert t.scannable(99999)
     assert not t.scannable(t.TIMESTAMPTZ)
     assert not t.scannable(t.BOOL)
+
+
+def test_bytea_text_is_read_as_its_bytes() -> None:
+    assert t.decode_bytea_text(b"\\x6d61696c00ff") == b"mail\x00\xff"
+    assert t.decode_bytea_text(b"a\\\\b\\000\\377c") == b"a\\b\x00\xffc"  # escape format
+    assert t.decode_bytea_text(b"plain") == b"plain"
+    assert t.scan_view(b"\\x6d61", t.BYTEA, t.TEXT_FORMAT) == b"ma"
+    assert t.scan_view(b"\\x6d61", t.BYTEA, t.BINARY_FORMAT) == b"\\x6d61"  # raw bytes
+    assert t.encode_bytea(b"ma", t.TEXT_FORMAT) == b"\\x6d61"
+    assert t.encode_bytea(b"ma", t.BINARY_FORMAT) == b"ma"
+
+
+@pytest.mark.parametrize("value", [b"\\x6d6", b"\\xzz", b"a\\9b", b"a\\"])
+def test_malformed_bytea_text_is_refused(value: bytes) -> None:
+    with pytest.raises(ValueError, match=r"non-hexadecimal|invalid escape"):
+        t.decode_bytea_text(value)

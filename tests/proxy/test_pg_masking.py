@@ -194,6 +194,62 @@ def test_psycopg_text_and_binary(masked: GatewayThread, token: str, binary: bool
     assert [r[5] for r in rows] == [100, 200, 300]
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_bytea_values_are_scanned(masked: GatewayThread, token: str, binary: bool) -> None:
+    """bytea comes as hex in text format and raw in binary: the detectors read
+    the bytes, and what they find is masked inside the value, which stays a
+    valid bytea."""
+    with psycopg.connect(masked.dsn(token)) as conn:
+        rows = (
+            conn.cursor(binary=binary)
+            .execute(
+                "SELECT convert_to(notes, 'UTF8'), convert_to(name, 'UTF8'), "
+                "decode('00ff', 'hex') FROM people ORDER BY id"
+            )
+            .fetchall()
+        )
+    notes = [bytes(r[0]) for r in rows]
+    assert_clean(repr(notes))
+    assert all(b"call " in n and b"or write" in n for n in notes)  # the rest stays
+    assert [bytes(r[1]) for r in rows] == [p[0].encode() for p in PEOPLE]
+    assert {bytes(r[2]) for r in rows} == {b"\x00\xff"}
+
+
+def test_bytea_in_copy_is_scanned(masked: GatewayThread, token: str) -> None:
+    result = psql(
+        masked,
+        token,
+        "-c",
+        "COPY (SELECT convert_to(notes, 'UTF8') FROM people) TO STDOUT",
+        "-c",
+        "COPY (SELECT convert_to(notes, 'UTF8') FROM people) TO STDOUT WITH (FORMAT csv)",
+    )
+    assert result.returncode == 0, result.stderr
+    decoded = [
+        bytes.fromhex(line.lstrip("\\").removeprefix("x"))
+        for line in result.stdout.splitlines()
+        if line.lstrip("\\").startswith("x")
+    ]
+    assert len(decoded) == 6
+    assert_clean(repr(decoded))
+
+
+def test_bytea_in_escape_output_is_scanned(masked: GatewayThread, token: str) -> None:
+    result = psql(
+        masked,
+        token,
+        "-A",
+        "-t",
+        "-c",
+        "SET bytea_output = 'escape'",
+        "-c",
+        "SELECT convert_to(email, 'UTF8') FROM people ORDER BY id",
+    )
+    assert result.returncode == 0, result.stderr
+    assert_clean(result.stdout)
+    assert len(result.stdout.splitlines()) == 4  # SET, then a row per person
+
+
 def test_psycopg_pipeline_and_server_side_cursor(masked: GatewayThread, token: str) -> None:
     with psycopg.connect(masked.dsn(token)) as conn:
         with conn.pipeline():

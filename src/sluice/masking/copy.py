@@ -89,6 +89,29 @@ def _escape_text(value: bytes, delim: bytes) -> bytes:
     return out
 
 
+# COPY writes bytea as `\x` and hex digits (escaped to `\\x` in text
+# format): detectors read such a value's bytes, and a masked one is written
+# as hex again. COPY does not say which columns are bytea; any value in that
+# form is taken as one.
+_BYTEA_HEX_MARK = b"\\x"
+_BYTEA_HEX = re.compile(rb"\\x(?:[0-9A-Fa-f]{2})+")
+
+
+def _bytea_decoded(values: list[bytes | None]) -> tuple[list[bytes | None], set[int]]:
+    """`values` with each bytea hex value replaced by its bytes, and where."""
+    decoded: set[int] = set()
+    out = list(values)
+    for i, v in enumerate(values):
+        if v is not None and v.startswith(_BYTEA_HEX_MARK) and _BYTEA_HEX.fullmatch(v):
+            out[i] = bytes.fromhex(v[2:].decode("ascii"))
+            decoded.add(i)
+    return (out, decoded) if decoded else (values, decoded)
+
+
+def _bytea_encoded(value: bytes | None) -> bytes | None:
+    return None if value is None else _BYTEA_HEX_MARK + value.hex().encode("ascii")
+
+
 class CopyMasker:
     """Stateful, sans-IO masker of one COPY TO STDOUT stream."""
 
@@ -209,7 +232,11 @@ class CopyMasker:
         if hits is None:
             return None
         chosen = set(hits)
-        chosen.update(i for i, rec in enumerate(records) if any(c in rec for c in self._altering))
+        chosen.update(
+            i
+            for i, rec in enumerate(records)
+            if any(c in rec for c in self._altering) or _BYTEA_HEX_MARK in rec
+        )
         return sorted(chosen)
 
     def _masked(self, records: list[bytes]) -> list[bytes]:
@@ -219,10 +246,13 @@ class CopyMasker:
         )
         raws: list[list[bytes]] = []
         rows: list[Row] = []
+        hexed: list[set[int]] = []
         for rec in records:
             raw, values = split(rec)
             raws.append(raw)
+            values, decoded = _bytea_decoded(values)
             rows.append(values)
+            hexed.append(decoded)
         out_rows, stats = self._plan.mask_rows(rows)
         if stats:
             self.stats = self.stats + stats
@@ -230,12 +260,15 @@ class CopyMasker:
             return records
         parts: list[bytes] = []
         delim = self._fmt.delim
-        for rec, raw, before, after in zip(records, raws, rows, out_rows, strict=True):
+        for rec, raw, before, after, decoded in zip(
+            records, raws, rows, out_rows, hexed, strict=True
+        ):
             if after is before:
                 parts.append(rec)
                 continue
             fields = [
-                r if a is b else self._encode(a) for r, b, a in zip(raw, before, after, strict=True)
+                r if a is b else self._encode(_bytea_encoded(a) if i in decoded else a)
+                for i, (r, b, a) in enumerate(zip(raw, before, after, strict=True))
             ]
             parts.append(delim.join(fields) + (b"\r\n" if rec.endswith(b"\r\n") else b"\n"))
         return parts

@@ -129,7 +129,7 @@ class _Scan:
     index: int
     column: ResultColumn
     is_json: bool
-    decode: bool  # binary number: scan its decimal text
+    decode: bool  # detectors read its decoded form (scan_view): binary numbers, text bytea
     text_like: bool  # masked text is valid as is
 
 
@@ -245,8 +245,7 @@ class Masker:
                         index=i,
                         column=col,
                         is_json=col.type_oid in pgtypes.JSON_TYPES,
-                        decode=col.format == pgtypes.BINARY_FORMAT
-                        and col.type_oid in pgtypes.DECODED_BINARY_TYPES,
+                        decode=pgtypes.needs_decoding(col.type_oid, col.format),
                         text_like=pgtypes.is_text_like(col.type_oid, col.format, self._extra_text),
                     )
                 )
@@ -564,6 +563,9 @@ class RowMasker:
             return self._mask_json(plan, raw, counts)
         for f in findings:
             names.append(f.detector)
+        if col.type_oid == pgtypes.BYTEA:  # masked in its bytes, encoded again
+            masked_bytes = self._masker.apply(view, findings)
+            return None if masked_bytes is None else pgtypes.encode_bytea(masked_bytes, col.format)
         if plan.decode:
             return None  # binary number holding PII: no valid masked binary form
         masked = self._masker.apply(view, findings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import struct
 import uuid
 from collections.abc import Callable
@@ -73,7 +74,7 @@ NUMERIC_TYPES: frozenset[int] = frozenset({INT2, INT4, INT8, NUMERIC})
 DECODED_BINARY_TYPES: frozenset[int] = NUMERIC_TYPES | {INET, CIDR}
 # Types whose values cannot carry free text (content scanning skips them).
 NO_CONTENT: frozenset[int] = frozenset(
-    {BOOL, BYTEA, CHAR, OID, FLOAT4, FLOAT8, MONEY, DATE, TIME, TIMESTAMP, TIMESTAMPTZ}
+    {BOOL, CHAR, OID, FLOAT4, FLOAT8, MONEY, DATE, TIME, TIMESTAMP, TIMESTAMPTZ}
     | {INTERVAL, UUID, MACADDR, 1266, 1560, 1562, 3614, 3615, 4072}
 )
 JSONB_BINARY_VERSION = b"\x01"
@@ -278,6 +279,14 @@ def decode_binary_inet(value: bytes) -> bytes:
     return (text if bits == full else f"{text}/{bits}").encode()
 
 
+def needs_decoding(type_oid: int, fmt: int) -> bool:
+    """Whether detectors read this value decoded (`scan_view`), not as sent:
+    a binary number or address, or a bytea in text format (hex or escapes)."""
+    if fmt == BINARY_FORMAT:
+        return type_oid in DECODED_BINARY_TYPES
+    return type_oid == BYTEA
+
+
 def scan_view(value: bytes, type_oid: int, fmt: int) -> bytes:
     """The bytes content detectors should read for this value."""
     if fmt == BINARY_FORMAT:
@@ -286,4 +295,31 @@ def scan_view(value: bytes, type_oid: int, fmt: int) -> bytes:
             return decoder(value)
         if type_oid in (INET, CIDR):
             return decode_binary_inet(value)
+    elif type_oid == BYTEA:
+        return decode_bytea_text(value)
     return value
+
+
+_BYTEA_ESCAPE = re.compile(rb"\\(\\|[0-7]{3})?")
+
+
+def decode_bytea_text(value: bytes) -> bytes:
+    """The bytes of a bytea in text format: `\\x` and hex digits, or the escape
+    format (`bytea_output = escape`: backslash and three octal digits for a
+    byte, two backslashes for one). Raises ValueError on anything else."""
+    if value.startswith(b"\\x"):
+        return bytes.fromhex(value[2:].decode("ascii"))
+
+    def unescape(match: re.Match[bytes]) -> bytes:
+        escaped = match.group(1)
+        if escaped is None:
+            raise ValueError("invalid escape in a bytea value")
+        return b"\\" if escaped == b"\\" else bytes((int(escaped, 8),))
+
+    return _BYTEA_ESCAPE.sub(unescape, value) if b"\\" in value else value
+
+
+def encode_bytea(data: bytes, fmt: int) -> bytes:
+    """A bytea value of `data`: raw in binary format, hex in text format
+    (which clients read whatever `bytea_output` says)."""
+    return data if fmt == BINARY_FORMAT else b"\\x" + data.hex().encode("ascii")

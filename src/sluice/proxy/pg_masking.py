@@ -54,10 +54,10 @@ from sluice.masking import (
     result_lineage,
 )
 from sluice.masking.pgtypes import (
-    DECODED_BINARY_TYPES,
     JSON_TYPES,
     is_text_like,
     mask_whole_value,
+    needs_decoding,
 )
 from sluice.masking.precheck import RegionPrecheck
 from sluice.masking.strategies import Strategy
@@ -419,11 +419,12 @@ class PgSessionMasking:
         self._shape, self._columns = shape, columns
         # The raw-buffer pre-check stands in for per-value scanning only when
         # content detectors are all that applies and every value's bytes are
-        # what the detectors would read (no binary number or address to decode).
+        # what the detectors would read (no binary number or address, or text
+        # bytea, to decode).
         self._shape_prechecks = (
             self._precheck is not None
             and not self.masker.has_column_rules
-            and not any(f.format == 1 and f.type_oid in DECODED_BINARY_TYPES for f in shape.fields)
+            and not any(needs_decoding(f.type_oid, f.format) for f in shape.fields)
         )
         self._precheck_skips = 0
         return columns

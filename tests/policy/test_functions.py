@@ -104,7 +104,9 @@ def test_a_policy_vouches_for_its_own_functions() -> None:
     assert isinstance(verdict("DELETE FROM t WHERE order_total(1) > 0"), Block)
 
 
-def _decide(engine: PolicyEngine, sql: str, database: DatabaseCode, **kw: bool) -> object:
+def _decide(
+    engine: PolicyEngine, sql: str, database: DatabaseCode, *, search_path_changed: bool = False
+) -> object:
     return engine.decide_query(
         make_context(),
         sql,
@@ -112,7 +114,7 @@ def _decide(engine: PolicyEngine, sql: str, database: DatabaseCode, **kw: bool) 
         None,
         policy_name="ai-agent",
         database=database,
-        **kw,
+        search_path_changed=search_path_changed,
     )
 
 

@@ -234,6 +234,27 @@ def test_bytea_in_copy_is_scanned(masked: GatewayThread, token: str) -> None:
     assert_clean(repr(decoded))
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_text_search_and_jsonpath_values_are_scanned(
+    masked: GatewayThread, token: str, binary: bool
+) -> None:
+    """tsvector, tsquery and jsonpath values carry text: their lexemes and
+    string literals are scanned like any text."""
+    with psycopg.connect(masked.dsn(token)) as conn:
+        rows = (
+            conn.cursor(binary=binary)
+            .execute(
+                "SELECT to_tsvector('simple', email)::text, to_tsvector('simple', email), "
+                "plainto_tsquery('simple', notes), "
+                "format('$.a ? (@ == %s)', to_json(email))::jsonpath, "
+                "'maria lopez'::tsvector FROM people ORDER BY id"
+            )
+            .fetchall()
+        )
+    assert_clean(repr(rows))
+    assert "maria" in str(rows[0][4])  # a value without findings stays as it is
+
+
 def test_bytea_in_escape_output_is_scanned(masked: GatewayThread, token: str) -> None:
     result = psql(
         masked,

@@ -72,10 +72,12 @@ NUMERIC_TYPES: frozenset[int] = frozenset({INT2, INT4, INT8, NUMERIC})
 # Binary values decoded to their text form before detectors read them; a
 # finding turns such a value into NULL (there is no masked binary form).
 DECODED_BINARY_TYPES: frozenset[int] = NUMERIC_TYPES | {INET, CIDR}
-# Types whose values cannot carry free text (content scanning skips them).
+# Types whose values cannot carry free text (content scanning skips them):
+# timetz, bit and varbit besides the named ones. bytea, tsvector, tsquery and
+# jsonpath can, and are scanned.
 NO_CONTENT: frozenset[int] = frozenset(
     {BOOL, CHAR, OID, FLOAT4, FLOAT8, MONEY, DATE, TIME, TIMESTAMP, TIMESTAMPTZ}
-    | {INTERVAL, UUID, MACADDR, 1266, 1560, 1562, 3614, 3615, 4072}
+    | {INTERVAL, UUID, MACADDR, 1266, 1560, 1562}
 )
 JSONB_BINARY_VERSION = b"\x01"
 

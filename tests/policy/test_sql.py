@@ -540,6 +540,8 @@ B = "\\"
         (f"SELECT 'a' -- {B}", False),
         (f"SELECT 1 /* {B} */", False),
         (f"SELECT 'unterminated{B}", True),  # the lexer rejects it: counted
+        # Offsets count characters: text before the literal takes more bytes.
+        (f"SELECT 'ééééééééééééééééééééé' AS a, 'b{B}c'", True),
     ],
 )
 def test_which_texts_read_backslashes(sql: str, reads: bool) -> None:

@@ -28,6 +28,8 @@ from tests.helpers import GatewayThread
 from tests.proxy.test_pg_session_reads import Collect, _session
 
 ATTACK = "SELECT '\\'' ; DROP TABLE victims; --'"
+# The same after multibyte text: the lexer's offsets count characters.
+WIDE_ATTACK = "SELECT 'ééééééééééééééééééééé', '\\'' ; DROP TABLE victims; --'"
 # UTF-8 bytes of "中" then a backslash: GBK reads E4 B8 / AD 5C, two characters,
 # so the backslash is gone and the quote after it ends the string.
 GBK_ATTACK = "SELECT E'中\\' ; DROP TABLE victims; --'".encode()
@@ -70,6 +72,7 @@ def test_standard_conforming_strings_off_cannot_hide_a_statement(
     with psycopg.connect(gateway.dsn(agent, user="agent"), autocommit=True) as conn:
         conn.execute("SET standard_conforming_strings = off")
         _refused(conn, ATTACK, "standard_conforming_strings is off")
+        _refused(conn, WIDE_ATTACK, "standard_conforming_strings is off")
         # Strings that read the same either way still run.
         assert conn.execute("SELECT E'a\\\\b', 'plain'").fetchone() == ("a\\b", "plain")
         conn.execute("SET standard_conforming_strings = on")

@@ -1371,10 +1371,9 @@ def reads_backslashes(sql: str) -> bool:
         tokens = scan(sql)
     except Exception:  # pglast raises its own parse errors
         return True
-    encoded = sql.encode()
     for token in tokens:
         if token.name == "SCONST":
-            text = encoded[token.start : token.end + 1]
-            if text.startswith(b"'") and b"\\" in text:
+            text = sql[token.start : token.end + 1]  # the lexer's offsets count characters
+            if text.startswith("'") and "\\" in text:
                 return True
     return False

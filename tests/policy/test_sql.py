@@ -14,8 +14,8 @@ from pglast.parser import scan
 from sluice.policy.prepared import (
     _SEARCH_PATH_WORDS,
     _SEARCH_PATH_WORDS_RE,
-    _mentions,
     mentions_prepared,
+    mentions_words,
 )
 from sluice.policy.sql import (
     KNOWN_KINDS,
@@ -520,7 +520,7 @@ def test_the_search_path_prefilter_answers_as_its_regex(text: str) -> None:
     reference = re.compile("search_path|set_config|u&", re.IGNORECASE)
     for sample in (text, text.upper(), text.lower()):
         expected = reference.search(sample) is not None
-        assert _mentions(sample, _SEARCH_PATH_WORDS, _SEARCH_PATH_WORDS_RE) == expected
+        assert mentions_words(sample, _SEARCH_PATH_WORDS, _SEARCH_PATH_WORDS_RE) == expected
 
 
 B = "\\"

@@ -70,7 +70,7 @@ _SESSION_WORDS = ("prepare", "execute", "deallocate", "discard")
 _SESSION_WORDS_RE = re.compile("|".join(_SESSION_WORDS), re.IGNORECASE)
 
 
-def _mentions(sql: str, words: tuple[str, ...], pattern: re.Pattern[str]) -> bool:
+def mentions_words(sql: str, words: tuple[str, ...], pattern: re.Pattern[str]) -> bool:
     """Whether `sql` holds any of `words` (lower case), in any letter case."""
     if sql.isascii():  # the usual case: plain substring tests, same answer as the regex
         low = sql.lower()
@@ -87,7 +87,7 @@ def mentions_prepared(sql: str) -> bool:
     Keywords cannot be escaped or quoted into existence, so a text without
     these words holds none of those statements: a cheap pre-filter.
     """
-    return _mentions(sql, _SESSION_WORDS, _SESSION_WORDS_RE)
+    return mentions_words(sql, _SESSION_WORDS, _SESSION_WORDS_RE)
 
 
 # search_path may be spelled in a Unicode-escaped identifier (U&"..."), and
@@ -100,6 +100,6 @@ _SEARCH_PATH_WORDS_RE = re.compile("|".join(_SEARCH_PATH_WORDS), re.IGNORECASE)
 def changes_search_path(sql: str) -> bool:
     """Whether `sql` may change the session's search_path (SET, RESET,
     set_config, or a procedural block that mentions it)."""
-    if not _mentions(sql, _SEARCH_PATH_WORDS, _SEARCH_PATH_WORDS_RE):
+    if not mentions_words(sql, _SEARCH_PATH_WORDS, _SEARCH_PATH_WORDS_RE):
         return False
     return any(statement.changes_search_path for statement in classify(sql).statements)

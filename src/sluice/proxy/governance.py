@@ -39,6 +39,7 @@ from sluice.masking import MaskingEngine, MaskingError
 from sluice.policy import PolicyEngine
 from sluice.policy.database import DatabaseCode
 from sluice.policy.prepared import changes_search_path, mentions_prepared
+from sluice.policy.secrets import redact_secrets
 from sluice.policy.sql import Execute, Prepare, classify
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
@@ -463,7 +464,9 @@ class SessionGovernance:
             self.masking.search_path_changed()
 
     def _shown(self, sql: str) -> str:
-        """Statement text for recordings and audit: masked when masking is on."""
+        """Statement text for recordings and audit: without secrets, and
+        masked when masking is on."""
+        sql = redact_secrets(sql)
         return self.masking.mask_statement(sql) if self.masking is not None else sql
 
     def _audited(self, sql: str, shown: str) -> str:
@@ -484,7 +487,9 @@ class SessionGovernance:
         services = self.services
         if services is None:
             return ApprovalOutcome(approved=False, message="approvals are not configured")
-        sql = self.with_prepared_texts(sql)
+        # Approvers see the statement as sent, but for its secrets; a grant
+        # is for that text.
+        sql = redact_secrets(self.with_prepared_texts(sql))
         identity = self.context.identity
         grant = await asyncio.to_thread(
             services.approvals.usable_grant,
@@ -557,7 +562,7 @@ class SessionGovernance:
                         runs[effect.name] = inner
                         if depth < MAX_SHOWN_EXECUTE_DEPTH:
                             pending.append((inner, depth + 1))
-        lines = [sql, *(f"-- {name} runs: {text}" for name, text in runs.items())]
+        lines = [sql, *(f"-- {name} runs: {redact_secrets(text)}" for name, text in runs.items())]
         return "\n".join(lines)
 
     async def _await_decision(self, request: Approval) -> ApprovalOutcome:

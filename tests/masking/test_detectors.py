@@ -75,6 +75,9 @@ POSITIVE = [
     # Long key names and aligned blanks (up to 64 and 32: the detector's bounds).
     ("password", "reporting_replica_password_for_the_nightly_jobs = hunter2", "hunter2"),
     ("password", "db_credentials\t\t\t\t\t\t:\tletmein", "letmein"),
+    # SQL's form, as statement texts (pg_stat_activity.query) carry it.
+    ("password", "ALTER ROLE bob WITH ENCRYPTED PASSWORD 'it''s-a-secret'", "it''s-a-secret"),
+    ("password", "OPTIONS (user 'bob', password 'hunter2')", "hunter2"),
 ]
 
 
@@ -111,6 +114,7 @@ NEGATIVE = [
     "aws sha 3fa2c1d9e0b7a6f58c4d2e1f0a9b8c7d6e5f4a3b",  # hex digest near 'aws'
     "eyJub3QiOiJqd3QifQ.eyJ4IjoxfQ.sig",  # header without alg
     "the password is reset weekly",
+    "password_hash 'x' and mypassword 'y'",  # not the keyword PASSWORD
     "the secret ingredient: love",  # prose: the keyword is not the key of a pair
     "token " + " " * 40 + "= 1",  # more blanks than a key/value pair has
     "price 1,234.56 and 3.14159",

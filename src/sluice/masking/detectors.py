@@ -216,6 +216,15 @@ _PASSWORD_PAIR = Pattern(
     lookback=64,
     window=400,
 )
+# SQL's own form: `ALTER ROLE ... PASSWORD 'x'`, `OPTIONS (password 'x')`,
+# as statement texts carry it (pg_stat_activity.query, logs read by SQL).
+_SQL_PASSWORD = Pattern(
+    regex=rb"(?i)(?<![\w\-])password[ \t\r\n]{1,32}'(?P<v>(?:[^'\x00]|''){1,256})'",
+    prefilter=rb"(?i)password[ \t\r\n]{1,32}'",
+    validator=v.always,
+    lookback=16,
+    window=600,
+)
 _CONN_PASSWORD = Pattern(
     regex=rb"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\x00]*:(?P<v>[^\s@/\x00]+)@[^\s@/\x00]",
     prefilter=rb"[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@\x00]*:[^\s@/\x00]+@",
@@ -245,7 +254,11 @@ BUILTIN_DETECTORS: Mapping[str, Detector] = {
         Detector(name="stripe_key", patterns=(_STRIPE,), priority=85),
         Detector(name="jwt", patterns=(_JWT,), priority=90),
         Detector(name="private_key", patterns=(_PEM,), priority=100),
-        Detector(name="password", patterns=(_PASSWORD_PAIR, _CONN_PASSWORD), priority=80),
+        Detector(
+            name="password",
+            patterns=(_PASSWORD_PAIR, _SQL_PASSWORD, _CONN_PASSWORD),
+            priority=80,
+        ),
     )
 }
 

@@ -40,6 +40,9 @@ CLIENT = st.one_of(
     st.just(frame(b"E", b"\0\0\0\0\0")),
     st.just(frame(b"S", b"")),
     st.builds(m.encode_query, QUERIES),
+    # Fast-path calls: lo_close(0) with its result in binary, and a truncated one.
+    st.just(frame(b"F", b"\0\0\3\xbb\0\1\0\1\0\1\0\0\0\4\0\0\0\0\0\1")),
+    st.just(frame(b"F", b"\0\0\3")),
 )
 SERVER = st.sampled_from(
     [
@@ -53,6 +56,7 @@ SERVER = st.sampled_from(
         m.error_response("42P05", "prepared statement already exists"),
         m.ready_for_query("I"),
         m.ready_for_query("E"),
+        frame(b"V", b"\0\0\0\4\0\0\0\0"),  # FunctionCallResponse
     ]
 )
 STEPS = st.lists(

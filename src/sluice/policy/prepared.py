@@ -70,10 +70,19 @@ _SESSION_WORDS = ("prepare", "execute", "deallocate", "discard")
 _SESSION_WORDS_RE = re.compile("|".join(_SESSION_WORDS), re.IGNORECASE)
 
 
+_last_lowered: tuple[str, str | None] = ("", "")
+"""The last text asked about, and its lower case (None if not ASCII): a
+statement is asked about several word lists on its way through."""
+
+
 def mentions_words(sql: str, words: tuple[str, ...], pattern: re.Pattern[str]) -> bool:
     """Whether `sql` holds any of `words` (lower case), in any letter case."""
-    if sql.isascii():  # the usual case: plain substring tests, same answer as the regex
-        low = sql.lower()
+    global _last_lowered
+    last, low = _last_lowered  # one tuple: consistent across threads
+    if sql is not last:
+        low = sql.lower() if sql.isascii() else None
+        _last_lowered = (sql, low)
+    if low is not None:  # the usual case: plain substring tests, same answer as the regex
         for word in words:  # noqa: SIM110 - a loop: cheaper than any() over a generator
             if word in low:
                 return True

@@ -548,3 +548,18 @@ def test_which_texts_read_backslashes(sql: str, reads: bool) -> None:
     """A backslash in a plain '...' string is the one place where
     standard_conforming_strings changes how PostgreSQL lexes a text."""
     assert reads_backslashes(sql) is reads
+
+
+@pytest.mark.parametrize(
+    ("sql", "from_data"),
+    [
+        ("SELECT set_config('my.v', balance::text, false) FROM people", True),
+        ("SELECT set_config('my.v', (SELECT max(x) FROM t)::text, false)", True),
+        ("SELECT 1 WHERE set_config('a.b', upper(name), true) IS NOT NULL", True),
+        ("SELECT set_config('my.v', 'constant', false)", False),
+        ("SELECT set_config('my.v', $1, false)", False),
+        ("SELECT set_config('my.v', now()::text, false)", False),
+    ],
+)
+def test_settings_set_from_data_are_noted(sql: str, from_data: bool) -> None:
+    assert classify(sql).statements[0].sets_setting_from_data is from_data

@@ -437,10 +437,26 @@ def test_policy_test_explains_masking(masked: GatewayThread) -> None:
     assert "name" not in by_column
 
 
-def test_a_setting_reported_back_carries_no_value(masked: GatewayThread, token: str) -> None:
+@pytest.fixture(scope="module")
+def content_masked(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
+    """Detectors only, no column rules."""
+    config = base_config(
+        pg,
+        tmp_path_factory.mktemp("content-masked"),
+        masking=("detect",),
+        masking_profiles=[{"name": "detect", "content": True, "detectors": ["all"]}],
+    )
+    thread = GatewayThread(config).start()
+    yield thread
+    thread.stop()
+
+
+def test_a_setting_reported_back_carries_no_value(content_masked: GatewayThread) -> None:
     """set_config('application_name', <a column>) makes the server report the
     value in a ParameterStatus, outside any result."""
-    with psycopg.connect(masked.dsn(token), autocommit=True) as conn:
+    with psycopg.connect(content_masked.dsn(content_masked.token()), autocommit=True) as conn:
         conn.execute(
             "SELECT set_config('application_name', email || ' ' || ssn, false) FROM people"
         )
@@ -448,3 +464,47 @@ def test_a_setting_reported_back_carries_no_value(masked: GatewayThread, token: 
         assert reported is not None
         assert_clean(reported)
         assert conn.info.parameter_status("TimeZone") is not None  # formats go as they are
+
+
+@pytest.fixture(scope="module")
+def balances_masked(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
+    """A column rule on data no detector recognises (balances), under the
+    ai-agent preset."""
+    config = base_config(
+        pg,
+        tmp_path_factory.mktemp("balances"),
+        policy="agent",
+        policies=[{"name": "agent", "extends": "ai-agent", "approvers": ["dba"]}],
+        masking=("balances",),
+        masking_profiles=[
+            {
+                "name": "balances",
+                "content": False,
+                "columns": [{"match": "public.people.balance", "strategy": "redact"}],
+            }
+        ],
+    )
+    thread = GatewayThread(config).start()
+    yield thread
+    thread.stop()
+
+
+def test_a_masked_column_cannot_be_parked_in_a_setting(balances_masked: GatewayThread) -> None:
+    """set_config(name, balance) then current_setting(name) would hand the
+    value back in a result with no column behind it: refused."""
+    dsn = balances_masked.dsn(balances_masked.token("agent", groups=("agents",)), user="agent")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT balance FROM people WHERE id = 1").fetchone() != (100,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="set_config"):
+            conn.execute("SELECT set_config('my.v', balance::text, false) FROM people WHERE id = 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="set_config"):
+            conn.execute(
+                "SELECT set_config('my.v', (SELECT max(balance) FROM people)::text, false)"
+            )
+        assert conn.execute("SELECT current_setting('my.v', true)").fetchone() in ((None,), ("",))
+        # A constant (or a parameter the client sends) carries no masked value.
+        conn.execute("SELECT set_config('my.v', 'fine', false)")
+        conn.execute("SELECT set_config('my.w', %s, false)", ("also fine",))
+        assert conn.execute("SHOW my.v").fetchone() == ("fine",)

@@ -160,6 +160,9 @@ class StatementInfo:
     functions, and volatile built-ins with effects. A plain SELECT of one
     may write; the policy judges it as procedural unless it names the
     function among its `read_only_functions`."""
+    sets_setting_from_data: bool = False
+    """It calls set_config with a value computed from columns or a subquery:
+    a value parked there can be read back (SHOW) with no column behind it."""
     builtin_calls: frozenset[str] = frozenset()
     """Calls taken for built-ins that only read because their name is
     unqualified: `name` and `operator(op)`. PostgreSQL picks among every
@@ -443,6 +446,7 @@ def merge_execution(outer: StatementInfo, inner: StatementInfo, name: str) -> St
         functions=outer.functions | inner.functions,
         unvetted_functions=outer.unvetted_functions | inner.unvetted_functions,
         builtin_calls=outer.builtin_calls | inner.builtin_calls,
+        sets_setting_from_data=outer.sets_setting_from_data or inner.sets_setting_from_data,
         has_restricting_where=restricting,
         effect=inner.effect if isinstance(inner.effect, Execute) else None,
         via=(*outer.via, f"execute {name}", *(v for v in inner.via if v != "prepare")),
@@ -465,6 +469,7 @@ class _Facts:
     functions: set[str] = field(default_factory=set)
     unvetted_functions: set[str] = field(default_factory=set)
     builtin_calls: set[str] = field(default_factory=set)
+    sets_setting_from_data: bool = False
     where_checks: list[bool] = field(default_factory=list)
     effect: PreparedEffect | None = None
     via: list[str] = field(default_factory=list)
@@ -499,6 +504,7 @@ class _Facts:
             functions=frozenset(self.functions),
             unvetted_functions=frozenset(self.unvetted_functions),
             builtin_calls=frozenset(self.builtin_calls),
+            sets_setting_from_data=self.sets_setting_from_data,
             has_restricting_where=all(self.where_checks) if self.where_checks else None,
             effect=self.effect,
             via=tuple(self.via),
@@ -1169,6 +1175,9 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
         setting = _string_constant(call.args[0] if call.args else None)
         if setting is None or setting.lower() == "search_path":
             facts.changes_search_path = True
+        args = call.args or ()
+        if len(args) > 1 and _reads_data(args[1]):
+            facts.sets_setting_from_data = True
     if executing:
         category = _function_category(name, call)
         if category is not None:
@@ -1177,6 +1186,20 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
             facts.unvetted_functions.add(".".join(p.lower() for p in parts))
         elif len(parts) == 1:
             facts.builtin_calls.add(name)
+
+
+def _reads_data(expr: Any) -> bool:
+    """Whether an expression refers to a column or holds a subquery."""
+    stack: list[Any] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple):
+            stack.extend(node)
+        elif isinstance(node, ast.ColumnRef | ast.SubLink):
+            return True
+        elif isinstance(node, ast.Node):
+            stack.extend(_children(node))
+    return False
 
 
 def _note_operator(expr: ast.A_Expr, facts: _Facts) -> None:

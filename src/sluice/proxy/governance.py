@@ -306,6 +306,8 @@ class SessionGovernance:
                 f"rule {verdict.mask.rule!r} requires masking, which this session cannot "
                 "apply; reconnect to get a session with masking"
             )
+        if self.masking is not None:  # first: it may refuse the statement
+            self.masking.statement_allowed(sql, verdict)
         shown = self._shown(sql)
         audited = self._audited(sql, shown)
         if self.recorder is not None:
@@ -334,8 +336,6 @@ class SessionGovernance:
         if origin is QueryOrigin.PARSE and approval_id is not None and statement_name:
             # Its executions are allowed while the name holds this text.
             self._approved_statements[statement_name] = sql
-        if self.masking is not None:
-            self.masking.statement_allowed(sql, verdict)
 
     def bind_allowed(
         self,

@@ -61,7 +61,7 @@ from sluice.masking.pgtypes import (
 )
 from sluice.masking.precheck import RegionPrecheck
 from sluice.masking.strategies import Strategy
-from sluice.policy.sql import text_keys
+from sluice.policy.sql import classify, text_keys
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -364,6 +364,11 @@ class PgSessionMasking:
 
         Masking more than asked never leaks; binding profiles to exactly one
         statement across pipelined results is not worth that risk.
+
+        Raises MaskingError for a statement that would carry values out of
+        masked columns past masking: under column rules, a set_config whose
+        value is computed from data (`SHOW` reads it back with no column
+        behind it).
         """
         extra = verdict.mask.profiles if verdict.mask else ()
         if any(p not in self._profiles for p in extra):
@@ -373,6 +378,15 @@ class PgSessionMasking:
             self._shape = None
             self._plan_columns = None
             self._constant_plan = None
+        if (
+            self.masker.has_column_rules
+            and "set_config" in sql.lower()
+            and any(s.sets_setting_from_data for s in classify(sql).statements)
+        ):
+            raise MaskingError(
+                "set_config with a value computed from columns is refused under column "
+                "masking: the setting could be read back unmasked; set it to a constant"
+            )
 
     def may_need_masking(self, data: bytes) -> bool:
         """False only when no detector can fire anywhere in `data` (raw bytes

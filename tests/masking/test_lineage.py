@@ -230,3 +230,19 @@ def test_names_and_literals_do_not_share_a_lineage_key() -> None:
     assert _lineage_text_key('SELECT "ssn" FROM customers') != _lineage_text_key(
         'SELECT "id" FROM customers'
     )
+
+
+def test_a_relation_missing_from_a_complete_catalog_is_opaque() -> None:
+    """The proxy's catalog lists every relation outside the system schemas:
+    one it does not list was made since (maybe a view over anything)."""
+    complete = StaticCatalog(
+        tables={("public", "people"): ["id", "balance"]},
+        complete=True,
+        system_relations=frozenset({"pg_class"}),
+    )
+    assert result_lineage("SELECT id, b FROM late_view", 2, complete) == [OPAQUE, OPAQUE]
+    assert result_lineage("SELECT * FROM newschema.t", 2, complete) == [OPAQUE, OPAQUE]
+    for sql in ("SELECT relname FROM pg_class", "SELECT x FROM pg_catalog.whatever"):
+        assert not result_lineage(sql, 1, complete)[0].opaque
+    # Without a complete catalog, an unknown table only answers to its own rules.
+    assert not result_lineage("SELECT id FROM late_view", 1, CATALOG)[0].opaque

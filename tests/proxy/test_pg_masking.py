@@ -508,3 +508,31 @@ def test_a_masked_column_cannot_be_parked_in_a_setting(balances_masked: GatewayT
         conn.execute("SELECT set_config('my.v', 'fine', false)")
         conn.execute("SELECT set_config('my.w', %s, false)", ("also fine",))
         assert conn.execute("SHOW my.v").fetchone() == ("fine",)
+
+
+def test_a_relation_made_after_the_catalog_was_read_is_opaque(
+    balances_masked: GatewayThread, pg: ThrowawayPostgres
+) -> None:
+    """A view made since the gateway read the catalog may compute from a
+    masked column: its columns are of unknown origin until the catalog is
+    read again. The system catalogs stay readable."""
+    dsn = balances_masked.dsn(balances_masked.token("agent", groups=("agents",)), user="agent")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the catalog is read now
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    direct = pg.dsn(user="app", password=APP_PASSWORD, dbname="app")
+    with psycopg.connect(direct, autocommit=True) as conn:
+        conn.execute("DROP VIEW IF EXISTS late_view")
+        conn.execute("CREATE VIEW late_view AS SELECT id, balance * 1 AS b FROM people")
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT id, b FROM late_view ORDER BY id").fetchall()
+            assert not {100, 200, 300} & {v for row in rows for v in row}
+            assert conn.execute(
+                "SELECT relname FROM pg_class WHERE relname = 'pg_class'"
+            ).fetchone() == ("pg_class",)
+            assert conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_name = 'people'"
+            ).fetchone() == ("people",)
+    finally:
+        with psycopg.connect(direct, autocommit=True) as conn:
+            conn.execute("DROP VIEW late_view")

@@ -7,7 +7,9 @@ column computed from `customers.ssn` through functions, casts, concatenation,
 `customers.ssn`. Where lineage cannot be determined it fails closed:
 
 - `SELECT *` / `t.*` of a table the catalog cannot list yields an item of
-  unknown width whose lineage names the table as `unresolved`;
+  unknown width whose lineage names the table as `unresolved`; where the
+  catalog is complete (the proxy's), a relation it does not list was made
+  since it was read and may be a view over anything: it is `opaque`;
 - functions outside a list of built-ins (user functions may read any table),
   statements we cannot see through (FETCH, EXECUTE, CALL) and SQL that does
   not parse are `opaque`: every column rule applies to them.
@@ -61,20 +63,43 @@ class Catalog(Protocol):
     def view_definition(self, schema: str, table: str) -> str | None:
         """The SELECT defining a view, or None for a table."""
 
+    def unknown_is_opaque(self, schema: str | None, table: str) -> bool:
+        """Whether a relation the catalog does not list is of unknown origin
+        throughout: one made since the catalog was read may be a view over
+        any table (False: only its own table's rules may apply to it)."""
+
+
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StaticCatalog:
-    """A catalog from dictionaries (tests, or a snapshot cached by the proxy)."""
+    """A catalog from dictionaries (tests, or a snapshot cached by the proxy).
+
+    `complete`: it lists every relation outside the system schemas, whose
+    relation names are `system_relations`; any other relation is then new
+    (or temporary), and opaque.
+    """
 
     tables: Mapping[tuple[str, str], Sequence[str]] = field(default_factory=dict)
     views: Mapping[tuple[str, str], str] = field(default_factory=dict)
     search_path: Sequence[str] = ("public",)
+    complete: bool = False
+    system_relations: frozenset[str] = frozenset()
 
     def columns(self, schema: str, table: str) -> Sequence[str] | None:
         return self.tables.get((schema, table))
 
     def view_definition(self, schema: str, table: str) -> str | None:
         return self.views.get((schema, table))
+
+    def unknown_is_opaque(self, schema: str | None, table: str) -> bool:
+        if not self.complete:
+            return False
+        if schema is not None:
+            return schema not in SYSTEM_SCHEMAS and not schema.startswith("pg_toast")
+        # Unqualified: pg_catalog comes first on every search_path.
+        return table not in self.system_relations
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,8 +238,11 @@ class _Rel:
     schema: str | None = None  # base table only
     table: str | None = None  # base table only
     known: bool = True  # base table: whether its column list is known
+    opaque: bool = False  # unknown and possibly a view over anything
 
     def lookup(self, column: str) -> ColumnLineage | None:
+        if self.opaque:
+            return OPAQUE
         if self.table is not None and not self.known:
             return ColumnLineage(
                 origins=frozenset(
@@ -438,8 +466,15 @@ class _Analyzer:
                 return _Rel(alias=alias, items=_rename(cte, colnames))
         schema, columns = self.resolve(rv.schemaname, rv.relname)
         if columns is None:
-            lineage = ColumnLineage(
-                unresolved=frozenset({TableRef(schema=schema, table=rv.relname)})
+            opaque = self.catalog is not None and self.catalog.unknown_is_opaque(
+                rv.schemaname, rv.relname
+            )
+            lineage = (
+                OPAQUE
+                if opaque
+                else ColumnLineage(
+                    unresolved=frozenset({TableRef(schema=schema, table=rv.relname)})
+                )
             )
             return _Rel(
                 alias=alias,
@@ -447,6 +482,7 @@ class _Analyzer:
                 schema=schema,
                 table=rv.relname,
                 known=False,
+                opaque=opaque,
             )
         assert schema is not None
         view = self.view(schema, rv.relname)

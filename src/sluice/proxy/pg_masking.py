@@ -145,7 +145,11 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%'
 ORDER BY c.oid, a.attnum;
-SELECT pg_catalog.array_to_string(pg_catalog.current_schemas(false), ',')
+SELECT pg_catalog.array_to_string(pg_catalog.current_schemas(false), ',');
+SELECT DISTINCT c.relname
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname IN ('pg_catalog', 'information_schema')
 """
 
 
@@ -205,7 +209,14 @@ class PgCatalog:
         return ColumnOrigin(schema=schema, table=table, column=column) if column else None
 
 
-def parse_catalog(rows: list[list[bytes | None]], search_path: str) -> PgCatalog:
+def parse_catalog(
+    rows: list[list[bytes | None]],
+    search_path: str,
+    *,
+    system_relations: frozenset[str] | None = None,
+) -> PgCatalog:
+    """The catalog of these rows; with `system_relations`, a complete one (see
+    StaticCatalog): a relation it does not list is opaque to lineage."""
     by_oid: dict[int, tuple[str, str, dict[int, str]]] = {}
     tables: dict[tuple[str, str], list[str]] = {}
     views: dict[tuple[str, str], str] = {}
@@ -220,7 +231,13 @@ def parse_catalog(rows: list[list[bytes | None]], search_path: str) -> PgCatalog
             views[(schema, table)] = view_b.decode()
     path = tuple(s for s in search_path.split(",") if s) or ("public",)
     return PgCatalog(
-        static=StaticCatalog(tables=tables, views=views, search_path=path),
+        static=StaticCatalog(
+            tables=tables,
+            views=views,
+            search_path=path,
+            complete=system_relations is not None,
+            system_relations=system_relations or frozenset(),
+        ),
         by_oid=by_oid,
     )
 
@@ -252,11 +269,12 @@ class CatalogCache(Generic[Snapshot]):
 
 
 async def load_catalog(run: QueryRunner) -> PgCatalog:
-    """The tables, columns and views masking needs, and the search_path."""
-    results = await run(CATALOG_SQL)
-    rows, path_rows = results[0], results[1]
+    """The tables, columns and views masking needs, the search_path, and the
+    names of the system relations."""
+    rows, path_rows, system_rows = await run(CATALOG_SQL)
     path = (path_rows[0][0] or b"public").decode() if path_rows else "public"
-    return parse_catalog(rows, path)
+    system = frozenset(row[0].decode() for row in system_rows if row[0] is not None)
+    return parse_catalog(rows, path, system_relations=system)
 
 
 # COPY TO STDOUT and COPY FROM STDIN

@@ -24,6 +24,7 @@ from typing import Final
 from pglast.parser import scan
 
 from sluice.policy.prepared import mentions_words
+from sluice.policy.sql import replace_spans
 
 REDACTED_LITERAL: Final = "'[REDACTED]'"
 
@@ -83,13 +84,4 @@ def redact_secrets(sql: str) -> str:
         word = text.strip('"').lower() if name == "IDENT" else ""
         pending_call = word in CRYPTO_FUNCTIONS
         after_password = name == "PASSWORD" or word == "password"
-    if not spans:
-        return sql
-    parts = []
-    position = 0
-    for start, end in spans:
-        parts.append(sql[position:start])
-        parts.append(REDACTED_LITERAL)
-        position = end
-    parts.append(sql[position:])
-    return "".join(parts)
+    return replace_spans(sql, spans, REDACTED_LITERAL) if spans else sql

@@ -274,14 +274,19 @@ def lexed_keys(sql: str) -> tuple[str, str | None] | None:
         zeroed = "".join(chars)
     if not strings or LITERAL_MARK in sql:
         return zeroed, None
+    return zeroed, replace_spans(zeroed, strings, LITERAL_MARK)
+
+
+def replace_spans(text: str, spans: list[tuple[int, int]], mark: str) -> str:
+    """`text` with each (start, end) span, in order and apart, replaced by `mark`."""
     parts = []
     position = 0
-    for start, end in strings:
-        parts.append(zeroed[position:start])
-        parts.append(LITERAL_MARK)
+    for start, end in spans:
+        parts.append(text[position:start])
+        parts.append(mark)
         position = end
-    parts.append(zeroed[position:])
-    return zeroed, "".join(parts)
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 # Texts made only of these characters hold no string, quoted identifier,
@@ -1190,16 +1195,7 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
 
 def _reads_data(expr: Any) -> bool:
     """Whether an expression refers to a column or holds a subquery."""
-    stack: list[Any] = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, tuple):
-            stack.extend(node)
-        elif isinstance(node, ast.ColumnRef | ast.SubLink):
-            return True
-        elif isinstance(node, ast.Node):
-            stack.extend(_children(node))
-    return False
+    return _holds(expr, (ast.ColumnRef, ast.SubLink))
 
 
 def _note_operator(expr: ast.A_Expr, facts: _Facts) -> None:
@@ -1286,12 +1282,17 @@ def _without_numbers(node: Any) -> Any:
 
 
 def _mentions_column(root: Any) -> bool:
+    return _holds(root, (ast.ColumnRef, ast.CurrentOfExpr))
+
+
+def _holds(root: Any, kinds: tuple[type[ast.Node], ...]) -> bool:
+    """Whether a node of one of `kinds` is anywhere under `root` (iterative)."""
     stack: list[Any] = [root]
     while stack:
         node = stack.pop()
         if isinstance(node, tuple):
             stack.extend(node)
-        elif isinstance(node, ast.ColumnRef | ast.CurrentOfExpr):
+        elif isinstance(node, kinds):
             return True
         elif isinstance(node, ast.Node):
             stack.extend(_children(node))

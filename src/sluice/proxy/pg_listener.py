@@ -385,28 +385,30 @@ class PostgresListener:
                 _discard(backend_setup)
                 raise
             backend, handshake = await backend_setup
-            try:
-                await governance.start_policy(lambda sql: self._side_query(conn, sql))
-            except Exception as exc:
-                backend.close()
-                log.exception("the policy cannot start for %s", conn.name)
-                raise ClientRejected(
-                    f"the gateway cannot read the catalog its policy needs for connection "
-                    f"{conn.name!r}: {exc}",
-                    sqlstate="58000",
-                    hint="try again; if it persists, the operator should check that the "
+            catalog_steps = (
+                (
+                    governance.start_policy,
+                    "read the catalog its policy needs for",
+                    "try again; if it persists, the operator should check that the "
                     "connection's user can read pg_catalog",
-                ) from exc
-            try:
-                await governance.start_masking(lambda sql: self._side_query(conn, sql))
-            except Exception as exc:
-                backend.close()
-                log.exception("masking cannot start for %s", conn.name)
-                raise ClientRejected(
-                    f"the gateway cannot set up masking for connection {conn.name!r}: {exc}",
-                    sqlstate="58000",
-                    hint="the operator should check the masking configuration",
-                ) from exc
+                ),
+                (
+                    governance.start_masking,
+                    "set up masking for",
+                    "the operator should check the masking configuration",
+                ),
+            )
+            for start, what, hint in catalog_steps:
+                try:
+                    await start(lambda sql: self._side_query(conn, sql))
+                except Exception as exc:
+                    backend.close()
+                    log.exception("cannot %s connection %s", what, conn.name)
+                    raise ClientRejected(
+                        f"the gateway cannot {what} connection {conn.name!r}: {exc}",
+                        sqlstate="58000",
+                        hint=hint,
+                    ) from exc
             if sets_search_path:
                 governance.search_path_set()
         except ClientRejected as exc:

@@ -38,6 +38,8 @@ def _unvetted(sql: str) -> list[str]:
         # Operators run functions too: only pg_catalog's are known.
         ("SELECT a === b, a <=> b FROM t", ["operator(<=>)", "operator(===)"]),
         ("SELECT a OPERATOR(myschema.+) b FROM t", ["operator(myschema.+)"]),
+        ("SELECT * FROM t ORDER BY a USING ===", ["operator(===)"]),
+        ("SELECT * FROM t WHERE a === ANY (SELECT b FROM u)", ["operator(===)"]),
         ("SELECT a != b, a @> b, a LIKE b, a = ANY(b), a || b, NULLIF(a, b) FROM t", []),
     ],
 )

@@ -1150,7 +1150,11 @@ def _walk(root: Any, facts: _Facts, *, executing: bool) -> None:
         elif isinstance(node, ast.FuncCall):
             _note_call(node, facts, executing=executing)
         elif isinstance(node, ast.A_Expr) and executing and node.kind in _OPERATOR_KINDS:
-            _note_operator(node, facts)
+            _note_operator(node.name, facts)
+        elif isinstance(node, ast.SortBy) and executing and node.useOp:
+            _note_operator(node.useOp, facts)  # ORDER BY x USING op
+        elif isinstance(node, ast.SubLink) and executing and node.operName:
+            _note_operator(node.operName, facts)  # x op ANY (SELECT ...)
         if not executing:
             continue
         _note_written(node, facts)
@@ -1198,8 +1202,9 @@ def _reads_data(expr: Any) -> bool:
     return _holds(expr, (ast.ColumnRef, ast.SubLink))
 
 
-def _note_operator(expr: ast.A_Expr, facts: _Facts) -> None:
-    parts = [p.sval for p in expr.name or () if isinstance(p, ast.String) and p.sval]
+def _note_operator(name: tuple[Any, ...] | None, facts: _Facts) -> None:
+    """An operator (its qualified name as parsed) runs a function too."""
+    parts = [p.sval for p in name or () if isinstance(p, ast.String) and p.sval]
     if not parts:
         return
     schema_ok = len(parts) == 1 or (len(parts) == 2 and parts[0].lower() == "pg_catalog")

@@ -8,6 +8,8 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sluice.masking import pgtypes as t
 from sluice.masking.strategies import Action, Replacer, Strategy
@@ -119,3 +121,23 @@ def test_bytea_text_is_read_as_its_bytes() -> None:
 def test_malformed_bytea_text_is_refused(value: bytes) -> None:
     with pytest.raises(ValueError, match=r"non-hexadecimal|invalid escape"):
         t.decode_bytea_text(value)
+
+
+def _escape_format(data: bytes) -> bytes:
+    """bytea_output = escape, as PostgreSQL writes it."""
+    out = bytearray()
+    for byte in data:
+        if byte == 0x5C:
+            out += b"\\\\"
+        elif 0x20 <= byte < 0x7F:
+            out.append(byte)
+        else:
+            out += b"\\%03o" % byte
+    return bytes(out)
+
+
+@given(st.binary(max_size=200))
+def test_bytea_text_formats_read_back_their_bytes(data: bytes) -> None:
+    assert t.decode_bytea_text(t.encode_bytea(data, t.TEXT_FORMAT)) == data
+    assert t.decode_bytea_text(_escape_format(data)) == data
+    assert t.encode_bytea(data, t.BINARY_FORMAT) == data

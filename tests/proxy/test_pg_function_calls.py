@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.devservers.postgres import ThrowawayPostgres
-from sluice.proxy.pg_policy_catalog import database_code, read_only_functions
+from sluice.proxy.pg_policy_catalog import database_code, read_only_functions, relation_calls
 from tests.conftest import APP_PASSWORD
 from tests.helpers import GatewayThread
 from tests.proxy.conftest import run_steps, was_denied
@@ -128,3 +130,33 @@ def test_the_catalog_rows_make_the_database_code() -> None:
         "app.ids": {"nextval"},
     }
     assert code.bare_relation_calls["outer"] == {"app.drain"}
+
+
+RELATIONS = st.sampled_from(["a", "b", "c", "d"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    reads=st.lists(st.tuples(RELATIONS, RELATIONS), max_size=8),
+    calls=st.lists(st.tuples(RELATIONS, st.sampled_from(["f", "g"])), max_size=4),
+)
+def test_what_a_relation_runs_is_what_it_reaches(
+    reads: list[tuple[str, str]], calls: list[tuple[str, str]]
+) -> None:
+    """Through views that read views (and policies that read each other, in
+    cycles too), a relation runs every function some relation it reaches calls."""
+    rows: list[list[bytes | None]] = [
+        [b"s", src.encode(), b"r", b"s", dst.encode()] for src, dst in reads
+    ]
+    rows += [[b"s", rel.encode(), b"f", b"s", fn.encode()] for rel, fn in calls]
+    got = relation_calls(rows)
+    for start in "abcd":
+        reached, frontier = {start}, [start]
+        while frontier:
+            here = frontier.pop()
+            for src, dst in reads:
+                if src == here and dst not in reached:
+                    reached.add(dst)
+                    frontier.append(dst)
+        expected = {f"s.{fn}" for rel, fn in calls if rel in reached}
+        assert got.get(f"s.{start}", frozenset()) == expected

@@ -559,7 +559,9 @@ def test_which_texts_read_backslashes(sql: str, reads: bool) -> None:
         ("SELECT set_config('my.v', 'constant', false)", False),
         ("SELECT set_config('my.v', $1, false)", False),
         ("SELECT set_config('my.v', now()::text, false)", False),
+        ("SELECT pg_notify('ch', email) FROM people", True),
+        ("SELECT pg_notify('ch', 'done')", False),
     ],
 )
 def test_settings_set_from_data_are_noted(sql: str, from_data: bool) -> None:
-    assert classify(sql).statements[0].sets_setting_from_data is from_data
+    assert classify(sql).statements[0].side_channel_data is from_data

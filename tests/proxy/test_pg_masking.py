@@ -336,8 +336,25 @@ def test_errors_and_notices_quoting_values_are_masked(masked: GatewayThread, tok
         "INSERT INTO people (id, email) VALUES (1, 'maria.lopez@example.org')",
     )
     assert "invalid input syntax for type integer" in result.stderr
-    assert "NOTICE:  customer" in result.stderr
+    # Column rules are on: a message from procedural code loses its text.
+    assert "NOTICE:  [REDACTED] (raised by procedural code" in result.stderr
     assert "duplicate key value" in result.stderr
+    assert_clean(result.stdout + result.stderr)
+
+
+def test_notices_from_procedural_code_are_masked_by_content(
+    content_masked: GatewayThread,
+) -> None:
+    """Without column rules, detectors mask what a notice holds; the rest stays."""
+    result = psql(
+        content_masked,
+        content_masked.token(),
+        "-c",
+        "DO $$ BEGIN RAISE NOTICE 'customer % at %', "
+        "(SELECT email FROM people WHERE id = 2), (SELECT ip FROM people WHERE id = 2); "
+        "END $$",
+    )
+    assert "NOTICE:  customer [REDACTED:email] at" in result.stderr
     assert_clean(result.stdout + result.stderr)
 
 
@@ -489,6 +506,54 @@ def balances_masked(
     thread = GatewayThread(config).start()
     yield thread
     thread.stop()
+
+
+@pytest.fixture(scope="module")
+def balances_unjudged(
+    pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayThread]:
+    """The balances column rule with no policy: procedural code runs freely."""
+    config = base_config(
+        pg,
+        tmp_path_factory.mktemp("balances-unjudged"),
+        masking=("balances",),
+        masking_profiles=[
+            {
+                "name": "balances",
+                "content": False,
+                "columns": [{"match": "public.people.balance", "strategy": "redact"}],
+            }
+        ],
+    )
+    thread = GatewayThread(config).start()
+    yield thread
+    thread.stop()
+
+
+def test_procedural_code_cannot_raise_a_masked_value(balances_unjudged: GatewayThread) -> None:
+    """RAISE writes whatever values the code gives it: under column rules a
+    message from procedural code loses its text; the server's own keep theirs."""
+    notices: list[str] = []
+    with psycopg.connect(balances_unjudged.dsn(balances_unjudged.token()), autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute(
+            "DO $$ BEGIN RAISE NOTICE 'b=%', (SELECT balance FROM people WHERE id = 1); END $$"
+        )
+        with pytest.raises(psycopg.errors.RaiseException) as raised:
+            conn.execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'b=%', (SELECT balance FROM people WHERE id = 2)"
+                " USING DETAIL = (SELECT balance FROM people WHERE id = 3)::text; END $$"
+            )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="pg_notify"):
+            conn.execute("SELECT pg_notify('ch', balance::text) FROM people")
+        with pytest.raises(psycopg.errors.DivisionByZero, match="division by zero"):
+            conn.execute("SELECT 1 / 0")
+    diag = raised.value.diag
+    assert notices
+    assert all("100" not in n and "[REDACTED]" in n for n in notices)
+    assert "200" not in (diag.message_primary or "")
+    assert "300" not in (diag.message_detail or "")
+    assert diag.sqlstate == "P0001"
 
 
 def test_a_masked_column_cannot_be_parked_in_a_setting(balances_masked: GatewayThread) -> None:

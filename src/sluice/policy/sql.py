@@ -160,9 +160,10 @@ class StatementInfo:
     functions, and volatile built-ins with effects. A plain SELECT of one
     may write; the policy judges it as procedural unless it names the
     function among its `read_only_functions`."""
-    sets_setting_from_data: bool = False
-    """It calls set_config with a value computed from columns or a subquery:
-    a value parked there can be read back (SHOW) with no column behind it."""
+    side_channel_data: bool = False
+    """It hands a value computed from columns or a subquery to set_config or
+    pg_notify: it can be read back there (SHOW, LISTEN) with no column
+    behind it."""
     builtin_calls: frozenset[str] = frozenset()
     """Calls taken for built-ins that only read because their name is
     unqualified: `name` and `operator(op)`. PostgreSQL picks among every
@@ -451,7 +452,7 @@ def merge_execution(outer: StatementInfo, inner: StatementInfo, name: str) -> St
         functions=outer.functions | inner.functions,
         unvetted_functions=outer.unvetted_functions | inner.unvetted_functions,
         builtin_calls=outer.builtin_calls | inner.builtin_calls,
-        sets_setting_from_data=outer.sets_setting_from_data or inner.sets_setting_from_data,
+        side_channel_data=outer.side_channel_data or inner.side_channel_data,
         has_restricting_where=restricting,
         effect=inner.effect if isinstance(inner.effect, Execute) else None,
         via=(*outer.via, f"execute {name}", *(v for v in inner.via if v != "prepare")),
@@ -474,7 +475,7 @@ class _Facts:
     functions: set[str] = field(default_factory=set)
     unvetted_functions: set[str] = field(default_factory=set)
     builtin_calls: set[str] = field(default_factory=set)
-    sets_setting_from_data: bool = False
+    side_channel_data: bool = False
     where_checks: list[bool] = field(default_factory=list)
     effect: PreparedEffect | None = None
     via: list[str] = field(default_factory=list)
@@ -509,7 +510,7 @@ class _Facts:
             functions=frozenset(self.functions),
             unvetted_functions=frozenset(self.unvetted_functions),
             builtin_calls=frozenset(self.builtin_calls),
-            sets_setting_from_data=self.sets_setting_from_data,
+            side_channel_data=self.side_channel_data,
             has_restricting_where=all(self.where_checks) if self.where_checks else None,
             effect=self.effect,
             via=tuple(self.via),
@@ -1184,9 +1185,10 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
         setting = _string_constant(call.args[0] if call.args else None)
         if setting is None or setting.lower() == "search_path":
             facts.changes_search_path = True
+    if executing and name in ("set_config", "pg_notify"):
         args = call.args or ()
         if len(args) > 1 and _reads_data(args[1]):
-            facts.sets_setting_from_data = True
+            facts.side_channel_data = True
     if executing:
         category = _function_category(name, call)
         if category is not None:

@@ -61,6 +61,7 @@ from sluice.masking.pgtypes import (
 )
 from sluice.masking.precheck import RegionPrecheck
 from sluice.masking.strategies import Strategy
+from sluice.policy.prepared import mentions_words
 from sluice.policy.sql import classify, text_keys
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
@@ -113,6 +114,20 @@ DENSE_SKIP_BATCHES = 8
 # Error and notice fields that can quote data (message, detail, hint, context,
 # internal query); the others name objects or positions.
 _TEXT_FIELDS = frozenset("MDHWq")
+
+_SIDE_CHANNELS = ("set_config", "pg_notify")
+_SIDE_CHANNELS_RE = re.compile("set_config|pg_notify", re.IGNORECASE)
+_PROCEDURAL_MESSAGE = (
+    f"{REDACTED} (raised by procedural code, which may put any value in it, under column masking)"
+)
+
+
+def _raised_by_procedural_code(fields: dict[str, str]) -> bool:
+    """Whether a notice or error comes from a procedural language's code (its
+    innermost context line names a PL/pgSQL, PL/Python, ... function or block):
+    RAISE, ASSERT and their kin write whatever values the code gives them."""
+    return fields.get("W", "").startswith("PL/")
+
 
 _QUOTING_CLASSES = frozenset({"22", "23"})
 """SQLSTATE classes whose messages quote the values they failed on: data
@@ -384,9 +399,9 @@ class PgSessionMasking:
         statement across pipelined results is not worth that risk.
 
         Raises MaskingError for a statement that would carry values out of
-        masked columns past masking: under column rules, a set_config whose
-        value is computed from data (`SHOW` reads it back with no column
-        behind it).
+        masked columns past masking: under column rules, a set_config or
+        pg_notify whose value is computed from data (`SHOW` or `LISTEN`
+        reads it back with no column behind it).
         """
         extra = verdict.mask.profiles if verdict.mask else ()
         if any(p not in self._profiles for p in extra):
@@ -398,12 +413,12 @@ class PgSessionMasking:
             self._constant_plan = None
         if (
             self.masker.has_column_rules
-            and "set_config" in sql.lower()
-            and any(s.sets_setting_from_data for s in classify(sql).statements)
+            and mentions_words(sql, _SIDE_CHANNELS, _SIDE_CHANNELS_RE)
+            and any(s.side_channel_data for s in classify(sql).statements)
         ):
             raise MaskingError(
-                "set_config with a value computed from columns is refused under column "
-                "masking: the setting could be read back unmasked; set it to a constant"
+                "set_config or pg_notify with a value computed from columns is refused under "
+                "column masking: it could be read back unmasked; pass a constant"
             )
 
     def may_need_masking(self, data: bytes) -> bool:
@@ -631,8 +646,13 @@ class PgSessionMasking:
     def mask_message(self, kind: int, body: bytes) -> bytes:
         if kind in (m.ERROR_RESPONSE, m.NOTICE_RESPONSE):
             fields = m.decode_fields(body)
-            if self.masker.has_column_rules and fields.get("C", "")[:2] in _QUOTING_CLASSES:
-                _redact_quoted_values(fields)
+            if self.masker.has_column_rules:
+                if _raised_by_procedural_code(fields):
+                    for code in ("M", "D", "H"):
+                        if code in fields:
+                            fields[code] = _PROCEDURAL_MESSAGE
+                elif fields.get("C", "")[:2] in _QUOTING_CLASSES:
+                    _redact_quoted_values(fields)
             for code in _TEXT_FIELDS & fields.keys():
                 fields[code], _ = self.masker.mask_text(fields[code])
             return m.encode_fields(bytes((kind,)), fields)[5:]

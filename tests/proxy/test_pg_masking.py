@@ -489,23 +489,12 @@ def balances_masked(
 ) -> Iterator[GatewayThread]:
     """A column rule on data no detector recognises (balances), under the
     ai-agent preset."""
-    config = base_config(
+    yield from _balances_gateway(
         pg,
         tmp_path_factory.mktemp("balances"),
         policy="agent",
         policies=[{"name": "agent", "extends": "ai-agent", "approvers": ["dba"]}],
-        masking=("balances",),
-        masking_profiles=[
-            {
-                "name": "balances",
-                "content": False,
-                "columns": [{"match": "public.people.balance", "strategy": "redact"}],
-            }
-        ],
     )
-    thread = GatewayThread(config).start()
-    yield thread
-    thread.stop()
 
 
 @pytest.fixture(scope="module")
@@ -513,9 +502,16 @@ def balances_unjudged(
     pg: ThrowawayPostgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayThread]:
     """The balances column rule with no policy: procedural code runs freely."""
+    yield from _balances_gateway(pg, tmp_path_factory.mktemp("balances-unjudged"))
+
+
+def _balances_gateway(
+    pg: ThrowawayPostgres, data_dir: Path, **policy: object
+) -> Iterator[GatewayThread]:
+    """A gateway redacting `people.balance` (content detection off)."""
     config = base_config(
         pg,
-        tmp_path_factory.mktemp("balances-unjudged"),
+        data_dir,
         masking=("balances",),
         masking_profiles=[
             {
@@ -524,6 +520,7 @@ def balances_unjudged(
                 "columns": [{"match": "public.people.balance", "strategy": "redact"}],
             }
         ],
+        **policy,  # type: ignore[arg-type]
     )
     thread = GatewayThread(config).start()
     yield thread

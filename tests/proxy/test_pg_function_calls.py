@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.devservers.postgres import ThrowawayPostgres
-from sluice.proxy.pg_policy_catalog import database_code, read_only_functions, relation_calls
+from sluice.proxy.pg_policy_catalog import database_code, relation_calls
 from tests.conftest import APP_PASSWORD
 from tests.helpers import GatewayThread
 from tests.proxy.conftest import run_steps, was_denied
@@ -90,12 +90,12 @@ def test_the_databases_functions_that_cannot_write_stay_reads(
 
 def test_names_are_vetted_only_when_every_overload_is_not_volatile() -> None:
     rows: list[list[bytes | None]] = [
-        [b"reporting", b"order_count", b"t"],
-        [b"reporting", b"touch", b"f"],
-        [b"public", b"touch", b"t"],
-        [b"public", b"Shout", b"t"],
+        [b"reporting", b"order_count", b"t", b"f"],
+        [b"reporting", b"touch", b"f", b"f"],
+        [b"public", b"touch", b"t", b"f"],
+        [b"public", b"Shout", b"t", b"f"],
     ]
-    assert read_only_functions(rows) == {
+    assert database_code(rows, [], []).read_only == {
         "reporting.order_count",
         "order_count",
         "public.touch",

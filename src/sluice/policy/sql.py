@@ -717,6 +717,10 @@ ADMIN_FUNCTIONS = frozenset(
 )
 ADMIN_FUNCTION_PREFIXES = ("pg_stat_reset", "pg_replication_origin_")
 
+SIDE_CHANNEL_FUNCTIONS: Final = ("set_config", "pg_notify")
+"""Functions whose second argument can be read back elsewhere (SHOW, LISTEN):
+a value computed from data there is `side_channel_data`."""
+
 DYNAMIC_SQL_FUNCTIONS = frozenset(
     {
         "query_to_xml",
@@ -1185,7 +1189,7 @@ def _note_call(call: ast.FuncCall, facts: _Facts, *, executing: bool) -> None:
         setting = _string_constant(call.args[0] if call.args else None)
         if setting is None or setting.lower() == "search_path":
             facts.changes_search_path = True
-    if executing and name in ("set_config", "pg_notify"):
+    if executing and name in SIDE_CHANNEL_FUNCTIONS:
         args = call.args or ()
         if len(args) > 1 and _reads_data(args[1]):
             facts.side_channel_data = True

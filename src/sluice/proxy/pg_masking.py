@@ -62,7 +62,7 @@ from sluice.masking.pgtypes import (
 from sluice.masking.precheck import RegionPrecheck
 from sluice.masking.strategies import Strategy
 from sluice.policy.prepared import mentions_words
-from sluice.policy.sql import classify, text_keys
+from sluice.policy.sql import SIDE_CHANNEL_FUNCTIONS, classify, text_keys
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame
@@ -115,8 +115,7 @@ DENSE_SKIP_BATCHES = 8
 # internal query); the others name objects or positions.
 _TEXT_FIELDS = frozenset("MDHWq")
 
-_SIDE_CHANNELS = ("set_config", "pg_notify")
-_SIDE_CHANNELS_RE = re.compile("set_config|pg_notify", re.IGNORECASE)
+_SIDE_CHANNELS_RE = re.compile("|".join(SIDE_CHANNEL_FUNCTIONS), re.IGNORECASE)
 _PROCEDURAL_MESSAGE = (
     f"{REDACTED} (raised by procedural code, which may put any value in it, under column masking)"
 )
@@ -413,7 +412,7 @@ class PgSessionMasking:
             self._constant_plan = None
         if (
             self.masker.has_column_rules
-            and mentions_words(sql, _SIDE_CHANNELS, _SIDE_CHANNELS_RE)
+            and mentions_words(sql, SIDE_CHANNEL_FUNCTIONS, _SIDE_CHANNELS_RE)
             and any(s.side_channel_data for s in classify(sql).statements)
         ):
             raise MaskingError(

@@ -87,13 +87,9 @@ call; the default search_path."""
 Rows = list[list[bytes | None]]
 
 
-def read_only_functions(rows: Rows) -> frozenset[str]:
+def _read_only(qualified: dict[str, bool], bare: dict[str, bool]) -> frozenset[str]:
     """Names (lower case) whose every function is not volatile: `schema.name`
     for the functions of one schema, `name` when so in every schema."""
-    return _read_only(*_by_volatility(rows))
-
-
-def _read_only(qualified: dict[str, bool], bare: dict[str, bool]) -> frozenset[str]:
     return frozenset(
         [name for name, vetted in qualified.items() if vetted]
         + [name for name, vetted in bare.items() if vetted]
@@ -105,7 +101,7 @@ def _by_volatility(rows: Rows) -> tuple[dict[str, bool], dict[str, bool]]:
     over all schemas, is not volatile."""
     qualified: dict[str, bool] = {}
     bare: dict[str, bool] = {}
-    for schema, name, not_volatile, *_ in rows:
+    for schema, name, not_volatile, _ in rows:
         if schema is None or name is None:
             continue
         key = name.decode().lower()

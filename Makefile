@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The hot path compiled with mypyc (see src/sluice/_compiled.py); rebuilt
+# when any source changes, since compiled code may take in other modules' constants.
+COMPILED := $(VENV)/.compiled
+SOURCES  := $(shell find src/sluice -name '*.py')
 
-.PHONY: demo run test check lint typecheck bench system-deps lock clean
+.PHONY: demo run test check lint typecheck bench compile system-deps lock clean
 
 $(STAMP): pyproject.toml constraints.txt setup.py src/sluice/protocols/postgres/_speedups.c src/sluice/masking/_hits.c src/sluice/policy/_sqlkey.c
 	$(PYTHON) -m venv $(VENV)
@@ -14,29 +18,35 @@ $(STAMP): pyproject.toml constraints.txt setup.py src/sluice/protocols/postgres/
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+$(COMPILED): $(STAMP) $(SOURCES) scripts/compile_hot_path.py
+	$(BIN)/python scripts/compile_hot_path.py
+	touch $(COMPILED)
+
+compile: $(COMPILED)
+
 system-deps:
 	PYTHON=$(PYTHON) scripts/install-system-deps.sh
 
-demo: system-deps $(STAMP)
+demo: system-deps $(COMPILED)
 	$(BIN)/sluice demo
 
-run: $(STAMP)
+run: $(COMPILED)
 	$(BIN)/sluice serve
 
-test: system-deps $(STAMP)
+test: system-deps $(COMPILED)
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(MAKE) check
 
 check: lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: system-deps $(STAMP)
+bench: system-deps $(COMPILED)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Re-pin every dependency after changing pyproject.toml.
@@ -46,4 +56,5 @@ lock:
 	/tmp/sluice-lock/bin/pip freeze --exclude-editable | grep -v '^sluice' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build
+	find src -name '*.so' -delete

@@ -212,7 +212,7 @@ async def _run(
         governance = governor.session(context, config.connections[0])
 
         async def no_catalog(sql: str) -> list[list[list[bytes | None]]]:
-            return [[], []]
+            return [[], [], []]  # relations, search path, system relations
 
         await governance.start_masking(no_catalog)
         client, backend = _Sink(), _Sink()

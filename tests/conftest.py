@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from sluice._compiled import hot_path_mode
 from sluice.config import Config
 from sluice.devservers.postgres import Role, ThrowawayPostgres, free_port
 from tests.helpers import GatewayThread
+
+
+def pytest_report_header() -> str:
+    return f"sluice hot path: {hot_path_mode()}"
+
 
 APP_PASSWORD = "app-secret-Xy7"
 MD5_PASSWORD = "md5-secret-Q2"

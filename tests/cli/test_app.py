@@ -14,6 +14,7 @@ from typer.main import get_command
 from typer.testing import CliRunner, Result
 
 from sluice import __version__
+from sluice._compiled import hot_path_mode
 from sluice.cli import common
 from sluice.cli.app import app
 from sluice.config import load_config
@@ -151,13 +152,13 @@ def test_short_help_option() -> None:
 def test_version_json() -> None:
     result = runner.invoke(app, ["version", "--json"])
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {"version": __version__}
+    assert json.loads(result.stdout) == {"version": __version__, "hot_path": hot_path_mode()}
 
 
 def test_version_text() -> None:
     result = runner.invoke(app, ["version"])
     assert result.exit_code == 0
-    assert result.stdout.strip() == f"sluice {__version__}"
+    assert result.stdout.strip() == f"sluice {__version__} (hot path: {hot_path_mode()})"
 
 
 # tokens

@@ -82,7 +82,7 @@ def gateway(
     first, *rest = config.connections
     assert first.tls.mode == "verify-full"
     through_relay = first.model_copy(update={"port": relay.port})
-    thread = GatewayThread(config.model_copy(update={"connections": [through_relay, *rest]}))
+    thread = GatewayThread(config.model_copy(update={"connections": (through_relay, *rest)}))
     thread.start()
     yield thread
     thread.stop()

@@ -79,7 +79,7 @@ def unrecorded(
     config = base_config(pg, tmp_path_factory.mktemp("exec-light"))
     first, *rest = config.connections
     light = first.model_copy(update={"recording": ConnectionRecording(enabled=False)})
-    yield from _gateway(config.model_copy(update={"connections": [light, *rest]}))
+    yield from _gateway(config.model_copy(update={"connections": (light, *rest)}))
 
 
 def _connect(gateway: GatewayThread, **kwargs: Any) -> psycopg.Connection[Any]:

@@ -171,16 +171,18 @@ def test_spliced_column_rules_equal_the_full_path(rows: list[list[bytes | None]]
     region = b"".join(m.encode_data_row(r) for r in rows)
     shape = ResultShape(fields=COLUMN_FIELDS, sql="SELECT id, email, note, ssn, tail FROM t")
 
+    class Unspliced(PgSessionMasking):
+        def _plan_constants(self, plan: object) -> None:
+            return None
+
     def run(splice: bool) -> bytes | None:
-        session = PgSessionMasking(
+        session = (PgSessionMasking if splice else Unspliced)(
             engine=COLUMN_ENGINE,
             profiles=["cols"],
             context=CONTEXT,
             audit=AuditLog([]),
             catalog=None,
         )
-        if not splice:
-            session._plan_constants = lambda plan: None  # type: ignore[method-assign]
         return session.mask_rows(shape, region, len(rows))
 
     assert run(splice=True) == run(splice=False)

@@ -140,7 +140,7 @@ def shifted(
     config = base_config(pg, tmp_path_factory.mktemp("shifted"), policy="agent", policies=POLICIES)
     first, *rest = config.connections
     moved = first.model_copy(update={"database": "shifted"})
-    thread = GatewayThread(config.model_copy(update={"connections": [moved, *rest]})).start()
+    thread = GatewayThread(config.model_copy(update={"connections": (moved, *rest)})).start()
     yield thread
     thread.stop()
     pg.psql("DROP DATABASE shifted")

@@ -23,7 +23,7 @@ from tests.helpers import GatewayThread, disk_full_for
 def _unrecorded(config: Config) -> Config:
     first, *rest = config.connections
     light = first.model_copy(update={"recording": ConnectionRecording(enabled=False)})
-    return config.model_copy(update={"connections": [light, *rest]})
+    return config.model_copy(update={"connections": (light, *rest)})
 
 
 @pytest.fixture

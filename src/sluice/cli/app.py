@@ -88,11 +88,13 @@ def state(ctx: typer.Context) -> CliState:
 
 @app.command()
 def version(json_output: JsonOption = False) -> None:
-    """Print the Sluice version."""
+    """Print the Sluice version, and whether its hot path runs compiled."""
+    from sluice._compiled import hot_path_mode
+
     if json_output:
-        print_json({"version": __version__})
+        print_json({"version": __version__, "hot_path": hot_path_mode()})
     else:
-        console.print(f"sluice {__version__}")
+        console.print(f"sluice {__version__} (hot path: {hot_path_mode()})", highlight=False)
 
 
 @app.command()

@@ -1027,7 +1027,8 @@ def _joined(buf: bytes | bytearray, parts: list[bytes], copied: int, pos: int) -
 
 def _bytes_of(buf: bytes | bytearray, start: int, end: int) -> bytes:
     if type(buf) is bytes:
-        return buf[start:end]
+        # All of a read is the read itself (compiled code copies any slice).
+        return buf if start == 0 and end == len(buf) else buf[start:end]
     with memoryview(buf) as view:
         return bytes(view[start:end])
 

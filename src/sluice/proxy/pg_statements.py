@@ -30,9 +30,10 @@ from sluice.policy.prepared import MAX_PREPARED_STATEMENTS, mentions_prepared
 from sluice.policy.sql import Deallocate, Execute, Prepare, classify
 from sluice.protocols.postgres.errors import TooManyPendingRequests
 
-MAX_CHANGES_IN_FLIGHT: Final = 100_000
+MAX_CHANGES_IN_FLIGHT = 100_000
 """Changes awaiting the server's answer; past this the session ends with a
-protocol error, as for too many pipelined requests."""
+protocol error, as for too many pipelined requests. (Not `Final`: compiled,
+a Final is copied into the code, and tests lower this one.)"""
 
 MAX_EXECUTE_DEPTH: Final = 8
 """How deep `ambiguous_in` follows a prepared `EXECUTE` of another statement."""

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from sluice._compiled import hot_path_mode
 from sluice.config import Config, parse_host_port
 from sluice.credentials.vault import Vault
 from sluice.proxy.gateway import Gateway
@@ -72,7 +73,11 @@ async def serve(
     host, port = parse_host_port(gateway.config.listen.postgres)
     server = await listener.start(host, port, reuse_port=reuse_port)
     bound = [sock.getsockname()[:2] for sock in server.sockets]
-    log.info("PostgreSQL listener on %s", ", ".join(f"{h}:{p}" for h, p in bound))
+    log.info(
+        "PostgreSQL listener on %s; hot path %s",
+        ", ".join(f"{h}:{p}" for h, p in bound),
+        hot_path_mode(),
+    )
     if ready is not None:
         ready(bound)
     try:

@@ -24,6 +24,9 @@ from typing import Final
 
 HOT_MODULES: Final = (
     "sluice.audit.log",
+    "sluice.masking.masker",
+    "sluice.masking.precheck",
+    "sluice.masking.scanner",
     "sluice.policy.prepared",
     "sluice.policy.secrets",
     "sluice.protocols.postgres.framing",

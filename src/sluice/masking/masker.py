@@ -34,6 +34,7 @@ from sluice.masking.model import (
     ResultColumn,
     TableRef,
 )
+from sluice.masking.precheck import RegionPrecheck
 from sluice.masking.scanner import Backend, Scanner
 from sluice.masking.strategies import (
     COLUMN_KIND,
@@ -196,6 +197,19 @@ class Masker:
             replacer.digest(b"")  # raises MaskingConfigError without a key
         self._cache: dict[tuple[ResultColumn, ...], RowMasker | None] = {}
         self._lock = threading.Lock()
+        self._precheck: RegionPrecheck | None = None
+        self._precheck_made = False
+
+    @property
+    def region_precheck(self) -> RegionPrecheck | None:
+        """The raw-buffer pre-check for these detectors, when one is sound
+        (no NER; built-in detectors only); compiled on first use."""
+        if not self._precheck_made:
+            self._precheck_made = True
+            if self.has_detectors and self._ner is None:
+                candidate = RegionPrecheck(self.scanner.detectors)
+                self._precheck = candidate if candidate.usable else None
+        return self._precheck
 
     @property
     def has_column_rules(self) -> bool:

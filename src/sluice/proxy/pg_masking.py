@@ -21,7 +21,6 @@ import logging
 import re
 import struct
 import time
-import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -60,7 +59,6 @@ from sluice.masking.pgtypes import (
     mask_whole_value,
     needs_decoding,
 )
-from sluice.masking.precheck import RegionPrecheck
 from sluice.masking.strategies import Strategy
 from sluice.policy.prepared import mentions_words
 from sluice.policy.sql import SIDE_CHANNEL_FUNCTIONS, classify, text_keys
@@ -362,7 +360,7 @@ class PgSessionMasking:
         self.catalog = catalog
         self._profiles: tuple[str, ...] = tuple(dict.fromkeys(profiles))
         self.masker: Masker = engine.masker(self._profiles)
-        self._precheck = _precheck_for(self.masker)
+        self._precheck = self.masker.region_precheck
         self._shape: ResultShape | None = None
         self._shape_prechecks = False
         self._precheck_skips = 0  # batches of the current result that go without it
@@ -408,7 +406,7 @@ class PgSessionMasking:
         if any(p not in self._profiles for p in extra):
             self._profiles = tuple(dict.fromkeys((*self._profiles, *extra)))
             self.masker = self.engine.masker(self._profiles)
-            self._precheck = _precheck_for(self.masker)
+            self._precheck = self.masker.region_precheck
             self._shape = None
             self._plan_columns = None
             self._constant_plan = None
@@ -751,21 +749,6 @@ class PgSessionMasking:
             self._stats = stats if self._stats is None else self._stats + stats
         self.result_done()
         return frame(b"d", tail) if tail else b""
-
-
-# Per masker (a reloaded configuration makes new maskers): compiled once.
-_prechecks: weakref.WeakKeyDictionary[Masker, RegionPrecheck | None] = weakref.WeakKeyDictionary()
-
-
-def _precheck_for(masker: Masker) -> RegionPrecheck | None:
-    """The raw-buffer pre-check for a masker's detectors, when one is sound."""
-    if masker not in _prechecks:
-        check = None
-        if masker.has_detectors and getattr(masker, "_ner", None) is None:
-            candidate = RegionPrecheck(masker.scanner.detectors)
-            check = candidate if candidate.usable else None
-        _prechecks[masker] = check
-    return _prechecks[masker]
 
 
 def _pairs(stats: MaskStats) -> list[tuple[tuple[str, str], int]]:

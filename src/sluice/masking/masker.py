@@ -205,10 +205,10 @@ class Masker:
         """The raw-buffer pre-check for these detectors, when one is sound
         (no NER; built-in detectors only); compiled on first use."""
         if not self._precheck_made:
-            self._precheck_made = True
             if self.has_detectors and self._ner is None:
                 candidate = RegionPrecheck(self.scanner.detectors)
                 self._precheck = candidate if candidate.usable else None
+            self._precheck_made = True
         return self._precheck
 
     @property

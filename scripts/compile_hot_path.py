@@ -24,6 +24,18 @@ def _compiled_module() -> dict[str, Any]:
     return runpy.run_path(str(ROOT / "src" / "sluice" / "_compiled.py"))
 
 
+def _drop_strays(modules: set[str]) -> None:
+    """Remove builds of modules no longer in the list: beside their `.py`,
+    they would still be imported instead of it."""
+    package = ROOT / "src"
+    for built in package.glob("sluice/**/*.cpython-*.so"):
+        source = built.with_name(built.name.split(".", 1)[0] + ".py")
+        module = ".".join(source.relative_to(package).with_suffix("").parts)
+        if source.exists() and module not in modules:
+            print(f"compile_hot_path: removing {built.relative_to(ROOT)} (no longer compiled)")
+            built.unlink()
+
+
 def main() -> int:
     from mypyc.build import mypycify
     from setuptools import Distribution
@@ -31,6 +43,7 @@ def main() -> int:
     compiled = _compiled_module()
     modules, group = compiled["HOT_MODULES"], compiled["GROUP"]
     os.chdir(ROOT)
+    _drop_strays(set(modules))
     paths = [str(Path("src", *m.split(".")).with_suffix(".py")) for m in modules]
     extensions = mypycify(paths, opt_level="3", group_name=group)
     # A bare Distribution: setup() would also read pyproject.toml, which is pip's.

@@ -27,6 +27,7 @@ HOT_MODULES: Final = (
     "sluice.masking.masker",
     "sluice.masking.precheck",
     "sluice.masking.scanner",
+    "sluice.policy.engine",
     "sluice.policy.prepared",
     "sluice.policy.secrets",
     "sluice.protocols.postgres.framing",

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pglast.parser import scan
 
+from sluice.events import QueryOrigin
 from sluice.policy import Allow, Block, PolicyEngine, RequireApproval
 from sluice.policy import engine as engine_module
 from sluice.policy.sql import (
@@ -149,35 +150,21 @@ def test_decide_query_shares_the_cache_of_decide(
     assert answerer(warm, sql) == fresh
 
 
-@pytest.fixture
-def judged(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The texts every engine judges afresh (`explain`), in order."""
-    texts: list[str] = []
-    explain = PolicyEngine.explain
-
-    def counting(self: PolicyEngine, event: object, **kw: object) -> object:
-        texts.append(getattr(event, "sql", ""))
-        return explain(self, event, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(PolicyEngine, "explain", counting)
-    return texts
-
-
-def test_decide_query_finds_what_decide_kept(judged: list[str]) -> None:
+def test_decide_query_finds_what_decide_kept() -> None:
     engine = compile_policies(POLICY)
     first = _decide(engine, "SELECT * FROM orders WHERE note = 'a' AND id = 1")
     second = _decide_query(engine, "SELECT * FROM orders WHERE note = 'b' AND id = 2")
     third = _decide(engine, "SELECT * FROM orders WHERE note = 'c' AND id = 3")
     assert isinstance(first, Allow)
     assert first is second is third
-    assert len(judged) == 1
+    assert engine.judged_afresh == 1
     # Not cached (the text names a prepared statement): judged each time, by both.
     _decide_query(engine, "EXECUTE p(1)")
     _decide(engine, "EXECUTE p(1)")
-    assert len(judged) == 3
+    assert engine.judged_afresh == 3
 
 
-def test_plain_queries_that_differ_in_literals_are_judged_once(judged: list[str]) -> None:
+def test_plain_queries_that_differ_in_literals_are_judged_once() -> None:
     engine = compile_policies(POLICY)
     for email in ("a@example.com", "b@example.com", "o'brien@example.com"):
         escaped = email.replace("'", "''")
@@ -185,11 +172,11 @@ def test_plain_queries_that_differ_in_literals_are_judged_once(judged: list[str]
         assert isinstance(verdict, Allow)
         assert verdict.mask is not None
         assert verdict.mask.profiles == ("pii",)
-    assert len(judged) == 1
+    assert engine.judged_afresh == 1
     for note in ("x", "y"):
         verdict = _decide(engine, f"UPDATE orders SET note = '{note}' WHERE id = 3")
         assert isinstance(verdict, RequireApproval)
-    assert len(judged) == 2
+    assert engine.judged_afresh == 2
 
 
 def test_a_setting_name_in_a_literal_is_judged_per_text() -> None:
@@ -438,3 +425,16 @@ def test_the_compiled_literal_key_is_built_where_a_compiler_is() -> None:
     if shutil.which("gcc") is None:
         pytest.skip("no C compiler here: the Python key is used")
     assert literal_key is not py_literal_key
+
+
+def test_texts_parsed_one_after_another_keep_their_own_verdicts() -> None:
+    """A Parse's text keys are remembered per text; a new text is never taken
+    for one seen before (compiled code once matched every new text to the
+    first one's key)."""
+    engine = compile_policies(POLICY)
+    context = query("SELECT 1").context
+    verdicts = {
+        sql: engine.decide_query(context, sql, QueryOrigin.PARSE, None, policy_name="agents")
+        for sql in ("DROP TABLE orders", "SELECT 1", "SELECT id FROM orders", "DROP TABLE t")
+    }
+    assert [type(v).__name__ for v in verdicts.values()] == ["Block", "Allow", "Allow", "Block"]

@@ -151,7 +151,6 @@ class RecordedQuery:
 # Distinct (policy, identity, statement shape) verdicts kept for reuse.
 VERDICT_CACHE_SIZE = 8192
 
-_UNKEYED: Final[TextKeys] = (("", ""), None)
 _VerdictKeys = tuple[tuple[object, ...], tuple[object, ...] | None]
 """A verdict's cache key for its exact text, and the one shared across literals."""
 PREPARED_KEYS_SIZE: Final = 1024
@@ -176,7 +175,7 @@ def _literal_blind(explanation: Explanation) -> bool:
 class PolicyEngine:
     """Immutable compiled policies; see the module docstring."""
 
-    __slots__ = ("_policies", "_prepared_keys", "_textual", "_verdicts")
+    __slots__ = ("_policies", "_prepared_keys", "_textual", "_verdicts", "judged_afresh")
 
     def __init__(self, policies: Mapping[str, CompiledPolicy]) -> None:
         self._policies: Mapping[str, CompiledPolicy] = MappingProxyType(dict(policies))
@@ -190,6 +189,8 @@ class PolicyEngine:
         # Keys of prepared statements' texts: a Bind judges the same text each
         # time, and clients of the extended protocol parse the same texts again.
         self._prepared_keys: dict[str, TextKeys | None] = {}
+        self.judged_afresh = 0
+        """Events judged by `explain` (not answered from the verdict cache)."""
 
     @classmethod
     def compile(
@@ -356,11 +357,15 @@ class PolicyEngine:
         if len(sql) > MAX_CACHED_SQL_CHARS:
             return None
         if origin is QueryOrigin.EXECUTE or origin is QueryOrigin.PARSE:
-            keyed = self._prepared_keys.get(sql, _UNKEYED)
-            if keyed is _UNKEYED:
-                if len(self._prepared_keys) >= PREPARED_KEYS_SIZE:
-                    self._prepared_keys.clear()
-                keyed = self._prepared_keys[sql] = _text_keys(sql)
+            prepared_keys = self._prepared_keys
+            # A membership test, not a sentinel default: compiled code makes a
+            # Final tuple anew where it is used, so `is` would never match.
+            if sql in prepared_keys:
+                keyed = prepared_keys[sql]
+            else:
+                if len(prepared_keys) >= PREPARED_KEYS_SIZE:
+                    prepared_keys.clear()
+                keyed = prepared_keys[sql] = _text_keys(sql)
         else:
             keyed = _text_keys(sql)
         if keyed is None:
@@ -380,6 +385,7 @@ class PolicyEngine:
         self, event: Event, *, policy_name: str, prepared: Mapping[str, str] | None = None
     ) -> Explanation:
         """The verdict and how each statement was judged; never raises."""
+        self.judged_afresh += 1
         try:
             return self._explain(event, policy_name, prepared or {})
         except Exception as exc:

@@ -61,7 +61,7 @@ def test_an_edited_source_sends_every_hot_module_to_its_source(package_copy: Pat
     later = time.time() + 5
     os.utime(edited, (later, later))
     (mode, session, writer), stderr = _probe(package_copy)
-    assert mode.startswith("interpreted (the build is older than masking/detectors.py")
+    assert mode.startswith("interpreted (the build is older than: masking/detectors.py")
     assert session.endswith("pg_session.py")
     assert writer.endswith("writer.py")
     assert "make compile" in stderr
@@ -73,7 +73,7 @@ def test_a_missing_part_of_the_build_is_not_used(package_copy: Path) -> None:
     assert part is not None
     (package_copy / part.relative_to(SRC)).unlink()
     (mode, session, writer), _ = _probe(package_copy)
-    assert mode.startswith("interpreted")
+    assert mode.startswith("interpreted (the build is incomplete: ")
     assert "writer (not built)" in mode
     assert session.endswith("pg_session.py")
     assert writer.endswith("writer.py")

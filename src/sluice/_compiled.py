@@ -64,10 +64,6 @@ def built_path(module: str) -> Path | None:
     return None
 
 
-def group_library() -> Path | None:
-    return built_path(GROUP + "__mypyc")
-
-
 def stale_sources(modules: Sequence[str] = HOT_MODULES) -> list[str]:
     """Why the build cannot be used: its missing parts, or the sources
     changed since it was made. Any source counts, not only the hot modules':
@@ -120,7 +116,8 @@ def install_guard() -> None:
             _mode = "compiled (mypyc)"
             return
         names = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
-        reason = f"the build is older than {names}"
+        incomplete = any(name.endswith("(not built)") for name in stale)
+        reason = f"the build is {'incomplete' if incomplete else 'older than'}: {names}"
         warnings.warn(
             f"sluice: {reason}; running the hot path from source (slower). "
             "Rebuild it with `make compile`.",

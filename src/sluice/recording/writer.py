@@ -33,6 +33,7 @@ from sluice.recording.format import (
     Chain,
     seal_record,
 )
+from sluice.recording.pagecache import RELEASER, ReleasedLog
 from sluice.recording.records import RecordKind
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,7 @@ class Recorder:
         "_pending",
         "_pending_bytes",
         "_prev",
+        "_release",
         "_required",
         "_rows_dropped",
         "_rows_recorded",
@@ -250,6 +252,7 @@ class Recorder:
         self.path = path
         self.session_id = session_id
         self._fd = fd
+        self._release: ReleasedLog | None = None
         self._chain = chain
         self._max_bytes = max_bytes
         self._required = required
@@ -318,6 +321,7 @@ class Recorder:
         except OSError as exc:
             rec._fail(exc)
             return rec
+        rec._release = RELEASER.track(rec._fd)
         started_at = _now_iso()
         rec._prev = chain.genesis(context.session_id, started_at)
         identity = context.identity
@@ -666,6 +670,7 @@ class Recorder:
             self._fail(exc)
         else:
             os.close(fd)
+            self._release_done()
 
     def __enter__(self) -> Recorder:
         return self
@@ -795,8 +800,16 @@ class Recorder:
                 view = view[written:]
         except OSError as exc:
             self._fail(exc)
+            return
         finally:
             view.release()
+        if self._release is not None:
+            self._release.wrote(len(data))
+
+    def _release_done(self) -> None:
+        if self._release is not None:
+            self._release.close()
+            self._release = None
 
     def _fail(self, exc: OSError) -> None:
         err = RecordingError(
@@ -812,6 +825,7 @@ class Recorder:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+        self._release_done()
         if self._on_failure is not None:
             try:
                 self._on_failure(self.session_id, err)

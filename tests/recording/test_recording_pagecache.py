@@ -1,0 +1,86 @@
+"""Session logs do not pile up in the page cache (sluice.recording.pagecache)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sluice.protocols.postgres.messages import encode_data_row
+from sluice.recording import verify
+from sluice.recording.pagecache import RELEASE_CHUNK_BYTES, RELEASER, PageCacheReleaser
+
+from .recording_helpers import context, store
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("fincore") is None or not hasattr(os, "posix_fadvise"),
+    reason="needs Linux and util-linux fincore",
+)
+
+
+def _resident(path: Path) -> int:
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return int(out.strip())
+
+
+def _on_page_cache_fs(path: Path) -> bool:
+    """tmpfs keeps files in memory: there is no cache to drop."""
+    out = subprocess.run(
+        ["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip() not in ("tmpfs", "ramfs")
+
+
+def test_a_large_log_is_dropped_from_the_cache_as_it_grows_and_once_sealed(
+    tmp_path: Path,
+) -> None:
+    if not _on_page_cache_fs(tmp_path):
+        pytest.skip("the test directory is on tmpfs")
+    st = store(tmp_path, max_bytes_per_session=1 << 30)
+    rec = st.open(context())
+    path = st.path_for("sess-1")
+    batch = b"".join(encode_data_row([b"%08d" % i, b"x" * 200]) for i in range(2000))
+    for _ in range(8 * RELEASE_CHUNK_BYTES // len(batch)):  # 8 chunks of log, and more
+        rec.wire_rows(["id", "note"], [0, 0], batch, 2000)
+    assert not rec.capped
+    assert RELEASER.drain()
+    written = os.path.getsize(path)
+    assert _resident(path) < 0.75 * written  # the parts written back were let go
+    rec.complete("SELECT 1")
+    rec.end(reason="client_terminated")
+    assert RELEASER.drain()
+    assert _resident(path) < 0.05 * os.path.getsize(path)
+    assert verify(path).ok  # read back from disk, whole and in order
+
+
+def test_a_small_log_needs_no_thread(tmp_path: Path) -> None:
+    releaser = PageCacheReleaser()
+    log = releaser.track(os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600))
+    assert log is not None
+    log.wrote(RELEASE_CHUNK_BYTES - 1)
+    assert releaser._thread is None
+    log.close()  # closing hands the handle to the thread
+    assert releaser.drain()
+
+
+def test_the_thread_outlives_a_failing_job(tmp_path: Path) -> None:
+    releaser = PageCacheReleaser()
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    releaser.submit(fd, 0, RELEASE_CHUNK_BYTES, True)  # a closed handle: os.close raises
+    assert releaser.drain()
+    log = releaser.track(os.open(tmp_path / "f", os.O_WRONLY, 0o600))
+    assert log is not None
+    log.wrote(2 * RELEASE_CHUNK_BYTES)
+    log.close()
+    assert releaser.drain()
+    assert releaser._thread is not None
+    assert releaser._thread.is_alive()

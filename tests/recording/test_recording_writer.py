@@ -406,3 +406,25 @@ def test_a_completion_whose_rows_pass_the_cap_is_recorded_without_them(tmp_path:
     end = records[-2]
     assert isinstance(end, EndRecord)
     assert (end.rows_recorded, end.rows_dropped) == (0, 1)
+
+
+def test_large_rows_records_written_in_pieces_verify_with_the_key(tmp_path: Path) -> None:
+    """Records past the write buffer are hashed and written piece by piece."""
+    from sluice.protocols.postgres.messages import encode_data_row
+    from sluice.recording import replay
+    from sluice.recording.records import RowsRecord
+
+    st = store(tmp_path, key=KEY)
+    rows = [[b"%06d" % i, b"z" * 300] for i in range(3000)]  # ~0.9 MB: one large record
+    rec = st.open(context())
+    rec.wire_rows(["id", "note"], [0, 0], b"".join(encode_data_row(r) for r in rows), len(rows))
+    rec.complete("SELECT 3000")
+    rec.end(reason="client_terminated")
+    path = st.path_for("sess-1")
+    report = verify(path, key=KEY)
+    assert report.ok
+    assert report.authenticated
+    assert not verify(path, key=b"another key, another chain......").ok
+    assert os.path.getsize(path) > 16 * 64 * 1024  # far past the write buffer
+    decoded = [row for r in replay(path) if isinstance(r, RowsRecord) for row in r.rows]
+    assert decoded == [(f"{i:06d}", "z" * 300) for i in range(3000)]

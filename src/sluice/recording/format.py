@@ -85,6 +85,17 @@ class Chain:
         outer.update(inner.digest())
         return outer.hexdigest()
 
+    def digest_parts(self, parts: tuple[bytes, ...]) -> str:
+        """`digest` of the concatenation of `parts`, without making it."""
+        inner = hashlib.sha256() if self._inner is None else self._inner.copy()
+        for part in parts:
+            inner.update(part)
+        if self._outer is None:
+            return inner.hexdigest()
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
     def genesis(self, session_id: str, started_at: str) -> str:
         return self.digest(_GENESIS_LABEL + session_id.encode() + b"\x00" + started_at.encode())
 

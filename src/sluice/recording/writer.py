@@ -29,6 +29,9 @@ from sluice.recording.errors import RecordingError
 from sluice.recording.format import (
     FORMAT_VERSION,
     MAX_RECORD_BYTES,
+    TRAILER_HEAD,
+    TRAILER_LEN,
+    TRAILER_TAIL,
     WIRE_ENCODING,
     Chain,
     seal_record,
@@ -132,14 +135,14 @@ def _wire_chunks(data: bytes, count: int, limit: int) -> list[tuple[bytes, int]]
     return chunks
 
 
-def _wire_fields(data: bytes, count: int, formats: list[int]) -> dict[str, Any]:
-    """The members of `count` rows recorded as their wire messages."""
-    return {
-        "encoding": WIRE_ENCODING,
-        "formats": formats,
-        "count": count,
-        "wire": pybase64.b64encode_as_string(data),  # SIMD; 3.6x binascii here
-    }
+def _wire_fields(count: int, formats: list[int]) -> dict[str, Any]:
+    """The members of `count` rows recorded as their wire messages, with `wire`
+    (the base64 of the messages, written in its place) left empty."""
+    return {"encoding": WIRE_ENCODING, "formats": formats, "count": count, "wire": ""}
+
+
+_WIRE_TAIL: Final = b'"'
+"""Closes the `wire` member, the last of a rows record."""
 
 
 _VERDICT_MEMBERS: dict[int, tuple[Verdict, bytes]] = {}
@@ -503,13 +506,18 @@ class Recorder:
             if self._capped:
                 self._rows_dropped += rows
                 continue
-            line, digest = self._encode(_ROWS, _wire_fields(chunk, rows, formats))
-            if self._size + len(line) > self._max_bytes:
+            # The line in pieces (head, base64, tail), hashed and written as
+            # they are: a large record is never copied whole into another.
+            members = _members(_ROWS, _wire_fields(rows, formats))[:-1]  # open: `"wire":"`
+            head = self._record_head(_ROWS, members)
+            wire = pybase64.b64encode(chunk)  # SIMD; 3.6x binascii here
+            size = len(head) + len(wire) + len(_WIRE_TAIL) + TRAILER_LEN
+            if self._size + size > self._max_bytes:
                 self._capped = True
                 self._rows_dropped += rows
                 self._commit(*self._encode(_CAP, {"limit_bytes": self._max_bytes}))
                 continue
-            if len(line) > MAX_RECORD_BYTES:  # a single row larger than a record
+            if size > MAX_RECORD_BYTES:  # a single row larger than a record
                 self._rows_dropped += rows
                 self._commit(
                     *self._encode(
@@ -518,7 +526,12 @@ class Recorder:
                     )
                 )
                 continue
-            self._commit(line, digest)
+            digest = self._chain.digest_parts((head, wire, _WIRE_TAIL))
+            self._commit_parts(
+                (head, wire, _WIRE_TAIL, TRAILER_HEAD, digest.encode("ascii"), TRAILER_TAIL),
+                digest,
+                size,
+            )
             self._rows_recorded += rows
         if len(self._buf) >= WRITE_BUFFER_BYTES:
             self._write_out()
@@ -597,7 +610,8 @@ class Recorder:
             self._flush_copy()
         if self._wire and not self._capped:
             data, count, formats = self._take_wire()
-            fields = {"tag": tag, **_wire_fields(data, count, formats)}
+            fields = {"tag": tag, **_wire_fields(count, formats)}
+            fields["wire"] = pybase64.b64encode_as_string(data)  # SIMD; 3.6x binascii here
             line, digest = self._encode(_COMPLETE, fields)
             if self._size + len(line) <= self._max_bytes and len(line) <= MAX_RECORD_BYTES:
                 self._commit(line, digest)
@@ -699,6 +713,10 @@ class Recorder:
 
     def _encode_members(self, kind: str, members: bytes) -> tuple[bytes, str]:
         """The line of the next record: `members` (JSON, no braces) after the common ones."""
+        return seal_record(self._record_head(kind, members), self._chain)
+
+    def _record_head(self, kind: str, members: bytes) -> bytes:
+        """The next record's JSON up to its closing brace: the common members, then `members`."""
         content = _RECORD_HEAD % (
             self._seq,
             self._prev.encode("ascii"),
@@ -709,7 +727,7 @@ class Recorder:
         )
         if not members:  # no members of its own: no separating comma
             content = content[:-1]
-        return seal_record(content, self._chain)
+        return content
 
     def _commit(self, line: bytes, digest: str) -> None:
         self._seq += 1
@@ -720,6 +738,18 @@ class Recorder:
         else:  # a large rows record goes out as it is, not copied into the buffer
             self._write_out()
             self._write_all(line)
+
+    def _commit_parts(self, parts: tuple[bytes, ...], digest: str, size: int) -> None:
+        """`_commit` of a line given in pieces (`size` bytes in all)."""
+        self._seq += 1
+        self._prev = digest
+        self._size += size
+        if size < WRITE_BUFFER_BYTES:
+            for part in parts:
+                self._buf += part
+        else:
+            self._write_out()
+            self._write_parts(parts, size)
 
     def _append(self, kind: str, fields: dict[str, Any], *, flush: bool) -> None:
         self._append_members(kind, _members(kind, fields), flush=flush)
@@ -805,6 +835,20 @@ class Recorder:
             view.release()
         if self._release is not None:
             self._release.wrote(len(data))
+
+    def _write_parts(self, parts: tuple[bytes, ...], size: int) -> None:
+        """Write `parts` in order with one system call (the rest, if it was cut short)."""
+        if self._fd is None:
+            return
+        try:
+            written = os.writev(self._fd, parts)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if self._release is not None:
+            self._release.wrote(written)
+        if written < size:
+            self._write_all(b"".join(parts)[written:])
 
     def _release_done(self) -> None:
         if self._release is not None:

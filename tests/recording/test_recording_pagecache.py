@@ -48,7 +48,7 @@ def test_a_large_log_is_dropped_from_the_cache_as_it_grows_and_once_sealed(
     rec = st.open(context())
     path = st.path_for("sess-1")
     batch = b"".join(encode_data_row([b"%08d" % i, b"x" * 200]) for i in range(2000))
-    for _ in range(8 * RELEASE_CHUNK_BYTES // len(batch)):  # 8 chunks of log, and more
+    for _ in range(32 * 1024 * 1024 // len(batch)):  # a log of many chunks
         rec.wire_rows(["id", "note"], [0, 0], batch, 2000)
     assert not rec.capped
     assert RELEASER.drain()

@@ -415,7 +415,7 @@ def test_large_rows_records_written_in_pieces_verify_with_the_key(tmp_path: Path
     from sluice.recording.records import RowsRecord
 
     st = store(tmp_path, key=KEY)
-    rows = [[b"%06d" % i, b"z" * 300] for i in range(3000)]  # ~0.9 MB: one large record
+    rows: list[list[bytes | None]] = [[b"%06d" % i, b"z" * 300] for i in range(3000)]  # 0.9 MB
     rec = st.open(context())
     rec.wire_rows(["id", "note"], [0, 0], b"".join(encode_data_row(r) for r in rows), len(rows))
     rec.complete("SELECT 3000")

@@ -86,14 +86,12 @@ class PageCacheReleaser:
         )
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._released: dict[int, int] = {}  # handle -> dropped up to here (thread-owned)
 
     def after_fork(self) -> None:
         """A forked child has no thread and none of the parent's jobs."""
         self._jobs = queue.SimpleQueue()
         self._thread = None
         self._lock = threading.Lock()
-        self._released = {}
 
     def track(self, fd: int) -> ReleasedLog | None:
         """Bookkeeping for a log just created on `fd`, or None where not supported."""
@@ -140,21 +138,20 @@ class PageCacheReleaser:
 
     def _release(self, fd: int, start: int, end: int, last: bool) -> None:
         assert _sync_file_range is not None
-        dropped = self._released.get(fd, 0)
         if last:
             # The writer fsynced the log before closing it: every page is clean.
             with contextlib.suppress(OSError):
-                os.posix_fadvise(fd, dropped, 0, os.POSIX_FADV_DONTNEED)
-            self._released.pop(fd, None)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             os.close(fd)
             return
         _sync_file_range(fd, start, end - start, _SYNC_FILE_RANGE_WRITE)
-        # The part whose write-back was started one job earlier is clean by now
-        # (pages still being written are skipped by the kernel and stay cached).
-        if start > dropped:
+        # Everything before the part just started is let go. Pages still being
+        # written are skipped by the kernel and let go by a later job; from
+        # the log's start each time, since the kernel only visits the pages
+        # still cached.
+        if start > 0:
             with contextlib.suppress(OSError):
-                os.posix_fadvise(fd, dropped, start - dropped, os.POSIX_FADV_DONTNEED)
-            self._released[fd] = start
+                os.posix_fadvise(fd, 0, start, os.POSIX_FADV_DONTNEED)
 
 
 RELEASER: Final = PageCacheReleaser()

@@ -64,6 +64,38 @@ def test_clean_verdict_implies_no_finding_in_any_value(data: list[list[str | Non
                     assert SCANNER.scan(value) == [], value
 
 
+@settings(max_examples=400, deadline=None)
+@given(rows)
+def test_candidate_rows_hold_every_row_with_a_finding(data: list[list[str | None]]) -> None:
+    encoded = [[v.encode() if v is not None else None for v in row] for row in data]
+    frames = [encode_data_row(row) for row in encoded]
+    starts = [sum(len(f) for f in frames[:i]) for i in range(len(frames))]
+    candidates = PRECHECK.candidate_rows(b"".join(frames), starts)
+    assert candidates is not None
+    for i, row in enumerate(encoded):
+        if any(value and SCANNER.scan(value) for value in row):
+            assert i in candidates, row
+
+
+def test_the_shorter_iban_precheck_flags_every_iban() -> None:
+    """IBANs of every length the detector takes, spaced and not, amid other rows."""
+    ibans = [
+        "GB82WEST12345698765432",
+        "GB82 WEST 1234 5698 7654 32",
+        "DE89370400440532013000",
+        "NO9386011117947",
+        "MT84MALT011000012345MTLCAST001S",
+    ]
+    frames = [encode_data_row([b"clean row", b"nothing here"])]
+    for iban in ibans:
+        assert SCANNER.scan(iban.encode()), iban  # a finding of the full detector
+        frames.append(encode_data_row([b"x", f"pay to {iban} today".encode()]))
+        frames.append(encode_data_row([b"clean row", b"nothing here"]))
+    starts = [sum(len(f) for f in frames[:i]) for i in range(len(frames))]
+    iban_only = RegionPrecheck([BUILTIN_DETECTORS["iban"]])  # digits alone match others
+    assert iban_only.candidate_rows(b"".join(frames), starts) == list(range(1, len(frames), 2))
+
+
 def _bind_body(params: list[bytes | None]) -> bytes:
     """A Bind of the unnamed statement with text parameters (as on the wire)."""
     body = b"\x00\x00\x00\x00" + struct.pack("!H", len(params))

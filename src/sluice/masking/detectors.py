@@ -35,6 +35,11 @@ class Pattern:
     window: int = 0
     # Whether the validator reads the bytes before the match (else it gets b"").
     context: bool = False
+    # For the raw-buffer pre-check only (sluice.masking.precheck), when cheaper
+    # than `prefilter`: a pattern that matches inside every finding (a prefix
+    # of it, say). The pre-check flags the value in which a match ends, and a
+    # match inside a finding ends inside the finding's value.
+    precheck: bytes | None = None
     compiled: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
     value_groups: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
@@ -66,11 +71,16 @@ def _p(
     after: bytes = b"",
     validator: v.Validator = v.always,
     context: bool = False,
+    precheck: bytes | None = None,
 ) -> Pattern:
     """A pattern whose prefilter is its body without lookarounds or group names."""
     prefilter = re.sub(rb"\(\?P<\w+>", b"(", body)
     return Pattern(
-        regex=before + body + after, prefilter=prefilter, validator=validator, context=context
+        regex=before + body + after,
+        prefilter=prefilter,
+        validator=validator,
+        context=context,
+        precheck=precheck,
     )
 
 
@@ -124,6 +134,9 @@ _IBAN = _p(
     before=rb"(?<![\w])",
     after=rb"(?![\w])",
     validator=v.iban_ok,
+    # Its shortest form (two groups): the repeats of the full body cost the
+    # pre-check, which scans every byte of a result, about 30% more instructions.
+    precheck=rb"[A-Z]{2}\d{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}",
 )
 
 _IPV4_BODY = rb"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"

@@ -41,7 +41,9 @@ class RegionPrecheck:
             return
         if any(BUILTIN_DETECTORS.get(d.name) is not d for d in detectors):
             return  # custom detectors may use any assertion: no pre-check
-        expressions = [p.prefilter.replace(rb"\b", b"") for d in detectors for p in d.patterns]
+        expressions = [
+            (p.precheck or p.prefilter).replace(rb"\b", b"") for d in detectors for p in d.patterns
+        ]
         try:
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(

@@ -77,15 +77,9 @@ class Chain:
             self._outer = hashlib.sha256(padded.translate(_OPAD))
 
     def digest(self, data: bytes | memoryview) -> str:
-        if self._inner is None or self._outer is None:
-            return hashlib.sha256(data).hexdigest()
-        inner = self._inner.copy()
-        inner.update(data)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
+        return self.digest_parts((data,))
 
-    def digest_parts(self, parts: tuple[bytes, ...]) -> str:
+    def digest_parts(self, parts: tuple[bytes | memoryview, ...]) -> str:
         """`digest` of the concatenation of `parts`, without making it."""
         inner = hashlib.sha256() if self._inner is None else self._inner.copy()
         for part in parts:

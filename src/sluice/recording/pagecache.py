@@ -6,7 +6,7 @@ hundreds of megabytes of dirty log pages: the kernel throttles the writing
 thread (the event loop) once they pass its dirty limit, and every new page
 costs a fresh allocation. So once a log has grown by RELEASE_CHUNK_BYTES, a
 background thread starts write-back of that part (sync_file_range) and drops
-the part before it from the cache (posix_fadvise DONTNEED), the way
+what was written before it from the cache (posix_fadvise DONTNEED), the way
 PostgreSQL's `*_flush_after` settings do for its own files. The writer's pages
 are recycled instead of piling up.
 
@@ -71,7 +71,7 @@ class ReleasedLog:
             self._started = self._written
 
     def close(self) -> None:
-        """The log is complete (and fsynced): drop all of it, then close the handle."""
+        """The log is complete: drop all of it, then close the handle."""
         if self._fd >= 0:
             self._releaser.submit(self._fd, self._started, self._written, True)
             self._fd = -1
@@ -139,7 +139,8 @@ class PageCacheReleaser:
     def _release(self, fd: int, start: int, end: int, last: bool) -> None:
         assert _sync_file_range is not None
         if last:
-            # The writer fsynced the log before closing it: every page is clean.
+            # Sealed logs are fsynced first, so every page is clean and goes;
+            # a log given up without the fsync keeps its dirty pages (skipped).
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             os.close(fd)

@@ -730,24 +730,17 @@ class Recorder:
         return content
 
     def _commit(self, line: bytes, digest: str) -> None:
-        self._seq += 1
-        self._prev = digest
-        self._size += len(line)
-        if len(line) < WRITE_BUFFER_BYTES:
-            self._buf += line
-        else:  # a large rows record goes out as it is, not copied into the buffer
-            self._write_out()
-            self._write_all(line)
+        self._commit_parts((line,), digest, len(line))
 
     def _commit_parts(self, parts: tuple[bytes, ...], digest: str, size: int) -> None:
-        """`_commit` of a line given in pieces (`size` bytes in all)."""
+        """Add the line given in pieces (`size` bytes in all) to the log."""
         self._seq += 1
         self._prev = digest
         self._size += size
         if size < WRITE_BUFFER_BYTES:
             for part in parts:
                 self._buf += part
-        else:
+        else:  # a large record goes out as it is, not copied into the buffer
             self._write_out()
             self._write_parts(parts, size)
 

@@ -10,7 +10,7 @@ from typing import Any
 from sluice.events import Identity, Protocol, SessionContext
 from sluice.policy.verdict import Allow, Block, MaskPlan
 from sluice.recording import Recorder, RecordingSpec, RecordingStore
-from sluice.recording.format import Chain, encode_record
+from sluice.recording.format import Chain, ChainHash, MacAlgorithm, encode_record
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -57,8 +57,10 @@ def write_session(rec: Recorder) -> None:
     rec.end(reason="client closed", bytes_in=123, bytes_out=456)  # 14 end, 15 seal (0 is start)
 
 
-def make_log(tmp_path: Path, *, key: bytes | None = None) -> Path:
-    st = store(tmp_path, key=key)
+def make_log(
+    tmp_path: Path, *, key: bytes | None = None, hash: ChainHash = ChainHash.SHA256
+) -> Path:
+    st = store(tmp_path, key=key, hash=hash)
     rec = st.open(context())
     write_session(rec)
     return rec.path
@@ -69,8 +71,9 @@ def lines(path: Path) -> list[bytes]:
 
 
 def rechain(objs: list[dict[str, Any]], key: bytes | None = None) -> bytes:
-    """What a forger does: rewrite records and recompute every link and digest."""
-    chain = Chain(key)
+    """What a forger does: rewrite records and recompute every link and digest
+    (with the hash the start record names)."""
+    chain = Chain(key, MacAlgorithm(objs[0]["mac"]).hash)
     prev = chain.genesis(objs[0]["session_id"], objs[0]["started_at"])
     out = b""
     for seq, obj in enumerate(objs):

@@ -5,12 +5,13 @@ import hmac
 import json
 from pathlib import Path
 
+import blake3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sluice.recording import Problem, verify
-from sluice.recording.format import Chain, key_id
+from sluice.recording.format import Chain, ChainHash, MacAlgorithm, key_id
 
 from .recording_helpers import KEY, lines, make_log, parse, rechain
 
@@ -133,23 +134,29 @@ def test_forged_seal_counts(tmp_path: Path) -> None:
     assert verify(path).ok
 
 
-def test_forger_without_key_keeps_hmac_header(tmp_path: Path) -> None:
-    path = make_log(tmp_path, key=KEY)
+@pytest.mark.parametrize("chain_hash", list(ChainHash))
+def test_forger_without_key_keeps_hmac_header(tmp_path: Path, chain_hash: ChainHash) -> None:
+    path = make_log(tmp_path, key=KEY, hash=chain_hash)
     objs = parse(path)
     objs[5]["tag"] = "SELECT 0"
-    forged = rechain(objs)  # plain SHA-256 digests, header still says hmac-sha256
+    forged = rechain(objs)  # unkeyed digests, header still names the keyed chain
     path.write_bytes(forged)
     report = verify(path, key=KEY)
     assert (report.problem, report.record) == (Problem.ALTERED, 0)
     assert "without the key" in report.detail
 
 
-def test_forger_without_key_downgrades_to_plain(tmp_path: Path) -> None:
-    path = make_log(tmp_path, key=KEY)
+@pytest.mark.parametrize("unkeyed", ["sha256", "blake3"])
+@pytest.mark.parametrize("chain_hash", list(ChainHash))
+def test_forger_without_key_downgrades_to_plain(
+    tmp_path: Path, chain_hash: ChainHash, unkeyed: str
+) -> None:
+    path = make_log(tmp_path, key=KEY, hash=chain_hash)
     objs = parse(path)
-    objs[0]["mac"], objs[0]["key_id"] = "sha256", None
+    objs[0]["mac"], objs[0]["key_id"] = unkeyed, None
     objs[5]["tag"] = "SELECT 0"
     path.write_bytes(rechain(objs))
+    assert verify(path).ok  # a consistent unkeyed chain, as anyone can make
     report = verify(path, key=KEY)
     assert (report.problem, report.record) == (Problem.NOT_AUTHENTICATED, 0)
 
@@ -299,5 +306,45 @@ def test_fuzz_json_records_never_crash(
 def test_chain_digests_are_hmac_sha256(key: bytes, data: bytes) -> None:
     """The precomputed HMAC states give RFC 2104's HMAC (keys longer than a
     block are hashed first), so any HMAC-SHA256 implementation can verify."""
-    assert Chain(key).digest(data) == hmac.new(key, data, hashlib.sha256).hexdigest()
-    assert Chain(None).digest(data) == hashlib.sha256(data).hexdigest()
+    assert (
+        Chain(key, ChainHash.SHA256).digest(data) == hmac.new(key, data, hashlib.sha256).hexdigest()
+    )
+    assert Chain(None, ChainHash.SHA256).digest(data) == hashlib.sha256(data).hexdigest()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.binary(min_size=16, max_size=200),
+    parts=st.lists(st.binary(max_size=3000), max_size=4),
+)
+def test_chain_digests_are_keyed_blake3(key: bytes, parts: list[bytes]) -> None:
+    """BLAKE3's keyed mode under a key derived by BLAKE3's own key derivation
+    (docs/recording-format.md), so any BLAKE3 implementation can verify; a
+    record hashed in pieces has the digest of the whole."""
+    derived = blake3.blake3(key, derive_key_context="sluice-recording/1 chain key").digest()
+    whole = b"".join(parts)
+    keyed = Chain(key, ChainHash.BLAKE3)
+    assert keyed.digest(whole) == blake3.blake3(whole, key=derived).hexdigest()
+    assert keyed.digest_parts(tuple(parts)) == keyed.digest(whole)
+    assert Chain(None, ChainHash.BLAKE3).digest(whole) == blake3.blake3(whole).hexdigest()
+    assert keyed.algorithm == MacAlgorithm.BLAKE3_KEYED
+
+
+@pytest.mark.parametrize("chain_hash", list(ChainHash))
+@pytest.mark.parametrize("key", [None, KEY])
+def test_each_chain_hash_verifies_and_names_itself(
+    tmp_path: Path, chain_hash: ChainHash, key: bytes | None
+) -> None:
+    path = make_log(tmp_path, key=key, hash=chain_hash)
+    start = parse(path)[0]
+    expected = {
+        (ChainHash.BLAKE3, False): "blake3",
+        (ChainHash.BLAKE3, True): "blake3-keyed",
+        (ChainHash.SHA256, False): "sha256",
+        (ChainHash.SHA256, True): "hmac-sha256",
+    }[chain_hash, key is not None]
+    assert start["mac"] == expected
+    report = verify(path, key=key)
+    assert report.ok, report.summary()
+    assert report.algorithm == expected
+    assert expected in report.summary()

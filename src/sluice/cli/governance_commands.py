@@ -503,6 +503,7 @@ def sessions_verify(
                 "records": report.records,
                 "sealed": report.sealed,
                 "authenticated": report.authenticated,
+                "algorithm": None if report.algorithm is None else str(report.algorithm),
                 "problem": str(report.problem) if report.problem else None,
                 "record": report.record,
                 "line": report.line,

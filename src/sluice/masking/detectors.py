@@ -134,8 +134,8 @@ _IBAN = _p(
     before=rb"(?<![\w])",
     after=rb"(?![\w])",
     validator=v.iban_ok,
-    # Its shortest form (two groups): the repeats of the full body cost the
-    # pre-check, which scans every byte of a result, about 30% more instructions.
+    # Its shortest form (two groups) is enough for the pre-check, which scans
+    # every byte of a result (timed natively, the two forms cost the same).
     precheck=rb"[A-Z]{2}\d{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}",
 )
 

@@ -8,9 +8,10 @@ record's own digest, written in a fixed-width trailer::
 ``h`` is computed over the exact bytes of the line up to (not including) the
 trailer ``,"h":"...."}``, so verification hashes raw bytes and never depends on
 re-serialising JSON. ``prev`` is the ``h`` of the previous record; record 0's
-``prev`` is the genesis digest of the session id and start time. With a key,
-every digest is HMAC-SHA256(key, bytes) instead of SHA-256(bytes), so nobody
-without the key can recompute the chain. See docs/recording-format.md.
+``prev`` is the genesis digest of the session id and start time. The digest is
+SHA-256 (the default) or BLAKE3; with a key it is keyed (HMAC-SHA256, or
+BLAKE3's keyed mode), so nobody without the key can recompute the chain. See
+docs/recording-format.md.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 from enum import StrEnum
 from typing import Any, Final
 
+import blake3
 import orjson
 
 FORMAT_VERSION: Final = 4
@@ -44,33 +46,72 @@ SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 _GENESIS_LABEL: Final = b"sluice-recording/1\x00"
 _KEY_ID_LABEL: Final = b"sluice-recording-key-id/1"
+_BLAKE3_KEY_CONTEXT: Final = "sluice-recording/1 chain key"
+"""BLAKE3's key derivation context: the configured key (any length) becomes
+the 32-byte key of BLAKE3's keyed mode."""
 
 MIN_KEY_BYTES: Final = 16
 
 
+class ChainHash(StrEnum):
+    """The hash a new log is chained with (`recording.hash`)."""
+
+    BLAKE3 = "blake3"
+    SHA256 = "sha256"
+
+
 class MacAlgorithm(StrEnum):
+    """A log's digest, as its start record names it (`mac`)."""
+
     SHA256 = "sha256"
     HMAC_SHA256 = "hmac-sha256"
+    BLAKE3 = "blake3"
+    BLAKE3_KEYED = "blake3-keyed"
+
+    @property
+    def keyed(self) -> bool:
+        return self in (MacAlgorithm.HMAC_SHA256, MacAlgorithm.BLAKE3_KEYED)
+
+    @property
+    def hash(self) -> ChainHash:
+        if self in (MacAlgorithm.BLAKE3, MacAlgorithm.BLAKE3_KEYED):
+            return ChainHash.BLAKE3
+        return ChainHash.SHA256
 
 
 class Chain:
-    """Computes record digests: plain SHA-256, or HMAC-SHA256 with a key.
+    """Computes record digests: BLAKE3 or SHA-256, keyed when there is a key.
+
+    BLAKE3 hashes large records (a rows record holds up to 256 KiB of rows)
+    about five times faster than SHA-256 here, and small ones more slowly
+    (its hasher is larger to copy); its keyed mode is a MAC by design, with
+    the configured key turned into its 32-byte key by BLAKE3's own key
+    derivation. For SHA-256 the key makes it HMAC-SHA256.
 
     The HMAC's inner and outer hash states after the padded key are computed
     once (RFC 2104's precomputation); each digest copies them instead of
     setting the key up again, which halves its cost on a record per statement.
     """
 
-    __slots__ = ("_inner", "_outer", "algorithm", "key_id")
+    __slots__ = ("_blake3", "_inner", "_outer", "algorithm", "key_id")
 
-    def __init__(self, key: bytes | None) -> None:
-        if key is None:
+    def __init__(self, key: bytes | None, hash: ChainHash) -> None:
+        self.key_id: str | None = None if key is None else key_id(key)
+        self._blake3: blake3.blake3 | None = None
+        self._inner: hashlib._Hash | None = None
+        self._outer: hashlib._Hash | None = None
+        if hash == ChainHash.BLAKE3:
+            if key is None:
+                self.algorithm = MacAlgorithm.BLAKE3
+                self._blake3 = blake3.blake3()
+            else:
+                self.algorithm = MacAlgorithm.BLAKE3_KEYED
+                derived = blake3.blake3(key, derive_key_context=_BLAKE3_KEY_CONTEXT).digest()
+                self._blake3 = blake3.blake3(key=derived)
+        elif key is None:
             self.algorithm = MacAlgorithm.SHA256
-            self.key_id: str | None = None
-            self._inner = self._outer = None
         else:
             self.algorithm = MacAlgorithm.HMAC_SHA256
-            self.key_id = key_id(key)
             block = hashlib.sha256().block_size
             padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
             self._inner = hashlib.sha256(padded.translate(_IPAD))
@@ -81,6 +122,11 @@ class Chain:
 
     def digest_parts(self, parts: tuple[bytes | memoryview, ...]) -> str:
         """`digest` of the concatenation of `parts`, without making it."""
+        if self._blake3 is not None:
+            state = self._blake3.copy()
+            for part in parts:
+                state.update(part)
+            return state.hexdigest()
         inner = hashlib.sha256() if self._inner is None else self._inner.copy()
         for part in parts:
             inner.update(part)

@@ -101,6 +101,7 @@ class RecordingStore:
             path,
             context,
             key=self._key,
+            hash=self.spec.hash,
             max_bytes=self.spec.max_bytes_per_session,
             required=self.spec.required if required is None else required,
             fsync_on_end=self.spec.fsync_on_end,

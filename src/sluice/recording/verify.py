@@ -36,9 +36,9 @@ class Problem(StrEnum):
     TRUNCATED = "truncated"  # the file ends in the middle of a record
     UNSEALED = "unsealed"  # the log ends without a seal record
     TRAILING_DATA = "trailing_data"  # bytes after the seal
-    KEY_REQUIRED = "key_required"  # the log is HMAC-chained and no key was given
+    KEY_REQUIRED = "key_required"  # the log is chained with a key and none was given
     WRONG_KEY = "wrong_key"  # the log was chained with another key
-    NOT_AUTHENTICATED = "not_authenticated"  # a key is configured, the log is plain SHA-256
+    NOT_AUTHENTICATED = "not_authenticated"  # a key is configured, the log's chain is unkeyed
     INTERNAL = "internal"  # a bug in the verifier; the log is not trusted
 
 
@@ -49,7 +49,8 @@ class VerifyReport:
     session_id: str | None = None
     records: int = 0  # records verified before the first problem (or all)
     sealed: bool = False
-    authenticated: bool = False  # the chain was checked with the HMAC key
+    authenticated: bool = False  # the chain was checked with the key
+    algorithm: MacAlgorithm | None = None  # the chain's, as its start record names it
     problem: Problem | None = None
     record: int | None = None  # record number (0-based sequence) of the problem
     line: int | None = None  # 1-based line number of the problem
@@ -57,7 +58,7 @@ class VerifyReport:
 
     def summary(self) -> str:
         if self.ok:
-            how = "HMAC-SHA256, key verified" if self.authenticated else "SHA-256"
+            how = f"{self.algorithm}" + (", key verified" if self.authenticated else "")
             return f"{self.path}: intact, sealed, {self.records} records ({how})"
         where = []
         if self.record is not None:
@@ -105,6 +106,7 @@ class _Verifier:
         self.path = path
         self.key = key
         self.chain: Chain | None = None
+        self.algorithm: MacAlgorithm | None = None
         self.session_id: str | None = None
         self.expected = 0  # next sequence number
         self.prev = ""  # digest the next record must link to
@@ -212,21 +214,26 @@ class _Verifier:
                 line=line_no,
             )
         self.session_id = sid
-        if mac == MacAlgorithm.SHA256:
+        algorithm = next((known for known in MacAlgorithm if known == mac), None)
+        if algorithm is None:
+            raise _Fail(
+                Problem.MALFORMED, f"unknown chain algorithm {mac!r}", record=0, line=line_no
+            )
+        if not algorithm.keyed:
             if self.key is not None:
                 raise _Fail(
                     Problem.NOT_AUTHENTICATED,
-                    "a key is configured but the log is chained with plain SHA-256 "
+                    f"a key is configured but the log is chained with plain {algorithm} "
                     "(anyone can recompute such a chain)",
                     record=0,
                     line=line_no,
                 )
-            self.chain = Chain(None)
-        elif mac == MacAlgorithm.HMAC_SHA256:
+        else:
             if self.key is None:
                 raise _Fail(
                     Problem.KEY_REQUIRED,
-                    "the log is HMAC-chained; verifying it needs the recording key",
+                    f"the log is chained with a key ({algorithm}); verifying it needs "
+                    "the recording key",
                     record=0,
                     line=line_no,
                 )
@@ -238,11 +245,8 @@ class _Verifier:
                     record=0,
                     line=line_no,
                 )
-            self.chain = Chain(self.key)
-        else:
-            raise _Fail(
-                Problem.MALFORMED, f"unknown chain algorithm {mac!r}", record=0, line=line_no
-            )
+        self.algorithm = algorithm
+        self.chain = Chain(self.key if algorithm.keyed else None, algorithm.hash)
         self.prev = self.chain.genesis(sid, started)
 
     def _misordered(self, seq: int, lines: Iterator[bytes], line_no: int) -> None:
@@ -281,8 +285,9 @@ class _Verifier:
 def verify(path: Path, *, key: bytes | None = None) -> VerifyReport:
     """Check a session log's hash chain, sequence and seal.
 
-    With `key` (the recording HMAC key), the log must be HMAC-chained with
-    that key; a plain SHA-256 log is then reported NOT_AUTHENTICATED.
+    With `key` (the recording key), the log must be chained with that key
+    (keyed BLAKE3 or HMAC-SHA256); an unkeyed log is then reported
+    NOT_AUTHENTICATED.
     """
     v = _Verifier(path, key)
     try:
@@ -326,4 +331,5 @@ def verify(path: Path, *, key: bytes | None = None) -> VerifyReport:
         records=v.expected,
         sealed=True,
         authenticated=key is not None,
+        algorithm=v.algorithm,
     )

@@ -34,6 +34,7 @@ from sluice.recording.format import (
     TRAILER_TAIL,
     WIRE_ENCODING,
     Chain,
+    ChainHash,
     seal_record,
 )
 from sluice.recording.pagecache import RELEASER, ReleasedLog
@@ -295,6 +296,7 @@ class Recorder:
         context: SessionContext,
         *,
         key: bytes | None = None,
+        hash: ChainHash = ChainHash.SHA256,
         max_bytes: int,
         required: bool = True,
         fsync_on_end: bool = True,
@@ -306,7 +308,7 @@ class Recorder:
         Raises RecordingError if that fails and `required`; otherwise returns a
         recorder that records nothing (and reports the failure to `on_failure`).
         """
-        chain = Chain(key)
+        chain = Chain(key, hash)
         rec = cls(
             path=path,
             session_id=context.session_id,

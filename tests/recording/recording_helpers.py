@@ -58,7 +58,7 @@ def write_session(rec: Recorder) -> None:
 
 
 def make_log(
-    tmp_path: Path, *, key: bytes | None = None, hash: ChainHash = ChainHash.SHA256
+    tmp_path: Path, *, key: bytes | None = None, hash: ChainHash = ChainHash.SHA256_BLAKE3
 ) -> Path:
     st = store(tmp_path, key=key, hash=hash)
     rec = st.open(context())
@@ -70,10 +70,12 @@ def lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True)
 
 
-def rechain(objs: list[dict[str, Any]], key: bytes | None = None) -> bytes:
+def rechain(
+    objs: list[dict[str, Any]], key: bytes | None = None, hash: ChainHash | None = None
+) -> bytes:
     """What a forger does: rewrite records and recompute every link and digest
-    (with the hash the start record names)."""
-    chain = Chain(key, MacAlgorithm(objs[0]["mac"]).hash)
+    (with the hash the start record names, unless `hash` is given)."""
+    chain = Chain(key, MacAlgorithm(objs[0]["mac"]).hash if hash is None else hash)
     prev = chain.genesis(objs[0]["session_id"], objs[0]["started_at"])
     out = b""
     for seq, obj in enumerate(objs):

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sluice.recording import Problem, verify
-from sluice.recording.format import Chain, ChainHash, MacAlgorithm, key_id
+from sluice.recording.format import BULK_RECORD_BYTES, Chain, ChainHash, MacAlgorithm, key_id
 
-from .recording_helpers import KEY, lines, make_log, parse, rechain
+from .recording_helpers import KEY, context, lines, make_log, parse, rechain, store
 
 
 def _write(path: Path, chunks: list[bytes]) -> None:
@@ -146,7 +146,7 @@ def test_forger_without_key_keeps_hmac_header(tmp_path: Path, chain_hash: ChainH
     assert "without the key" in report.detail
 
 
-@pytest.mark.parametrize("unkeyed", ["sha256", "blake3"])
+@pytest.mark.parametrize("unkeyed", ["sha256", "blake3", "sha256+blake3"])
 @pytest.mark.parametrize("chain_hash", list(ChainHash))
 def test_forger_without_key_downgrades_to_plain(
     tmp_path: Path, chain_hash: ChainHash, unkeyed: str
@@ -342,9 +342,51 @@ def test_each_chain_hash_verifies_and_names_itself(
         (ChainHash.BLAKE3, True): "blake3-keyed",
         (ChainHash.SHA256, False): "sha256",
         (ChainHash.SHA256, True): "hmac-sha256",
+        (ChainHash.SHA256_BLAKE3, False): "sha256+blake3",
+        (ChainHash.SHA256_BLAKE3, True): "hmac-sha256+blake3-keyed",
     }[chain_hash, key is not None]
     assert start["mac"] == expected
     report = verify(path, key=key)
     assert report.ok, report.summary()
     assert report.algorithm == expected
     assert expected in report.summary()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.one_of(st.none(), st.binary(min_size=16, max_size=200)),
+    parts=st.lists(st.binary(max_size=2500), max_size=4),
+)
+def test_mixed_chain_hashes_by_size(key: bytes | None, parts: list[bytes]) -> None:
+    """`sha256+blake3`: a record under BULK_RECORD_BYTES has the SHA-256 chain's
+    digest, a larger one the BLAKE3 chain's, however it is split in pieces."""
+    whole = b"".join(parts)
+    mixed = Chain(key, ChainHash.SHA256_BLAKE3)
+    pure = Chain(key, ChainHash.BLAKE3 if len(whole) >= BULK_RECORD_BYTES else ChainHash.SHA256)
+    assert mixed.digest_parts(tuple(parts)) == pure.digest(whole)
+    assert mixed.algorithm == (
+        MacAlgorithm.SHA256_BLAKE3 if key is None else MacAlgorithm.HMAC_SHA256_BLAKE3_KEYED
+    )
+
+
+@pytest.mark.parametrize("key", [None, KEY])
+def test_mixed_chain_splits_by_size(tmp_path: Path, key: bytes | None) -> None:
+    """Under `sha256+blake3` the verifier hashes each record by its size: a
+    log chained wholly with SHA-256, or wholly with BLAKE3, under that name
+    fails at its first record hashed the other way."""
+    rec = store(tmp_path, key=key, hash=ChainHash.SHA256_BLAKE3).open(context())
+    rec.statement("SELECT id, notes FROM customers", origin="simple")  # 1
+    rec.columns(["id", "notes"], ["int4", "text"])  # 2
+    rec.rows(["id", "notes"], [[str(i), "n" * 500] for i in range(20)])  # 3: about 10 KB
+    rec.complete("SELECT 20")  # 4
+    rec.end(reason="client closed")  # 5 end, 6 seal
+    path = rec.path
+    sizes = [len(line) for line in lines(path)]
+    assert sizes[3] > BULK_RECORD_BYTES > max(sizes[:3] + sizes[4:])
+    report = verify(path, key=key)
+    assert report.ok, report.summary()
+    objs = parse(path)
+    for single, first_wrong in ((ChainHash.SHA256, 3), (ChainHash.BLAKE3, 0)):
+        path.write_bytes(rechain(objs, key=key, hash=single))
+        report = verify(path, key=key)
+        assert (report.problem, report.record) == (Problem.ALTERED, first_wrong), single

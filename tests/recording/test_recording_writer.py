@@ -52,7 +52,7 @@ def test_round_trip(tmp_path: Path) -> None:
         "postgres",
         "10.0.0.7:51234",
     )
-    assert start.mac == "sha256"
+    assert start.mac == "sha256+blake3"  # the default
     assert start.key_id is None
     stmt = records[1]
     assert isinstance(stmt, StatementRecord)

@@ -9,8 +9,9 @@ record's own digest, written in a fixed-width trailer::
 trailer ``,"h":"...."}``, so verification hashes raw bytes and never depends on
 re-serialising JSON. ``prev`` is the ``h`` of the previous record; record 0's
 ``prev`` is the genesis digest of the session id and start time. The digest is
-SHA-256 (the default) or BLAKE3; with a key it is keyed (HMAC-SHA256, or
-BLAKE3's keyed mode), so nobody without the key can recompute the chain. See
+SHA-256, BLAKE3, or (the default) SHA-256 for records under 4 KiB and BLAKE3
+for larger ones; with a key it is keyed (HMAC-SHA256, BLAKE3's keyed mode),
+so nobody without the key can recompute the chain. See
 docs/recording-format.md.
 """
 
@@ -58,6 +59,16 @@ class ChainHash(StrEnum):
 
     BLAKE3 = "blake3"
     SHA256 = "sha256"
+    SHA256_BLAKE3 = "sha256+blake3"
+    """SHA-256 for records under BULK_RECORD_BYTES, BLAKE3 for the others."""
+
+
+BULK_RECORD_BYTES: Final = 4096
+"""Under `sha256+blake3`, records whose hashed bytes number at least this are
+hashed with BLAKE3, the others with SHA-256: the size from which BLAKE3, which
+hashes four 1 KiB chunks at once with SIMD, is the faster of the two here
+(2.4 against 3.5 us at 4 KiB, 65 against 183 us at 256 KiB; SHA-256 is faster
+on a statement's few hundred bytes, 0.9 against 1.2 us)."""
 
 
 class MacAlgorithm(StrEnum):
@@ -67,23 +78,42 @@ class MacAlgorithm(StrEnum):
     HMAC_SHA256 = "hmac-sha256"
     BLAKE3 = "blake3"
     BLAKE3_KEYED = "blake3-keyed"
+    SHA256_BLAKE3 = "sha256+blake3"
+    HMAC_SHA256_BLAKE3_KEYED = "hmac-sha256+blake3-keyed"
 
     @property
     def keyed(self) -> bool:
-        return self in (MacAlgorithm.HMAC_SHA256, MacAlgorithm.BLAKE3_KEYED)
+        return self in (
+            MacAlgorithm.HMAC_SHA256,
+            MacAlgorithm.BLAKE3_KEYED,
+            MacAlgorithm.HMAC_SHA256_BLAKE3_KEYED,
+        )
 
     @property
     def hash(self) -> ChainHash:
         if self in (MacAlgorithm.BLAKE3, MacAlgorithm.BLAKE3_KEYED):
             return ChainHash.BLAKE3
+        if self in (MacAlgorithm.SHA256_BLAKE3, MacAlgorithm.HMAC_SHA256_BLAKE3_KEYED):
+            return ChainHash.SHA256_BLAKE3
         return ChainHash.SHA256
 
 
+_ALGORITHMS: Final = {
+    (ChainHash.SHA256, False): MacAlgorithm.SHA256,
+    (ChainHash.SHA256, True): MacAlgorithm.HMAC_SHA256,
+    (ChainHash.BLAKE3, False): MacAlgorithm.BLAKE3,
+    (ChainHash.BLAKE3, True): MacAlgorithm.BLAKE3_KEYED,
+    (ChainHash.SHA256_BLAKE3, False): MacAlgorithm.SHA256_BLAKE3,
+    (ChainHash.SHA256_BLAKE3, True): MacAlgorithm.HMAC_SHA256_BLAKE3_KEYED,
+}
+
+
 class Chain:
-    """Computes record digests: BLAKE3 or SHA-256, keyed when there is a key.
+    """Computes record digests: SHA-256, BLAKE3, or by size either (`sha256+blake3`,
+    see BULK_RECORD_BYTES); keyed when there is a key.
 
     BLAKE3 hashes large records (a rows record holds up to 256 KiB of rows)
-    about five times faster than SHA-256 here, and small ones more slowly
+    about three times faster than SHA-256 here, and small ones more slowly
     (its hasher is larger to copy); its keyed mode is a MAC by design, with
     the configured key turned into its 32-byte key by BLAKE3's own key
     derivation. For SHA-256 the key makes it HMAC-SHA256.
@@ -93,25 +123,27 @@ class Chain:
     setting the key up again, which halves its cost on a record per statement.
     """
 
-    __slots__ = ("_blake3", "_inner", "_outer", "algorithm", "key_id")
+    __slots__ = ("_blake3", "_blake3_from", "_inner", "_outer", "algorithm", "key_id")
 
     def __init__(self, key: bytes | None, hash: ChainHash) -> None:
         self.key_id: str | None = None if key is None else key_id(key)
+        self.algorithm: MacAlgorithm = _ALGORITHMS[hash, key is not None]
         self._blake3: blake3.blake3 | None = None
+        # Records of at least this many bytes are hashed with BLAKE3.
+        self._blake3_from = {
+            ChainHash.SHA256: MAX_RECORD_BYTES + 1,
+            ChainHash.BLAKE3: 0,
+            ChainHash.SHA256_BLAKE3: BULK_RECORD_BYTES,
+        }[hash]
         self._inner: hashlib._Hash | None = None
         self._outer: hashlib._Hash | None = None
-        if hash == ChainHash.BLAKE3:
+        if hash != ChainHash.SHA256:
             if key is None:
-                self.algorithm = MacAlgorithm.BLAKE3
                 self._blake3 = blake3.blake3()
             else:
-                self.algorithm = MacAlgorithm.BLAKE3_KEYED
                 derived = blake3.blake3(key, derive_key_context=_BLAKE3_KEY_CONTEXT).digest()
                 self._blake3 = blake3.blake3(key=derived)
-        elif key is None:
-            self.algorithm = MacAlgorithm.SHA256
-        else:
-            self.algorithm = MacAlgorithm.HMAC_SHA256
+        if hash != ChainHash.BLAKE3 and key is not None:
             block = hashlib.sha256().block_size
             padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
             self._inner = hashlib.sha256(padded.translate(_IPAD))
@@ -122,7 +154,7 @@ class Chain:
 
     def digest_parts(self, parts: tuple[bytes | memoryview, ...]) -> str:
         """`digest` of the concatenation of `parts`, without making it."""
-        if self._blake3 is not None:
+        if self._blake3 is not None and sum(map(len, parts)) >= self._blake3_from:
             state = self._blake3.copy()
             for part in parts:
                 state.update(part)

@@ -296,7 +296,7 @@ class Recorder:
         context: SessionContext,
         *,
         key: bytes | None = None,
-        hash: ChainHash = ChainHash.SHA256,
+        hash: ChainHash = ChainHash.SHA256_BLAKE3,
         max_bytes: int,
         required: bool = True,
         fsync_on_end: bool = True,

@@ -22,6 +22,7 @@ from sluice.approvals.service import Approval, ApprovalService, ApprovalStatus
 from sluice.devservers.postgres import ThrowawayPostgres
 from sluice.events import Identity
 from sluice.proxy.governance_setup import recording_store
+from sluice.recording.format import BULK_RECORD_BYTES
 from tests.conftest import APP_PASSWORD, base_config
 from tests.helpers import GatewayThread, latest_session
 
@@ -444,6 +445,44 @@ def test_recording_replays_and_detects_tampering(governed: GatewayThread, agent:
     report = json.loads(tampered.stdout)
     assert report["ok"] is False
     assert report["record"] is not None
+
+
+def test_recording_of_large_result_verifies_and_detects_tampering(
+    governed: GatewayThread, agent: str
+) -> None:
+    """A result larger than BULK_RECORD_BYTES is chained with BLAKE3 under the
+    default `sha256+blake3`: the log of a real psql session verifies, and an
+    edit inside the large record is found there."""
+    done = subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-At",
+            governed.dsn(agent, user="agent"),
+            "-c",
+            "SELECT g, repeat('r', 200) FROM generate_series(1, 300) AS g",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 300
+    session_id = latest_session(governed)
+    report = json.loads(sluice_cli(governed, "sessions", "verify", session_id, "--json").stdout)
+    assert report["ok"] is True
+    assert report["algorithm"] in ("sha256+blake3", "hmac-sha256+blake3-keyed")
+    path = recording_store(governed.config).path_for(session_id)
+    lines = path.read_bytes().splitlines(keepends=True)
+    large = next(i for i, line in enumerate(lines) if len(line) > BULK_RECORD_BYTES)
+    edited = bytearray(lines[large])
+    middle = len(edited) // 2
+    edited[middle : middle + 4] = b"AAAA" if edited[middle : middle + 4] != b"AAAA" else b"BBBB"
+    lines[large] = bytes(edited)
+    path.write_bytes(b"".join(lines))
+    tampered = json.loads(sluice_cli(governed, "sessions", "verify", session_id, "--json").stdout)
+    assert tampered["ok"] is False
+    assert tampered["record"] == large
 
 
 def test_audit_trail_has_blocks_without_secrets(governed: GatewayThread, agent: str) -> None:

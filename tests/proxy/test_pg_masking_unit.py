@@ -82,7 +82,7 @@ class CountingPrecheck(RegionPrecheck):
 
     calls = 0
 
-    def candidate_rows(self, buf: bytes, starts: list[int]) -> list[int] | None:
+    def candidate_rows(self, buf: bytes | memoryview, starts: list[int]) -> list[int] | None:
         self.calls += 1
         return super().candidate_rows(buf, starts)
 

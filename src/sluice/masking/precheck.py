@@ -59,7 +59,7 @@ class RegionPrecheck:
         self._every = every
         self._patterns = len(expressions)
 
-    def candidate_rows(self, buf: bytes, starts: list[int]) -> list[int] | None:
+    def candidate_rows(self, buf: bytes | memoryview, starts: list[int]) -> list[int] | None:
         """Indexes of the rows (beginning at `starts` in `buf`) where a
         prefilter match ends: a superset of the rows holding a finding, since
         a finding inside one value ends inside that value. None: unknown
@@ -81,7 +81,7 @@ class RegionPrecheck:
     def usable(self) -> bool:
         return self._db is not None
 
-    def may_contain(self, buf: bytes) -> bool:
+    def may_contain(self, buf: bytes | memoryview) -> bool:
         """False only when no detector can match anywhere in `buf`."""
         if self._db is None:
             return True

@@ -65,7 +65,7 @@ class SessionMasking(Protocol):
     def mask_rows(
         self,
         shape: ResultShape | None,
-        region: bytes,
+        region: bytes | memoryview,
         count: int,
         starts: list[int] | None = None,
     ) -> bytes | None: ...
@@ -656,7 +656,7 @@ class SessionGovernance:
     def process_rows(
         self,
         shape: ResultShape | None,
-        region: bytes,
+        region: bytes | memoryview,
         count: int,
         starts: list[int] | None = None,
     ) -> bytes | None:

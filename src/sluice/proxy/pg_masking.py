@@ -503,7 +503,7 @@ class PgSessionMasking:
     def mask_rows(
         self,
         shape: ResultShape | None,
-        region: bytes,
+        region: bytes | memoryview,
         count: int,
         starts: list[int] | None = None,
     ) -> bytes | None:

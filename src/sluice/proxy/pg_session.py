@@ -811,7 +811,7 @@ class PgSession:
             self.bytes_to_client += len(out)
             self.client.write(out)
 
-    def _process(self, buf: bytes | bytearray, start: int) -> tuple[bytes, int]:
+    def _process(self, buf: bytes | bytearray, start: int) -> tuple[bytes | memoryview, int]:
         if self._light:
             return self._process_backend_light(buf, start)
         return self._process_backend(buf, start)
@@ -846,7 +846,9 @@ class PgSession:
             self.client.write(out)
         return taken
 
-    def _process_backend(self, buf: bytes | bytearray, start: int) -> tuple[bytes, int]:
+    def _process_backend(
+        self, buf: bytes | bytearray, start: int
+    ) -> tuple[bytes | memoryview, int]:
         """Walk complete frames in buf; return what to send and how much was used.
 
         Runs of DataRows are walked by their headers only and handed to
@@ -856,7 +858,7 @@ class PgSession:
         size = len(buf)
         pos = start
         copied = start
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         tracker = self._tracker
         governance = self.governance
         rows_wanted = governance.wants_rows
@@ -872,10 +874,10 @@ class PgSession:
                 pos, starts = datarow_run(buf, pos, size)
                 if rows_wanted:
                     replaced = governance.process_rows(
-                        tracker.rows_shape(), _bytes_of(buf, run_start, pos), len(starts), starts
+                        tracker.rows_shape(), _span(buf, run_start, pos), len(starts), starts
                     )
                     if replaced is not None:
-                        parts.append(_bytes_of(buf, copied, run_start))
+                        parts.append(_span(buf, copied, run_start))
                         parts.append(replaced)
                         copied = pos
                 continue
@@ -888,7 +890,7 @@ class PgSession:
                     elif kind == 69:  # 'E'
                         replacement = self._on_error(bytes(buf[pos + 5 : end]))
                         if replacement is not None:
-                            parts.append(_bytes_of(buf, copied, pos))
+                            parts.append(_span(buf, copied, pos))
                             parts.append(replacement)
                             copied = end
                     elif kind == 86:  # 'V' FunctionCallResponse
@@ -900,7 +902,7 @@ class PgSession:
                         governance.result_done(bytes(buf[pos + 5 : end]))
             elif kind in (78, 65) and governance.masks_messages:  # 'N', 'A'
                 replacement = governance.process_message(kind, bytes(buf[pos + 5 : end]))
-                parts.append(_bytes_of(buf, copied, pos))
+                parts.append(_span(buf, copied, pos))
                 parts.append(replacement)
                 copied = end
             elif kind == 100 and governance.handles_copy:  # 'd' CopyData (COPY TO)
@@ -911,7 +913,7 @@ class PgSession:
                 if not governance.masks_copy:  # recorded only: forwarded unchanged
                     governance.record_copy_out(payloads)
                     continue
-                parts.append(_bytes_of(buf, copied, run_start))
+                parts.append(_span(buf, copied, run_start))
                 parts.append(governance.process_copy_data(payloads))  # one message, or none
                 copied = pos
                 continue
@@ -922,7 +924,7 @@ class PgSession:
             elif kind == 99 and governance.handles_copy:  # 'c' CopyDone
                 tail = governance.copy_out_done()
                 if tail:
-                    parts.append(_bytes_of(buf, copied, pos))
+                    parts.append(_span(buf, copied, pos))
                     parts.append(tail)
                     copied = pos
             elif kind == 83:  # 'S' ParameterStatus
@@ -930,18 +932,20 @@ class PgSession:
                 self._parameter_status(status)
                 replacement = governance.mask_parameter_status(status)
                 if replacement is not None:
-                    parts.append(_bytes_of(buf, copied, pos))
+                    parts.append(_span(buf, copied, pos))
                     parts.append(replacement)
                     copied = end
             pos = end
         return _joined(buf, parts, copied, pos)
 
-    def _process_backend_light(self, buf: bytes | bytearray, start: int) -> tuple[bytes, int]:
+    def _process_backend_light(
+        self, buf: bytes | bytearray, start: int
+    ) -> tuple[bytes | memoryview, int]:
         """Walk frame boundaries only: for ReadyForQuery and the gateway's own errors."""
         size = len(buf)
         pos = start
         copied = start
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         while True:
             # Compiled: skips whole frames, counting ReadyForQuery; stops at an
             # ErrorResponse only while the gateway has errors of its own pending.
@@ -957,7 +961,7 @@ class PgSession:
                 break
             replacement = self._on_error(bytes(buf[pos + 5 : end]))  # the one stop kind
             if replacement is not None:
-                parts.append(_bytes_of(buf, copied, pos))
+                parts.append(_span(buf, copied, pos))
                 parts.append(replacement)
                 copied = end
             pos = end
@@ -1013,16 +1017,27 @@ class PgSession:
             self.client.resume_reading()
 
 
-def _joined(buf: bytes | bytearray, parts: list[bytes], copied: int, pos: int) -> tuple[bytes, int]:
-    """What to send for what was walked: the replaced parts and the rest after `copied`.
-
-    Slicing `bytes` copies once (the whole of it: not at all); a bytearray
-    slice would be copied twice, so it goes through a memoryview.
-    """
+def _joined(
+    buf: bytes | bytearray, parts: list[bytes | memoryview], copied: int, pos: int
+) -> tuple[bytes | memoryview, int]:
+    """What to send for what was walked: the replaced parts and the rest after `copied`."""
     if not parts:
-        return _bytes_of(buf, copied, pos), pos
-    parts.append(_bytes_of(buf, copied, pos))
+        return _span(buf, copied, pos), pos
+    parts.append(_span(buf, copied, pos))
     return b"".join(parts), pos
+
+
+def _span(buf: bytes | bytearray, start: int, end: int) -> bytes | memoryview:
+    """Bytes `start:end` of a read, to forward or to hand to governance.
+
+    Of an immutable `bytes` read, the read itself or a view of it: the
+    server's data is not copied by the gateway on its way through (a
+    10,000-row result's reads were copied twice, as rows and as output). Of
+    the split-frame buffer, which is reused, a copy.
+    """
+    if type(buf) is bytes:
+        return buf if start == 0 and end == len(buf) else memoryview(buf)[start:end]
+    return _bytes_of(buf, start, end)
 
 
 def _bytes_of(buf: bytes | bytearray, start: int, end: int) -> bytes:

@@ -118,7 +118,9 @@ WIRE_SPLIT_BYTES: Final = 4 * 1024 * 1024
 WIRE_CHUNK_BYTES records; below it they are one record (no walk over rows)."""
 
 
-def _wire_chunks(data: bytes, count: int, limit: int) -> list[tuple[bytes, int]]:
+def _wire_chunks(
+    data: bytes | memoryview, count: int, limit: int
+) -> list[tuple[bytes | memoryview, int]]:
     """Split concatenated frames at frame boundaries into chunks of about `limit`."""
     if len(data) <= limit:
         return [(data, count)]
@@ -277,7 +279,7 @@ class Recorder:
         self._statements = 0
         self._rows_recorded = 0
         self._rows_dropped = 0
-        self._wire: list[bytes] = []
+        self._wire: list[bytes | memoryview] = []
         self._wire_count = 0
         self._wire_bytes = 0
         self._wire_formats: Sequence[int] = ()
@@ -458,7 +460,7 @@ class Recorder:
             self._flush_rows()
 
     def wire_rows(
-        self, columns: Sequence[str], formats: Sequence[int], data: bytes, count: int
+        self, columns: Sequence[str], formats: Sequence[int], data: bytes | memoryview, count: int
     ) -> None:
         """Record `count` rows as the exact wire messages delivered to the client.
 
@@ -486,7 +488,7 @@ class Recorder:
         if self._wire_bytes >= WIRE_CHUNK_BYTES:
             self._flush_wire()
 
-    def _take_wire(self) -> tuple[bytes, int, list[int]]:
+    def _take_wire(self) -> tuple[bytes | memoryview, int, list[int]]:
         wire = self._wire
         data = wire[0] if len(wire) == 1 else b"".join(wire)
         count, formats = self._wire_count, list(self._wire_formats)

@@ -66,6 +66,9 @@ def test_splicing_replaces_whole_columns_and_keeps_nulls(
     ends = [*out_starts[1:], len(out)]
     decoded = [decode_data_row(out[s + 5 : e]) for s, e in zip(out_starts, ends, strict=True)]
     assert decoded == [[b"1", b"REDACTED", None], [b"2", None, b"x"]]
+    view = memoryview(b"Z" + region)[1:]  # a run inside a read, as the session passes it
+    assert datarow_run(view, 0, len(view)) == (len(region), starts)
+    assert splice(view, starts, (None, redacted)) == (out, 1)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
@@ -152,9 +155,15 @@ def test_decoding_and_rewriting_rows_agree_with_the_codec(
     replaced = dict(changed)
     expected = b"".join(encode_data_row(replaced.get(i, r)) for i, r in enumerate(rows_))
     decoded = [decode_data_row(region[bounds[i] + 5 : bounds[i + 1]]) for i in indexes]
+    # As the session hands rows over: a view into a larger read, not a copy.
+    view = memoryview(b"\0\0\0" + region + b"Z")[3 : 3 + len(region)]
     for _, (decode_rows, rewrite_rows) in CODECS:
         assert decode_rows(region, starts, indexes) == decoded
+        from_view = decode_rows(view, starts, indexes)
+        assert from_view == decoded
+        assert all(type(v) is bytes for row in from_view for v in row if v is not None)
         assert rewrite_rows(region, starts, changed) == expected
+        assert rewrite_rows(view, starts, changed) == expected
 
 
 def _outcome(call: Callable[[], object]) -> object:

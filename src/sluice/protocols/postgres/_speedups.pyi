@@ -1,13 +1,15 @@
-def datarow_run(buf: bytes | bytearray, pos: int, size: int, /) -> tuple[int, list[int]]: ...
+def datarow_run(
+    buf: bytes | bytearray | memoryview, pos: int, size: int, /
+) -> tuple[int, list[int]]: ...
 def copydata_run(buf: bytes | bytearray, pos: int, size: int, /) -> tuple[int, bytes]: ...
 def splice_columns(
-    region: bytes, starts: list[int], replacements: tuple[bytes | None, ...], /
+    region: bytes | memoryview, starts: list[int], replacements: tuple[bytes | None, ...], /
 ) -> tuple[bytes, int]: ...
 def decode_rows(
-    region: bytes, starts: list[int], indexes: list[int], /
+    region: bytes | memoryview, starts: list[int], indexes: list[int], /
 ) -> list[list[bytes | None]]: ...
 def rewrite_rows(
-    region: bytes, starts: list[int], changed: list[tuple[int, list[bytes | None]]], /
+    region: bytes | memoryview, starts: list[int], changed: list[tuple[int, list[bytes | None]]], /
 ) -> bytes: ...
 def walk_frames(
     buf: bytes | bytearray, pos: int, size: int, stop_kinds: bytes, /

@@ -17,7 +17,9 @@ _COUNT = struct.Struct("!h")
 _VALUE_LEN = struct.Struct("!i")
 
 
-def py_datarow_run(buf: bytes | bytearray, pos: int, size: int) -> tuple[int, list[int]]:
+def py_datarow_run(
+    buf: bytes | bytearray | memoryview, pos: int, size: int
+) -> tuple[int, list[int]]:
     """Walk the run of complete DataRow frames at `pos` (up to `size`).
 
     Returns the offset after the run's last complete frame and each frame's
@@ -62,7 +64,7 @@ def py_copydata_run(buf: bytes | bytearray, pos: int, size: int) -> tuple[int, b
 
 
 def py_splice_columns(
-    region: bytes, starts: list[int], replacements: tuple[bytes | None, ...]
+    region: bytes | memoryview, starts: list[int], replacements: tuple[bytes | None, ...]
 ) -> tuple[bytes, int]:
     """Rows with whole columns replaced by fixed values; NULLs stay NULL.
 
@@ -135,7 +137,7 @@ def py_walk_frames(
     return pos, readies, status
 
 
-def _row_bounds(region: bytes, starts: list[int], i: int) -> tuple[int, int]:
+def _row_bounds(region: bytes | memoryview, starts: list[int], i: int) -> tuple[int, int]:
     if not 0 <= i < len(starts):
         raise ValueError("a row index is out of range")
     start = starts[i]
@@ -146,7 +148,7 @@ def _row_bounds(region: bytes, starts: list[int], i: int) -> tuple[int, int]:
 
 
 def py_decode_rows(
-    region: bytes, starts: list[int], indexes: list[int]
+    region: bytes | memoryview, starts: list[int], indexes: list[int]
 ) -> list[list[bytes | None]]:
     """The values of the rows `indexes` of a run of DataRows beginning at `starts`.
 
@@ -169,14 +171,14 @@ def py_decode_rows(
                 continue
             if end - pos < length:
                 raise ValueError("a DataRow's values run past its length")
-            values.append(region[pos : pos + length])
+            values.append(bytes(region[pos : pos + length]))  # of `bytes`: no copy
             pos += length
         rows.append(values)
     return rows
 
 
 def py_rewrite_rows(
-    region: bytes, starts: list[int], changed: list[tuple[int, list[bytes | None]]]
+    region: bytes | memoryview, starts: list[int], changed: list[tuple[int, list[bytes | None]]]
 ) -> bytes:
     """The run with rows replaced: `changed` is (row index, new values), by index."""
     out = bytearray()
@@ -203,12 +205,14 @@ def py_rewrite_rows(
     return bytes(out)
 
 
-DatarowRun = Callable[[bytes | bytearray, int, int], tuple[int, list[int]]]
+DatarowRun = Callable[[bytes | bytearray | memoryview, int, int], tuple[int, list[int]]]
 CopydataRun = Callable[[bytes | bytearray, int, int], tuple[int, bytes]]
-SpliceColumns = Callable[[bytes, list[int], tuple[bytes | None, ...]], tuple[bytes, int]]
+SpliceColumns = Callable[
+    [bytes | memoryview, list[int], tuple[bytes | None, ...]], tuple[bytes, int]
+]
 WalkFrames = Callable[[bytes | bytearray, int, int, bytes], tuple[int, int, int]]
-DecodeRows = Callable[[bytes, list[int], list[int]], list[list[bytes | None]]]
-RewriteRows = Callable[[bytes, list[int], list[tuple[int, list[bytes | None]]]], bytes]
+DecodeRows = Callable[[bytes | memoryview, list[int], list[int]], list[list[bytes | None]]]
+RewriteRows = Callable[[bytes | memoryview, list[int], list[tuple[int, list[bytes | None]]]], bytes]
 
 datarow_run: DatarowRun
 copydata_run: CopydataRun

@@ -236,7 +236,8 @@ def test_a_read_ending_inside_a_frame_is_forwarded_without_a_copy(
         session.backend_data(RESPONSE[-3:])
         first = written[0]
         if not governed:  # governed masks the email: its rows are new bytes
-            assert isinstance(first, memoryview) and first.obj is read
+            assert isinstance(first, memoryview)
+            assert first.obj is read
         assert b"".join(bytes(w) for w in written) == _through_whole(tmp_path, governed)
 
 

@@ -83,19 +83,11 @@ class MacAlgorithm(StrEnum):
 
     @property
     def keyed(self) -> bool:
-        return self in (
-            MacAlgorithm.HMAC_SHA256,
-            MacAlgorithm.BLAKE3_KEYED,
-            MacAlgorithm.HMAC_SHA256_BLAKE3_KEYED,
-        )
+        return _CHAIN_OF[self][1]
 
     @property
     def hash(self) -> ChainHash:
-        if self in (MacAlgorithm.BLAKE3, MacAlgorithm.BLAKE3_KEYED):
-            return ChainHash.BLAKE3
-        if self in (MacAlgorithm.SHA256_BLAKE3, MacAlgorithm.HMAC_SHA256_BLAKE3_KEYED):
-            return ChainHash.SHA256_BLAKE3
-        return ChainHash.SHA256
+        return _CHAIN_OF[self][0]
 
 
 _ALGORITHMS: Final = {
@@ -106,6 +98,8 @@ _ALGORITHMS: Final = {
     (ChainHash.SHA256_BLAKE3, False): MacAlgorithm.SHA256_BLAKE3,
     (ChainHash.SHA256_BLAKE3, True): MacAlgorithm.HMAC_SHA256_BLAKE3_KEYED,
 }
+"""The name of each chain: (hash, keyed) -> `mac`."""
+_CHAIN_OF: Final = {mac: chain for chain, mac in _ALGORITHMS.items()}
 
 
 class Chain:
@@ -129,12 +123,8 @@ class Chain:
         self.key_id: str | None = None if key is None else key_id(key)
         self.algorithm: MacAlgorithm = _ALGORITHMS[hash, key is not None]
         self._blake3: blake3.blake3 | None = None
-        # Records of at least this many bytes are hashed with BLAKE3.
-        self._blake3_from = {
-            ChainHash.SHA256: MAX_RECORD_BYTES + 1,
-            ChainHash.BLAKE3: 0,
-            ChainHash.SHA256_BLAKE3: BULK_RECORD_BYTES,
-        }[hash]
+        # With `_blake3`: records of at least this many bytes are hashed with it.
+        self._blake3_from = 0 if hash == ChainHash.BLAKE3 else BULK_RECORD_BYTES
         self._inner: hashlib._Hash | None = None
         self._outer: hashlib._Hash | None = None
         if hash != ChainHash.SHA256:

@@ -43,7 +43,7 @@ class RecordingSpec(BaseModel):
     """The chain's hash for new logs: `sha256+blake3` (SHA-256 for records
     under 4 KiB, BLAKE3 for larger ones: each where it is the faster), `sha256`
     or `blake3`; keyed with a key (HMAC-SHA256, BLAKE3's keyed mode). On
-    10,000-row SELECTs BLAKE3 takes about 13% off the gateway's CPU per row
+    10,000-row SELECTs BLAKE3 takes 10-13% off the gateway's CPU per row
     here; on a statement's small records SHA-256 is the cheaper. Logs name
     their hash, so any of them verifies whatever this is set to."""
 

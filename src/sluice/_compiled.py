@@ -23,7 +23,9 @@ from types import ModuleType
 from typing import Final
 
 HOT_MODULES: Final = (
+    "sluice.audit.lines",
     "sluice.audit.log",
+    "sluice.audit.stamps",
     "sluice.masking.masker",
     "sluice.masking.precheck",
     "sluice.masking.scanner",

@@ -104,7 +104,7 @@ def test_event_lines_give_the_line_to_json_gives(name: str) -> None:
         dt.datetime(2030, 6, 1, 12, 0, 0, 7, tzinfo=cest),
     ):
         values = {"id": "e-1", "timestamp": stamp, "reason": 'why "so"\n', "rule": None}
-        assert lines.line(dict(values)) == to_json(lines.event(dict(values)))
+        assert lines.line(dict(values)) == (to_json(lines.event(dict(values))) + "\n").encode()
     fresh = json.loads(lines.line({}))
     assert uuid.UUID(fresh["id"]).version == 8
     assert fresh == {
@@ -201,7 +201,7 @@ def test_timestamps_are_utc() -> None:
 def test_event_ids_are_unique_across_forked_workers() -> None:
     import os
 
-    from sluice.audit.events import _new_id
+    from sluice.audit.stamps import new_id as _new_id
 
     read, write = os.pipe()
     pid = os.fork()

@@ -10,7 +10,6 @@ from sluice.audit.events import (
     ApprovalWithdrawn,
     AuditEvent,
     AuthFailed,
-    EventLines,
     MaskingApplied,
     MaskingCount,
     Outcome,
@@ -26,6 +25,7 @@ from sluice.audit.events import (
     to_dict,
     to_json,
 )
+from sluice.audit.lines import EventLines
 from sluice.audit.log import AuditLog, build_sink
 from sluice.audit.spec import (
     AuditSpec,

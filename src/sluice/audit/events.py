@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -20,6 +18,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from sluice.audit.stamps import new_id
 from sluice.events import Identity, SessionContext
 
 SCHEMA_VERSION = 1
@@ -32,33 +31,6 @@ class Outcome(StrEnum):
     FAILURE = "failure"  # it could not happen (error, timeout)
 
 
-# Event ids are RFC 9562 version-8 UUIDs: 64 random bits drawn once per process
-# (with the version nibble, the first three groups of the text) and a counter
-# under the variant bits. Unique like uuid4, without a getrandom() call per event.
-_ID_VARIANT = 0b10 << 62
-_ID_LOW = (1 << 62) - 1
-_ID_HEAD = ""
-_ID_COUNTER = itertools.count()
-
-
-def _seed_ids() -> None:
-    """Fresh random bits (again in every forked worker, so ids never repeat)."""
-    global _ID_HEAD, _ID_COUNTER
-    high = int.from_bytes(os.urandom(8), "big") & ~(0xF << 12) | (0x8 << 12)
-    h = f"{high:016x}"
-    _ID_HEAD = f"{h[:8]}-{h[8:12]}-{h[12:]}-"
-    _ID_COUNTER = itertools.count(int.from_bytes(os.urandom(7), "big"))
-
-
-_seed_ids()
-os.register_at_fork(after_in_child=_seed_ids)
-
-
-def _new_id() -> str:
-    low = "%016x" % (_ID_VARIANT | (next(_ID_COUNTER) & _ID_LOW))
-    return f"{_ID_HEAD}{low[:4]}-{low[4:]}"  # uuid.UUID's str, faster
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -69,7 +41,7 @@ class AuditEvent:
 
     TYPE: ClassVar[str] = ""
 
-    id: str = field(default_factory=_new_id)
+    id: str = field(default_factory=new_id)
     timestamp: dt.datetime = field(default_factory=_now)
     identity: Identity | None = None
     connection: str | None = None
@@ -302,7 +274,7 @@ _IDENTITIES: dict[int, tuple[Identity, orjson.Fragment]] = {}
 _IDENTITY_CACHE_SIZE = 4096
 
 
-def _identity_json(identity: Identity) -> orjson.Fragment:
+def identity_json(identity: Identity) -> orjson.Fragment:
     cached = _IDENTITIES.get(id(identity))
     if cached is not None and cached[0] is identity:
         return cached[1]
@@ -329,7 +301,7 @@ def _members_of(cls: type) -> Callable[[Any], dict[str, Any]]:
     return members
 
 
-def _head(event_type: str) -> bytes:
+def line_head(event_type: str) -> bytes:
     head = _HEADS.get(event_type)
     if head is None:
         head = _HEADS[event_type] = (
@@ -344,7 +316,7 @@ def _line(head: bytes, members: dict[str, Any]) -> str:
     if stamp.tzinfo is not dt.UTC or stamp.microsecond == 0:
         # orjson keeps other offsets and leaves out a zero fraction
         members["timestamp"] = format_timestamp(stamp)
-    body = orjson.dumps(members, option=orjson.OPT_UTC_Z, default=_orjson_default)
+    body = orjson.dumps(members, option=orjson.OPT_UTC_Z, default=refuse_unserialisable)
     return (head + b"," + body[1:]).decode() if len(body) > 2 else (head + b"}").decode()
 
 
@@ -356,56 +328,10 @@ def to_json(event: AuditEvent) -> str:
     members = (_MEMBERS.get(cls) or _members_of(cls))(event)
     identity = members.get("identity")
     if identity is not None:
-        members["identity"] = _identity_json(identity)
-    return _line(_head(event.TYPE), members)
+        members["identity"] = identity_json(identity)
+    return _line(line_head(event.TYPE), members)
 
 
-_DEFAULTS: dict[type, dict[str, Any]] = {}  # per event class: its fields' defaults, in order
-
-
-class EventLines:
-    """JSON lines of one event type with some fields fixed (a session's), no objects.
-
-    For the events of every statement: building a frozen dataclass of a dozen
-    fields costs more than the rest of the line, and the file and stdout sinks
-    only need the line. `line(values)` gives what `to_json` gives for
-    `cls(**fixed, **values)` (tests hold the two equal); `event(values)`
-    builds that object, for sinks that need it.
-    """
-
-    __slots__ = ("TYPE", "_cls", "_fixed", "_head", "_template")
-
-    def __init__(self, cls: type[AuditEvent], **fixed: Any) -> None:
-        self.TYPE = cls.TYPE
-        self._cls = cls
-        self._fixed = fixed
-        self._head = _head(cls.TYPE)
-        defaults = _DEFAULTS.get(cls)
-        if defaults is None:  # id and timestamp: a fresh one per line
-            defaults = _DEFAULTS[cls] = {
-                f.name: None if f.default is dataclasses.MISSING else f.default
-                for f in dataclasses.fields(cls)
-            }
-        unknown = set(fixed) - set(defaults)
-        if unknown:
-            raise TypeError(f"{cls.__name__} has no field {', '.join(sorted(unknown))}")
-        template = defaults.copy()
-        template.update(fixed)
-        if template.get("identity") is not None:
-            template["identity"] = _identity_json(template["identity"])
-        self._template = template
-
-    def line(self, values: dict[str, Any]) -> str:
-        """A new event's line: a fresh id and timestamp, `values` over the fixed fields."""
-        members = self._template.copy()
-        members["id"] = _new_id()
-        members["timestamp"] = _now()
-        members.update(values)
-        return _line(self._head, members)
-
-    def event(self, values: dict[str, Any]) -> AuditEvent:
-        return self._cls(**self._fixed, **values)
-
-
-def _orjson_default(value: Any) -> Any:
+def refuse_unserialisable(value: Any) -> Any:
+    """orjson's `default`: what it cannot serialise is an error."""
     raise TypeError(f"cannot serialise {type(value).__name__}")

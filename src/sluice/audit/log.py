@@ -10,10 +10,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sluice.audit.errors import AuditError
-from sluice.audit.events import AuditEvent, EventLines, to_json
+from sluice.audit.events import AuditEvent, to_json
+from sluice.audit.lines import EventLines
 from sluice.audit.sinks.base import LineSink, Sink
 from sluice.audit.sinks.file import FileSink
 from sluice.audit.sinks.stdout import StdoutSink
@@ -28,6 +29,8 @@ from sluice.audit.spec import (
 )
 from sluice.errors import ConfigError
 from sluice.notify.http import Backoff
+
+_Line = TypeVar("_Line", str, bytes)  # an event's line: text, or UTF-8 with its newline
 
 log = logging.getLogger("sluice.audit")
 
@@ -118,12 +121,12 @@ class AuditLog:
         if self._object_sinks or self._closed:
             self.emit(lines.event(values))
             return
-        line = self._serialised(lines.TYPE, lines.line, values)
-        if line is None:
+        data = self._serialised(lines.TYPE, lines.line, values)
+        if data is None:
             return
         for sink in self._line_sinks:
             try:
-                sink.emit_line(lines.TYPE, line)
+                sink.emit_line(lines.TYPE, data)
             except AuditError:
                 raise
             except Exception:
@@ -146,7 +149,9 @@ class AuditLog:
             except Exception:
                 log.exception("audit sink %s failed", sink.name)
 
-    def _serialised(self, event_type: str, encode: Callable[[Any], str], event: Any) -> str | None:
+    def _serialised(
+        self, event_type: str, encode: Callable[[Any], _Line], event: Any
+    ) -> _Line | None:
         """`encode(event)`, or None (logged) if it cannot be serialised; with a
         required file sink that raises AuditError instead (fail closed)."""
         try:

@@ -306,10 +306,10 @@ class PgSession:
             out.append(raw)
             return True
         if kind == m.QUERY:
-            query = m.decode_query(body)
+            text = m.query_text(body)
             self.statements += 1
-            verdict = self._judge(query.sql, QueryOrigin.SIMPLE, None)
-            return self._act(verdict, kind, body, raw, out, sql=query.sql)
+            verdict = self._judge(text, QueryOrigin.SIMPLE, None)
+            return self._act(verdict, kind, body, raw, out, sql=text)
         if kind == m.PARSE:
             parse = m.decode_parse(body)
             verdict = self._judge(parse.sql, QueryOrigin.PARSE, parse.name or None)
@@ -340,12 +340,12 @@ class PgSession:
                     return self._act(refused, kind, body, raw, out, sql=sql, bind=bind)
             self._bound(bind, sql)
         elif kind == m.EXECUTE:
-            execute = m.decode_execute(body)
+            portal = m.execute_portal(body)
             self.statements += 1
             self._executed_since_sync = True
-            runs = self._portal_changes.get(execute.portal) if self._portal_changes else None
+            runs = self._portal_changes.get(portal) if self._portal_changes else None
             changes = self._statements.query(runs, self._syncs_sent) if runs else ()
-            self._tracker.on_execute(execute.portal, changes)
+            self._tracker.on_execute(portal, changes)
         elif kind == m.DESCRIBE:
             describe = m.decode_describe(body)
             self._tracker.on_describe(describe.kind, describe.name)

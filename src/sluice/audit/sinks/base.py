@@ -31,8 +31,8 @@ class Sink(Protocol):
 class LineSink(Sink, Protocol):
     """A sink that needs only an event's type and line (file, stdout)."""
 
-    def emit_line(self, event_type: str, line: str) -> None:
-        """`emit` without the event object."""
+    def emit_line(self, event_type: str, data: bytes) -> None:
+        """`emit` without the event object: `data` is the line in UTF-8, with its newline."""
 
 
 class RateLimitedWarning:

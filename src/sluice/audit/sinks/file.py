@@ -64,11 +64,10 @@ class FileSink:
         return self._fd
 
     def emit(self, event: AuditEvent, line: str) -> None:
-        self.emit_line(event.TYPE, line)
+        self.emit_line(event.TYPE, (line + "\n").encode())
 
-    def emit_line(self, event_type: str, line: str) -> None:
-        """`emit` for callers that have the line but no event object."""
-        data = (line + "\n").encode()
+    def emit_line(self, event_type: str, data: bytes) -> None:
+        """`emit` for callers that have the line (UTF-8, with its newline) but no event object."""
         with self._lock:
             if self._closed.is_set():
                 self._failed(event_type, "the audit log is closed")

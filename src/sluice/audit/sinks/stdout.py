@@ -29,10 +29,13 @@ class StdoutSink:
             self._warn("write failed: %s", exc)
 
     def emit(self, event: AuditEvent, line: str) -> None:
-        self.emit_line(event.TYPE, line)
+        self._submit(event.TYPE, line)
 
-    def emit_line(self, event_type: str, line: str) -> None:
-        """`emit` for callers that have the line but no event object."""
+    def emit_line(self, event_type: str, data: bytes) -> None:
+        """`emit` for callers that have the line (UTF-8, with its newline) but no event object."""
+        self._submit(event_type, data[:-1].decode())
+
+    def _submit(self, event_type: str, line: str) -> None:
         if not self._worker.submit(line):
             self._warn("queue full, event %s dropped", event_type)
 

@@ -211,10 +211,15 @@ class Close:
 
 
 def decode_query(body: bytes) -> Query:
+    return Query(sql=query_text(body))
+
+
+def query_text(body: bytes) -> str:
+    """`decode_query(body).sql`, without the message object (per statement)."""
     sql, pos = _cstring(body, 0)
     if pos != len(body):
         raise RemoteProtocolError("trailing bytes after Query string")
-    return Query(sql=sql)
+    return sql
 
 
 def decode_parse(body: bytes) -> Parse:
@@ -327,11 +332,17 @@ def _parameters(
 
 
 def decode_execute(body: bytes) -> Execute:
+    portal = execute_portal(body)
+    (max_rows,) = _I32.unpack_from(body, len(body) - 4)
+    return Execute(portal=portal, max_rows=max_rows)
+
+
+def execute_portal(body: bytes) -> str:
+    """`decode_execute(body).portal`, without the message object (per execution)."""
     portal, pos = _cstring(body, 0)
     if len(body) != pos + 4:
         raise RemoteProtocolError("Execute message has the wrong length")
-    (max_rows,) = _I32.unpack_from(body, pos)
-    return Execute(portal=portal, max_rows=max_rows)
+    return portal
 
 
 def _decode_target(body: bytes, what: str) -> tuple[str, str]:

@@ -59,13 +59,22 @@ class Pending(Enum):
     FUNCTION_CALL = auto()
 
 
-@dataclass(slots=True)
+# The per-request classes below are plain classes, not dataclasses: compiled,
+# their constructors are native, where a dataclass's generated `__init__` runs
+# as interpreted Python (about 4x slower), and these are made per message.
+
+
 class ResultShape:
     """The columns of the rows currently flowing, and the SQL behind them."""
 
-    fields: list[FieldDescription]
-    sql: str
-    statement_index: int = 0
+    __slots__ = ("fields", "sql", "statement_index")
+
+    def __init__(
+        self, *, fields: list[FieldDescription], sql: str, statement_index: int = 0
+    ) -> None:
+        self.fields = fields
+        self.sql = sql
+        self.statement_index = statement_index
 
 
 class StatementChange(Protocol):
@@ -86,24 +95,44 @@ class StatementChange(Protocol):
 _NO_CHANGES: tuple[StatementChange, ...] = ()
 
 
-@dataclass(slots=True)
 class _Request:
-    kind: Pending
-    name: str = ""
-    sql: str = ""
-    formats: tuple[int, ...] = ()
-    changes: tuple[StatementChange, ...] = _NO_CHANGES
+    __slots__ = ("changes", "formats", "kind", "name", "sql")
+
+    def __init__(
+        self,
+        *,
+        kind: Pending,
+        name: str = "",
+        sql: str = "",
+        formats: tuple[int, ...] = (),
+        changes: tuple[StatementChange, ...] = _NO_CHANGES,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.sql = sql
+        self.formats = formats
+        self.changes = changes
 
 
-@dataclass(slots=True)
 class _Portal:
-    statement: str
-    formats: tuple[int, ...]
-    # The statement as it was when the portal was bound: a later Parse that
-    # reuses the statement's name must not change what this portal returns.
-    sql: str = ""
-    fields: list[FieldDescription] | None = None
-    generation: int = 0
+    __slots__ = ("fields", "formats", "generation", "sql", "statement")
+
+    def __init__(
+        self,
+        *,
+        statement: str,
+        formats: tuple[int, ...],
+        sql: str = "",
+        fields: list[FieldDescription] | None = None,
+        generation: int = 0,
+    ) -> None:
+        self.statement = statement
+        self.formats = formats
+        # The statement as it was when the portal was bound: a later Parse that
+        # reuses the statement's name must not change what this portal returns.
+        self.sql = sql
+        self.fields = fields
+        self.generation = generation
 
 
 @dataclass(slots=True)

@@ -347,8 +347,8 @@ class PgSession:
             changes = self._statements.query(runs, self._syncs_sent) if runs else ()
             self._tracker.on_execute(portal, changes)
         elif kind == m.DESCRIBE:
-            describe = m.decode_describe(body)
-            self._tracker.on_describe(describe.kind, describe.name)
+            target, name = m.describe_target(body)
+            self._tracker.on_describe(target, name)
         elif kind == m.CLOSE:
             close = m.decode_close(body)
             closed: tuple[StatementChange, ...] = ()

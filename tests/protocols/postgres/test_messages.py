@@ -188,6 +188,33 @@ def test_bind_decode_with_formats_null_and_binary() -> None:
     )
 
 
+def test_a_bind_compares_hashes_and_shows_like_a_dataclass() -> None:
+    one = m.Bind(portal="p", statement="s", result_formats=(1,))
+    same = m.Bind(portal="p", statement="s", result_formats=(1,))
+    assert one == same
+    assert hash(one) == hash(same)
+    assert one != m.Bind(portal="p", statement="s", result_formats=(0,))
+    assert one != ("p", "s", (1,))
+    assert repr(one) == "Bind(portal='p', statement='s', result_formats=(1,))"
+
+
+def test_the_hot_path_readers_agree_with_the_decoders() -> None:
+    query = body_of(QUERY, b"Q")
+    assert m.query_text(query) == m.decode_query(query).sql
+    execute = body_of(EXECUTE, b"E")
+    assert m.execute_portal(execute) == m.decode_execute(execute).portal
+    describe = body_of(DESCRIBE_STATEMENT, b"D")
+    found = m.decode_describe(describe)
+    assert m.describe_target(describe) == (found.kind, found.name)
+    for reader, body in (
+        (m.query_text, b"SELECT 1\0junk"),
+        (m.execute_portal, b"p\0\0\0"),
+        (m.describe_target, b"X\0"),
+    ):
+        with pytest.raises(RemoteProtocolError):
+            reader(body)
+
+
 def test_bind_parameters_with_formats_null_and_binary() -> None:
     assert m.bind_parameters(body_of(BIND, b"B")) == ((0, 1), [None, b"\x00\x00\x00\x2a"])
     assert m.bind_parameters(body_of(BIND_UNNAMED_TEXT, b"B")) == ((0,), [b"hi"])

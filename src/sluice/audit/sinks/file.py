@@ -41,7 +41,8 @@ class FileSink:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._dirty = False
-        self._closed = threading.Event()
+        self._closed = threading.Event()  # wakes the fsync thread
+        self._is_closed = False  # what `emit_line` reads, under the lock: no call per line
         self._warn = RateLimitedWarning(self.name)
         self._syncer: threading.Thread | None = None
         try:
@@ -69,7 +70,7 @@ class FileSink:
     def emit_line(self, event_type: str, data: bytes) -> None:
         """`emit` for callers that have the line (UTF-8, with its newline) but no event object."""
         with self._lock:
-            if self._closed.is_set():
+            if self._is_closed:
                 self._failed(event_type, "the audit log is closed")
                 return
             try:
@@ -131,5 +132,6 @@ class FileSink:
         if self._fsync != "never":
             self.sync()
         with self._lock:
+            self._is_closed = True
             self._closed.set()
             self._drop_fd()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from sluice.protocols.postgres.errors import RemoteProtocolError
 from sluice.protocols.postgres.framing import frame, untyped_frame
@@ -185,11 +186,35 @@ class Parse:
     param_types: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Bind:
-    portal: str
-    statement: str
-    result_formats: tuple[int, ...]
+    """A Bind's portal, statement and result formats (its parameters stay in its body).
+
+    Immutable like the dataclasses here, but a plain class: one is made per
+    execution, and compiled (`sluice._compiled`) its constructor is native,
+    where a dataclass's generated `__init__` runs as interpreted Python.
+    """
+
+    __slots__ = ("portal", "result_formats", "statement")
+
+    def __init__(self, *, portal: str, statement: str, result_formats: tuple[int, ...]) -> None:
+        self.portal: Final = portal
+        self.statement: Final = statement
+        self.result_formats: Final = result_formats
+
+    def _fields(self) -> tuple[str, str, tuple[int, ...]]:
+        return self.portal, self.statement, self.result_formats
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Bind) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"Bind(portal={self.portal!r}, statement={self.statement!r}, "
+            f"result_formats={self.result_formats!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,8 +380,13 @@ def _decode_target(body: bytes, what: str) -> tuple[str, str]:
 
 
 def decode_describe(body: bytes) -> Describe:
-    kind, name = _decode_target(body, "Describe")
+    kind, name = describe_target(body)
     return Describe(kind=kind, name=name)
+
+
+def describe_target(body: bytes) -> tuple[str, str]:
+    """`decode_describe(body)`'s kind and name, without the message object."""
+    return _decode_target(body, "Describe")
 
 
 def decode_close(body: bytes) -> Close:

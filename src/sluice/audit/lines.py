@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -19,6 +19,12 @@ from sluice.audit.events import (
     refuse_unserialisable,
 )
 from sluice.audit.stamps import new_id
+
+# Bound once: compiled, a module attribute is looked up at every use.
+_NOW: Final = dt.datetime.now
+_UTC: Final = dt.UTC
+_DUMPS: Final = orjson.dumps
+_UTC_Z: Final = orjson.OPT_UTC_Z
 
 _DEFAULTS: dict[type, dict[str, Any]] = {}  # per event class: its fields' defaults, in order
 
@@ -57,13 +63,13 @@ class EventLines:
         """A new event's line: a fresh id and timestamp, `values` over the fixed fields."""
         members = self._template.copy()
         members["id"] = new_id()
-        members["timestamp"] = dt.datetime.now(dt.UTC)
+        members["timestamp"] = _NOW(_UTC)
         members.update(values)
         stamp: dt.datetime = members["timestamp"]
-        if stamp.tzinfo is not dt.UTC or stamp.microsecond == 0:
+        if stamp.tzinfo is not _UTC or stamp.microsecond == 0:
             # orjson keeps other offsets and leaves out a zero fraction
             members["timestamp"] = format_timestamp(stamp)
-        body = orjson.dumps(members, option=orjson.OPT_UTC_Z, default=refuse_unserialisable)
+        body = _DUMPS(members, option=_UTC_Z, default=refuse_unserialisable)
         return self._head + body[1:] + b"\n"  # the members hold id and timestamp at least
 
     def event(self, values: dict[str, Any]) -> AuditEvent:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from sluice.audit.stamps import new_id
+from sluice.audit.stamps import format_timestamp, new_id, settle_timestamp
 from sluice.events import Identity, SessionContext
 
 SCHEMA_VERSION = 1
@@ -240,13 +240,6 @@ EVENT_TYPES: dict[str, type[AuditEvent]] = {
 # -- serialisation --------------------------------------------------------------
 
 
-def format_timestamp(ts: dt.datetime) -> str:
-    """UTC ISO 8601 with microseconds and a Z suffix."""
-    if ts.tzinfo is None:
-        raise ValueError("audit timestamps must be timezone-aware")
-    return ts.astimezone(dt.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
-
-
 def _value(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return format_timestamp(value)
@@ -312,10 +305,7 @@ def line_head(event_type: str) -> bytes:
 
 def _line(head: bytes, members: dict[str, Any]) -> str:
     """The JSON line of an event's members (identity already as JSON)."""
-    stamp = members["timestamp"]
-    if stamp.tzinfo is not dt.UTC or stamp.microsecond == 0:
-        # orjson keeps other offsets and leaves out a zero fraction
-        members["timestamp"] = format_timestamp(stamp)
+    settle_timestamp(members)
     body = orjson.dumps(members, option=orjson.OPT_UTC_Z, default=refuse_unserialisable)
     return (head + b"," + body[1:]).decode() if len(body) > 2 else (head + b"}").decode()
 

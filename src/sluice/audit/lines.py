@@ -11,14 +11,8 @@ from typing import Any, Final
 
 import orjson
 
-from sluice.audit.events import (
-    AuditEvent,
-    format_timestamp,
-    identity_json,
-    line_head,
-    refuse_unserialisable,
-)
-from sluice.audit.stamps import new_id
+from sluice.audit.events import AuditEvent, identity_json, line_head, refuse_unserialisable
+from sluice.audit.stamps import new_id, settle_timestamp
 
 # Bound once: compiled, a module attribute is looked up at every use.
 _NOW: Final = dt.datetime.now
@@ -65,10 +59,7 @@ class EventLines:
         members["id"] = new_id()
         members["timestamp"] = _NOW(_UTC)
         members.update(values)
-        stamp: dt.datetime = members["timestamp"]
-        if stamp.tzinfo is not _UTC or stamp.microsecond == 0:
-            # orjson keeps other offsets and leaves out a zero fraction
-            members["timestamp"] = format_timestamp(stamp)
+        settle_timestamp(members)
         body = _DUMPS(members, option=_UTC_Z, default=refuse_unserialisable)
         return self._head + body[1:] + b"\n"  # the members hold id and timestamp at least
 

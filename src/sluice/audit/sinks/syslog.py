@@ -23,8 +23,9 @@ import ssl
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from sluice.audit.events import AuditEvent, Outcome, format_timestamp, to_dict
+from sluice.audit.events import AuditEvent, Outcome, to_dict
 from sluice.audit.sinks.base import RateLimitedWarning, Worker
+from sluice.audit.stamps import format_timestamp
 from sluice.notify.http import Backoff
 
 SD_ID: Final = "sluice@32473"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import uuid
 
 from sluice.audit.stamps import _Ids, new_id
@@ -36,3 +37,22 @@ def test_a_reseeded_process_draws_new_bits() -> None:
     ids.seed()
     after = ids.next()
     assert before[:23] != after[:23]  # the random head (fork safety relies on it)
+
+
+def test_ids_from_threads_across_a_wrap_pair_each_group_with_its_own_count() -> None:
+    ids = _Ids()
+    start = (1 << 48) - 2000  # the fourth group changes halfway through
+    ids.counter = itertools.count(start)
+    made: list[str] = []
+
+    def work() -> None:
+        made.extend(ids.next() for _ in range(500))
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(made)) == 4000
+    expected = {_expected_id(ids, count) for count in range(start, start + 4000)}
+    assert set(made) == expected

@@ -24,8 +24,9 @@ class _Ids:
     def __init__(self) -> None:
         self.head = ""
         self.counter = itertools.count()
-        self.group = -1  # the fourth group's value, as `prefix` ends with it
-        self.prefix = ""
+        # The fourth group's value and the id's text up to it, as one tuple:
+        # one read and one write, so threads never pair a group with another's text.
+        self.prefix: tuple[int, str] = (-1, "")
         self.seed()
 
     def seed(self) -> None:
@@ -33,16 +34,16 @@ class _Ids:
         text = f"{high:016x}"
         self.head = f"{text[:8]}-{text[8:12]}-{text[12:]}-"
         self.counter = itertools.count(int.from_bytes(os.urandom(7), "big"))
-        self.group = -1
+        self.prefix = (-1, "")
 
     def next(self) -> str:
         count: int = next(self.counter) & _COUNTER_MASK  # next() is atomic: threads emit too
         group = (count >> 48) | _VARIANT_GROUP  # changes once in 2**48 ids: its text is kept
-        if group != self.group:
-            self.group = group
-            self.prefix = f"{self.head}{group:04x}-"
+        prefix = self.prefix
+        if prefix[0] != group:
+            prefix = self.prefix = (group, f"{self.head}{group:04x}-")
         # Small ints only, and no %-formatting: the cheapest text of the kind here.
-        return self.prefix + (count & _LOW_MASK).to_bytes(6, "big").hex()
+        return prefix[1] + (count & _LOW_MASK).to_bytes(6, "big").hex()
 
 
 _IDS: Final = _Ids()

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from sluice.audit.stamps import format_timestamp, new_id, settle_timestamp
+from sluice.audit.stamps import format_timestamp, new_id, settle_timestamp, utc_now
 from sluice.events import Identity, SessionContext
 
 SCHEMA_VERSION = 1
@@ -31,10 +31,6 @@ class Outcome(StrEnum):
     FAILURE = "failure"  # it could not happen (error, timeout)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEvent:
     """Fields common to every audit event."""
@@ -42,7 +38,7 @@ class AuditEvent:
     TYPE: ClassVar[str] = ""
 
     id: str = field(default_factory=new_id)
-    timestamp: dt.datetime = field(default_factory=_now)
+    timestamp: dt.datetime = field(default_factory=utc_now)
     identity: Identity | None = None
     connection: str | None = None
     session_id: str | None = None

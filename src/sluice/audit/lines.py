@@ -6,17 +6,14 @@ Compiled with the hot path (`sluice._compiled`): one line per statement.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from typing import Any, Final
 
 import orjson
 
 from sluice.audit.events import AuditEvent, identity_json, line_head, refuse_unserialisable
-from sluice.audit.stamps import new_id, settle_timestamp
+from sluice.audit.stamps import new_id, settle_timestamp, utc_now
 
 # Bound once: compiled, a module attribute is looked up at every use.
-_NOW: Final = dt.datetime.now
-_UTC: Final = dt.UTC
 _DUMPS: Final = orjson.dumps
 _UTC_Z: Final = orjson.OPT_UTC_Z
 
@@ -57,7 +54,7 @@ class EventLines:
         """A new event's line: a fresh id and timestamp, `values` over the fixed fields."""
         members = self._template.copy()
         members["id"] = new_id()
-        members["timestamp"] = _NOW(_UTC)
+        members["timestamp"] = utc_now()
         members.update(values)
         settle_timestamp(members)
         body = _DUMPS(members, option=_UTC_Z, default=refuse_unserialisable)

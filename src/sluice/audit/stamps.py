@@ -55,7 +55,14 @@ def new_id() -> str:
     return _IDS.next()
 
 
-_UTC: Final = dt.UTC  # bound once: compiled, a module attribute is looked up at every use
+# Bound once: compiled, a module attribute is looked up at every use.
+_UTC: Final = dt.UTC
+_NOW: Final = dt.datetime.now
+
+
+def utc_now() -> dt.datetime:
+    """Now, as an audit event's timestamp."""
+    return _NOW(_UTC)
 
 
 def format_timestamp(ts: dt.datetime) -> str:

@@ -12,7 +12,7 @@ SOURCES  := $(shell find src/sluice -name '*.py')
 
 .PHONY: demo run test check lint typecheck bench compile system-deps lock clean
 
-$(STAMP): pyproject.toml constraints.txt setup.py src/sluice/protocols/postgres/_speedups.c src/sluice/masking/_hits.c src/sluice/policy/_sqlkey.c
+$(STAMP): pyproject.toml constraints.txt setup.py src/sluice/protocols/postgres/_speedups.c src/sluice/masking/_hits.c src/sluice/policy/_sqlkey.c src/sluice/recording/_seal.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'

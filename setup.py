@@ -2,7 +2,7 @@
 
 `optional=True`: without a compiler the install still succeeds and Sluice
 uses the pure-Python versions (sluice.protocols.postgres.rows,
-sluice.masking.hits, sluice.policy.sql).
+sluice.masking.hits, sluice.policy.sql, sluice.recording.format).
 """
 
 from setuptools import Extension, setup
@@ -19,6 +19,13 @@ setup(
             "sluice.masking._hits",
             ["src/sluice/masking/_hits.c"],
             extra_compile_args=["-O2"],
+            optional=True,
+        ),
+        Extension(
+            "sluice.recording._seal",
+            ["src/sluice/recording/_seal.c"],
+            extra_compile_args=["-O2"],
+            libraries=["crypto"],
             optional=True,
         ),
         Extension(

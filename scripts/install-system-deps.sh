@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages Sluice's demo, tests and benchmarks use:
 # PostgreSQL server and clients (initdb, psql, pgbench, pg_dump) and pgbouncer,
-# and a C compiler with Python's headers for the compiled hot-path loops.
+# a C compiler with Python's headers for the compiled hot-path loops, and
+# OpenSSL's headers for the compiled record sealing.
 set -euo pipefail
 
 missing=()
@@ -15,6 +16,8 @@ command -v gcc >/dev/null || missing+=(gcc)
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
     || missing+=(python3-dev)
+# OpenSSL's headers for the compiled record sealing (src/sluice/recording/_seal.c).
+[ -e /usr/include/openssl/sha.h ] || missing+=(libssl-dev)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

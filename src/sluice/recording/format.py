@@ -20,11 +20,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import blake3
 import orjson
+
+
+class RecordSealer(Protocol):
+    """Seals a record in one call: `_seal.Sealer` (see `_seal.c`)."""
+
+    def seal(
+        self, seq: int, prev: str, kind: str, t: float, wall: bytes, members: bytes, limit: int, /
+    ) -> tuple[bytes, str] | None: ...
+
+
+new_sealer: Callable[[bytes | None], RecordSealer] | None
+try:  # compiled when a compiler and OpenSSL's headers were there at install
+    from sluice.recording._seal import Sealer as new_sealer
+except ImportError:  # the Python path (Recorder._record_head, seal_record) does the same
+    new_sealer = None
 
 FORMAT_VERSION: Final = 4
 """2: a statement record may carry its verdict, a complete record its last rows.
@@ -117,7 +133,16 @@ class Chain:
     setting the key up again, which halves its cost on a record per statement.
     """
 
-    __slots__ = ("_blake3", "_blake3_from", "_inner", "_outer", "algorithm", "key_id")
+    __slots__ = (
+        "_blake3",
+        "_blake3_from",
+        "_inner",
+        "_outer",
+        "algorithm",
+        "key_id",
+        "sealer",
+        "sealer_below",
+    )
 
     def __init__(self, key: bytes | None, hash: ChainHash) -> None:
         self.key_id: str | None = None if key is None else key_id(key)
@@ -127,6 +152,13 @@ class Chain:
         self._blake3_from = 0 if hash == ChainHash.BLAKE3 else BULK_RECORD_BYTES
         self._inner: hashlib._Hash | None = None
         self._outer: hashlib._Hash | None = None
+        self.sealer: RecordSealer | None = None
+        """Seals whole records hashed with SHA-256 in one compiled call (see
+        `_seal.c`); the same bytes as `seal_record`. None when not built or
+        under BLAKE3 alone."""
+        self.sealer_below = 0
+        """The sealer takes records whose hashed bytes number fewer than this."""
+        padded: bytes | None = None
         if hash != ChainHash.SHA256:
             if key is None:
                 self._blake3 = blake3.blake3()
@@ -138,6 +170,9 @@ class Chain:
             padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
             self._inner = hashlib.sha256(padded.translate(_IPAD))
             self._outer = hashlib.sha256(padded.translate(_OPAD))
+        if hash != ChainHash.BLAKE3 and new_sealer is not None:
+            self.sealer = new_sealer(padded)
+            self.sealer_below = self._blake3_from if self._blake3 is not None else MAX_RECORD_BYTES
 
     def digest(self, data: bytes | memoryview) -> str:
         return self.digest_parts((data,))

@@ -513,7 +513,7 @@ class Recorder:
             # The line in pieces (head, base64, tail), hashed and written as
             # they are: a large record is never copied whole into another.
             members = _members(_ROWS, _wire_fields(rows, formats))[:-1]  # open: `"wire":"`
-            head = self._record_head(_ROWS, members)
+            head = self._record_head(_ROWS, members, self._elapsed())
             wire = pybase64.b64encode(chunk)  # SIMD; 3.6x binascii here
             size = len(head) + len(wire) + len(_WIRE_TAIL) + TRAILER_LEN
             if self._size + size > self._max_bytes:
@@ -717,15 +717,27 @@ class Recorder:
 
     def _encode_members(self, kind: str, members: bytes) -> tuple[bytes, str]:
         """The line of the next record: `members` (JSON, no braces) after the common ones."""
-        return seal_record(self._record_head(kind, members), self._chain)
+        chain = self._chain
+        t = self._elapsed()
+        if chain.sealer is not None:  # compiled: the same bytes as the Python path below
+            sealed = chain.sealer.seal(
+                self._seq, self._prev, kind, t, _now_wall(), members, chain.sealer_below
+            )
+            if sealed is not None:
+                return sealed
+        return seal_record(self._record_head(kind, members, t), chain)
 
-    def _record_head(self, kind: str, members: bytes) -> bytes:
+    def _elapsed(self) -> float:
+        """Seconds since the log started, to the microsecond (a record's `t`)."""
+        return int((self._clock() - self._t0) * 1_000_000) / 1_000_000
+
+    def _record_head(self, kind: str, members: bytes, t: float) -> bytes:
         """The next record's JSON up to its closing brace: the common members, then `members`."""
         content = _RECORD_HEAD % (
             self._seq,
             self._prev.encode("ascii"),
             kind.encode("ascii"),
-            int((self._clock() - self._t0) * 1_000_000) / 1_000_000,  # to the microsecond
+            t,
             _now_wall(),
             members,
         )

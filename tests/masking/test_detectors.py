@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from sluice.masking.detectors import BUILTIN_DETECTORS, regex_detector, wordlist_detector
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice.masking.detectors import (
+    _PHONE_INTL,
+    BUILTIN_DETECTORS,
+    regex_detector,
+    wordlist_detector,
+)
 from sluice.masking.errors import MaskingConfigError
 from sluice.masking.scanner import Scanner
 
@@ -150,3 +159,33 @@ def test_wordlist_is_whole_word_and_case_insensitive() -> None:
     assert [raw[f.start : f.end] for f in s.scan(raw)] == [b"BLUEBIRD", b"night jar"]
     with pytest.raises(MaskingConfigError):
         wordlist_detector("empty", [])
+
+
+# The international phone regex as first written, with backtracking digit runs:
+# the compiled one (possessive runs) must match exactly where it matched.
+_PHONE_INTL_BACKTRACKING = re.compile(
+    rb"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}(?![\w\-]|\.\d)"
+)
+_PHONE_TEXT = st.lists(st.sampled_from(list(b"+0123456789 .-()xa")), max_size=48).map(bytes)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_PHONE_TEXT)
+def test_international_phone_matches_as_the_backtracking_form(text: bytes) -> None:
+    for pos in [i for i, c in enumerate(text) if c == ord("+")]:
+        expected = _PHONE_INTL_BACKTRACKING.match(text, pos)
+        got = _PHONE_INTL.compiled.match(text, pos)
+        assert (got and got.span()) == (expected and expected.span()), (text, pos)
+
+
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("+1-234-251-4506x1231", "+1-234-251-4506x1231"),
+        ("+1-515-891-0661x3416 after 5pm", "+1-515-891-0661x3416"),
+        ("212-555-1234 ext. 12", "212-555-1234 ext. 12"),
+    ],
+)
+def test_phones_with_extensions_are_masked_whole(text: str, span: str) -> None:
+    """The US prefilter stops before the extension; the exact regex takes it."""
+    assert found(f"call {text}") == [("phone", span)]

@@ -96,15 +96,20 @@ _EMAIL = Pattern(
     regex=_EMAIL.regex, prefilter=rb"[A-Za-z0-9._%+\-]+@[A-Za-z0-9]", validator=v.email_ok
 )
 
-_PHONE_US = _p(
-    rb"(?:\+?1[ .\-]?)?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}"
-    rb"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,6})?",
-    before=rb"(?<![\w+.\-])",
-    after=rb"(?![\w\-]|\.\d)",
+_PHONE_US_NUMBER = rb"(?:\+?1[ .\-]?)?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}"
+_PHONE_US = Pattern(
+    regex=rb"(?<![\w+.\-])" + _PHONE_US_NUMBER + rb"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,6})?"
+    rb"(?![\w\-]|\.\d)",
+    # Without the extension: the exact regex, run at the hit, takes it. With
+    # it, an extension of n digits would report n more ends of one start.
+    prefilter=_PHONE_US_NUMBER,
     validator=v.phone_ok,
 )
 _PHONE_INTL = Pattern(
-    regex=rb"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}(?![\w\-]|\.\d)",
+    # Possessive digit runs: a match can only end after a whole run (a digit
+    # must not follow it), so the runs are never split; splitting them
+    # cost about 13 us a failed attempt, e.g. at "+1-234-251-4506x1231".
+    regex=rb"(?<![\w+])\+\d{1,3}(?:[ .\-]?\(?\d{1,5}+\)?){1,6}(?![\w\-]|\.\d)",
     prefilter=rb"\+\d",
     validator=v.phone_ok,
 )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.masking import BUILTIN_DETECTORS, Scanner
 from sluice.masking.precheck import RegionPrecheck
 from sluice.protocols.postgres.messages import encode_data_row
+
+from .test_detectors import POSITIVE
 
 DETECTORS = list(BUILTIN_DETECTORS.values())
 PRECHECK = RegionPrecheck(DETECTORS)
@@ -30,6 +33,9 @@ PII = [
     "password=hunter22",
     "postgres://app:s3cret@db:5432/x",
     "2001:db8::1",
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "AWS key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "+1-234-251-4506x1231",
 ]
 
 # Values whose lengths put digits and letters in the header byte before them.
@@ -75,6 +81,28 @@ def test_candidate_rows_hold_every_row_with_a_finding(data: list[list[str | None
     for i, row in enumerate(encoded):
         if any(value and SCANNER.scan(value) for value in row):
             assert i in candidates, row
+
+
+@pytest.mark.parametrize(("detector", "text", "span"), POSITIVE)
+def test_every_detector_example_is_flagged_in_its_row(detector: str, text: str, span: str) -> None:
+    """Each built-in detector's examples, amid clean rows and after a NULL."""
+    frames = [
+        encode_data_row([b"clean row", b"nothing here"]),
+        encode_data_row([None, f"note: {text}".encode(), b"1"]),
+        encode_data_row([b"order shipped", b"gold tier"]),
+    ]
+    starts = [sum(len(f) for f in frames[:i]) for i in range(len(frames))]
+    region = b"".join(frames)
+    assert PRECHECK.may_contain(region)
+    candidates = PRECHECK.candidate_rows(region, starts)
+    assert candidates is not None
+    assert 1 in candidates, (detector, candidates)
+
+
+def test_a_keyword_inside_a_word_does_not_flag_a_row() -> None:
+    """'aws' in a name is no AWS secret without the 40-character run after it."""
+    names = [b"Gloria Dawson", b"Lawson, Shaw and Laws", b"jaws draws straws"]
+    assert not PRECHECK.may_contain(b"".join(encode_data_row([n, b"x"]) for n in names))
 
 
 def test_the_shorter_iban_precheck_flags_every_iban() -> None:

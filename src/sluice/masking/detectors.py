@@ -182,6 +182,9 @@ _AWS_SECRET = Pattern(
     rb"(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
     prefilter=rb"(?i)(aws|secret[_ \-]?access[_ \-]?key)",
     validator=v.aws_secret_ok,
+    # The keyword alone is common inside words ("laws", "Dawson"); with the
+    # 40-character run that must follow it in the same value, it rarely is.
+    precheck=rb"(?i)(aws|secret[_ \-]?access[_ \-]?key)[^\x00]{0,48}[A-Za-z0-9/+]{40}",
 )
 _GITHUB = (
     Pattern(

@@ -2,9 +2,9 @@
 
 Starts a throwaway PostgreSQL (TLS, SCRAM) and one Sluice target configured as
 in `bench.run` (pass-through, governed or column masking), drives one
-workload at it (10,000-row SELECTs, or `pgbench -S`) and samples the gateway
-process with Linux `perf` meanwhile. Prints the gateway's CPU per row or per
-transaction (from /proc) and the share of its samples by shared object
+workload at it (10,000-row SELECTs, `pgbench -S`, or `pgbench -S -C`) and
+samples the gateway process with Linux `perf` meanwhile. Prints the gateway's
+CPU per row, transaction or session (from /proc) and the share of its samples by shared object
 (hyperscan, the kernel, libcrypto, the interpreter, the compiled modules...)
 and by symbol; keeps `perf.data` and a JSON summary in `--out`.
 
@@ -36,7 +36,7 @@ from bench.targets import BenchSetupError, Endpoint, Lab, gateway_cpu
 from bench.workloads import WorkloadError, large_results, pgbench, setup_data
 
 TARGETS = ("pass", "governed", "colmask")
-WORKLOADS = ("large", "pgbench")
+WORKLOADS = ("large", "pgbench", "churn")
 # A `perf report --stdio` line: "    26.06%  _hs_ext.cpython-311...so   [.] symbol".
 _REPORT_LINE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s+(.+?)\s*$")
 # perf's own columns after the name, with --sort dso,symbol: "[.] name  -  -".
@@ -119,7 +119,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         "--workload",
         choices=WORKLOADS,
         default="large",
-        help="large: 10,000-row SELECTs; pgbench: pgbench -S (default large)",
+        help="large: 10,000-row SELECTs; pgbench: pgbench -S; churn: pgbench -S -C, a new "
+        "session per transaction (default large)",
     )
     parser.add_argument(
         "--table",
@@ -201,7 +202,13 @@ def profile(args: argparse.Namespace) -> Profile:
                     seconds=seconds,
                     row_bytes=row_bytes[table],
                 )
-            return pgbench(endpoint, clients=args.clients, mode=args.mode, seconds=seconds)
+            return pgbench(
+                endpoint,
+                clients=args.clients,
+                mode=args.mode,
+                seconds=seconds,
+                connect=args.workload == "churn",
+            )
 
         console.print("Warming up ...")
         drive(2.0)
@@ -222,7 +229,7 @@ def profile(args: argparse.Namespace) -> Profile:
         user1, sys1 = gateway_cpu(endpoint.pid)
         perf.send_signal(signal.SIGINT)
         perf.wait(60)
-    unit = "row" if args.workload == "large" else "transaction"
+    unit = {"large": "row", "pgbench": "transaction", "churn": "session"}[args.workload]
     units = metrics.get("rows_per_s", metrics.get("tps", 0.0)) * elapsed
     if units <= 0:
         raise WorkloadError(f"the workload completed no {unit} in {elapsed:.1f} s")

@@ -60,11 +60,21 @@ def _always(value: bytes, before: bytes) -> bool:
     return True
 
 
+LETTERS = hits.run_table(b"abcdefghijklmnopqrstuvwxyz")
 FAST: tuple[hits.Fast, ...] = (
-    (DIGITS.match, (), False, (("digits", _even), ("number", _always)), None),
-    (GROUPED.match, ("v", "w"), True, (("pair", _raises_on_z), ("odd", _odd_context)), None),
-    (WORD.match, (), True, (("word", _raises_on_z), ("even_word", _even)), None),
-    (WORD.match, (), False, (), "windowed"),
+    (DIGITS.match, (), False, (("digits", _even), ("number", _always)), None, None),
+    (
+        GROUPED.match,
+        ("v", "w"),
+        True,
+        (("pair", _raises_on_z), ("odd", _odd_context)),
+        None,
+        None,
+    ),
+    (WORD.match, (), True, (("word", _raises_on_z), ("even_word", _even)), None, None),
+    (WORD.match, (), False, (), "windowed", None),
+    # A hit on "=" whose finding begins with the letters just before it.
+    (WORD.match, (), False, (("run", _always),), None, LETTERS),
 )
 
 
@@ -107,6 +117,20 @@ def test_validate_runs_each_distinct_hit_once_and_fails_closed(impl: Impl) -> No
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_a_run_moves_the_hit_back_to_where_it_begins(impl: Impl) -> None:
+    run = len(FAST) - 1
+    long = b"q" * 300
+    buf = b"x ab=cd\x00 =z\x00" + long + b"=z"
+    far = len(buf) - 2  # the "=" after 300 letters
+    found = _run_validate(impl, buf, [(run, 4), (run, 9), (run, far)])
+    assert found == [
+        (2, 4, "run"),  # "ab" before the "=" at 4
+        # nothing at 9: a blank before the "=", no run, and no word at "="
+        (far - hits.RUN_LIMIT, far, "run"),  # at most RUN_LIMIT bytes back
+    ]
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_context_stops_at_the_value_separator(impl: Impl) -> None:
     # "y" before "ab" in the same value hides it from `_raises_on_z`; across a NUL it does not.
     assert ("word" in {n for _, _, n in _run_validate(impl, b"y ab", [(2, 2)])}) is False
@@ -125,7 +149,7 @@ def test_a_base_exception_in_a_validator_is_not_swallowed(impl: Impl) -> None:
         validate(
             collector,
             b"abc",
-            ((WORD.match, (), False, (("w", interrupted),), None),),
+            ((WORD.match, (), False, (("w", interrupted),), None, None),),
             _window,
             [],
             5,
@@ -145,7 +169,7 @@ def test_the_compiled_collector_refuses_bad_hits() -> None:
     with pytest.raises(ValueError, match="must be positive"):
         _hits.Collector(0)
     with pytest.raises(ValueError, match="one fast entry per pattern"):
-        _hits.validate(collector, b"", FAST, _window, [], 5)  # 4 entries for n = 2
+        _hits.validate(collector, b"", FAST, _window, [], 5)  # 5 entries for n = 2
 
 
 PRIORITY = {"a": 10, "b": 50, "c": 10, "s": 90, "t": 85}

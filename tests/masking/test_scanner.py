@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.masking.detectors import BUILTIN_DETECTORS, regex_detector
 from sluice.masking.hits import Finding
@@ -61,3 +65,40 @@ def test_empty_scanner_and_inputs() -> None:
     assert Scanner([]).scan(TEXT) == []
     assert Scanner(DETECTORS).scan_many([]) == {}
     assert Scanner(DETECTORS).scan(b"") == []
+
+
+def _email_anchored_on_its_local_part() -> Scanner:
+    """The built-in detectors with the email prefilter as it was: the local
+    part and the "@", the start tracked by the automaton."""
+    email = BUILTIN_DETECTORS["email"]
+    pattern = dataclasses.replace(
+        email.patterns[0], prefilter=rb"[A-Za-z0-9._%+\-]+@[A-Za-z0-9]", start_run=None
+    )
+    detectors = [
+        dataclasses.replace(email, patterns=(pattern,)) if d is email else d for d in DETECTORS
+    ]
+    return Scanner(detectors)
+
+
+SCANNER = Scanner(DETECTORS)
+TRACKED = _email_anchored_on_its_local_part()
+EMAILISH = st.lists(
+    st.one_of(
+        st.sampled_from([b"@", b".", b"a", b"Z", b"9", b"-", b"+", b"_", b"%", b" ", b"\x00"]),
+        st.sampled_from([b"bob@example.com", b"x@y.co", b"@@", b".@a.io", b"a" * 70 + b"@b.org"]),
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(EMAILISH)
+def test_walking_back_over_the_local_part_finds_what_tracking_it_found(text: bytes) -> None:
+    values = text.split(b"\x00")
+    assert SCANNER.scan(text.replace(b"\x00", b" ")) == TRACKED.scan(text.replace(b"\x00", b" "))
+    assert SCANNER.scan_many(values) == TRACKED.scan_many(values)
+
+
+def test_an_email_with_a_local_part_over_64_characters_is_no_finding() -> None:
+    assert SCANNER.scan(b"to " + b"a" * 65 + b"@example.com") == []
+    assert SCANNER.scan(b"to " + b"a" * 64 + b"@example.com") == [Finding(3, 79, "email")]

@@ -193,9 +193,15 @@ static int run_checks(PyObject *checks, PyObject *value, PyObject *before, Py_ss
 /*
  * validate(collector, buf, fast, window, out, context_bytes) -> None
  *
- * `fast[i]` is (match, groups, context, checks, entry) for pattern index i;
- * an entry that is not None goes to window(entry, buf, start, out).
+ * `fast[i]` is (match, groups, context, checks, entry, run) for pattern index
+ * i; an entry that is not None goes to window(entry, buf, start, out). A run
+ * that is not None (256 bytes, nonzero for the bytes of a class) moves the
+ * hit's start back over the bytes of that class just before it, at most
+ * RUN_LIMIT of them: the hit anchors a finding that begins with such a run
+ * (an email's local part before its "@").
  */
+#define RUN_LIMIT 256
+
 static PyObject *validate(PyObject *self, PyObject *args)
 {
     PyObject *collector, *fast, *window, *out;
@@ -230,10 +236,21 @@ static PyObject *validate(PyObject *self, PyObject *args)
         if (start > size)
             continue; /* not a hit of this buffer */
         PyObject *entry = PyTuple_GET_ITEM(fast, idx);
-        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 5 || !PyTuple_Check(PyTuple_GET_ITEM(entry, 1)) ||
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6 || !PyTuple_Check(PyTuple_GET_ITEM(entry, 1)) ||
             !PyTuple_Check(PyTuple_GET_ITEM(entry, 3))) {
-            PyErr_SetString(PyExc_TypeError, "a fast entry must be (match, groups, context, checks, entry)");
+            PyErr_SetString(PyExc_TypeError, "a fast entry must be (match, groups, context, checks, entry, run)");
             goto done;
+        }
+        PyObject *run = PyTuple_GET_ITEM(entry, 5);
+        if (run != Py_None) {
+            if (!PyBytes_Check(run) || PyBytes_GET_SIZE(run) != 256) {
+                PyErr_SetString(PyExc_TypeError, "a run must be None or a 256-byte table");
+                goto done;
+            }
+            const unsigned char *in_run = (const unsigned char *)PyBytes_AS_STRING(run);
+            Py_ssize_t lowest = start > RUN_LIMIT ? start - RUN_LIMIT : 0;
+            while (start > lowest && in_run[(unsigned char)data[start - 1]])
+                start--;
         }
         PyObject *pyst = PyLong_FromSsize_t(start);
         if (pyst == NULL)

@@ -19,6 +19,7 @@ def validate(
             bool,
             tuple[tuple[str, Callable[[bytes, bytes], bool]], ...],
             Any,
+            bytes | None,
         ]
     ],
     window: Callable[[Any, bytes, int, list[_Raw]], None],

@@ -38,15 +38,30 @@ class Finding(NamedTuple):
 
 
 RawFinding = tuple[int, int, str]
-# Per pattern index: exact match, value groups, needs context, checks, and the
-# pattern's entry when its anchor may start after the hit (searched by `window`).
+# Per pattern index: exact match, value groups, needs context, checks, the
+# pattern's entry when its anchor may start after the hit (searched by
+# `window`), and the run table (`run_table`) when the finding begins with a
+# run of a class of bytes that ends at the hit (the hit's start moves back
+# over it, at most RUN_LIMIT bytes).
 Fast = tuple[
     Callable[[bytes, int], "re.Match[bytes] | None"],
     tuple[str, ...],
     bool,
     tuple[tuple[str, Validator], ...],
     Any,
+    bytes | None,
 ]
+RUN_LIMIT = 256
+
+
+def run_table(chars: bytes) -> bytes:
+    """A 256-byte table, nonzero for each byte in `chars`."""
+    table = bytearray(256)
+    for c in chars:
+        table[c] = 1
+    return bytes(table)
+
+
 Window = Callable[[Any, bytes, int, list[RawFinding]], None]
 Across = Callable[[Sequence[bytes], dict[int, list[Finding]], int, int, int, int, int, str], None]
 
@@ -83,7 +98,11 @@ def py_validate(
         start, idx = divmod(key, n)
         if start > len(buf):
             continue  # not a hit of this buffer
-        match, groups, context, checks, entry = fast[idx]
+        match, groups, context, checks, entry, run = fast[idx]
+        if run is not None:
+            lowest = max(0, start - RUN_LIMIT)
+            while start > lowest and run[buf[start - 1]]:
+                start -= 1
         if entry is not None:
             window(entry, buf, start, out)
             continue

@@ -50,10 +50,11 @@ class _Entry:
 
 
 def _entries(detectors: Sequence[Detector]) -> tuple[_Entry, ...]:
-    groups: dict[tuple[bytes, bytes, int, int], list[tuple[Pattern, str]]] = {}
+    groups: dict[tuple[bytes, bytes, int, int, bytes | None], list[tuple[Pattern, str]]] = {}
     for d in detectors:
         for p in d.patterns:
-            groups.setdefault((p.regex, p.prefilter, p.lookback, p.window), []).append((p, d.name))
+            key = (p.regex, p.prefilter, p.lookback, p.window, p.start_run)
+            groups.setdefault(key, []).append((p, d.name))
     return tuple(
         _Entry(pattern=g[0][0], checks=tuple((name, p.validator) for p, name in g))
         for g in groups.values()
@@ -110,6 +111,7 @@ class Scanner:
                         e.pattern.context,
                         e.checks,
                         e if e.pattern.lookback else None,
+                        hits.run_table(e.pattern.start_run) if e.pattern.start_run else None,
                     )
                     for e in (self._entries[i] for i in ok)
                 )

@@ -4,9 +4,10 @@ Starts a throwaway PostgreSQL (TLS, SCRAM) and one Sluice target configured as
 in `bench.run` (pass-through, governed or column masking), drives one
 workload at it (10,000-row SELECTs, `pgbench -S`, or `pgbench -S -C`) and
 samples the gateway process with Linux `perf` meanwhile. Prints the gateway's
-CPU per row, transaction or session (from /proc) and the share of its samples by shared object
-(hyperscan, the kernel, libcrypto, the interpreter, the compiled modules...)
-and by symbol; keeps `perf.data` and a JSON summary in `--out`.
+CPU per row, transaction or session (from /proc) and the share of its samples
+by shared object (hyperscan, the kernel, libcrypto, the interpreter, the
+compiled modules...) and by symbol; keeps `perf.data` and a JSON summary in
+`--out`.
 
 Not a benchmark: sampling costs the gateway a few percent, and the figures are
 for finding what dominates, not for ratios (`bench.run` measures those).
@@ -88,7 +89,7 @@ class Profile:
     clients: int
     seconds: float
     metrics: dict[str, float]
-    unit: str  # "row" or "transaction"
+    unit: str  # "row", "transaction" or "session"
     gateway_user_us: float  # per unit
     gateway_sys_us: float
     by_dso: list[Share]
@@ -97,7 +98,12 @@ class Profile:
 
     @property
     def rate(self) -> float:
-        return self.metrics.get("rows_per_s", self.metrics.get("tps", 0.0))
+        return _rate(self.metrics)
+
+
+def _rate(metrics: dict[str, float]) -> float:
+    """Rows/s of large results, transactions (or sessions) per second of pgbench."""
+    return metrics.get("rows_per_s", metrics.get("tps", 0.0))
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -183,7 +189,7 @@ def _table(title: str, shares: list[Share], top: int) -> Table:
 def profile(args: argparse.Namespace) -> Profile:
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.out / "perf.data"
-    with Lab() as lab, ProcessPoolExecutor(max(args.clients, 1)) as pool:
+    with Lab() as lab, ProcessPoolExecutor(args.clients) as pool:
         console.print("Starting PostgreSQL (TLS, SCRAM) and loading data ...")
         direct = lab.start_postgres()
         row_bytes = setup_data(direct)
@@ -230,7 +236,7 @@ def profile(args: argparse.Namespace) -> Profile:
         perf.send_signal(signal.SIGINT)
         perf.wait(60)
     unit = {"large": "row", "pgbench": "transaction", "churn": "session"}[args.workload]
-    units = metrics.get("rows_per_s", metrics.get("tps", 0.0)) * elapsed
+    units = _rate(metrics) * elapsed
     if units <= 0:
         raise WorkloadError(f"the workload completed no {unit} in {elapsed:.1f} s")
     return Profile(

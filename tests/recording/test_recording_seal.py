@@ -60,7 +60,7 @@ members_json = st.dictionaries(
     seq=st.integers(min_value=0, max_value=2**62),
     prev=st.sampled_from(["", "0" * 64, "ab" * 32]),
     kind=st.sampled_from(["statement", "complete", "bind", "x"]),
-    micros=st.integers(min_value=0, max_value=10**12),
+    micros=st.integers(min_value=0, max_value=10**16),
     wall=st.sampled_from([b"2026-12-05T14:04:33.123+00:00", b""]),
     members=members_json,
 )
@@ -78,6 +78,64 @@ def test_compiled_and_python_lines_are_identical(
     t = micros / 1_000_000
     assert compiled_line(chain, seq, prev, kind, t, wall, members) == python_line(
         chain, seq, prev, kind, t, wall, members
+    )
+
+
+# Where the sealer writes `t` itself and where it leaves it to Python's repr:
+# below 1e-4 repr switches to exponents, and from 1e9 on it no longer is the
+# plain decimal of the microseconds.
+T_EDGES = [
+    0.0,
+    -0.0,
+    1e-6,
+    9.9e-05,
+    1e-4,
+    0.000101,
+    0.1,
+    0.5,
+    1.0,
+    9.999999,
+    10.0,
+    123456.000001,
+    999_999_999.999999,
+    1e9,
+    1e9 + 0.000001,
+    2.0**33 + 0.5,
+    1e15,
+    1.5e16,
+    -1.5,
+    0.1 + 0.2,  # not a whole number of microseconds
+    1 / 3,
+    float("inf"),
+    float("-inf"),
+    5e-324,
+]
+
+
+@pytest.mark.parametrize("t", T_EDGES)
+def test_t_is_written_as_repr_writes_it(t: float) -> None:
+    chain = Chain(None, ChainHash.SHA256)
+    assert compiled_line(chain, 3, "", "complete", t, b"w", b"") == python_line(
+        chain, 3, "", "complete", t, b"w", b""
+    )
+
+
+def test_t_of_every_microsecond_of_the_first_seconds_is_repr() -> None:
+    assert fmt.new_sealer is not None
+    sealer = fmt.new_sealer(None)
+    for micros in [*range(0, 2_000_000, 7), *range(999_999_000_000, 999_999_010_000)]:
+        t = micros / 1_000_000
+        sealed = sealer.seal(0, "", "x", t, b"", b"", 1 << 20)
+        assert sealed is not None
+        assert sealed[0].startswith(b'{"seq":0,"prev":"","kind":"x","t":%a,"wall":""' % t), t
+
+
+@settings(max_examples=300, deadline=None)
+@given(seq=st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_seq_is_written_as_python_writes_it(seq: int) -> None:
+    chain = Chain(None, ChainHash.SHA256)
+    assert compiled_line(chain, seq, "", "x", 1.0, b"w", b"") == python_line(
+        chain, seq, "", "x", 1.0, b"w", b""
     )
 
 

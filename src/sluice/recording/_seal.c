@@ -26,6 +26,7 @@
 #define PY_SSIZE_T_CLEAN
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include <Python.h>
+#include <math.h>
 #include <openssl/sha.h>
 #include <string.h>
 
@@ -102,6 +103,47 @@ static char *put(char *out, const char *data, size_t size)
     return out + size;
 }
 
+/* The decimal digits of `value` at `out`; returns their count. */
+static int put_digits(char *out, unsigned long long value)
+{
+    char digits[20];
+    int count = 0;
+    do {
+        digits[count++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value);
+    for (int i = 0; i < count; i++)
+        out[i] = digits[count - 1 - i];
+    return count;
+}
+
+/* repr(t) at `out` when t is a whole number of microseconds, as the writer
+ * makes every record's `t` (n / 1e6 for an integer n): the decimal
+ * "<seconds>.<six digits>" without the fraction's trailing zeros (one kept).
+ * That decimal is the shortest text that reads back as t while a microsecond
+ * exceeds the spacing of doubles near t (t below 1e9), and repr writes it
+ * without an exponent from 1e-4 on. Returns its length, or 0 for any other t,
+ * which PyOS_double_to_string formats (its dtoa costs more than the rest of
+ * a record's head). */
+static int put_micros(char *out, double t)
+{
+    if (!(t >= 1e-4 && t < 1e9))
+        return 0;
+    long long micros = llround(t * 1e6);
+    if ((double)micros / 1e6 != t)
+        return 0;
+    int len = put_digits(out, (unsigned long long)(micros / 1000000));
+    int fraction = (int)(micros % 1000000);
+    out[len++] = '.';
+    for (int scale = 100000; scale; scale /= 10) {
+        out[len++] = (char)('0' + fraction / scale);
+        fraction %= scale;
+        if (!fraction)
+            break; /* only zeros left: left out, one digit kept */
+    }
+    return len;
+}
+
 static PyObject *Sealer_seal(Sealer *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 7) {
@@ -135,12 +177,18 @@ static PyObject *Sealer_seal(Sealer *self, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t members_len = PyBytes_GET_SIZE(args[5]);
 
     char seq_text[32];
-    int seq_len = snprintf(seq_text, sizeof(seq_text), "%lld", seq);
+    int seq_len = seq >= 0 ? put_digits(seq_text, (unsigned long long)seq)
+                           : snprintf(seq_text, sizeof(seq_text), "%lld", seq);
     /* repr(t), exactly as Python's `%a` formats the float. */
-    char *t_text = PyOS_double_to_string(t, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-    if (t_text == NULL)
-        return NULL;
-    size_t t_len = strlen(t_text);
+    char micros_text[32];
+    char *t_text = micros_text, *t_owned = NULL;
+    size_t t_len = (size_t)put_micros(micros_text, t);
+    if (t_len == 0) {
+        t_text = t_owned = PyOS_double_to_string(t, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (t_text == NULL)
+            return NULL;
+        t_len = strlen(t_text);
+    }
 
     static const char P_SEQ[] = "{\"seq\":", P_PREV[] = ",\"prev\":\"",
                       P_KIND[] = "\",\"kind\":\"", P_T[] = "\",\"t\":", P_WALL[] = ",\"wall\":\"",
@@ -152,14 +200,14 @@ static PyObject *Sealer_seal(Sealer *self, PyObject *const *args, Py_ssize_t nar
     if (members_len == 0)
         content -= 1; /* no members of its own: no separating comma */
     if ((Py_ssize_t)content >= limit) {
-        PyMem_Free(t_text);
+        PyMem_Free(t_owned);
         Py_RETURN_NONE;
     }
     PyObject *line =
         PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(content + TRAILER_HEAD_LEN + HEX_LEN +
                                                      TRAILER_TAIL_LEN));
     if (line == NULL) {
-        PyMem_Free(t_text);
+        PyMem_Free(t_owned);
         return NULL;
     }
     char *start = PyBytes_AS_STRING(line), *out = start;
@@ -175,7 +223,7 @@ static PyObject *Sealer_seal(Sealer *self, PyObject *const *args, Py_ssize_t nar
     out = put(out, wall, (size_t)wall_len);
     out = put(out, P_END, members_len ? sizeof(P_END) - 1 : sizeof(P_END) - 2);
     out = put(out, members, (size_t)members_len);
-    PyMem_Free(t_text);
+    PyMem_Free(t_owned);
 
     unsigned char digest[SHA256_DIGEST_LENGTH];
     SHA256_CTX ctx = self->inner;

@@ -25,6 +25,7 @@ from typing import Final
 HOT_MODULES: Final = (
     "sluice.audit.lines",
     "sluice.audit.log",
+    "sluice.audit.sinks.file",
     "sluice.audit.stamps",
     "sluice.masking.masker",
     "sluice.masking.precheck",

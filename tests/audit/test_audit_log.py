@@ -26,20 +26,26 @@ from sluice.audit import (
 )
 from sluice.audit.events import to_dict
 from sluice.audit.sinks import FileSink, StdoutSink
-from sluice.audit.sinks import file as file_mod
 from sluice.events import Identity
 
 from .audit_receivers import wait_for
 
 
-class _OsWith:
-    """The os module with some functions replaced (for one module under test)."""
+def _fsync_of(name: str, fsync: Any) -> Any:
+    """os.fsync, calling `fsync` instead for descriptors of files called `name`.
 
-    def __init__(self, **overrides: object) -> None:
-        self._overrides = overrides
+    Patched on `os` itself: the sink may be compiled (mypyc), and a compiled
+    module's imports cannot be replaced from outside.
+    """
+    real = os.fsync
 
-    def __getattr__(self, name: str) -> object:
-        return self._overrides.get(name, getattr(os, name))
+    def patched(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/" + name):
+            fsync(fd)
+        else:
+            real(fd)
+
+    return patched
 
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "audit-schema.md"
@@ -65,7 +71,7 @@ def test_fsync_policies(tmp_path: Path, fsync: str, monkeypatch: pytest.MonkeyPa
         calls.append(fd)
         real(fd)
 
-    monkeypatch.setattr(file_mod, "os", _OsWith(fsync=counting_fsync))
+    monkeypatch.setattr(os, "fsync", _fsync_of("a.jsonl", counting_fsync))
     sink = FileSink(tmp_path / "a.jsonl", fsync=fsync, fsync_interval=0.05)  # type: ignore[arg-type]
     audit = AuditLog([sink])
     audit.emit(SessionStart())
@@ -90,7 +96,7 @@ def test_a_slow_fsync_does_not_hold_up_emit(
         release.wait(10)
         real(fd)
 
-    monkeypatch.setattr(file_mod, "os", _OsWith(fsync=slow_fsync))
+    monkeypatch.setattr(os, "fsync", _fsync_of("a.jsonl", slow_fsync))
     sink = FileSink(tmp_path / "a.jsonl", fsync="interval", fsync_interval=0.01)
     audit = AuditLog([sink])
     try:

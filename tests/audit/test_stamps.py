@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import itertools
+import re
 import threading
+import time
 import uuid
 
-from sluice.audit.stamps import _Ids, new_id
+from sluice.audit.stamps import _Ids, format_timestamp, new_id, utc_now, utc_now_text
 
 
 def _expected_id(ids: _Ids, count: int) -> str:
@@ -56,3 +58,20 @@ def test_ids_from_threads_across_a_wrap_pair_each_group_with_its_own_count() -> 
     assert len(set(made)) == 4000
     expected = {_expected_id(ids, count) for count in range(start, start + 4000)}
     assert set(made) == expected
+
+
+def test_the_text_timestamp_is_the_datetime_one_across_a_second() -> None:
+    """utc_now_text() lies between format_timestamp(utc_now()) taken before and
+    after it, in the same format, also when the second it keeps turns over."""
+    shape = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+    first = utc_now_text()
+    deadline = time.monotonic() + 2.5
+    while True:
+        before = format_timestamp(utc_now())
+        text = utc_now_text()
+        after = format_timestamp(utc_now())
+        assert shape.fullmatch(text), text
+        assert before <= text <= after
+        if text[:19] != first[:19] and text[:19] == before[:19]:
+            break  # a new second, made by the text path itself
+        assert time.monotonic() < deadline, "the second never turned over"

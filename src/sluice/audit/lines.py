@@ -11,7 +11,7 @@ from typing import Any, Final
 import orjson
 
 from sluice.audit.events import AuditEvent, identity_json, line_head, refuse_unserialisable
-from sluice.audit.stamps import new_id, settle_timestamp, utc_now
+from sluice.audit.stamps import new_id, settle_timestamp, utc_now_text
 
 # Bound once: compiled, a module attribute is looked up at every use.
 _DUMPS: Final = orjson.dumps
@@ -54,9 +54,12 @@ class EventLines:
         """A new event's line: a fresh id and timestamp, `values` over the fixed fields."""
         members = self._template.copy()
         members["id"] = new_id()
-        members["timestamp"] = utc_now()
-        members.update(values)
-        settle_timestamp(members)
+        if "timestamp" in values:
+            members.update(values)
+            settle_timestamp(members)
+        else:  # now, already as text: no datetime to make and serialise
+            members["timestamp"] = utc_now_text()
+            members.update(values)
         body = _DUMPS(members, option=_UTC_Z, default=refuse_unserialisable)
         return self._head + body[1:] + b"\n"  # the members hold id and timestamp at least
 

@@ -173,3 +173,33 @@ def test_ambiguity_is_another_text_than_the_prediction() -> None:
     assert statements.ambiguous("s", 3)  # SELECT 1 (Close skipped) or SELECT 2
     assert statements.ambiguous_in("EXECUTE s", 3) == "s"
     assert statements.ambiguous_in("SELECT 1", 3) is None
+
+
+def test_an_unnamed_statement_whose_parse_was_skipped_is_unknown_not_absent() -> None:
+    """Parse "" (SELECT 2) runs, a Parse that fails on the server skips the
+    batch's Parse "" (SELECT 1): the server still holds SELECT 2. A later
+    batch's Parse "" may be skipped too, so a Bind of "" behind it may meet
+    SELECT 2, which the gateway never saw confirmed: ambiguous."""
+    statements = BackendStatements()
+    kept = statements.parse("", "SELECT 2", 0)
+    failing = statements.parse("a", "SELECT 1", 0)
+    skipped = statements.parse("", "SELECT 1", 0)
+    kept.settle(True)
+    failing.settle(False)
+    assert not skipped.predicted  # the rest of a failed batch is skipped
+    assert "" not in statements or statements[""] == "SELECT 2"
+    skipped.settle(False)
+    assert "" not in statements  # forgotten: a Bind of it now is refused
+    statements.parse("", "SELECT 1", 1)  # may be skipped in its turn
+    assert statements[""] == "SELECT 1"
+    assert statements.ambiguous("", 2)
+    assert not statements.ambiguous("", 1)  # its own batch: it ran, or the Bind is skipped
+
+
+def test_a_change_sent_after_its_batch_failed_is_predicted_to_fail() -> None:
+    statements = BackendStatements()
+    statements.parse("a", "SELECT 1", 0).settle(False)  # the batch fails here
+    late = statements.parse("b", "SELECT 2", 0)  # sent before the Sync: skipped
+    assert not late.predicted
+    assert "b" not in statements
+    assert statements.parse("b", "SELECT 3", 1).predicted  # the next batch runs

@@ -39,6 +39,9 @@ MAX_EXECUTE_DEPTH: Final = 8
 """How deep `ambiguous_in` follows a prepared `EXECUTE` of another statement."""
 
 _ABSENT: Final = None
+_UNKNOWN: Final = "\x00"
+"""What the unnamed statement holds after a Parse of it failed or was skipped:
+a text the server may still hold, or none. No SQL text contains a NUL."""
 
 
 class Change:
@@ -99,13 +102,26 @@ class BackendStatements(Mapping[str, str]):
     follow the server's responses): changes are taken as predicted at once.
     """
 
-    __slots__ = ("_answered", "_confirmed", "_in_flight", "_view")
+    __slots__ = (
+        "_answered",
+        "_confirmed",
+        "_failed_batch",
+        "_in_flight",
+        "_unnamed_unknown",
+        "_view",
+    )
 
     def __init__(self, *, answered: bool = True) -> None:
         self._answered = answered
         self._confirmed: dict[str, str] = {}
         self._view: dict[str, str] = {}
         self._in_flight: deque[Change] = deque()
+        # The batch an answer showed failing: the server skips what of it is
+        # still in flight (batches are numbered from 0).
+        self._failed_batch = -1
+        # A Parse of the unnamed statement failed or was skipped: what the
+        # server holds under "" is unknown until a change of it runs.
+        self._unnamed_unknown = False
 
     # Mapping: the prediction
 
@@ -170,7 +186,7 @@ class BackendStatements(Mapping[str, str]):
             # No answers and no Closes seen (the light path): the last text
             # sent under a name is taken to be the one it holds.
             change.exclusive = change.required = False
-        failed_batch = bool(self._in_flight) and self._batch_failed(change.batch)
+        failed_batch = self._batch_failed(change.batch)
         change.predicted = not failed_batch and self._apply(self._view, change)
         self._view = self._bounded(self._view)
         if self._answered:
@@ -184,8 +200,10 @@ class BackendStatements(Mapping[str, str]):
         return change
 
     def _batch_failed(self, batch: int) -> bool:
-        """Whether a change of `batch` already sent is predicted to fail (the
-        server then skips the rest of that batch)."""
+        """Whether a change of `batch` already sent failed or is predicted to
+        fail (the server then skips the rest of that batch)."""
+        if batch == self._failed_batch:
+            return True
         for change in reversed(self._in_flight):
             if change.batch != batch:
                 return False
@@ -210,15 +228,20 @@ class BackendStatements(Mapping[str, str]):
         if applied:
             self._apply(self._confirmed, change)
             self._confirmed = self._bounded(self._confirmed)
-        elif forgotten:
-            self._confirmed.pop("", None)
+            if change.touches(""):
+                self._unnamed_unknown = False
+        else:
+            self._failed_batch = change.batch
+            if forgotten:
+                self._confirmed.pop("", None)
+                self._unnamed_unknown = True
         if applied != change.predicted or forgotten:
             self._predict()
         # Otherwise the prediction stands: the view already holds what ran.
 
     def _predict(self) -> None:
         view = dict(self._confirmed)
-        failed: int | None = None
+        failed = self._failed_batch
         for change in self._in_flight:
             change.predicted = change.batch != failed and self._apply(view, change)
             if not change.predicted:
@@ -255,7 +278,8 @@ class BackendStatements(Mapping[str, str]):
         """
         if not self._in_flight or self._in_flight[0].batch >= batch:
             return False
-        states: set[str | None] = {self._confirmed.get(name)}
+        unknown = name == "" and self._unnamed_unknown
+        states: set[str | None] = {_UNKNOWN if unknown else self._confirmed.get(name)}
         for change in self._in_flight:
             if not change.touches(name):
                 continue
@@ -269,6 +293,8 @@ class BackendStatements(Mapping[str, str]):
                 # A change of `batch` itself that fails skips the message.
             states = outcomes
         present = states - {_ABSENT}
+        if _UNKNOWN in present:
+            return True  # a text the gateway never saw confirmed may run
         # One text may run, but not the one predicted: the prediction has the
         # earlier batch succeed, which would make this message's batch fail.
         return len(present) > 1 or (bool(present) and present != {self._view.get(name)})

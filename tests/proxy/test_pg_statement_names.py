@@ -209,6 +209,29 @@ def test_a_parse_the_server_refused_is_forgotten(tmp_path: Path) -> None:
         assert _bind("s3") not in _sent(session)  # unknown: blocked, not forwarded
 
 
+def test_an_unnamed_statement_left_unknown_by_a_failed_batch_is_not_bound_blind(
+    tmp_path: Path,
+) -> None:
+    with _session(tmp_path, governed=True) as (session, _):
+        # The Parse of "a" fails, so the server skips the second Parse of
+        # the unnamed statement and keeps SELECT 2 under it.
+        session.client_data(
+            _parse("", "SELECT 2") + _parse("a", "SELECT 1") + _parse("", "SELECT 1") + SYNC
+        )
+        session.backend_data(
+            PARSE_COMPLETE + m.error_response("42601", "syntax error") + m.ready_for_query("I")
+        )
+        # Unanswered, the next Parse of it may be skipped too: a Bind behind
+        # it could run SELECT 2, which was never confirmed.
+        session.client_data(_parse("", "SELECT 1") + SYNC + _bind("") + EXECUTE + SYNC)
+        assert _bind("") not in _sent(session)
+        # Once that Parse is answered, the unnamed statement is known again.
+        session.backend_data(PARSE_COMPLETE + m.ready_for_query("I"))
+        session.backend_data(m.error_response("26000", "marker") + m.ready_for_query("I"))
+        session.client_data(_bind("") + EXECUTE + SYNC)
+        assert _sent(session).endswith(_bind("") + EXECUTE + SYNC)
+
+
 def test_only_the_statements_that_ran_change_names(tmp_path: Path) -> None:
     with _session(tmp_path, governed=True) as (session, _):
         session.client_data(m.encode_query("PREPARE a AS SELECT 1; PREPARE b AS SELECT 2"))

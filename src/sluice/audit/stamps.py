@@ -79,7 +79,8 @@ def utc_now_text() -> str:
     seconds, nanos = divmod(_NS(), 1_000_000_000)
     second = _second
     if second[0] != seconds:
-        text = dt.datetime.fromtimestamp(seconds, _UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        # format_timestamp's own text, up to the fraction's digits
+        text = format_timestamp(dt.datetime.fromtimestamp(seconds, _UTC))[:-7]
         second = _second = (seconds, text)
     # str() of a 7-digit number, less its leading 1: the zero-padded
     # microseconds for a fraction of the cost of a format spec.

@@ -144,6 +144,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0, help="sampled seconds (default 8)")
     parser.add_argument("--top", type=int, default=25, help="symbols to list (default 25)")
     parser.add_argument(
+        "--call-graph",
+        action="store_true",
+        help="also record call stacks (perf --call-graph dwarf, 8x larger perf.data): "
+        "then `perf report -i OUT/perf.data --no-children -G` shows who called what",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("bench/results/profile"),
@@ -218,8 +224,9 @@ def profile(args: argparse.Namespace) -> Profile:
 
         console.print("Warming up ...")
         drive(2.0)
+        stacks = ["--call-graph", "dwarf,16384"] if args.call_graph else []
         perf = subprocess.Popen(
-            ["perf", "record", "-F", "999", "-p", str(endpoint.pid), "-o", str(data)],
+            ["perf", "record", "-F", "999", *stacks, "-p", str(endpoint.pid), "-o", str(data)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

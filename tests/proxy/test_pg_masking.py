@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from sluice.devservers.postgres import ThrowawayPostgres
+from sluice.proxy.governance import SHOWN_PARSED_CHARS
 from tests.conftest import APP_PASSWORD, base_config
 from tests.helpers import GatewayThread
 
@@ -395,6 +396,31 @@ def test_audit_counts_what_was_masked_without_values(masked: GatewayThread, toke
     assert applied
     assert any(c["count"] > 0 for e in applied for c in e["counts"])
     assert_clean(audit)  # statement texts are masked too
+
+
+def test_a_text_parsed_again_is_masked_in_audit_every_time(
+    masked: GatewayThread, token: str
+) -> None:
+    """psycopg parses the unnamed statement's text for every execution; its
+    audited form is kept per text, and a text past the kept length is masked
+    from scratch each time: both stay masked however often they run."""
+    short = f"SELECT id FROM people WHERE '{SENSITIVE[0]}' <> '' AND id = %s"
+    padding = " OR id = -1" * (SHOWN_PARSED_CHARS // 10)
+    long = f"SELECT id FROM people WHERE '{SENSITIVE[1]}' <> '' AND (id = %s{padding})"
+    with psycopg.connect(masked.dsn(token), autocommit=True) as conn:
+        for run in range(3):
+            assert conn.execute(short, (run + 1,)).fetchall() == [(run + 1,)]
+            assert conn.execute(long, (run + 1,)).fetchall() == [(run + 1,)]
+    audit = (Path(masked.config.data_dir) / "audit.jsonl").read_text()
+    parsed = [
+        e["statement"]
+        for e in map(json.loads, audit.splitlines())
+        if e["type"] == "statement.allowed" and e["origin"] == "parse"
+    ]
+    shown = [t for t in parsed if t.startswith("SELECT id FROM people WHERE '")]
+    assert len(shown) == 6
+    assert len({len(t) > SHOWN_PARSED_CHARS for t in shown}) == 2  # short and long texts
+    assert_clean("\n".join(shown))
 
 
 def test_recordings_hold_only_masked_rows(masked: GatewayThread, token: str) -> None:

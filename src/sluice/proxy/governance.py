@@ -110,6 +110,9 @@ BIND_PARAMS_BYTES = 64 * 1024
 """Bytes of one Bind's parameter values the log keeps; later values only as sizes."""
 SHOWN_TEXTS_SIZE = 1024
 """Prepared texts per session whose audited (masked) form is kept."""
+SHOWN_PARSED_CHARS = 1024
+"""A Parse's text up to this long has its audited form kept too: extended-protocol
+clients (psycopg, JDBC) parse the same unnamed text for every execution."""
 _PARAMS_TOO_LARGE = f"parameters past {BIND_PARAMS_BYTES} bytes are not recorded"
 _BINARY_UNMASKABLE = "a binary value that is not text cannot be masked"
 FUNCTION_RESULT_TAG = "FUNCTION CALL"
@@ -204,7 +207,7 @@ class SessionGovernance:
         self._copy_in: bool = False  # a COPY FROM STDIN is taking data
         self._copy_in_unkept: str | None = None  # why its data is not kept in the log
         self._copy_in_unkept_bytes = 0
-        self._shown_texts: dict[str, str] = {}  # prepared texts as audited (masked)
+        self._shown_texts: dict[str, str] = {}  # prepared and parsed texts as audited (masked)
 
     def _set_flags(self) -> None:
         # A policy may be installed by a reload later only where one is named.
@@ -308,7 +311,10 @@ class SessionGovernance:
             )
         if self.masking is not None:  # first: it may refuse the statement
             self.masking.statement_allowed(sql, verdict)
-        shown = self._shown(sql)
+        if origin is QueryOrigin.PARSE and len(sql) <= SHOWN_PARSED_CHARS:
+            shown = self._shown_prepared(sql)
+        else:
+            shown = self._shown(sql)
         audited = self._audited(sql, shown)
         if self.recorder is not None:
             # The statement and its verdict reach the OS before the statement is sent.

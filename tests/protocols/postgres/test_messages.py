@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import RemoteProtocolError
@@ -303,6 +305,44 @@ def test_bind_with_more_than_32767_parameters() -> None:
 def test_bind_rejects_malformed(body: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         m.decode_bind(body)
+
+
+_NAMES = st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=8)
+_VALUES = st.lists(st.one_of(st.none(), st.binary(max_size=300)), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    portal=_NAMES,
+    statement=_NAMES,
+    values=_VALUES,
+    codes=st.data(),
+    result_formats=st.lists(st.integers(-32768, 32767), max_size=5),
+)
+def test_bind_bodies_packed_with_struct_decode_exactly(
+    portal: str,
+    statement: str,
+    values: list[bytes | None],
+    codes: st.DataObject,
+    result_formats: list[int],
+) -> None:
+    """Every field, signed result formats included, as `struct` packed it;
+    every truncation of the body is refused as the peer's error."""
+    count = codes.draw(st.sampled_from(sorted({0, 1, len(values)})))
+    formats = codes.draw(st.lists(st.sampled_from([0, 1]), min_size=count, max_size=count))
+    body = portal.encode() + b"\0" + statement.encode() + b"\0"
+    body += struct.pack(f"!H{count}h", count, *formats) + struct.pack("!H", len(values))
+    for value in values:
+        body += struct.pack("!i", -1) if value is None else struct.pack("!i", len(value)) + value
+    body += struct.pack(f"!H{len(result_formats)}h", len(result_formats), *result_formats)
+    assert m.decode_bind(body) == m.Bind(
+        portal=portal, statement=statement, result_formats=tuple(result_formats)
+    )
+    each = formats if count == len(values) else (formats[0] if formats else 0,) * len(values)
+    assert m.bind_parameters(body) == (tuple(each), values)
+    for cut in range(len(body)):
+        with pytest.raises(RemoteProtocolError):
+            m.decode_bind(body[:cut])
 
 
 def test_execute_decode() -> None:

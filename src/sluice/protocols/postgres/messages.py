@@ -116,10 +116,31 @@ def _cstring(body: bytes, pos: int) -> tuple[str, int]:
     end = body.find(b"\0", pos)
     if end < 0:
         raise RemoteProtocolError("unterminated string in message")
+    if end == pos:  # unnamed portals and statements: no slice to decode
+        return "", end + 1
     try:
         return body[pos:end].decode(), end + 1
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError("string in message is not valid UTF-8") from exc
+
+
+# Integers read by indexing: compiled (`sluice._compiled`), a byte of `bytes`
+# is a native read, where struct's unpack_from makes a tuple per field. Past
+# the end they raise IndexError, which callers report as a truncated message.
+
+
+def _u16(body: bytes, pos: int) -> int:
+    return body[pos] << 8 | body[pos + 1]
+
+
+def _i16(body: bytes, pos: int) -> int:
+    value = body[pos] << 8 | body[pos + 1]
+    return value - 0x10000 if value & 0x8000 else value
+
+
+def _i32(body: bytes, pos: int) -> int:
+    value = body[pos] << 24 | body[pos + 1] << 16 | body[pos + 2] << 8 | body[pos + 3]
+    return value - 0x100000000 if value & 0x80000000 else value
 
 
 def decode_startup(body: bytes) -> StartupPacket:
@@ -252,7 +273,7 @@ def decode_parse(body: bytes) -> Parse:
     sql, pos = _cstring(body, pos)
     if len(body) < pos + 2:
         raise RemoteProtocolError("Parse message truncated")
-    (count,) = _U16.unpack_from(body, pos)
+    count = _u16(body, pos)
     pos += 2
     if len(body) != pos + 4 * count:
         raise RemoteProtocolError("Parse parameter type count does not match its length")
@@ -264,26 +285,25 @@ def decode_bind(body: bytes) -> Bind:
     portal, pos = _cstring(body, 0)
     statement, pos = _cstring(body, pos)
     try:
-        (nfmt,) = _U16.unpack_from(body, pos)
-        pos += 2 + 2 * nfmt
-        (nparams,) = _U16.unpack_from(body, pos)
+        pos += 2 + 2 * _u16(body, pos)  # the parameters' format codes
+        nparams = _u16(body, pos)
         pos += 2
         for _ in range(nparams):
-            (plen,) = _I32.unpack_from(body, pos)
+            plen = _i32(body, pos)
             pos += 4
             if plen > 0:
                 pos += plen
             elif plen < -1:
                 raise RemoteProtocolError("invalid parameter length in Bind")
-        (nres,) = _U16.unpack_from(body, pos)
+        nres = _u16(body, pos)
         pos += 2
-        formats = struct.unpack_from(f"!{nres}h", body, pos) if nres else ()
+        formats = tuple([_i16(body, pos + 2 * i) for i in range(nres)]) if nres else ()
         pos += 2 * nres
-    except struct.error as exc:
+    except IndexError as exc:
         raise RemoteProtocolError("Bind message truncated") from exc
     if pos != len(body):
         raise RemoteProtocolError("Bind message length does not match its contents")
-    return Bind(portal=portal, statement=statement, result_formats=tuple(formats))
+    return Bind(portal=portal, statement=statement, result_formats=formats)
 
 
 def bind_parameters(body: bytes) -> tuple[tuple[int, ...], list[bytes | None]]:
@@ -328,27 +348,28 @@ def _parameters(
     """The format codes and values of a Bind or FunctionCall from `pos`
     (each value with its own format), and where they end."""
     try:
-        (nfmt,) = _U16.unpack_from(body, pos)
-        codes = struct.unpack_from(f"!{nfmt}h", body, pos + 2) if nfmt else ()
+        nfmt = _u16(body, pos)
+        codes = tuple([_i16(body, pos + 2 + 2 * i) for i in range(nfmt)]) if nfmt else ()
         pos += 2 + 2 * nfmt
-        (nparams,) = _U16.unpack_from(body, pos)
+        nparams = _u16(body, pos)
         pos += 2
         if nfmt not in (0, 1, nparams):
             raise RemoteProtocolError(
                 f"{message} has {nfmt} parameter format codes for {nparams} parameters"
             )
+        size = len(body)
         values: list[bytes | None] = []
         for _ in range(nparams):
-            (plen,) = _I32.unpack_from(body, pos)
+            plen = _i32(body, pos)
             pos += 4
-            if plen < -1 or pos + max(plen, 0) > len(body):
+            if plen < -1 or pos + max(plen, 0) > size:
                 raise RemoteProtocolError(f"invalid parameter length in {message}")
             if plen == -1:
                 values.append(None)
             else:
                 values.append(body[pos : pos + plen])
                 pos += plen
-    except struct.error as exc:
+    except IndexError as exc:
         raise RemoteProtocolError(f"{message} message truncated") from exc
     if any(code not in (0, 1) for code in codes):
         raise RemoteProtocolError(f"{message} has a parameter format code other than 0 or 1")

@@ -17,7 +17,7 @@ from sluice.audit.stamps import new_id, settle_timestamp, utc_now_text
 _DUMPS: Final = orjson.dumps
 _UTC_Z: Final = orjson.OPT_UTC_Z
 
-_DEFAULTS: dict[type, dict[str, Any]] = {}  # per event class: its fields' defaults, in order
+_DEFAULTS: Final[dict[type, dict[str, Any]]] = {}  # per event class: its fields' defaults, in order
 
 
 class EventLines:

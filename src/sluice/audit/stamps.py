@@ -68,20 +68,21 @@ def utc_now() -> dt.datetime:
 
 _NS: Final = time.time_ns
 # The current second and its text up to the fraction, as one tuple: one read
-# and one write, so threads never pair a second with another's text.
-_second: tuple[int, str] = (-1, "")
+# and one write, so threads never pair a second with another's text. Held in
+# a Final list: compiled, that is a static, where a rebound global is a
+# module-dict lookup and store.
+_SECOND: Final[list[tuple[int, str]]] = [(-1, "")]
 
 
 def utc_now_text() -> str:
     """Now, as `format_timestamp(utc_now())` gives it, without a datetime:
     the text up to the second is made once a second."""
-    global _second
     seconds, nanos = divmod(_NS(), 1_000_000_000)
-    second = _second
+    second = _SECOND[0]
     if second[0] != seconds:
         # format_timestamp's own text, up to the fraction's digits
         text = format_timestamp(dt.datetime.fromtimestamp(seconds, _UTC))[:-7]
-        second = _second = (seconds, text)
+        second = _SECOND[0] = (seconds, text)
     # str() of a 7-digit number, less its leading 1: the zero-padded
     # microseconds for a fraction of the cost of a format spec.
     return second[1] + str(1_000_000 + nanos // 1000)[1:] + "Z"

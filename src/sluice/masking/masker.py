@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sluice.masking import pgtypes
 from sluice.masking.config import MaskingProfileSpec, MaskingSpec
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 Row = list[bytes | None]
 
 # Distinct RowDescriptions whose plan is kept; a session rarely has more shapes.
-PREPARE_CACHE_SIZE = 1024
+PREPARE_CACHE_SIZE: Final = 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,7 +15,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from sluice.masking import hits
 from sluice.masking.detectors import Detector, Pattern
@@ -63,7 +63,7 @@ def _entries(detectors: Sequence[Detector]) -> tuple[_Entry, ...]:
 
 # Detectors with this priority or more are secrets: they name a merged span
 # whatever its length (a password inside a URL that also looks like an email).
-SECRET_PRIORITY = 80
+SECRET_PRIORITY: Final = 80
 
 
 class Scanner:

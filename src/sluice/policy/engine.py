@@ -84,14 +84,14 @@ from sluice.policy.sql import (
 )
 from sluice.policy.verdict import Allow, Block, MaskPlan, RequireApproval, Verdict
 
-ENGINE_ERROR_RULE = "engine-error"
-DEFAULT_RULE = "default"
-UNKNOWN_PREPARED_RULE = "unknown-prepared-statement"
-APPROVAL_CONFLICT_RULE = "approval-conflict"
-UNSUPPORTED_EVENT_RULE = "unsupported-event"
-EMPTY_QUERY_RULE = "empty-query"
+ENGINE_ERROR_RULE: Final = "engine-error"
+DEFAULT_RULE: Final = "default"
+UNKNOWN_PREPARED_RULE: Final = "unknown-prepared-statement"
+APPROVAL_CONFLICT_RULE: Final = "approval-conflict"
+UNSUPPORTED_EVENT_RULE: Final = "unsupported-event"
+EMPTY_QUERY_RULE: Final = "empty-query"
 
-MAX_EXECUTE_DEPTH = 4
+MAX_EXECUTE_DEPTH: Final = 4
 """A prepared text may itself be an EXECUTE (protocol Parse of ``EXECUTE p``);
 deeper chains than this are blocked rather than followed."""
 
@@ -738,9 +738,9 @@ def _mask_plan(masks: list[CompiledRule]) -> MaskPlan | None:
     return MaskPlan(rule=masks[0].name, profiles=tuple(profiles))
 
 
-_NOTABLE_CALLS = {Category.ADMIN, Category.FILE_PROGRAM, Category.PROCEDURAL}
-_PROCEDURAL = frozenset({Category.PROCEDURAL})
-_MAX_NAMES_IN_REASON = 5
+_NOTABLE_CALLS: Final = {Category.ADMIN, Category.FILE_PROGRAM, Category.PROCEDURAL}
+_PROCEDURAL: Final = frozenset({Category.PROCEDURAL})
+_MAX_NAMES_IN_REASON: Final = 5
 
 
 def describe(statement: StatementInfo, *, as_written: bool = False) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from typing import Final
 
 from sluice.policy.sql import Deallocate, Prepare, classify
 
-MAX_PREPARED_STATEMENTS = 10_000
+MAX_PREPARED_STATEMENTS: Final = 10_000
 """Per-session bound on remembered statements; the oldest is forgotten first,
 and EXECUTE of a forgotten statement is blocked (fail closed)."""
 
@@ -66,22 +67,22 @@ class PreparedStatements(Mapping[str, str]):
                     self.close(effect.name)
 
 
-_SESSION_WORDS = ("prepare", "execute", "deallocate", "discard")
-_SESSION_WORDS_RE = re.compile("|".join(_SESSION_WORDS), re.IGNORECASE)
+_SESSION_WORDS: Final = ("prepare", "execute", "deallocate", "discard")
+_SESSION_WORDS_RE: Final = re.compile("|".join(_SESSION_WORDS), re.IGNORECASE)
 
 
-_last_lowered: tuple[str, str | None] = ("", "")
+_LAST_LOWERED: Final[list[tuple[str, str | None]]] = [("", "")]
 """The last text asked about, and its lower case (None if not ASCII): a
-statement is asked about several word lists on its way through."""
+statement is asked about several word lists on its way through. In a Final
+list: compiled, a static, where a rebound global is a module-dict lookup."""
 
 
 def mentions_words(sql: str, words: tuple[str, ...], pattern: re.Pattern[str]) -> bool:
     """Whether `sql` holds any of `words` (lower case), in any letter case."""
-    global _last_lowered
-    last, low = _last_lowered  # one tuple: consistent across threads
+    last, low = _LAST_LOWERED[0]  # one tuple: consistent across threads
     if sql is not last:
         low = sql.lower() if sql.isascii() else None
-        _last_lowered = (sql, low)
+        _LAST_LOWERED[0] = (sql, low)
     if low is not None:  # the usual case: plain substring tests, same answer as the regex
         for word in words:  # noqa: SIM110 - a loop: cheaper than any() over a generator
             if word in low:
@@ -102,8 +103,8 @@ def mentions_prepared(sql: str) -> bool:
 # search_path may be spelled in a Unicode-escaped identifier (U&"..."), and
 # set_config's setting name is a string that may be escaped or computed: any
 # of these words sends the text to the parser.
-_SEARCH_PATH_WORDS = ("search_path", "set_config", "u&")
-_SEARCH_PATH_WORDS_RE = re.compile("|".join(_SEARCH_PATH_WORDS), re.IGNORECASE)
+_SEARCH_PATH_WORDS: Final = ("search_path", "set_config", "u&")
+_SEARCH_PATH_WORDS_RE: Final = re.compile("|".join(_SEARCH_PATH_WORDS), re.IGNORECASE)
 
 
 def changes_search_path(sql: str) -> bool:

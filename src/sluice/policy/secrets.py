@@ -28,8 +28,8 @@ from sluice.policy.sql import replace_spans
 
 REDACTED_LITERAL: Final = "'[REDACTED]'"
 
-_WORDS = ("password", "crypt", "hmac", "pgp_")
-_WORDS_RE = re.compile("|".join(_WORDS), re.IGNORECASE)
+_WORDS: Final = ("password", "crypt", "hmac", "pgp_")
+_WORDS_RE: Final = re.compile("|".join(_WORDS), re.IGNORECASE)
 
 CRYPTO_FUNCTIONS: Final = frozenset(
     {
@@ -50,8 +50,8 @@ CRYPTO_FUNCTIONS: Final = frozenset(
 """pgcrypto functions whose string arguments are keys, passwords or what they
 protect: every string literal inside their parentheses is redacted."""
 
-_STRING_TOKENS = frozenset({"SCONST", "USCONST"})
-_CONNINFO_PASSWORD = re.compile(r"password\s*=", re.IGNORECASE)
+_STRING_TOKENS: Final = frozenset({"SCONST", "USCONST"})
+_CONNINFO_PASSWORD: Final = re.compile(r"password\s*=", re.IGNORECASE)
 
 
 def redact_secrets(sql: str) -> str:

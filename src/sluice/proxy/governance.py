@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import pybase64
 
@@ -104,21 +104,21 @@ class ApprovalNotifier(Protocol):
 log = logging.getLogger(__name__)
 
 # `QueryOrigin.X.value` goes through the enum's descriptor; a dict is faster per statement.
-_ORIGIN_NAMES = {origin: origin.value for origin in QueryOrigin}
+_ORIGIN_NAMES: Final = {origin: origin.value for origin in QueryOrigin}
 
-BIND_PARAMS_BYTES = 64 * 1024
+BIND_PARAMS_BYTES: Final = 64 * 1024
 """Bytes of one Bind's parameter values the log keeps; later values only as sizes."""
-SHOWN_TEXTS_SIZE = 1024
+SHOWN_TEXTS_SIZE: Final = 1024
 """Prepared texts per session whose audited (masked) form is kept."""
-SHOWN_PARSED_CHARS = 1024
+SHOWN_PARSED_CHARS: Final = 1024
 """A Parse's text up to this long has its audited form kept too: extended-protocol
 clients (psycopg, JDBC) parse the same unnamed text for every execution."""
-_PARAMS_TOO_LARGE = f"parameters past {BIND_PARAMS_BYTES} bytes are not recorded"
-_BINARY_UNMASKABLE = "a binary value that is not text cannot be masked"
-FUNCTION_RESULT_TAG = "FUNCTION CALL"
+_PARAMS_TOO_LARGE: Final = f"parameters past {BIND_PARAMS_BYTES} bytes are not recorded"
+_BINARY_UNMASKABLE: Final = "a binary value that is not text cannot be masked"
+FUNCTION_RESULT_TAG: Final = "FUNCTION CALL"
 """The tag a fast-path call's result is recorded with (PostgreSQL sends none)."""
-_FUNCTION_RESULT_COLUMNS = ("result",)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_FUNCTION_RESULT_COLUMNS: Final = ("result",)
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def _binary_text(value: bytes) -> str | None:
@@ -131,10 +131,10 @@ def _binary_text(value: bytes) -> str | None:
 
 
 # The verdict of every statement on a connection without a policy.
-_NO_POLICY = Allow(rule="no-policy")
+_NO_POLICY: Final = Allow(rule="no-policy")
 
 # How often a held statement looks for its decision in the store.
-APPROVAL_POLL_SECONDS = 0.02
+APPROVAL_POLL_SECONDS: Final = 0.02
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,7 +164,7 @@ class GovernanceServices:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
-MAX_SHOWN_EXECUTE_DEPTH = 8
+MAX_SHOWN_EXECUTE_DEPTH: Final = 8
 """How deep an approval request follows EXECUTE of a statement that EXECUTEs."""
 
 

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import pglast
 from mypy_extensions import mypyc_attr
@@ -77,9 +77,9 @@ from sluice.recording.spec import resolve_key_ref
 log = logging.getLogger(__name__)
 
 # How long a catalog snapshot is trusted before it is read again.
-CATALOG_TTL_SECONDS = 60.0
+CATALOG_TTL_SECONDS: Final = 60.0
 
-FORMAT_SETTINGS = frozenset(
+FORMAT_SETTINGS: Final = frozenset(
     {
         "server_version",
         "server_encoding",
@@ -99,23 +99,23 @@ FORMAT_SETTINGS = frozenset(
 """Reported settings whose values are formats, flags and names clients read
 to decode results: they carry no data and go unmasked."""
 
-REDACTED = "[REDACTED]"
+REDACTED: Final = "[REDACTED]"
 # Distinct statement texts whose result lineage a session keeps.
-LINEAGE_CACHE_SIZE = 256
+LINEAGE_CACHE_SIZE: Final = 256
 
 # A batch where at least 3/4 of at least this many rows are pre-check
 # candidates is PII-dense: the result's next DENSE_SKIP_BATCHES batches skip
 # the pre-check (measured here: 34-41k -> 45-60k rows/s with PII in every
 # row), then it runs again in case the data changed.
-DENSE_MIN_ROWS = 32
-DENSE_SKIP_BATCHES = 8
+DENSE_MIN_ROWS: Final = 32
+DENSE_SKIP_BATCHES: Final = 8
 
 # Error and notice fields that can quote data (message, detail, hint, context,
 # internal query); the others name objects or positions.
-_TEXT_FIELDS = frozenset("MDHWq")
+_TEXT_FIELDS: Final = frozenset("MDHWq")
 
-_SIDE_CHANNELS_RE = re.compile("|".join(SIDE_CHANNEL_FUNCTIONS), re.IGNORECASE)
-_PROCEDURAL_MESSAGE = (
+_SIDE_CHANNELS_RE: Final = re.compile("|".join(SIDE_CHANNEL_FUNCTIONS), re.IGNORECASE)
+_PROCEDURAL_MESSAGE: Final = (
     f"{REDACTED} (raised by procedural code, which may put any value in it, under column masking)"
 )
 
@@ -127,12 +127,12 @@ def _raised_by_procedural_code(fields: dict[str, str]) -> bool:
     return fields.get("W", "").startswith("PL/")
 
 
-_QUOTING_CLASSES = frozenset({"22", "23"})
+_QUOTING_CLASSES: Final = frozenset({"22", "23"})
 """SQLSTATE classes whose messages quote the values they failed on: data
 exceptions (`invalid input syntax for type date: "..."`) and integrity
 violations (`Key (salary)=(120000) already exists`)."""
 
-_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_QUOTED: Final = re.compile(r'"(?:[^"]|"")*"')
 
 
 def _redact_quoted_values(fields: dict[str, str]) -> None:
@@ -255,8 +255,8 @@ def parse_catalog(
     )
 
 
-_LENGTH = struct.Struct("!I")
-NULL_VALUE = b"\xff\xff\xff\xff"  # a DataRow value's length -1: SQL NULL
+_LENGTH: Final = struct.Struct("!I")
+NULL_VALUE: Final = b"\xff\xff\xff\xff"  # a DataRow value's length -1: SQL NULL
 
 QueryRunner = Callable[[str], Awaitable[list[list[list[bytes | None]]]]]
 Snapshot = TypeVar("Snapshot")

@@ -21,7 +21,7 @@ import secrets
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sluice.config import Limits
 from sluice.events import QueryOrigin
@@ -41,25 +41,25 @@ from sluice.recording import RecordingError
 
 log = logging.getLogger(__name__)
 
-_LEN = struct.Struct("!I")
+_LEN: Final = struct.Struct("!I")
 
 # The largest server message the gateway buffers whole (a DataRow with a big
 # value, say). PostgreSQL's own ceiling is 1 GiB; beyond this limit the session
 # fails closed rather than hold an unbounded message in memory.
-MAX_SERVER_MESSAGE = 256 * 1024 * 1024
+MAX_SERVER_MESSAGE: Final = 256 * 1024 * 1024
 
 # Client messages that may arrive in the data phase, and what they are.
-_CLIENT_KINDS = frozenset(b"QPBEDCSHXFdcf")
+_CLIENT_KINDS: Final = frozenset(b"QPBEDCSHXFdcf")
 
 # The client's COPY FROM messages: CopyData, CopyDone, CopyFail.
-_COPY_IN_KINDS = frozenset(b"dcf")
+_COPY_IN_KINDS: Final = frozenset(b"dcf")
 
 # Server message kinds the query tracker must see.
-_TRACKED = frozenset(b"123TnCIsVEZ")
+_TRACKED: Final = frozenset(b"123TnCIsVEZ")
 
 # Settings the backend reports (ParameterStatus) that change how it reads text.
-STANDARD_STRINGS = "standard_conforming_strings"
-CLIENT_ENCODING = "client_encoding"
+STANDARD_STRINGS: Final = "standard_conforming_strings"
+CLIENT_ENCODING: Final = "client_encoding"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1050,11 +1050,11 @@ def _bytes_of(buf: bytes | bytearray, start: int, end: int) -> bytes:
 
 # Client messages that need no judging when nothing is judged, masked or recorded.
 # (A Bind is judged: every execution is audited.)
-_UNJUDGED = frozenset(b"EDCSHdcf")
-AMBIGUOUS_STATEMENT_RULE = "ambiguous-statement"
+_UNJUDGED: Final = frozenset(b"EDCSHdcf")
+AMBIGUOUS_STATEMENT_RULE: Final = "ambiguous-statement"
 
-_RUNS_CHANGES: dict[str, bool] = {}
-_RUNS_CHANGES_SIZE = 1024
+_RUNS_CHANGES: Final[dict[str, bool]] = {}
+_RUNS_CHANGES_SIZE: Final = 1024
 
 
 def _runs_changes(sql: str) -> bool:
@@ -1077,7 +1077,7 @@ def _ambiguous_reason(name: str) -> str:
     )
 
 
-_NO_VERDICT = Allow(rule="no-policy")
+_NO_VERDICT: Final = Allow(rule="no-policy")
 
 
 class _NoTracking(QueryTracker):

@@ -57,7 +57,7 @@ TRAILER_HEAD: Final = b',"h":"'
 TRAILER_TAIL: Final = b'"}\n'
 TRAILER_LEN: Final = len(TRAILER_HEAD) + HASH_HEX_LEN + len(TRAILER_TAIL)
 
-_HEX = re.compile(rb"[0-9a-f]{64}")
+_HEX: Final = re.compile(rb"[0-9a-f]{64}")
 SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Session ids become file names: no separators, no leading dot."""
 

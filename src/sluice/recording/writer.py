@@ -69,7 +69,7 @@ FailureHook = Callable[[str, RecordingError], None]
 """Called with (session_id, error) once when a log fails, e.g. to audit it."""
 
 
-_wall_cache: list[Any] = [0, b"", -1, ""]  # millisecond, its text; second, its prefix
+_wall_cache: Final[list[Any]] = [0, b"", -1, ""]  # millisecond, its text; second, its prefix
 
 
 def _now_wall() -> bytes:
@@ -148,7 +148,7 @@ _WIRE_TAIL: Final = b'"'
 """Closes the `wire` member, the last of a rows record."""
 
 
-_VERDICT_MEMBERS: dict[int, tuple[Verdict, bytes]] = {}
+_VERDICT_MEMBERS: Final[dict[int, tuple[Verdict, bytes]]] = {}
 """The JSON members of recently recorded verdicts, by object: the policy
 engine hands out the same verdict object for statements judged alike."""
 _VERDICT_CACHE_SIZE: Final = 1024

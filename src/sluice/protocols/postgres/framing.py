@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Final
 
 from sluice.protocols.postgres.errors import FrameTooLarge, RemoteProtocolError
 
-_LEN = struct.Struct("!I")
-_HEADER = struct.Struct("!cI")
+_LEN: Final = struct.Struct("!I")
+_HEADER: Final = struct.Struct("!cI")
 
 # Smallest legal length field: the length field counts itself.
-MIN_LENGTH = 4
+MIN_LENGTH: Final = 4
 
 
 class FrameBuffer:

@@ -14,66 +14,66 @@ from typing import Final
 from sluice.protocols.postgres.errors import RemoteProtocolError
 from sluice.protocols.postgres.framing import frame, untyped_frame
 
-PROTOCOL_3_0 = 196608
-SSL_REQUEST_CODE = 80877103
-GSSENC_REQUEST_CODE = 80877104
-CANCEL_REQUEST_CODE = 80877102
+PROTOCOL_3_0: Final = 196608
+SSL_REQUEST_CODE: Final = 80877103
+GSSENC_REQUEST_CODE: Final = 80877104
+CANCEL_REQUEST_CODE: Final = 80877102
 
 # Frontend message types.
-QUERY = ord("Q")
-PARSE = ord("P")
-BIND = ord("B")
-EXECUTE = ord("E")
-DESCRIBE = ord("D")
-CLOSE = ord("C")
-SYNC = ord("S")
-FLUSH = ord("H")
-TERMINATE = ord("X")
-FUNCTION_CALL = ord("F")
-PASSWORD = ord("p")
-COPY_DATA = ord("d")
-COPY_DONE = ord("c")
-COPY_FAIL = ord("f")
+QUERY: Final = ord("Q")
+PARSE: Final = ord("P")
+BIND: Final = ord("B")
+EXECUTE: Final = ord("E")
+DESCRIBE: Final = ord("D")
+CLOSE: Final = ord("C")
+SYNC: Final = ord("S")
+FLUSH: Final = ord("H")
+TERMINATE: Final = ord("X")
+FUNCTION_CALL: Final = ord("F")
+PASSWORD: Final = ord("p")
+COPY_DATA: Final = ord("d")
+COPY_DONE: Final = ord("c")
+COPY_FAIL: Final = ord("f")
 
 # Backend message types.
-AUTHENTICATION = ord("R")
-PARAMETER_STATUS = ord("S")
-BACKEND_KEY_DATA = ord("K")
-READY_FOR_QUERY = ord("Z")
-ROW_DESCRIPTION = ord("T")
-DATA_ROW = ord("D")
-COMMAND_COMPLETE = ord("C")
-EMPTY_QUERY = ord("I")
-ERROR_RESPONSE = ord("E")
-NOTICE_RESPONSE = ord("N")
-NOTIFICATION_RESPONSE = ord("A")
-PARSE_COMPLETE = ord("1")
-BIND_COMPLETE = ord("2")
-CLOSE_COMPLETE = ord("3")
-NO_DATA = ord("n")
-PARAMETER_DESCRIPTION = ord("t")
-PORTAL_SUSPENDED = ord("s")
-COPY_IN_RESPONSE = ord("G")
-COPY_OUT_RESPONSE = ord("H")
-COPY_BOTH_RESPONSE = ord("W")
-FUNCTION_CALL_RESPONSE = ord("V")
-NEGOTIATE_PROTOCOL_VERSION = ord("v")
+AUTHENTICATION: Final = ord("R")
+PARAMETER_STATUS: Final = ord("S")
+BACKEND_KEY_DATA: Final = ord("K")
+READY_FOR_QUERY: Final = ord("Z")
+ROW_DESCRIPTION: Final = ord("T")
+DATA_ROW: Final = ord("D")
+COMMAND_COMPLETE: Final = ord("C")
+EMPTY_QUERY: Final = ord("I")
+ERROR_RESPONSE: Final = ord("E")
+NOTICE_RESPONSE: Final = ord("N")
+NOTIFICATION_RESPONSE: Final = ord("A")
+PARSE_COMPLETE: Final = ord("1")
+BIND_COMPLETE: Final = ord("2")
+CLOSE_COMPLETE: Final = ord("3")
+NO_DATA: Final = ord("n")
+PARAMETER_DESCRIPTION: Final = ord("t")
+PORTAL_SUSPENDED: Final = ord("s")
+COPY_IN_RESPONSE: Final = ord("G")
+COPY_OUT_RESPONSE: Final = ord("H")
+COPY_BOTH_RESPONSE: Final = ord("W")
+FUNCTION_CALL_RESPONSE: Final = ord("V")
+NEGOTIATE_PROTOCOL_VERSION: Final = ord("v")
 
 # Authentication request codes.
-AUTH_OK = 0
-AUTH_CLEARTEXT = 3
-AUTH_MD5 = 5
-AUTH_SASL = 10
-AUTH_SASL_CONTINUE = 11
-AUTH_SASL_FINAL = 12
+AUTH_OK: Final = 0
+AUTH_CLEARTEXT: Final = 3
+AUTH_MD5: Final = 5
+AUTH_SASL: Final = 10
+AUTH_SASL_CONTINUE: Final = 11
+AUTH_SASL_FINAL: Final = 12
 
-_I32 = struct.Struct("!i")
-_U32 = struct.Struct("!I")
-_I16 = struct.Struct("!h")
+_I32: Final = struct.Struct("!i")
+_U32: Final = struct.Struct("!I")
+_I16: Final = struct.Struct("!h")
 # Parse and Bind counts are read by the server as unsigned 16-bit (libpq
 # allows up to 65535 parameters), so the gateway must read them the same way.
-_U16 = struct.Struct("!H")
-_KEY = struct.Struct("!iii")
+_U16: Final = struct.Struct("!H")
+_KEY: Final = struct.Struct("!iii")
 
 
 # Startup-phase packets (client to server, untyped).
@@ -438,7 +438,7 @@ def encode_sasl_response(data: bytes) -> bytes:
     return frame(b"p", data)
 
 
-TERMINATE_MESSAGE = frame(b"X")
+TERMINATE_MESSAGE: Final = frame(b"X")
 
 
 # Backend messages.

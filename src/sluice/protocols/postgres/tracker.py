@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import Protocol
+from typing import Final, Protocol
 
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import TooManyPendingRequests
@@ -29,10 +29,10 @@ MAX_PENDING_REQUESTS = 100_000
 # Decoded RowDescriptions by their bytes: a session (and every session running
 # the same queries) sees the same few descriptions over and over. The lists
 # are shared and never modified.
-ROW_DESCRIPTION_CACHE_SIZE = 2048
-FORMATS_CACHE_SIZE = 64
-MAX_CACHED_ROW_DESCRIPTION_BYTES = 4096
-_row_descriptions: dict[bytes, list[FieldDescription]] = {}
+ROW_DESCRIPTION_CACHE_SIZE: Final = 2048
+FORMATS_CACHE_SIZE: Final = 64
+MAX_CACHED_ROW_DESCRIPTION_BYTES: Final = 4096
+_row_descriptions: Final[dict[bytes, list[FieldDescription]]] = {}
 
 
 def row_description(body: bytes) -> list[FieldDescription]:
@@ -92,7 +92,7 @@ class StatementChange(Protocol):
     def settle(self, applied: bool) -> None: ...
 
 
-_NO_CHANGES: tuple[StatementChange, ...] = ()
+_NO_CHANGES: Final[tuple[StatementChange, ...]] = ()
 
 
 class _Request:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -32,7 +31,7 @@ from sluice.policy.sql import CLIENT_ONLY_ENCODINGS, MAX_CACHED_SQL_CHARS, reads
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
-from sluice.protocols.postgres.framing import MIN_LENGTH, frame, frame_end
+from sluice.protocols.postgres.framing import MIN_LENGTH, frame, frame_end, header_length
 from sluice.protocols.postgres.rows import copydata_run, datarow_run, walk_frames
 from sluice.protocols.postgres.tracker import QueryTracker, StatementChange
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
@@ -41,7 +40,6 @@ from sluice.recording import RecordingError
 
 log = logging.getLogger(__name__)
 
-_LEN: Final = struct.Struct("!I")
 
 # The largest server message the gateway buffers whole (a DataRow with a big
 # value, say). PostgreSQL's own ceiling is 1 GiB; beyond this limit the session
@@ -243,7 +241,7 @@ class PgSession:
         try:
             while size - pos >= 5:
                 kind = buf[pos]
-                length: int = _LEN.unpack_from(buf, pos + 1)[0]
+                length = header_length(buf, pos)
                 if length < MIN_LENGTH:
                     raise RemoteProtocolError(f"invalid message length {length} for type {kind!r}")
                 if length > limit:
@@ -831,7 +829,7 @@ class PgSession:
                 return taken
         # Raises on an invalid length, or one over the limit (fail closed).
         frame_end(pending, 0, len(pending), MAX_SERVER_MESSAGE)
-        length: int = _LEN.unpack_from(pending, 1)[0]
+        length = header_length(pending, 0)
         missing = 1 + length - len(pending)
         if missing > 0:
             more = min(missing, len(data) - taken)

@@ -129,6 +129,15 @@ def scan_headers(
         pos = end
 
 
+def header_length(buf: bytes | bytearray | memoryview, pos: int) -> int:
+    """The length field of the typed frame at `pos` (its 4 bytes must be there).
+
+    Read by indexing: compiled, cheaper than a Struct's unpack_from, which
+    makes a tuple; frames are walked several to a statement.
+    """
+    return buf[pos + 1] << 24 | buf[pos + 2] << 16 | buf[pos + 3] << 8 | buf[pos + 4]
+
+
 def frame_end(
     buf: bytes | bytearray | memoryview, pos: int, size: int, max_message: int | None = None
 ) -> int:
@@ -137,7 +146,7 @@ def frame_end(
     With `max_message`, an incomplete frame declaring more than that raises
     FrameTooLarge instead of waiting for bytes the caller will never buffer.
     """
-    length: int = _LEN.unpack_from(buf, pos + 1)[0]
+    length = header_length(buf, pos)
     if length < MIN_LENGTH:
         raise RemoteProtocolError(f"invalid message length {length}")
     end = pos + 1 + length

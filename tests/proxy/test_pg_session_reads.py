@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,41 @@ def test_a_read_ending_inside_a_frame_is_forwarded_without_a_copy(
             assert isinstance(first, memoryview)
             assert first.obj is read
         assert _concat(written) == _through_whole(tmp_path, governed)
+
+
+class Sends(Collect):
+    """Counts the calls that each become a send (and, over TLS, a record) of their own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.sends += 1
+        super().write(data)
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.sends += 1
+        for data in list_of_data:
+            super().write(data)
+
+
+@pytest.mark.parametrize("governed", [False, True], ids=["light", "governed"])
+def test_a_read_completing_a_split_frame_goes_on_in_one_send(
+    tmp_path: Path, governed: bool
+) -> None:
+    """The frame completed from the head of a read leaves with the rest of
+    that read: on large results nearly every read starts inside a row."""
+    inside_a_row = RESPONSE.index(b"nothing to see") + 3
+    with _session(tmp_path, governed=governed) as (session, _client):
+        client = Sends()
+        session.client = client
+        session.client_data(QUERY)
+        session.backend_data(RESPONSE[:inside_a_row])
+        session.backend_data(RESPONSE[inside_a_row:])
+        assert client.sends == 2
+        assert bytes(client.data) == _through_whole(tmp_path, governed)
+        assert session.bytes_to_client == len(client.data)
 
 
 def _concat(written: list[object]) -> bytes:

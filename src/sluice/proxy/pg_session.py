@@ -771,10 +771,16 @@ class PgSession:
         """
         if self._closed:
             return
+        head: bytes | memoryview = b""
         try:
-            start = self._complete_split_frame(data) if self._sbuf else 0
-            if self._sbuf or self._closed:
-                return  # still not a whole frame (wait for more), or the session ended
+            start = 0
+            if self._sbuf:
+                start, head = self._complete_split_frame(data)
+                if self._sbuf:
+                    return  # still not a whole frame: wait for more
+                if self._closed:
+                    self._send_client(head)
+                    return
             size = len(data)
             if start < size:
                 out, consumed = self._process(data, start)
@@ -805,20 +811,30 @@ class PgSession:
                 reason="gateway_error",
             )
             return
-        if out:
-            self.bytes_to_client += len(out)
-            self.client.write(out)
+        if head and out:
+            # One send for both: the completed frame is not a write (a TLS
+            # record and a system call) of its own.
+            self.bytes_to_client += len(head) + len(out)
+            self.client.writelines((head, out))
+        else:
+            self._send_client(head or out)
+
+    def _send_client(self, data: bytes | memoryview) -> None:
+        if data:
+            self.bytes_to_client += len(data)
+            self.client.write(data)
 
     def _process(self, buf: bytes | bytearray, start: int) -> tuple[bytes | memoryview, int]:
         if self._light:
             return self._process_backend_light(buf, start)
         return self._process_backend(buf, start)
 
-    def _complete_split_frame(self, data: bytes) -> int:
+    def _complete_split_frame(self, data: bytes) -> tuple[int, bytes | memoryview]:
         """Complete the frame buffered in `_sbuf` from the head of `data`.
 
-        Returns how many bytes of `data` it took. Once the frame is whole it is
-        processed and sent on its own, and `_sbuf` is empty again.
+        Returns how many bytes of `data` it took and what of the frame goes to
+        the client (nothing until it is whole). Once the frame is whole it is
+        processed, and `_sbuf` is empty again.
         """
         pending = self._sbuf
         taken = 0
@@ -826,7 +842,7 @@ class PgSession:
             taken = min(5 - len(pending), len(data))
             pending += data[:taken]
             if len(pending) < 5:
-                return taken
+                return taken, b""
         # Raises on an invalid length, or one over the limit (fail closed).
         frame_end(pending, 0, len(pending), MAX_SERVER_MESSAGE)
         length = header_length(pending, 0)
@@ -836,13 +852,10 @@ class PgSession:
             pending += memoryview(data)[taken : taken + more]
             taken += more
             if more < missing:
-                return taken
+                return taken, b""
         out, consumed = self._process(pending, 0)
         del pending[:consumed]  # all of it: it held one whole frame
-        if out:
-            self.bytes_to_client += len(out)
-            self.client.write(out)
-        return taken
+        return taken, out
 
     def _process_backend(
         self, buf: bytes | bytearray, start: int

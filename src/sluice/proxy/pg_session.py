@@ -31,7 +31,13 @@ from sluice.policy.sql import CLIENT_ONLY_ENCODINGS, MAX_CACHED_SQL_CHARS, reads
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.errors import FrameTooLarge, PgProtocolError, RemoteProtocolError
-from sluice.protocols.postgres.framing import MIN_LENGTH, frame, frame_end, header_length
+from sluice.protocols.postgres.framing import (
+    MIN_LENGTH,
+    frame,
+    frame_end,
+    frame_kind,
+    header_length,
+)
 from sluice.protocols.postgres.rows import copydata_run, datarow_run, walk_frames
 from sluice.protocols.postgres.tracker import QueryTracker, StatementChange
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
@@ -240,7 +246,7 @@ class PgSession:
         limit = self.limits.max_client_message
         try:
             while size - pos >= 5:
-                kind = buf[pos]
+                kind = frame_kind(buf, pos)
                 length = header_length(buf, pos)
                 if length < MIN_LENGTH:
                     raise RemoteProtocolError(f"invalid message length {length} for type {kind!r}")
@@ -874,7 +880,7 @@ class PgSession:
         governance = self.governance
         rows_wanted = governance.wants_rows
         while size - pos >= 5:
-            kind = buf[pos]
+            kind = frame_kind(buf, pos)
             end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)
             if end < 0:
                 break

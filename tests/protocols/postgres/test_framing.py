@@ -12,6 +12,8 @@ from sluice.protocols.postgres.errors import FrameTooLarge, RemoteProtocolError
 from sluice.protocols.postgres.framing import (
     FrameBuffer,
     frame,
+    frame_kind,
+    header_length,
     scan_headers,
     split_startup,
     untyped_frame,
@@ -237,3 +239,16 @@ def test_scan_headers_reports_offsets() -> None:
     partial = list(scan_headers(STREAM[:-1]))
     assert len(partial) == len(EXPECTED) - 1
     assert partial[-1][2] == len(STREAM) - 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=5, max_size=600), at=st.integers(min_value=0))
+def test_header_reads_agree_with_struct_for_every_buffer_type(data: bytes, at: int) -> None:
+    """The compiled reads take `bytes` apart from the other buffer types;
+    all of them give what `struct` gives, at any offset (past 256 too)."""
+    pos = at % (len(data) - 4)
+    expected_kind = data[pos]
+    (expected_length,) = struct.unpack_from("!I", data, pos + 1)
+    for buf in (data, bytearray(data), memoryview(data)):
+        assert frame_kind(buf, pos) == expected_kind
+        assert header_length(buf, pos) == expected_length

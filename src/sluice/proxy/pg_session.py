@@ -782,11 +782,8 @@ class PgSession:
             start = 0
             if self._sbuf:
                 start, head = self._complete_split_frame(data)
-                if self._sbuf:
-                    return  # still not a whole frame: wait for more
-                if self._closed:
-                    self._send_client(head)
-                    return
+                if self._sbuf or self._closed:
+                    return  # still not a whole frame (wait for more), or the session ended
             size = len(data)
             if start < size:
                 out, consumed = self._process(data, start)

@@ -134,6 +134,27 @@ def disk_full_for(suffix: str) -> Iterator[None]:
         os.write = real_write
 
 
+@contextmanager
+def fsync_of(suffix: str, replacement: Callable[[int], None]) -> Iterator[list[int]]:
+    """os.fsync calls `replacement` for files whose path ends with `suffix`
+    (and yields the list of their descriptors, as they come); others go through."""
+    real_fsync = os.fsync
+    seen: list[int] = []
+
+    def fsync(fd: Any) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix):
+            seen.append(fd)
+            replacement(fd)
+        else:
+            real_fsync(fd)
+
+    os.fsync = fsync
+    try:
+        yield seen
+    finally:
+        os.fsync = real_fsync
+
+
 def latest_session(gateway: GatewayThread, user: str = "agent") -> str:
     """The id of `user`'s latest session, once it has ended (its log sealed)."""
     assert gateway.gateway is not None

@@ -11,6 +11,7 @@ import pytest
 
 from sluice.protocols.postgres.messages import encode_data_row
 from sluice.recording import verify
+from sluice.recording.finisher import FINISHER
 from sluice.recording.pagecache import (
     RELEASE_CHUNK_BYTES,
     RELEASER,
@@ -66,6 +67,7 @@ def test_a_large_log_is_dropped_from_the_cache_as_it_grows_and_once_sealed(
     assert _resident(path) < 0.25 * written
     rec.complete("SELECT 1")
     rec.end(reason="client_terminated")
+    assert FINISHER.drain()  # fsynced, then handed to the releaser
     assert RELEASER.drain()
     assert _resident(path) < 0.05 * os.path.getsize(path)
     assert verify(path).ok  # read back from disk, whole and in order
@@ -86,7 +88,7 @@ def test_a_small_log_needs_no_thread(tmp_path: Path) -> None:
     releaser = PageCacheReleaser()
     log = _track(releaser, tmp_path / "f")
     log.wrote(RELEASE_CHUNK_BYTES - 1)
-    assert releaser._thread is None
+    assert releaser.thread is None
     log.close()  # closing hands the handle to the thread
     assert releaser.drain()
 
@@ -101,5 +103,5 @@ def test_the_thread_outlives_a_failing_job(tmp_path: Path) -> None:
     log.wrote(2 * RELEASE_CHUNK_BYTES)
     log.close()
     assert releaser.drain()
-    assert releaser._thread is not None
-    assert releaser._thread.is_alive()
+    assert releaser.thread is not None
+    assert releaser.thread.is_alive()

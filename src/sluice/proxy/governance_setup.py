@@ -69,11 +69,13 @@ def recording_spec(config: Config) -> RecordingSpec:
 
 
 def recording_store(config: Config, audit: AuditLog | None = None) -> RecordingStore:
-    def on_failure(path: Any, exc: Exception) -> None:
+    def on_failure(session_id: str, exc: Exception) -> None:
         if audit is not None:
-            audit.emit(RecordingFailed(path=str(path), error=str(exc)))
+            path = store.path_for(session_id)
+            audit.emit(RecordingFailed(session_id=session_id, path=str(path), error=str(exc)))
 
-    return RecordingStore(recording_spec(config), base_dir=config.data_dir, on_failure=on_failure)
+    store = RecordingStore(recording_spec(config), base_dir=config.data_dir, on_failure=on_failure)
+    return store
 
 
 def build_services(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import ipaddress
 import logging
 import re
@@ -482,20 +481,15 @@ class PostgresListener:
             self.sessions.discard(session)
             gateway.cancels.unregister(key)
             reason = session.end_reason or "unknown"
-            close = functools.partial(
-                governance.close,
-                reason=reason,
-                detail=session.end_detail,
-                bytes_in=session.bytes_from_client,
-                bytes_out=session.bytes_to_client,
-                statements=session.statements,
-            )
             try:
-                if governance.recorder is not None:
-                    # Sealing the recording fsyncs it: keep that off the event loop.
-                    await asyncio.to_thread(close)
-                else:
-                    close()
+                # Seals the recording; its fsync runs on the finisher's thread.
+                governance.close(
+                    reason=reason,
+                    detail=session.end_detail,
+                    bytes_in=session.bytes_from_client,
+                    bytes_out=session.bytes_to_client,
+                    statements=session.statements,
+                )
             except Exception:
                 log.exception("closing session governance failed")
             await end.record(

@@ -15,6 +15,7 @@ from sluice.credentials.vault import Vault
 from sluice.proxy.gateway import Gateway
 from sluice.proxy.governance import Governor
 from sluice.proxy.pg_listener import PostgresListener
+from sluice.recording.finisher import FINISHER
 from sluice.store.db import Store
 from sluice.tls import gateway_cert, server_context
 
@@ -88,6 +89,9 @@ async def serve(
         server.close()
         await listener.close()
         await server.wait_closed()
+        # Session logs sealed on the way out are fsynced before audit closes:
+        # a failed fsync is audited.
+        await asyncio.to_thread(FINISHER.drain)
         services = gateway.governor.services
         if services is not None:
             await services.audit.aclose()

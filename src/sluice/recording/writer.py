@@ -26,6 +26,7 @@ import pybase64
 from sluice.events import SessionContext
 from sluice.policy.verdict import Allow, Block, RequireApproval, Verdict
 from sluice.recording.errors import RecordingError
+from sluice.recording.finisher import FINISHER
 from sluice.recording.format import (
     FORMAT_VERSION,
     MAX_RECORD_BYTES,
@@ -651,7 +652,9 @@ class Recorder:
             self._write_out()
 
     def end(self, *, reason: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        """Write the end and seal records, fsync and close. Idempotent."""
+        """Write the end and seal records, then close: with `fsync_on_end`, the
+        finisher's thread fsyncs and closes the log (`FINISHER.drain()` waits
+        for it). Idempotent."""
         if self._ended:
             return
         if self._failed is not None:  # already reported (raised or logged)
@@ -680,15 +683,29 @@ class Recorder:
         self._fd = None
         if fd is None:
             return
-        try:
-            if self._fsync_on_end:
-                os.fsync(fd)
-        except OSError as exc:
-            self._fd = fd
-            self._fail(exc)
+        if self._fsync_on_end:  # off the event loop: an fsync may take long
+            FINISHER.submit(fd, self._finished)
         else:
             os.close(fd)
             self._release_done()
+
+    def _finished(self, error: OSError | None) -> None:
+        """The finisher's report, from its thread: the sealed log is closed,
+        fsynced unless `error`, which is reported like any failure of the log."""
+        self._release_done()
+        if error is None:
+            return
+        err = RecordingError(
+            f"cannot fsync session log {self.path}: {error.strerror or error}",
+            hint="check the recording directory's disk",
+        )
+        self._failed = err
+        if self._on_failure is not None:
+            try:
+                self._on_failure(self.session_id, err)
+            except Exception:
+                log.exception("recording failure hook raised")
+        log.error("session %s: %s", self.session_id, err.message)
 
     def __enter__(self) -> Recorder:
         return self

@@ -1,0 +1,125 @@
+"""Sealed session logs are fsynced and closed off the event loop (sluice.recording.finisher)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from sluice.recording import RecordingError, verify
+from sluice.recording.finisher import FINISHER, LogFinisher
+from tests.helpers import fsync_of
+
+from .recording_helpers import context, store
+
+
+def _is_open(fd: int, path: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    except FileNotFoundError:
+        return False
+
+
+def test_end_returns_while_the_fsync_is_still_running(tmp_path: Path) -> None:
+    st = store(tmp_path)
+    rec = st.open(context())
+    path = st.path_for("sess-1")
+    rec.statement("SELECT 1", origin="query")
+    in_fsync, release = threading.Event(), threading.Event()
+
+    def slow(fd: int) -> None:
+        in_fsync.set()
+        assert release.wait(10)
+
+    with fsync_of(path.name, slow) as synced:
+        try:
+            rec.end(reason="client_terminated")  # does not wait for the fsync
+            assert rec.ended
+            assert in_fsync.wait(10)
+            assert verify(path).ok  # every record was written before end() returned
+            assert _is_open(synced[0], path)  # still syncing: not closed yet
+        finally:
+            release.set()
+        assert FINISHER.drain()
+    assert len(synced) == 1
+    assert not _is_open(synced[0], path)
+    assert rec.failed is None
+
+
+def test_a_failed_fsync_is_reported_through_the_failure_hook(tmp_path: Path) -> None:
+    reported: list[tuple[str, RecordingError]] = []
+    st = store(tmp_path)
+    st._on_failure = lambda session_id, err: reported.append((session_id, err))
+    rec = st.open(context())
+    path = st.path_for("sess-1")
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with fsync_of(path.name, failing) as synced:
+        rec.end(reason="client_terminated")
+        assert FINISHER.drain()
+    assert len(synced) == 1
+    assert not _is_open(synced[0], path)
+    assert [sid for sid, _ in reported] == ["sess-1"]
+    assert "cannot fsync session log" in reported[0][1].message
+    assert "Input/output error" in reported[0][1].message
+    assert rec.failed is reported[0][1]
+
+
+def test_without_fsync_on_end_the_log_is_closed_at_once(tmp_path: Path) -> None:
+    st = store(tmp_path, fsync_on_end=False)
+    rec = st.open(context())
+    path = st.path_for("sess-1")
+    fd = rec._fd
+    assert fd is not None
+
+    def unexpected(fd: int) -> None:
+        raise AssertionError("no fsync was asked for")
+
+    with fsync_of(path.name, unexpected) as synced:
+        rec.end(reason="client_terminated")
+        assert not _is_open(fd, path)
+        assert FINISHER.drain()
+    assert synced == []
+    assert verify(path).ok
+
+
+def test_the_thread_outlives_a_failing_callback(tmp_path: Path) -> None:
+    finisher = LogFinisher()
+    finished: list[OSError | None] = []
+
+    def broken(error: OSError | None) -> None:
+        raise RuntimeError("a bug in a callback")
+
+    first = os.open(tmp_path / "a", os.O_WRONLY | os.O_CREAT, 0o600)
+    second = os.open(tmp_path / "b", os.O_WRONLY | os.O_CREAT, 0o600)
+    finisher.submit(first, broken)
+    finisher.submit(second, finished.append)
+    assert finisher.drain()
+    assert finished == [None]
+    assert not _is_open(first, tmp_path / "a")
+    assert not _is_open(second, tmp_path / "b")
+
+
+def test_drain_without_a_log_needs_no_thread() -> None:
+    finisher = LogFinisher()
+    assert finisher.drain()
+    assert finisher.thread is None
+
+
+def test_logs_are_finished_in_the_order_they_were_sealed(tmp_path: Path) -> None:
+    finisher = LogFinisher()
+    order: list[int] = []
+    count = 50
+
+    def finished(index: int) -> Callable[[OSError | None], None]:
+        return lambda error: order.append(index)
+
+    for index in range(count):
+        fd = os.open(tmp_path / f"log-{index}", os.O_WRONLY | os.O_CREAT, 0o600)
+        finisher.submit(fd, finished(index))
+    assert finisher.drain()
+    assert order == list(range(count))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from sluice.recording import RecordingError, verify
 from sluice.recording.finisher import FINISHER, LogFinisher
@@ -87,7 +90,9 @@ def test_without_fsync_on_end_the_log_is_closed_at_once(tmp_path: Path) -> None:
     assert verify(path).ok
 
 
-def test_the_thread_outlives_a_failing_callback(tmp_path: Path) -> None:
+def test_a_failing_callback_does_not_stop_the_other_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     finisher = LogFinisher()
     finished: list[OSError | None] = []
 
@@ -102,24 +107,42 @@ def test_the_thread_outlives_a_failing_callback(tmp_path: Path) -> None:
     assert finished == [None]
     assert not _is_open(first, tmp_path / "a")
     assert not _is_open(second, tmp_path / "b")
+    assert "finishing a session log failed" in caplog.text
 
 
 def test_drain_without_a_log_needs_no_thread() -> None:
     finisher = LogFinisher()
     assert finisher.drain()
-    assert finisher.thread is None
+    assert not finisher.started
 
 
-def test_logs_are_finished_in_the_order_they_were_sealed(tmp_path: Path) -> None:
+def test_one_slow_fsync_does_not_hold_up_the_next_logs(tmp_path: Path) -> None:
     finisher = LogFinisher()
-    order: list[int] = []
-    count = 50
+    slow_path = tmp_path / "slow"
+    in_fsync, release = threading.Event(), threading.Event()
 
-    def finished(index: int) -> Callable[[OSError | None], None]:
-        return lambda error: order.append(index)
+    def slow(fd: int) -> None:
+        in_fsync.set()
+        release.wait(10)
 
-    for index in range(count):
-        fd = os.open(tmp_path / f"log-{index}", os.O_WRONLY | os.O_CREAT, 0o600)
-        finisher.submit(fd, finished(index))
-    assert finisher.drain()
-    assert order == list(range(count))
+    finished: list[int] = []
+
+    def on_finished(index: int) -> Callable[[OSError | None], None]:
+        return lambda error: finished.append(index)
+
+    with fsync_of(slow_path.name, slow):
+        try:
+            finisher.submit(os.open(slow_path, os.O_WRONLY | os.O_CREAT, 0o600), on_finished(-1))
+            assert in_fsync.wait(10)
+            for index in range(20):
+                fd = os.open(tmp_path / f"log-{index}", os.O_WRONLY | os.O_CREAT, 0o600)
+                finisher.submit(fd, on_finished(index))
+            deadline = time.monotonic() + 10
+            while len(finished) < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert sorted(finished) == list(range(20))  # all done while one still waits
+            assert not finisher.drain(timeout=0.05)
+        finally:
+            release.set()
+        assert finisher.drain()
+    assert sorted(finished) == [-1, *range(20)]

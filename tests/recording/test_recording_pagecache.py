@@ -88,7 +88,7 @@ def test_a_small_log_needs_no_thread(tmp_path: Path) -> None:
     releaser = PageCacheReleaser()
     log = _track(releaser, tmp_path / "f")
     log.wrote(RELEASE_CHUNK_BYTES - 1)
-    assert releaser.thread is None
+    assert releaser._thread is None
     log.close()  # closing hands the handle to the thread
     assert releaser.drain()
 
@@ -103,5 +103,5 @@ def test_the_thread_outlives_a_failing_job(tmp_path: Path) -> None:
     log.wrote(2 * RELEASE_CHUNK_BYTES)
     log.close()
     assert releaser.drain()
-    assert releaser.thread is not None
-    assert releaser.thread.is_alive()
+    assert releaser._thread is not None
+    assert releaser._thread.is_alive()

@@ -482,7 +482,7 @@ class PostgresListener:
             gateway.cancels.unregister(key)
             reason = session.end_reason or "unknown"
             try:
-                # Seals the recording; its fsync runs on the finisher's thread.
+                # Seals the recording; its fsync runs on a finisher thread.
                 governance.close(
                     reason=reason,
                     detail=session.end_detail,

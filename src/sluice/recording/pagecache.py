@@ -22,11 +22,10 @@ import contextlib
 import ctypes
 import logging
 import os
+import queue
 import threading
 from collections.abc import Callable
 from typing import Final
-
-from sluice.recording.jobs import JobThread
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +81,17 @@ class PageCacheReleaser:
     """One daemon thread per process, started on first use."""
 
     def __init__(self) -> None:
-        self._jobs: JobThread[tuple[int, int, int, bool]] = JobThread(
-            "sluice-log-release", self._release_quietly
+        self._jobs: queue.SimpleQueue[tuple[int, int, int, bool] | threading.Event] = (
+            queue.SimpleQueue()
         )
-
-    @property
-    def thread(self) -> threading.Thread | None:
-        return self._jobs.thread
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def after_fork(self) -> None:
         """A forked child has no thread and none of the parent's jobs."""
-        self._jobs.after_fork()
+        self._jobs = queue.SimpleQueue()
+        self._thread = None
+        self._lock = threading.Lock()
 
     def track(self, fd: int) -> ReleasedLog | None:
         """Bookkeeping for a log just created on `fd`, or None where not supported."""
@@ -105,17 +104,37 @@ class PageCacheReleaser:
             return None
 
     def submit(self, fd: int, start: int, end: int, last: bool) -> None:
-        self._jobs.submit((fd, start, end, last))
+        self._start()
+        self._jobs.put((fd, start, end, last))
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until every job submitted so far is done; False on a timeout."""
-        return self._jobs.drain(timeout)
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._jobs.put(done)
+        return done.wait(timeout)
 
-    def _release_quietly(self, job: tuple[int, int, int, bool]) -> None:
-        try:
-            self._release(*job)
-        except Exception:  # advice only: a failure is no news
-            log.debug("page-cache release failed", exc_info=True)
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    thread = threading.Thread(
+                        target=self._run, name="sluice-log-release", daemon=True
+                    )
+                    thread.start()
+                    self._thread = thread
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if isinstance(job, threading.Event):
+                job.set()
+                continue
+            try:
+                self._release(*job)
+            except Exception:  # advice only: never let the thread die
+                log.debug("page-cache release failed", exc_info=True)
 
     def _release(self, fd: int, start: int, end: int, last: bool) -> None:
         assert _sync_file_range is not None

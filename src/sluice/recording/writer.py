@@ -653,7 +653,7 @@ class Recorder:
 
     def end(self, *, reason: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
         """Write the end and seal records, then close: with `fsync_on_end`, the
-        finisher's thread fsyncs and closes the log (`FINISHER.drain()` waits
+        a finisher thread fsyncs and closes the log (`FINISHER.drain()` waits
         for it). Idempotent."""
         if self._ended:
             return

@@ -652,7 +652,7 @@ class Recorder:
             self._write_out()
 
     def end(self, *, reason: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        """Write the end and seal records, then close: with `fsync_on_end`, the
+        """Write the end and seal records, then close: with `fsync_on_end`,
         a finisher thread fsyncs and closes the log (`FINISHER.drain()` waits
         for it). Idempotent."""
         if self._ended:

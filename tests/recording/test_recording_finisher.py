@@ -146,3 +146,16 @@ def test_one_slow_fsync_does_not_hold_up_the_next_logs(tmp_path: Path) -> None:
             release.set()
         assert finisher.drain()
     assert sorted(finished) == [-1, *range(20)]
+
+
+def test_a_log_sealed_while_the_threads_stop_is_finished_at_once(tmp_path: Path) -> None:
+    finisher = LogFinisher()
+    finisher.submit(os.open(tmp_path / "first", os.O_WRONLY | os.O_CREAT, 0o600), print)
+    assert finisher.drain()
+    assert finisher._pool is not None
+    finisher._pool.shutdown()  # as at interpreter exit: no new work is taken
+    finished: list[OSError | None] = []
+    last = os.open(tmp_path / "last", os.O_WRONLY | os.O_CREAT, 0o600)
+    finisher.submit(last, finished.append)
+    assert finished == [None]  # fsynced and closed before submit returned
+    assert not _is_open(last, tmp_path / "last")

@@ -60,9 +60,17 @@ class LogFinisher:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
                     self._threads, thread_name_prefix="sluice-log-finish"
                 )
-            future = self._pool.submit(_finish, fd, finished)
-            self._pending.add(future)
-        future.add_done_callback(self._done)
+            future: concurrent.futures.Future[None] | None
+            try:
+                future = self._pool.submit(_finish, fd, finished)
+            except RuntimeError:  # the interpreter is exiting: no new work for threads
+                future = None
+            else:
+                self._pending.add(future)
+        if future is None:
+            _finish(fd, finished)
+        else:
+            future.add_done_callback(self._done)
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until every log handed over so far is finished; False on a timeout."""

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from sluice.recording import (
     RecordKind,
     replay,
     verify,
+    writer,
 )
 from sluice.recording.format import MAX_RECORD_BYTES
 from sluice.recording.records import (
@@ -428,3 +431,24 @@ def test_large_rows_records_written_in_pieces_verify_with_the_key(tmp_path: Path
     assert os.path.getsize(path) > 16 * 64 * 1024  # far past the write buffer
     decoded = [row for r in replay(path) if isinstance(r, RowsRecord) for row in r.rows]
     assert decoded == [(f"{i:06d}", "z" * 300) for i in range(3000)]
+
+
+def test_a_records_wall_clock_text_is_its_millisecond_in_iso_8601(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cached text follows the clock: a new millisecond, a new second, back again."""
+    stamps = [
+        1_733_529_600_000_000_000,
+        1_733_529_600_000_999_999,  # the same millisecond
+        1_733_529_600_999_000_000,
+        1_733_529_601_007_000_001,  # the next second
+        1_733_529_600_042_000_000,  # back (the clock was stepped)
+        0,
+    ]
+    for nanos in stamps:
+        monkeypatch.setattr(time, "time_ns", lambda nanos=nanos: nanos)
+        seconds, rest = divmod(nanos, 1_000_000_000)
+        expected = dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(
+            milliseconds=rest // 1_000_000
+        )
+        assert writer._now_wall() == expected.isoformat(timespec="milliseconds").encode()

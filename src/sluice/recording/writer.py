@@ -70,7 +70,11 @@ FailureHook = Callable[[str, RecordingError], None]
 """Called with (session_id, error) once when a log fails, e.g. to audit it."""
 
 
-_wall_cache: Final[list[Any]] = [0, b"", -1, ""]  # millisecond, its text; second, its prefix
+_wall_cache: Final[list[Any]] = [0, b"", -1, b""]  # millisecond, its text; second, its prefix
+
+_MILLIS_TEXT: Final = tuple(b".%03d+00:00" % millis for millis in range(1000))
+"""A record's wall-clock text after the second, per millisecond: joined to
+the second's text, not formatted (a format spec costs 0.6 µs)."""
 
 
 def _now_wall() -> bytes:
@@ -87,9 +91,10 @@ def _now_wall() -> bytes:
         if seconds != cache[2]:
             stamp = dt.datetime.fromtimestamp(seconds, dt.UTC)
             cache[2] = seconds
-            cache[3] = stamp.isoformat(timespec="seconds")[:-6]  # without "+00:00"
+            # without "+00:00"
+            cache[3] = stamp.isoformat(timespec="seconds")[:-6].encode("ascii")
         cache[0] = millis
-        cache[1] = f"{cache[3]}.{fraction:03d}+00:00".encode("ascii")
+        cache[1] = cache[3] + _MILLIS_TEXT[fraction]
     text: bytes = cache[1]
     return text
 

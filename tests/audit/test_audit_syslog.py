@@ -110,6 +110,34 @@ def test_tcp_octet_counting_and_reconnect() -> None:
         server.close()
 
 
+def test_tcp_delivers_when_its_socket_is_past_descriptor_1024() -> None:
+    """A busy gateway holds thousands of descriptors (two sockets and a log per
+    session): the sink's check for a closed receiver must not use select()."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit on open files ({hard}) is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler: list[int] = []
+    server = TcpSyslogServer()
+    try:
+        while not filler or filler[-1] < 1030:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        sink = SyslogSink(host="127.0.0.1", port=server.port, transport="tcp")
+        audit = AuditLog([sink])
+        for event in _events()[:2]:  # the second send checks the first's connection
+            audit.emit(event)
+        wait_for(lambda: len(server.messages) == 2)
+        audit.close()
+        assert sink.dropped == 0
+    finally:
+        for fd in filler:
+            os.close(fd)
+        server.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_tcp_receiver_down_at_close_does_not_hang() -> None:
     sink = SyslogSink(host="127.0.0.1", port=free_port(), transport="tcp", connect_timeout=0.2)
     audit = AuditLog([sink], close_timeout=0.5)

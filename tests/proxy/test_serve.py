@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -156,3 +157,41 @@ def test_two_workers_share_the_listener(
             pids.add(conn.execute("SELECT 1").fetchone())
     assert pids == {(1,)}
     assert proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard"),
+    [(512, 8192), (1024, 1024)],
+    ids=["soft-below-hard", "hard-limit-low"],
+)
+def test_serve_lifts_the_open_file_limit_to_the_hard_one(
+    pg: ThrowawayPostgres, tmp_path: Path, soft: int, hard: int
+) -> None:
+    _, machine_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if machine_hard != resource.RLIM_INFINITY and machine_hard < hard:
+        pytest.skip(f"the machine's hard limit on open files is {machine_hard}")
+    port = free_port()
+    config = tmp_path / "sluice.yaml"
+    write_config(config, pg, port, "allow-all")
+    token = json.loads(cli(config, "tokens", "create", "--user", "agent", "--json").stdout)["token"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice", "-c", str(config), "serve"],
+        env={**os.environ, "SERVE_TEST_PASSWORD": APP_PASSWORD},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    )
+    try:
+        wait_until_up(port, proc)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        row = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        assert row.split()[3:5] == [str(hard), str(hard)]
+        with psycopg.connect(dsn(port, token)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 0, stderr
+    warned = f"at most {hard} open files" in " ".join(stderr.split())
+    assert warned == (hard < 4096), stderr

@@ -159,3 +159,51 @@ def test_a_log_sealed_while_the_threads_stop_is_finished_at_once(tmp_path: Path)
     finisher.submit(last, finished.append)
     assert finished == [None]  # fsynced and closed before submit returned
     assert not _is_open(last, tmp_path / "last")
+
+
+def test_past_the_queue_bound_a_log_is_finished_by_its_caller(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    finisher = LogFinisher(threads=1, max_queued=2)
+    slow_path = tmp_path / "slow"
+    in_fsync, release = threading.Event(), threading.Event()
+
+    def slow(fd: int) -> None:
+        in_fsync.set()
+        release.wait(10)
+
+    finished_on: dict[str, int] = {}
+
+    def on_finished(name: str) -> Callable[[OSError | None], None]:
+        def finished(error: OSError | None) -> None:
+            finished_on[name] = threading.get_ident()
+
+        return finished
+
+    def open_log(name: str) -> int:
+        return os.open(tmp_path / name, os.O_WRONLY | os.O_CREAT, 0o600)
+
+    with fsync_of(slow_path.name, slow):
+        try:
+            finisher.submit(open_log("slow"), on_finished("slow"))
+            assert in_fsync.wait(10)
+            queued = open_log("queued")
+            finisher.submit(queued, on_finished("queued"))  # the only thread is busy
+            assert _is_open(queued, tmp_path / "queued")
+            overflow = open_log("overflow")
+            finisher.submit(overflow, on_finished("overflow"))
+            # the queue was full: fsynced and closed here, before submit returned
+            assert finished_on == {"overflow": threading.get_ident()}
+            assert not _is_open(overflow, tmp_path / "overflow")
+            assert finisher.finished_inline == 1
+            assert "finishing this one inline" in caplog.text
+        finally:
+            release.set()
+        assert finisher.drain()
+    assert set(finished_on) == {"slow", "queued", "overflow"}
+    assert finished_on["queued"] != threading.get_ident()  # the thread took it
+    later = open_log("later")
+    finisher.submit(later, on_finished("later"))  # the queue drained: threads again
+    assert finisher.drain()
+    assert finished_on["later"] != threading.get_ident()
+    assert finisher.finished_inline == 1

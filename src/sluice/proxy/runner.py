@@ -6,6 +6,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,30 @@ log = logging.getLogger(__name__)
 # collections frequent. A larger threshold lets them die young: PII-dense
 # results are masked about a third faster (bench/hotpath.py --rows --pii).
 GC_GEN0_THRESHOLD = 10_000
+
+
+NOFILE_WITHOUT_HARD_LIMIT = 1 << 20
+"""The soft limit asked for when the hard one is unlimited (Linux's default
+fs.nr_open: a soft limit above it is refused)."""
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Lift the soft limit on open files to the hard one, as nginx
+    (worker_rlimit_nofile) and Go's runtime do. Each session holds its
+    client's socket, its backend's and its log; the usual soft limit of 1024
+    would cap the gateway at a few hundred sessions. Returns (before, after);
+    a refused change leaves the limit as it was, with a warning."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = NOFILE_WITHOUT_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+            return soft, soft
+        log.info("open-file limit raised from %d to %d", soft, wanted)
+        return soft, wanted
+    return soft, soft
 
 
 def tune_gc() -> None:
@@ -66,6 +91,13 @@ def run_gateway(state: CliState, *, workers: int = 1) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     gateway_cert(config.data_dir, config.tls.cert_file, config.tls.key_file)
     Vault.open(config.data_dir)
+    _, open_files = raise_open_file_limit()
+    if open_files != resource.RLIM_INFINITY and open_files < 4096:
+        console.print(
+            f"[yellow]warning:[/] at most {open_files} open files (ulimit -n): each session "
+            "holds about three; raise the hard limit (LimitNOFILE= in a systemd unit)",
+            highlight=False,
+        )
     if workers == 1:
         _worker(state, reuse_port=False)
         return

@@ -173,9 +173,11 @@ class SyslogSink:
     def _peer_closed(sock: socket.socket) -> bool:
         """A syslog receiver never sends: a readable socket means it closed (or reset)
         the connection. Checking before each send keeps a frame from being written
-        into a connection the peer already closed, where it would be lost silently."""
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable)
+        into a connection the peer already closed, where it would be lost silently.
+        poll, not select: a busy gateway's descriptors pass select's limit of 1024."""
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
 
     def _close_socket(self) -> None:
         if self._sock is not None:

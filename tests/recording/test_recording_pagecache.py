@@ -16,7 +16,6 @@ from sluice.recording.pagecache import (
     RELEASE_CHUNK_BYTES,
     RELEASER,
     PageCacheReleaser,
-    ReleasedLog,
 )
 
 from .recording_helpers import context, store
@@ -73,24 +72,60 @@ def test_a_large_log_is_dropped_from_the_cache_as_it_grows_and_once_sealed(
     assert verify(path).ok  # read back from disk, whole and in order
 
 
-def _track(releaser: PageCacheReleaser, path: Path) -> ReleasedLog:
-    """Bookkeeping for a new file; the writer's own descriptor is closed at once."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        log = releaser.track(fd)
-    finally:
-        os.close(fd)
-    assert log is not None
-    return log
-
-
-def test_a_small_log_needs_no_thread(tmp_path: Path) -> None:
+def test_a_small_log_takes_no_descriptor_and_no_thread(tmp_path: Path) -> None:
     releaser = PageCacheReleaser()
-    log = _track(releaser, tmp_path / "f")
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    before = len(os.listdir("/proc/self/fd"))
+    log = releaser.track(fd)
+    assert log is not None
     log.wrote(RELEASE_CHUNK_BYTES - 1)
+    assert not log.large
+    assert len(os.listdir("/proc/self/fd")) == before
+    os.close(fd)
+    log.close()  # nothing for the thread: the finisher drops a small log's pages
     assert releaser._thread is None
-    log.close()  # closing hands the handle to the thread
     assert releaser.drain()
+
+
+def test_a_large_log_gets_its_own_descriptor_once_past_the_first_chunk(tmp_path: Path) -> None:
+    releaser = PageCacheReleaser()
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    log = releaser.track(fd)
+    assert log is not None
+    log.wrote(RELEASE_CHUNK_BYTES)
+    assert log.large
+    assert releaser.drain()
+    os.close(fd)  # the writer is done; the thread's handle stays until the last job
+    handles = [f for f in os.listdir("/proc/self/fd") if _points_at(f, path)]
+    assert len(handles) == 1
+    log.close()
+    assert releaser.drain()
+    assert not [f for f in os.listdir("/proc/self/fd") if _points_at(f, path)]
+
+
+def _points_at(fd_name: str, path: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd_name}") == str(path)
+    except FileNotFoundError:
+        return False
+
+
+def test_a_small_sealed_log_leaves_the_page_cache_after_its_fsync(tmp_path: Path) -> None:
+    if shutil.which("fincore") is None:
+        pytest.skip("needs util-linux fincore to see the page cache")
+    if not _on_page_cache_fs(tmp_path):
+        pytest.skip("the test directory is on tmpfs")
+    st = store(tmp_path)
+    rec = st.open(context())
+    path = st.path_for("sess-1")
+    rec.statement("SELECT 1", origin="query")
+    rec.complete("SELECT 1")
+    rec.end(reason="client_terminated")
+    assert FINISHER.drain()
+    assert os.path.getsize(path) > 0
+    assert _resident(path) == 0
+    assert verify(path).ok
 
 
 def test_the_thread_outlives_a_failing_job(tmp_path: Path) -> None:
@@ -99,8 +134,11 @@ def test_the_thread_outlives_a_failing_job(tmp_path: Path) -> None:
     releaser.submit(no_such_fd, 0, RELEASE_CHUNK_BYTES, False)
     releaser.submit(no_such_fd, 0, RELEASE_CHUNK_BYTES, True)
     assert releaser.drain()
-    log = _track(releaser, tmp_path / "f")
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    log = releaser.track(fd)
+    assert log is not None
     log.wrote(2 * RELEASE_CHUNK_BYTES)
+    os.close(fd)
     log.close()
     assert releaser.drain()
     assert releaser._thread is not None

@@ -9,9 +9,11 @@ sink keeps its fsync off the loop for the same reason). Logs are finished
 here, by a few threads of their own, so fsyncs never queue the other work
 the gateway hands to threads (approval lookups use the loop's executor).
 
-A failed fsync is reported through the callback of its log (the writer's
-failure hook: it is audited); `drain` waits for the logs handed over so far,
-for a gateway stopping.
+A log fsynced here is dropped from the page cache (a large one's earlier
+parts already were: sluice.recording.pagecache). A failed fsync is
+reported through the callback of its log (the writer's failure hook: it is
+audited); `drain` waits for the logs handed over so far, for a gateway
+stopping.
 
 The queue is bounded: when sessions end faster than the disk syncs their
 logs, each queued log holds its descriptor, so past `MAX_QUEUED_LOGS` a log
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 
 Finished = Callable[[OSError | None], None]
 """Called in a finisher thread once a log is closed: None, or the fsync's error."""
+
+_DROP_CACHE: Final = hasattr(os, "posix_fadvise")
 
 FINISH_THREADS: Final = 4
 """Logs fsynced at once. Concurrent fsyncs share the disk's flushes: on this
@@ -112,6 +116,10 @@ def _finish(fd: int, finished: Finished) -> None:
         os.fsync(fd)
     except OSError as exc:
         error = exc
+    else:
+        if _DROP_CACHE:  # every page is clean now: a sealed log is read rarely
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     with contextlib.suppress(OSError):
         os.close(fd)
     try:

@@ -53,13 +53,19 @@ _sync_file_range = _load_sync_file_range()
 
 
 class ReleasedLog:
-    """The page-cache bookkeeping of one log file; fed by its writer's writes."""
+    """The page-cache bookkeeping of one log file; fed by its writer's writes.
 
-    __slots__ = ("_fd", "_releaser", "_started", "_written")
+    Most logs never reach RELEASE_CHUNK_BYTES: they cost nothing here, and
+    their pages go when the finisher has fsynced them. A log that does gets
+    a descriptor of its own for the thread (the writer may close its fd
+    while jobs are queued), taken as it passes the first chunk."""
+
+    __slots__ = ("_fd", "_releaser", "_source", "_started", "_written")
 
     def __init__(self, releaser: PageCacheReleaser, fd: int) -> None:
         self._releaser = releaser
-        self._fd = os.dup(fd)  # the thread's own handle: the writer may close its fd
+        self._source = fd  # the writer's: valid while it calls `wrote`
+        self._fd = -1  # the thread's own handle, once the log is large
         self._written = 0
         self._started = 0  # write-back requested up to here
 
@@ -67,11 +73,26 @@ class ReleasedLog:
         """`size` more bytes were appended to the log."""
         self._written += size
         if self._written - self._started >= RELEASE_CHUNK_BYTES:
+            if self._fd < 0:
+                if self._source < 0:
+                    return
+                try:
+                    self._fd = os.dup(self._source)
+                except OSError as exc:  # out of descriptors: the log is written as before
+                    log.debug("page-cache release off for one log: %s", exc)
+                    self._source = -1
+                    return
             self._releaser.submit(self._fd, self._started, self._written, False)
             self._started = self._written
 
+    @property
+    def large(self) -> bool:
+        """The thread holds a descriptor of this log."""
+        return self._fd >= 0
+
     def close(self) -> None:
         """The log is complete: drop all of it, then close the handle."""
+        self._source = -1
         if self._fd >= 0:
             self._releaser.submit(self._fd, self._started, self._written, True)
             self._fd = -1
@@ -97,11 +118,7 @@ class PageCacheReleaser:
         """Bookkeeping for a log just created on `fd`, or None where not supported."""
         if _sync_file_range is None:
             return None
-        try:
-            return ReleasedLog(self, fd)
-        except OSError as exc:  # out of descriptors: the log is written as before
-            log.debug("page-cache release off for one log: %s", exc)
-            return None
+        return ReleasedLog(self, fd)
 
     def submit(self, fd: int, start: int, end: int, last: bool) -> None:
         self._start()

@@ -11,6 +11,7 @@ import yaml
 
 from sluice.errors import ConfigError
 from sluice.policy.verdict import Allow, RequireApproval
+from sluice.protocols.postgres.messages import encode_data_row
 from sluice.recording import (
     Recorder,
     RecordingError,
@@ -452,3 +453,35 @@ def test_a_records_wall_clock_text_is_its_millisecond_in_iso_8601(
             milliseconds=rest // 1_000_000
         )
         assert writer._now_wall() == expected.isoformat(timespec="milliseconds").encode()
+
+
+def test_writes_cut_short_by_the_os_are_completed_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write(2) may write less than asked (a signal, a disk filling up): the
+    writer sends the rest, so the log still verifies record by record."""
+    st = store(tmp_path)
+    rec = st.open(context())
+    path = st.path_for("sess-1")
+    real_write = os.write
+    calls: list[int] = []
+
+    def trickle(fd: int, data: bytes | bytearray | memoryview) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+            calls.append(len(data))
+            return real_write(fd, bytes(data[:7]))
+        return real_write(fd, data)
+
+    def trickle_parts(fd: int, parts: list[bytes]) -> int:
+        return trickle(fd, b"".join(parts))
+
+    monkeypatch.setattr(os, "write", trickle)
+    monkeypatch.setattr(os, "writev", trickle_parts)
+    rec.wire_rows(["id", "note"], [0, 0], encode_data_row([b"1", b"a note"]) * 3, 3)
+    rec.complete("SELECT 3")
+    write_session(rec)
+    monkeypatch.undo()
+    assert len(calls) > 20  # records went out seven bytes at a time
+    report = verify(path)
+    assert report.ok, report
+    assert report.records == len(lines(path))

@@ -852,20 +852,24 @@ class Recorder:
             self._write_all(data)
 
     def _write_all(self, data: bytes | bytearray) -> None:
-        if self._fd is None:
+        fd = self._fd
+        if fd is None:
             return
-        view = memoryview(data)
+        size = len(data)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            written = os.write(fd, data)
+            if written < size:  # cut short (a signal, a full disk): the rest from a view
+                view = memoryview(data)
+                try:
+                    while written < size:
+                        written += os.write(fd, view[written:])
+                finally:
+                    view.release()
         except OSError as exc:
             self._fail(exc)
             return
-        finally:
-            view.release()
         if self._release is not None:
-            self._release.wrote(len(data))
+            self._release.wrote(size)
 
     def _write_parts(self, parts: tuple[bytes, ...], size: int) -> None:
         """Write `parts` in order with one system call (the rest, if it was cut short)."""

@@ -16,9 +16,13 @@ import datetime as dt
 import ipaddress
 import logging
 import re
+import resource
 import socket
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
+from typing import Final
 
 from sluice.audit import AuthFailed
 from sluice.config import ConnectionSpec, EnvCredential
@@ -42,6 +46,25 @@ from sluice.proxy.wire import FrameReceiver, PeerClosed
 from sluice.tls import backend_context
 
 log = logging.getLogger(__name__)
+
+FILES_PER_SESSION: Final = 3
+"""Descriptors a session holds: its client's socket, its backend's, its log."""
+FILES_RESERVED: Final = 64
+"""Descriptors kept for the rest: listeners, the store, audit, pooled backends."""
+CAPACITY_WARNING_INTERVAL: Final = 10.0
+"""Seconds between two warnings that clients were refused at the session cap."""
+
+
+def session_capacity(configured: int | None) -> int | None:
+    """The cap on connections served at once: `limits.max_sessions`, or what
+    the open-file limit leaves room for (None: no limit)."""
+    if configured is not None:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(1, (soft - FILES_RESERVED) // FILES_PER_SESSION)
+
 
 # Startup parameters the gateway sets itself or never passes to the backend.
 _RESERVED_PARAMETERS = frozenset({"user", "database", "replication"})
@@ -83,10 +106,15 @@ class PostgresListener:
         self.gateway = gateway
         self.sessions: set[PgSession] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.capacity: int | None = None
+        self._per_user: Counter[str] = Counter()
+        self._refused_at_capacity = 0
+        self._warned_at = -CAPACITY_WARNING_INTERVAL
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         limits = self.gateway.config.limits
+        self.capacity = session_capacity(limits.max_sessions)
         return await loop.create_server(
             lambda: _ClientReceiver(max_message=limits.max_startup_message, on_connect=self._spawn),
             host,
@@ -124,8 +152,10 @@ class PostgresListener:
                 startup = await self._startup(client, peer)
                 if startup is None:
                     return
+                self._check_capacity()
                 identity, conn = await self._authenticate(client, startup)
                 sets_search_path = self._judge_startup(identity, conn, startup, client_addr)
+                self._claim_user_slot(identity)
         except TimeoutError:
             self._reject(
                 client,
@@ -148,9 +178,48 @@ class PostgresListener:
             log.exception("startup failed")
             self._reject(client, "XX000", f"the gateway failed during startup: {exc}")
             return
-        await self._run_session(
-            client, client_addr, startup, identity, conn, sets_search_path=sets_search_path
+        try:
+            await self._run_session(
+                client, client_addr, startup, identity, conn, sets_search_path=sets_search_path
+            )
+        finally:
+            self._per_user[identity.user] -= 1
+            if self._per_user[identity.user] <= 0:
+                del self._per_user[identity.user]
+
+    def _check_capacity(self) -> None:
+        """Refuse a connection past the session cap (cancel requests never get here:
+        they are how a runaway query is stopped)."""
+        if self.capacity is None or len(self._tasks) <= self.capacity:
+            return
+        self._refused_at_capacity += 1
+        now = time.monotonic()
+        if now - self._warned_at >= CAPACITY_WARNING_INTERVAL:
+            self._warned_at = now
+            log.warning(
+                "refused a client: %d connections is this process's cap (%d refused so far); "
+                "raise limits.max_sessions or the open-file limit",
+                self.capacity,
+                self._refused_at_capacity,
+            )
+        raise ClientRejected(
+            f"the gateway is serving its maximum of {self.capacity} sessions",
+            sqlstate="53300",
+            hint="try again shortly; the operator can raise limits.max_sessions",
         )
+
+    def _claim_user_slot(self, identity: Identity) -> None:
+        cap = self.gateway.config.limits.max_sessions_per_user
+        if cap is not None and self._per_user[identity.user] >= cap:
+            raise _rejected_as(
+                identity,
+                ClientRejected(
+                    f"user {identity.user!r} already has {cap} sessions through the gateway",
+                    sqlstate="53300",
+                    hint="close a session first (limits.max_sessions_per_user)",
+                ),
+            )
+        self._per_user[identity.user] += 1
 
     def _audit_refusal(
         self, client_addr: str, startup: m.StartupMessage | None, exc: ClientRejected

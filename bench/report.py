@@ -33,6 +33,7 @@ MAIN_METRIC = {
     "stream": ("rows_per_s", "rows/s"),
     "approval": ("p99_ms", "ms (p99)"),
     "workers": ("tps", "TPS"),
+    "idle": ("kb_per_session", "KiB per session"),
 }
 WORKLOAD_TITLES = {
     "pgbench-S": "pgbench -S (select-only), TPS",
@@ -41,6 +42,7 @@ WORKLOAD_TITLES = {
     "stream": "Big stream through the gateway: rows/s, peak gateway RSS",
     "approval": "Approval round-trip: decision committed -> first row at the client",
     "workers": "sluice-pass --workers 1 vs 2: pgbench -S -c 8 -M simple, TPS",
+    "idle": "Idle sessions held open: the gateway's memory and descriptors per session",
 }
 
 

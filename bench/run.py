@@ -28,10 +28,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import report
 from bench.targets import BenchSetupError, Endpoint, Lab
 from bench.workloads import (
+    IDLE_SESSIONS,
     LITERALS_SCRIPT,
     Sample,
     WorkloadError,
     approval_roundtrip,
+    idle_sessions,
     large_results,
     masked_cells,
     now_stamp,
@@ -40,7 +42,7 @@ from bench.workloads import (
     stream,
 )
 
-WORKLOADS = ("pgbench", "large", "churn", "stream", "approval", "workers")
+WORKLOADS = ("pgbench", "large", "churn", "stream", "approval", "workers", "idle")
 DEFAULT_OUT = Path(__file__).parent / "results"
 PII_MASKING = {"profiles": [{"name": "pii", "detectors": ["all"], "content": True}]}
 COLUMN_MASKING = {
@@ -153,7 +155,7 @@ class Runner:
         direct = self.lab.start_postgres()
         self.endpoints["direct"] = direct
         self.row_bytes = setup_data(direct)
-        if self.wants("pgbench") or self.wants("churn") or self.wants("large"):
+        if any(self.wants(w) for w in ("pgbench", "churn", "large", "idle")):
             console.print("Starting pgbouncer (session mode, TLS both ways, SCRAM) ...")
             self.endpoints["pgbouncer"] = self.lab.start_pgbouncer()
         if self.wants("pgbench"):
@@ -171,6 +173,13 @@ class Runner:
                 "pgbench c8-literals: `pgbench -M simple -c 8 -f` a select-only script with the "
                 "key inlined as a number and in a string literal (`... WHERE aid = :aid AND "
                 "filler <> 'agent :aid'`), as agents write queries: no two texts are the same."
+            )
+        if self.wants("idle"):
+            self.notes.append(
+                f"idle: {IDLE_SESSIONS} sessions opened 8 at a time and held; per session is "
+                "the growth from half of them to all (RSS, descriptors). pgbouncer keeps its "
+                "server connections between clients, so from the second repetition its "
+                "clients reuse them: one descriptor each."
             )
         console.print("Starting Sluice: pass-through ...")
         self._sluice("sluice-pass", recording=False)
@@ -341,6 +350,9 @@ class Runner:
             label = f"{s.stream_rows / 1e6:g}M-rows"
             streamed = [n for n in order if n in ("sluice-pass", "sluice-governed")]
             add("stream", label, streamed, partial(stream, pool=pool, rows=s.stream_rows))
+        if self.wants("idle"):
+            held = [n for n in order if n in ("pgbouncer", "sluice-pass", "sluice-governed")]
+            add("idle", f"{IDLE_SESSIONS}-sessions", held, idle_sessions)
         if self.wants("approval") and "sluice-governed" in self.config_files:
             from sluice.config import load_config
 

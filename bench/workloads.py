@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,9 @@ CONNECT_LEAD = 1.0
 # Rows per chunk when streaming (libpq chunked-rows mode): bounded client memory.
 STREAM_CHUNK = 1000
 RSS_SAMPLE_SECONDS = 0.1
+# Sessions held open at once by the idle-sessions workload (pgbouncer's
+# default_pool_size in the lab is 100: more would wait for a server there).
+IDLE_SESSIONS = 100
 # How long the bench waits for a held statement to show up as a request.
 APPROVAL_APPEAR_TIMEOUT = 10.0
 
@@ -348,6 +351,62 @@ def stream(
         "seconds": elapsed,
     }
     return metrics, series
+
+
+# Idle sessions: what holding a session costs the gateway
+
+
+def _open_idle(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
+    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=30)
+    conn.execute("SELECT 1").fetchall()
+    return conn
+
+
+def _open_files(pid: int) -> int:
+    """Descriptors held by a gateway process and its children (workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(proc.num_fds() for proc in (root, *root.children(recursive=True)))
+
+
+def idle_sessions(endpoint: Endpoint, *, sessions: int = IDLE_SESSIONS) -> dict[str, float]:
+    """Open `sessions` sessions (8 at a time; each runs `SELECT 1`) and hold
+    them: what the gateway holds per session, memory and descriptors, the
+    figures that size a gateway for agents that keep connections open.
+
+    Per session is read off the second half of the sessions (held RSS at
+    `sessions` minus at half of them), so what the first sessions grow once
+    (caches, threads, allocator arenas) is not charged to each."""
+    assert endpoint.pid is not None
+    half = sessions // 2
+    opened: list[psycopg.Connection[tuple[object, ...]]] = []
+    readings: list[tuple[int, int]] = []
+    try:
+        with ThreadPoolExecutor(8) as connectors:
+            for count in (half, sessions - half):
+                futures = [connectors.submit(_open_idle, endpoint.dsn()) for _ in range(count)]
+                errors = []
+                for future in futures:
+                    try:
+                        opened.append(future.result())
+                    except psycopg.Error as exc:
+                        errors.append(str(exc).strip().splitlines()[0])
+                if errors:
+                    raise WorkloadError(f"{len(errors)} of {count} sessions failed: {errors[0]}")
+                time.sleep(0.5)  # the gateway settles (logs opened, buffers sized)
+                readings.append((gateway_rss(endpoint.pid), _open_files(endpoint.pid)))
+    finally:
+        for conn in opened:
+            conn.close()
+    (rss_half, files_half), (rss_all, files_all) = readings
+    added = sessions - half
+    return {
+        "sessions": sessions,
+        "kb_per_session": (rss_all - rss_half) / added / 1024,
+        "files_per_session": (files_all - files_half) / added,
+        "rss_held_mb": rss_all / 1e6,
+    }
 
 
 # Approval round-trip

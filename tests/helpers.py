@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -153,6 +154,19 @@ def fsync_of(suffix: str, replacement: Callable[[int], None]) -> Iterator[list[i
         yield seen
     finally:
         os.fsync = real_fsync
+
+
+def fd_is_open_on(fd: int | str, path: Path) -> bool:
+    """Descriptor `fd` of this process is open on `path`."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    except FileNotFoundError:
+        return False
+
+
+def handles_on(path: Path) -> list[str]:
+    """This process's descriptors open on `path`."""
+    return [fd for fd in os.listdir("/proc/self/fd") if fd_is_open_on(fd, path)]
 
 
 def latest_session(gateway: GatewayThread, user: str = "agent") -> str:

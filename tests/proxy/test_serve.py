@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from sluice.devservers.postgres import ThrowawayPostgres, free_port
+from sluice.proxy.pg_listener import FILES_PER_SESSION, FILES_RESERVED
 from tests.conftest import APP_PASSWORD
 
 
@@ -193,5 +194,7 @@ def test_serve_lifts_the_open_file_limit_to_the_hard_one(
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=15)
     assert proc.returncode == 0, stderr
-    warned = f"at most {hard} open files" in " ".join(stderr.split())
-    assert warned == (hard < 4096), stderr
+    said = " ".join(stderr.split())
+    assert (f"at most {hard} open files" in said) == (hard < 4096), stderr
+    cap = (hard - FILES_RESERVED) // FILES_PER_SESSION
+    assert f"up to {cap} sessions at once (the open-file limit)" in said, stderr

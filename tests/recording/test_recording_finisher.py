@@ -13,16 +13,9 @@ import pytest
 
 from sluice.recording import RecordingError, verify
 from sluice.recording.finisher import FINISHER, LogFinisher
-from tests.helpers import fsync_of
+from tests.helpers import fd_is_open_on, fsync_of
 
 from .recording_helpers import context, store
-
-
-def _is_open(fd: int, path: Path) -> bool:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}") == str(path)
-    except FileNotFoundError:
-        return False
 
 
 def test_end_returns_while_the_fsync_is_still_running(tmp_path: Path) -> None:
@@ -42,12 +35,12 @@ def test_end_returns_while_the_fsync_is_still_running(tmp_path: Path) -> None:
             assert rec.ended
             assert in_fsync.wait(10)
             assert verify(path).ok  # every record was written before end() returned
-            assert _is_open(synced[0], path)  # still syncing: not closed yet
+            assert fd_is_open_on(synced[0], path)  # still syncing: not closed yet
         finally:
             release.set()
         assert FINISHER.drain()
     assert len(synced) == 1
-    assert not _is_open(synced[0], path)
+    assert not fd_is_open_on(synced[0], path)
     assert rec.failed is None
 
 
@@ -65,7 +58,7 @@ def test_a_failed_fsync_is_reported_through_the_failure_hook(tmp_path: Path) -> 
         rec.end(reason="client_terminated")
         assert FINISHER.drain()
     assert len(synced) == 1
-    assert not _is_open(synced[0], path)
+    assert not fd_is_open_on(synced[0], path)
     assert [sid for sid, _ in reported] == ["sess-1"]
     assert "cannot fsync session log" in reported[0][1].message
     assert "Input/output error" in reported[0][1].message
@@ -84,7 +77,7 @@ def test_without_fsync_on_end_the_log_is_closed_at_once(tmp_path: Path) -> None:
 
     with fsync_of(path.name, unexpected) as synced:
         rec.end(reason="client_terminated")
-        assert not _is_open(fd, path)
+        assert not fd_is_open_on(fd, path)
         assert FINISHER.drain()
     assert synced == []
     assert verify(path).ok
@@ -105,8 +98,8 @@ def test_a_failing_callback_does_not_stop_the_other_logs(
     finisher.submit(second, finished.append)
     assert finisher.drain()
     assert finished == [None]
-    assert not _is_open(first, tmp_path / "a")
-    assert not _is_open(second, tmp_path / "b")
+    assert not fd_is_open_on(first, tmp_path / "a")
+    assert not fd_is_open_on(second, tmp_path / "b")
     assert "finishing a session log failed" in caplog.text
 
 
@@ -158,7 +151,7 @@ def test_a_log_sealed_while_the_threads_stop_is_finished_at_once(tmp_path: Path)
     last = os.open(tmp_path / "last", os.O_WRONLY | os.O_CREAT, 0o600)
     finisher.submit(last, finished.append)
     assert finished == [None]  # fsynced and closed before submit returned
-    assert not _is_open(last, tmp_path / "last")
+    assert not fd_is_open_on(last, tmp_path / "last")
 
 
 def test_past_the_queue_bound_a_log_is_finished_by_its_caller(
@@ -189,12 +182,12 @@ def test_past_the_queue_bound_a_log_is_finished_by_its_caller(
             assert in_fsync.wait(10)
             queued = open_log("queued")
             finisher.submit(queued, on_finished("queued"))  # the only thread is busy
-            assert _is_open(queued, tmp_path / "queued")
+            assert fd_is_open_on(queued, tmp_path / "queued")
             overflow = open_log("overflow")
             finisher.submit(overflow, on_finished("overflow"))
             # the queue was full: fsynced and closed here, before submit returned
             assert finished_on == {"overflow": threading.get_ident()}
-            assert not _is_open(overflow, tmp_path / "overflow")
+            assert not fd_is_open_on(overflow, tmp_path / "overflow")
             assert finisher.finished_inline == 1
             assert "finishing this one inline" in caplog.text
         finally:

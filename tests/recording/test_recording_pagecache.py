@@ -17,6 +17,7 @@ from sluice.recording.pagecache import (
     RELEASER,
     PageCacheReleaser,
 )
+from tests.helpers import handles_on
 
 from .recording_helpers import context, store
 
@@ -97,18 +98,10 @@ def test_a_large_log_gets_its_own_descriptor_once_past_the_first_chunk(tmp_path:
     assert log.large
     assert releaser.drain()
     os.close(fd)  # the writer is done; the thread's handle stays until the last job
-    handles = [f for f in os.listdir("/proc/self/fd") if _points_at(f, path)]
-    assert len(handles) == 1
+    assert len(handles_on(path)) == 1
     log.close()
     assert releaser.drain()
-    assert not [f for f in os.listdir("/proc/self/fd") if _points_at(f, path)]
-
-
-def _points_at(fd_name: str, path: Path) -> bool:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd_name}") == str(path)
-    except FileNotFoundError:
-        return False
+    assert handles_on(path) == []
 
 
 def test_a_small_sealed_log_leaves_the_page_cache_after_its_fsync(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from sluice.config import Config
 from sluice.credentials.vault import Vault
+from sluice.proxy.pg_listener import session_capacity
 from sluice.proxy.server import build_gateway, run
 from sluice.tls import gateway_cert
 
@@ -98,6 +99,11 @@ def run_gateway(state: CliState, *, workers: int = 1) -> None:
             "holds about three; raise the hard limit (LimitNOFILE= in a systemd unit)",
             highlight=False,
         )
+    cap = session_capacity(config.limits.max_sessions)
+    if cap is not None:
+        why = "limits.max_sessions" if config.limits.max_sessions else "the open-file limit"
+        per = " per worker" if workers > 1 else ""
+        console.print(f"  up to {cap} sessions at once{per} ({why})", highlight=False)
     if workers == 1:
         _worker(state, reuse_port=False)
         return

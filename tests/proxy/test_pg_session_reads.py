@@ -530,3 +530,62 @@ def test_masked_copy_out_is_the_same_stream_however_it_is_cut(tmp_path: Path) ->
     assert stream.count(b"\n") == 24
     assert b"note 23\tnothing\n" in stream
     assert kinds == tuple(b"HcCZ")
+
+
+class Largest(Collect):
+    """Keeps the largest amount handed over in one call: over TLS, what one
+    write puts into the connection's memory BIO, which keeps that size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.largest = max(self.largest, len(data))
+        super().write(data)
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        parts = list(list_of_data)
+        self.largest = max(self.largest, sum(len(p) for p in parts))
+        for data in parts:
+            super().write(data)
+
+
+@pytest.mark.parametrize("governed", [False, True], ids=["light", "governed"])
+def test_a_big_row_or_statement_reaches_the_other_side_in_slices(
+    tmp_path: Path, governed: bool
+) -> None:
+    """A 3 MB value is sent on in writes of at most 256 KiB (SEND_SLICE), whole
+    and in order, however the reads cut it; so is a 3 MB statement to the backend."""
+    most = 256 * 1024
+    big = b"nothing to see " * (3 * 1024 * 1024 // 15)
+    fields = [
+        m.FieldDescription(
+            name="note",
+            table_oid=0,
+            column=0,
+            type_oid=25,
+            type_size=-1,
+            type_modifier=-1,
+            format=0,
+        )
+    ]
+    response = (
+        m.encode_row_description(fields)
+        + m.encode_data_row([big])
+        + m.command_complete("SELECT 1")
+        + m.ready_for_query("I")
+    )
+    statement = m.encode_query(f"SELECT '{big.decode()}' AS note")
+    with _session(tmp_path, governed=governed) as (session, _client):
+        client, backend = Largest(), Largest()
+        session.client, session.backend = client, backend
+        for start in range(0, len(statement), 200_000):
+            session.client_data(statement[start : start + 200_000])
+        for start in range(0, len(response), 100_000):  # every read ends inside the row
+            session.backend_data(response[start : start + 100_000])
+        assert bytes(backend.data) == statement
+        assert bytes(client.data) == response
+        assert 0 < client.largest <= most
+        assert 0 < backend.largest <= most
+        assert session.bytes_to_client == len(response)

@@ -1,6 +1,6 @@
 """Session caps: `limits.max_sessions` and `limits.max_sessions_per_user`, and
-the default cap the open-file limit sets. Real psql/psycopg clients against a
-real gateway and PostgreSQL."""
+the default cap the open-file limit sets. psycopg and a hand-driven client
+against a real gateway and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -77,7 +77,9 @@ def _connect_when_free(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
         try:
             return psycopg.connect(dsn)
         except psycopg.OperationalError as exc:
-            if exc.sqlstate != "53300" or time.monotonic() > deadline:
+            # libpq keeps a refusal's SQLSTATE to itself: its message tells
+            at_cap = "maximum of" in str(exc) or "sessions through the gateway" in str(exc)
+            if not at_cap or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
 

@@ -137,14 +137,19 @@ def _session(
         store.close()
 
 
-def _response(rows: int) -> bytes:
+def _text_columns(*names: str) -> bytes:
+    """A RowDescription of text columns."""
     fields = [
         m.FieldDescription(
             name=name, table_oid=0, column=0, type_oid=25, type_size=-1, type_modifier=-1, format=0
         )
-        for name in ("id", "note")
+        for name in names
     ]
-    body = bytearray(m.encode_row_description(fields))
+    return m.encode_row_description(fields)
+
+
+def _response(rows: int) -> bytes:
+    body = bytearray(_text_columns("id", "note"))
     for i in range(rows):
         note = b"write to " + EMAIL if i % 3 == 0 else b"nothing to see " * (i % 5)
         body += m.encode_data_row([str(i).encode(), note])
@@ -242,19 +247,23 @@ def test_a_read_ending_inside_a_frame_is_forwarded_without_a_copy(
 
 
 class Sends(Collect):
-    """Counts the calls that each become a send (and, over TLS, a record) of their own."""
+    """Counts the calls that each become a send (and, over TLS, a record) of their
+    own, and keeps the largest amount one call handed over: over TLS, what it put
+    into the connection's memory BIO, which keeps that size."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sends = 0
+        self.largest = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.sends += 1
-        super().write(data)
+        self.writelines((data,))
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        parts = list(list_of_data)
         self.sends += 1
-        for data in list_of_data:
+        self.largest = max(self.largest, sum(len(p) for p in parts))
+        for data in parts:
             super().write(data)
 
 
@@ -532,25 +541,6 @@ def test_masked_copy_out_is_the_same_stream_however_it_is_cut(tmp_path: Path) ->
     assert kinds == tuple(b"HcCZ")
 
 
-class Largest(Collect):
-    """Keeps the largest amount handed over in one call: over TLS, what one
-    write puts into the connection's memory BIO, which keeps that size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.largest = max(self.largest, len(data))
-        super().write(data)
-
-    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        parts = list(list_of_data)
-        self.largest = max(self.largest, sum(len(p) for p in parts))
-        for data in parts:
-            super().write(data)
-
-
 @pytest.mark.parametrize("governed", [False, True], ids=["light", "governed"])
 def test_a_big_row_or_statement_reaches_the_other_side_in_slices(
     tmp_path: Path, governed: bool
@@ -559,26 +549,15 @@ def test_a_big_row_or_statement_reaches_the_other_side_in_slices(
     and in order, however the reads cut it; so is a 3 MB statement to the backend."""
     most = 256 * 1024
     big = b"nothing to see " * (3 * 1024 * 1024 // 15)
-    fields = [
-        m.FieldDescription(
-            name="note",
-            table_oid=0,
-            column=0,
-            type_oid=25,
-            type_size=-1,
-            type_modifier=-1,
-            format=0,
-        )
-    ]
     response = (
-        m.encode_row_description(fields)
+        _text_columns("note")
         + m.encode_data_row([big])
         + m.command_complete("SELECT 1")
         + m.ready_for_query("I")
     )
     statement = m.encode_query(f"SELECT '{big.decode()}' AS note")
     with _session(tmp_path, governed=governed) as (session, _client):
-        client, backend = Largest(), Largest()
+        client, backend = Sends(), Sends()
         session.client, session.backend = client, backend
         for start in range(0, len(statement), 200_000):
             session.client_data(statement[start : start + 200_000])

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from sluice.devservers.postgres import SUPERUSER, Role, ThrowawayPostgres, free_port
+from sluice.devservers.watchdog import Watchdog
 from sluice.tls import generate_self_signed
 
 BENCH_DB = "bench"
@@ -83,7 +84,9 @@ class Endpoint:
         }
 
 
-_LIVE: set[subprocess.Popen[bytes]] = set()
+# Each live server with the watchdog that kills its group if this run dies
+# without `atexit` (SIGKILL, or SIGTERM while a pgbench runs).
+_LIVE: dict[subprocess.Popen[bytes], Watchdog] = {}
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
@@ -100,7 +103,9 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> Non
     # Children that outlived their leader (e.g. sluice --workers) share the group.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    _LIVE.discard(proc)
+    watchdog = _LIVE.pop(proc, None)
+    if watchdog is not None:
+        watchdog.release()
 
 
 @atexit.register
@@ -117,7 +122,7 @@ def spawn(
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    _LIVE.add(proc)
+    _LIVE[proc] = Watchdog.start(kill_group=proc.pid)
     return proc
 
 

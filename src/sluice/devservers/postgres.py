@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from sluice.devservers.watchdog import Watchdog
 from sluice.errors import SluiceError
 from sluice.tls import generate_self_signed
 
@@ -87,6 +88,7 @@ class ThrowawayPostgres:
         self.bin = find_pg_bin()
         self.root: Path | None = None
         self._running = False
+        self._watchdog: Watchdog | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -142,7 +144,18 @@ class ThrowawayPostgres:
         return proc.stdout
 
     def start(self) -> ThrowawayPostgres:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="sluice-pg-"))
+        # Stops the server and deletes its directory should this process die
+        # without `stop()` (a test run killed with SIGTERM or SIGKILL).
+        self._watchdog = Watchdog.start(stop=self._as_owner(self._pg_ctl_stop()), remove=self.root)
         self._chown(self.root)
         self.root.chmod(0o755)
         self.socket_dir.mkdir()
@@ -196,6 +209,7 @@ class ThrowawayPostgres:
             hba.append(f"{host_kind} all {role.name} 127.0.0.1/32 {role.auth}")
         hba.append(f"{host_kind} all all 127.0.0.1/32 scram-sha-256")
         (self.data_dir / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+        self._running = True  # from here `stop()` has a server to stop, maybe half-started
         self._run(
             [
                 str(self.bin / "pg_ctl"),
@@ -209,13 +223,7 @@ class ThrowawayPostgres:
                 "start",
             ]
         )
-        self._running = True
-        try:
-            self._create_objects()
-        except Exception:
-            self.stop()
-            raise
-        return self
+        self._create_objects()
 
     def psql(self, sql: str, *, dbname: str = "postgres") -> str:
         """Run SQL as the superuser over the Unix socket; return the output."""
@@ -261,20 +269,16 @@ class ThrowawayPostgres:
         if self._running:
             self._running = False
             with contextlib.suppress(DevServerError):
-                self._run(
-                    [
-                        str(self.bin / "pg_ctl"),
-                        "-D",
-                        str(self.data_dir),
-                        "-m",
-                        "immediate",
-                        "-w",
-                        "stop",
-                    ]
-                )
+                self._run(self._pg_ctl_stop())
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
+        if self._watchdog is not None:
+            self._watchdog.release()
+            self._watchdog = None
+
+    def _pg_ctl_stop(self) -> list[str]:
+        return [str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"]
 
     def __enter__(self) -> ThrowawayPostgres:
         return self.start()

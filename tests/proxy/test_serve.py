@@ -21,11 +21,18 @@ from sluice.proxy.pg_listener import FILES_PER_SESSION, FILES_RESERVED
 from tests.conftest import APP_PASSWORD
 
 
-def write_config(path: Path, pg: ThrowawayPostgres, port: int, policy: str) -> None:
+def write_config(
+    path: Path,
+    pg: ThrowawayPostgres,
+    port: int,
+    policy: str,
+    limits: dict[str, int] | None = None,
+) -> None:
     path.write_text(
         yaml.safe_dump(
             {
                 "data_dir": str(path.parent / "data"),
+                **({"limits": limits} if limits else {}),
                 "listen": {"postgres": f"127.0.0.1:{port}"},
                 "connections": [
                     {
@@ -79,10 +86,15 @@ def wait_until_up(port: int, proc: subprocess.Popen[str]) -> None:
 def served(
     pg: ThrowawayPostgres, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Path, int, subprocess.Popen[str], str]]:
-    workers = getattr(request, "param", 1)
+    """`sluice serve` with `request.param` workers (default 1), or with
+    `{"workers": N, "limits": {...}}`."""
+    param = getattr(request, "param", 1)
+    workers, limits = (
+        (param, None) if isinstance(param, int) else (param["workers"], param["limits"])
+    )
     port = free_port()
     config = tmp_path / "sluice.yaml"
-    write_config(config, pg, port, "allow-all")
+    write_config(config, pg, port, "allow-all", limits)
     token = json.loads(cli(config, "tokens", "create", "--user", "agent", "--json").stdout)["token"]
     env = {**os.environ, "SERVE_TEST_PASSWORD": APP_PASSWORD}
     proc = subprocess.Popen(
@@ -157,6 +169,54 @@ def test_two_workers_share_the_listener(
         with psycopg.connect(dsn(port, token)) as conn:
             pids.add(conn.execute("SELECT 1").fetchone())
     assert pids == {(1,)}
+    assert proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    "served",
+    [{"workers": 2, "limits": {"max_sessions": 3, "max_sessions_per_user": 2}}],
+    indirect=True,
+)
+def test_session_caps_count_the_sessions_of_every_worker(
+    served: tuple[Path, int, subprocess.Popen[str], str],
+) -> None:
+    """The caps are the gateway's: a user capped at 2 gets 2 sessions, not 2
+    per worker. Six tries land on either worker at random; counted per
+    process, more than 2 would get in unless all six landed on one (1 in 32)."""
+    config, port, proc, token = served
+    other_token = json.loads(cli(config, "tokens", "create", "--user", "other", "--json").stdout)[
+        "token"
+    ]
+    other_dsn = dsn(port, other_token).replace("user=agent", "user=other")
+    held: list[psycopg.Connection[tuple[object, ...]]] = []
+    refusals: list[str] = []
+    try:
+        for _ in range(6):
+            try:
+                held.append(psycopg.connect(dsn(port, token)))
+            except psycopg.OperationalError as exc:
+                refusals.append(str(exc))
+        assert len(held) == 2
+        assert len(refusals) == 4
+        assert all("'agent' already has 2 sessions" in text for text in refusals)
+        held.append(psycopg.connect(other_dsn))  # the gateway's third session
+        with pytest.raises(psycopg.OperationalError, match="maximum of 3 sessions"):
+            psycopg.connect(other_dsn)
+        held.pop(0).close()
+        deadline = time.monotonic() + 10
+        while True:  # the closed session's slot comes back, whichever worker had it
+            try:
+                held.append(psycopg.connect(other_dsn))
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        for conn in held:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for conn in held:
+            conn.close()
     assert proc.poll() is None
 
 

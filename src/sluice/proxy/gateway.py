@@ -15,6 +15,7 @@ from sluice.credentials.vault import Vault, resolve_credential
 from sluice.errors import CredentialError
 from sluice.proxy.cancel import CancelRegistry
 from sluice.proxy.pool import BackendPool
+from sluice.proxy.slots import SessionSlots
 from sluice.store.db import Store
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class Gateway:
     governor: Governor
     cancels: CancelRegistry = field(default_factory=CancelRegistry)
     pools: dict[str, BackendPool] = field(default_factory=dict)
+    # Shared by the workers of `serve --workers N`: made before they fork.
+    session_slots: SessionSlots = field(default_factory=SessionSlots)
     _store_threads: ThreadPoolExecutor | None = None
 
     async def in_store(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -20,7 +20,6 @@ import resource
 import socket
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from typing import Final
 
@@ -42,6 +41,7 @@ from sluice.proxy.gateway import Gateway
 from sluice.proxy.governance import SessionGovernance
 from sluice.proxy.pg_session import BackendSide, ClientSide, PgSession
 from sluice.proxy.pool import PooledBackend
+from sluice.proxy.slots import SessionSlots, SlotsUnavailable
 from sluice.proxy.wire import FrameReceiver, PeerClosed
 from sluice.tls import backend_context
 
@@ -107,7 +107,6 @@ class PostgresListener:
         self.sessions: set[PgSession] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.capacity: int | None = None
-        self._per_user: Counter[str] = Counter()
         self._refused_at_capacity = 0
         self._warned_at = -CAPACITY_WARNING_INTERVAL
 
@@ -139,6 +138,13 @@ class PostgresListener:
     # One client connection
 
     async def _handle(self, client: _ClientReceiver) -> None:
+        counted = _Counted()
+        try:
+            await self._handle_counted(client, counted)
+        finally:
+            counted.give_back(self.gateway.session_slots)
+
+    async def _handle_counted(self, client: _ClientReceiver, counted: _Counted) -> None:
         assert client.transport is not None
         peer = client.transport.get_extra_info("peername")
         sock = client.transport.get_extra_info("socket")
@@ -152,10 +158,10 @@ class PostgresListener:
                 startup = await self._startup(client, peer)
                 if startup is None:
                     return
-                self._check_capacity()
+                self._check_capacity(counted)
                 identity, conn = await self._authenticate(client, startup)
                 sets_search_path = self._judge_startup(identity, conn, startup, client_addr)
-                self._claim_user_slot(identity)
+                self._claim_user_slot(identity, counted)
         except TimeoutError:
             self._reject(
                 client,
@@ -178,39 +184,57 @@ class PostgresListener:
             log.exception("startup failed")
             self._reject(client, "XX000", f"the gateway failed during startup: {exc}")
             return
-        try:
-            await self._run_session(
-                client, client_addr, startup, identity, conn, sets_search_path=sets_search_path
-            )
-        finally:
-            self._per_user[identity.user] -= 1
-            if self._per_user[identity.user] <= 0:
-                del self._per_user[identity.user]
+        await self._run_session(
+            client, client_addr, startup, identity, conn, sets_search_path=sets_search_path
+        )
 
-    def _check_capacity(self) -> None:
+    def _check_capacity(self, counted: _Counted) -> None:
         """Refuse a connection past the session cap (cancel requests never get here:
-        they are how a runaway query is stopped)."""
-        if self.capacity is None or len(self._tasks) <= self.capacity:
+        they are how a runaway query is stopped).
+
+        `limits.max_sessions` caps the gateway, across its worker processes;
+        unset, each process serves what its open-file limit leaves room for.
+        """
+        configured = self.gateway.config.limits.max_sessions
+        if configured is not None:
+            cap = configured
+            counted.session = self._shared_count(
+                lambda slots: slots.try_enter(configured), "limits.max_sessions"
+            )
+            if counted.session:
+                return
+        elif self.capacity is None or len(self._tasks) <= self.capacity:
             return
+        else:
+            cap = self.capacity
         self._refused_at_capacity += 1
         now = time.monotonic()
         if now - self._warned_at >= CAPACITY_WARNING_INTERVAL:
             self._warned_at = now
             log.warning(
-                "refused a client: %d connections is this process's cap (%d refused so far); "
+                "refused a client: %d sessions is the cap (%d refused so far); "
                 "raise limits.max_sessions or the open-file limit",
-                self.capacity,
+                cap,
                 self._refused_at_capacity,
             )
         raise ClientRejected(
-            f"the gateway is serving its maximum of {self.capacity} sessions",
+            f"the gateway is serving its maximum of {cap} sessions",
             sqlstate="53300",
             hint="try again shortly; the operator can raise limits.max_sessions",
         )
 
-    def _claim_user_slot(self, identity: Identity) -> None:
+    def _claim_user_slot(self, identity: Identity, counted: _Counted) -> None:
         cap = self.gateway.config.limits.max_sessions_per_user
-        if cap is not None and self._per_user[identity.user] >= cap:
+        if cap is None:
+            return
+        try:
+            entered = self._shared_count(
+                lambda slots: slots.try_enter_user(identity.user, cap),
+                "limits.max_sessions_per_user",
+            )
+        except ClientRejected as exc:
+            raise _rejected_as(identity, exc) from exc
+        if not entered:
             raise _rejected_as(
                 identity,
                 ClientRejected(
@@ -219,7 +243,18 @@ class PostgresListener:
                     hint="close a session first (limits.max_sessions_per_user)",
                 ),
             )
-        self._per_user[identity.user] += 1
+        counted.user = identity.user
+
+    def _shared_count(self, enter: Callable[[SessionSlots], bool], setting: str) -> bool:
+        try:
+            return enter(self.gateway.session_slots)
+        except SlotsUnavailable as exc:
+            log.error("cannot check %s: %s", setting, exc.message)
+            raise ClientRejected(
+                f"the gateway cannot check {setting} ({exc.message})",
+                sqlstate="53300",
+                hint="try again shortly",
+            ) from exc
 
     def _audit_refusal(
         self, client_addr: str, startup: m.StartupMessage | None, exc: ClientRejected
@@ -839,6 +874,26 @@ def _quote_literal(value: str) -> str:
 def _rejected_as(identity: Identity, exc: ClientRejected) -> ClientRejected:
     exc.identity = identity
     return exc
+
+
+class _Counted:
+    """What one connection counts in the gateway's shared session slots,
+    given back when it ends."""
+
+    __slots__ = ("session", "user")
+
+    def __init__(self) -> None:
+        self.session = False
+        self.user: str | None = None
+
+    def give_back(self, slots: SessionSlots) -> None:
+        try:
+            if self.session:
+                slots.leave()
+            if self.user is not None:
+                slots.leave_user(self.user)
+        except SlotsUnavailable as exc:
+            log.error("cannot count a session out: %s", exc.message)
 
 
 class _SessionEnd:

@@ -17,6 +17,7 @@ from sluice.config import Config
 from sluice.credentials.vault import Vault
 from sluice.proxy.pg_listener import session_capacity
 from sluice.proxy.server import build_gateway, run
+from sluice.proxy.slots import SessionSlots
 from sluice.tls import gateway_cert
 
 if TYPE_CHECKING:
@@ -64,10 +65,10 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def _worker(state: CliState, reuse_port: bool) -> None:
+def _worker(state: CliState, reuse_port: bool, session_slots: SessionSlots) -> None:
     # A forked worker must not reuse the parent's database connections.
     state.store.engine.dispose(close=False)
-    gateway = build_gateway(state.config, store=state.store)
+    gateway = build_gateway(state.config, store=state.store, session_slots=session_slots)
     tune_gc()
     run(gateway, reuse_port=reuse_port, config_path=state.resolved_config_path)
 
@@ -102,13 +103,18 @@ def run_gateway(state: CliState, *, workers: int = 1) -> None:
     cap = session_capacity(config.limits.max_sessions)
     if cap is not None:
         why = "limits.max_sessions" if config.limits.max_sessions else "the open-file limit"
-        per = " per worker" if workers > 1 else ""
+        per = " per worker" if workers > 1 and not config.limits.max_sessions else ""
         console.print(f"  up to {cap} sessions at once{per} ({why})", highlight=False)
+    # The caps count the gateway's sessions, whichever worker serves them.
+    session_slots = SessionSlots()
     if workers == 1:
-        _worker(state, reuse_port=False)
+        _worker(state, False, session_slots)
         return
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_worker, args=(state, True), daemon=False) for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(state, True, session_slots), daemon=False)
+        for _ in range(workers)
+    ]
     for proc in procs:
         proc.start()
     stopping = False

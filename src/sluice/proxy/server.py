@@ -15,6 +15,7 @@ from sluice.credentials.vault import Vault
 from sluice.proxy.gateway import Gateway
 from sluice.proxy.governance import Governor
 from sluice.proxy.pg_listener import PostgresListener
+from sluice.proxy.slots import SessionSlots
 from sluice.recording.finisher import FINISHER
 from sluice.store.db import Store
 from sluice.tls import gateway_cert, server_context
@@ -23,7 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def build_gateway(
-    config: Config, *, store: Store | None = None, governor: Governor | None = None
+    config: Config,
+    *,
+    store: Store | None = None,
+    governor: Governor | None = None,
+    session_slots: SessionSlots | None = None,
 ) -> Gateway:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if store is None:
@@ -40,6 +45,7 @@ def build_gateway(
         vault=Vault.open(config.data_dir),
         client_tls=server_context(cert, key),
         governor=governor,
+        session_slots=SessionSlots() if session_slots is None else session_slots,
     )
 
 

@@ -28,6 +28,10 @@ from sluice.masking import hits
 from sluice.masking.detectors import BUILTIN_DETECTORS, Detector
 
 
+def _stop_at_first_match(idx: int, start: int, end: int, flags: int, ctx: object) -> bool:
+    return True  # the scan ends with hyperscan.error (ScanTerminated)
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)  # tests count its calls in a subclass
 class RegionPrecheck:
     """Compiled once per detector set; `may_contain` is thread-safe."""
@@ -72,7 +76,7 @@ class RegionPrecheck:
             scratch = self._local.every_scratch = hyperscan.Scratch(self._every)
         ends = hits.Collector(self._patterns, True)
         try:
-            self._every.scan(buf, match_event_handler=ends, scratch=scratch)
+            self._every.scan(buf, ends, 0, None, scratch)  # positional: see Scanner._raw
         except hyperscan.error:
             return None
         return hits.rows_holding(ends, starts) if len(ends) else []
@@ -88,15 +92,8 @@ class RegionPrecheck:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._db)
-        found = False
-
-        def on_match(idx: int, start: int, end: int, flags: int, ctx: object) -> bool:
-            nonlocal found
-            found = True
-            return True  # stop at the first match
-
         try:
-            self._db.scan(buf, match_event_handler=on_match, scratch=scratch)
+            self._db.scan(buf, _stop_at_first_match, 0, None, scratch)
         except hyperscan.error:
             return True  # stopped at a match, or failed: either way, not "clean"
-        return found
+        return False

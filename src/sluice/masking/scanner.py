@@ -160,7 +160,8 @@ class Scanner:
         raw: list[RawFinding] = []
         if self._hs_db is not None:
             collector = hits.Collector(len(self._hs_ids))
-            self._hs_db.scan(buf, match_event_handler=collector, scratch=self._scratch())
+            # Positional: the binding parses keywords by name (0.65 µs a call, 0.23 without).
+            self._hs_db.scan(buf, collector, 0, None, self._scratch())
             if len(collector):
                 hits.validate(collector, buf, self._fast, self._exact_window, raw, CONTEXT_BYTES)
         elif self._re2_set is not None:

@@ -152,13 +152,13 @@ class Limits(_Model):
     auth_timeout: float = Field(default=30.0, gt=0)
     # A client stalled in the middle of one message for this long is dropped.
     message_stall_timeout: float = Field(default=60.0, gt=0)
-    # Client connections served at once by one gateway process; more are
-    # refused with SQLSTATE 53300. Each holds about three descriptors (its
-    # socket, its backend's, its session log): unset, the cap is what the
-    # process's open-file limit allows.
+    # Sessions served at once by the gateway, all its worker processes
+    # together; more are refused with SQLSTATE 53300. Each process also
+    # holds no more than its open-file limit leaves room for (a session
+    # holds about three descriptors: its socket, its backend's, its log).
     max_sessions: int | None = Field(default=None, ge=1)
-    # Sessions of one user at once, per process (unset: no cap of its own),
-    # so one agent looping on new connections cannot take every slot.
+    # Sessions of one user at once through the gateway (unset: no cap of its
+    # own), so one agent looping on new connections cannot take every slot.
     max_sessions_per_user: int | None = Field(default=None, ge=1)
 
 

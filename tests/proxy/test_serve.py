@@ -258,3 +258,49 @@ def test_serve_lifts_the_open_file_limit_to_the_hard_one(
     assert (f"at most {hard} open files" in said) == (hard < 4096), stderr
     cap = (hard - FILES_RESERVED) // FILES_PER_SESSION
     assert f"up to {cap} sessions at once (the open-file limit)" in said, stderr
+
+
+def test_a_process_takes_no_more_sessions_than_its_descriptors_allow(
+    pg: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    """A configured gateway cap above what the open-file limit leaves room for
+    does not lift the process's own: past it, clients are refused cleanly,
+    not failed for want of a descriptor."""
+    files = 100
+    cap = (files - FILES_RESERVED) // FILES_PER_SESSION
+    port = free_port()
+    config = tmp_path / "sluice.yaml"
+    write_config(config, pg, port, "allow-all", {"max_sessions": 1000})
+    token = json.loads(cli(config, "tokens", "create", "--user", "agent", "--json").stdout)["token"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice", "-c", str(config), "serve"],
+        env={**os.environ, "SERVE_TEST_PASSWORD": APP_PASSWORD},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (files, files)),
+    )
+    held: list[psycopg.Connection[tuple[object, ...]]] = []
+    try:
+        wait_until_up(port, proc)
+        time.sleep(0.5)  # the probe connections of wait_until_up have ended
+        refusals: list[str] = []
+        for _ in range(cap + 3):
+            try:
+                held.append(psycopg.connect(dsn(port, token)))
+            except psycopg.OperationalError as exc:
+                refusals.append(str(exc))
+        assert len(held) == cap
+        assert len(refusals) == 3
+        assert all(f"maximum of {cap} sessions" in text for text in refusals), refusals
+        for conn in held:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for conn in held:
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+    assert proc.returncode == 0, stderr
+    said = " ".join(stderr.split())
+    assert "up to 1000 sessions at once (limits.max_sessions)" in said, stderr
+    assert f"up to {cap} sessions at once (the open-file limit)" in said, stderr

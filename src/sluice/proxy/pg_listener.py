@@ -55,11 +55,9 @@ CAPACITY_WARNING_INTERVAL: Final = 10.0
 """Seconds between two warnings that clients were refused at the session cap."""
 
 
-def session_capacity(configured: int | None) -> int | None:
-    """The cap on connections served at once: `limits.max_sessions`, or what
-    the open-file limit leaves room for (None: no limit)."""
-    if configured is not None:
-        return configured
+def session_capacity() -> int | None:
+    """The connections one process can hold at once: what its open-file limit
+    leaves room for (None: no limit)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return None
@@ -113,7 +111,7 @@ class PostgresListener:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         limits = self.gateway.config.limits
-        self.capacity = session_capacity(limits.max_sessions)
+        self.capacity = session_capacity()
         return await loop.create_server(
             lambda: _ClientReceiver(max_message=limits.max_startup_message, on_connect=self._spawn),
             host,
@@ -189,38 +187,39 @@ class PostgresListener:
         )
 
     def _check_capacity(self, counted: _Counted) -> None:
-        """Refuse a connection past the session cap (cancel requests never get here:
+        """Refuse a connection past a session cap (cancel requests never get here:
         they are how a runaway query is stopped).
 
-        `limits.max_sessions` caps the gateway, across its worker processes;
-        unset, each process serves what its open-file limit leaves room for.
+        Each process serves what its open-file limit leaves room for, counting
+        every connection it holds; `limits.max_sessions` caps the gateway,
+        counted across its worker processes.
         """
+        if self.capacity is not None and len(self._tasks) > self.capacity:
+            self._refuse_at_capacity(self.capacity, "the open-file limit")
         configured = self.gateway.config.limits.max_sessions
         if configured is not None:
-            cap = configured
             counted.session = self._shared_count(
                 lambda slots: slots.try_enter(configured), "limits.max_sessions"
             )
-            if counted.session:
-                return
-        elif self.capacity is None or len(self._tasks) <= self.capacity:
-            return
-        else:
-            cap = self.capacity
+            if not counted.session:
+                self._refuse_at_capacity(configured, "limits.max_sessions")
+
+    def _refuse_at_capacity(self, cap: int, setting: str) -> None:
         self._refused_at_capacity += 1
         now = time.monotonic()
         if now - self._warned_at >= CAPACITY_WARNING_INTERVAL:
             self._warned_at = now
             log.warning(
-                "refused a client: %d sessions is the cap (%d refused so far); "
-                "raise limits.max_sessions or the open-file limit",
+                "refused a client: %d sessions is the cap set by %s (%d refused so far)",
                 cap,
+                setting,
                 self._refused_at_capacity,
             )
         raise ClientRejected(
             f"the gateway is serving its maximum of {cap} sessions",
             sqlstate="53300",
-            hint="try again shortly; the operator can raise limits.max_sessions",
+            hint="try again shortly; the operator can raise limits.max_sessions "
+            "or the open-file limit",
         )
 
     def _claim_user_slot(self, identity: Identity, counted: _Counted) -> None:

@@ -100,11 +100,17 @@ def run_gateway(state: CliState, *, workers: int = 1) -> None:
             "holds about three; raise the hard limit (LimitNOFILE= in a systemd unit)",
             highlight=False,
         )
-    cap = session_capacity(config.limits.max_sessions)
-    if cap is not None:
-        why = "limits.max_sessions" if config.limits.max_sessions else "the open-file limit"
-        per = " per worker" if workers > 1 and not config.limits.max_sessions else ""
-        console.print(f"  up to {cap} sessions at once{per} ({why})", highlight=False)
+    if config.limits.max_sessions is not None:
+        console.print(
+            f"  up to {config.limits.max_sessions} sessions at once (limits.max_sessions)",
+            highlight=False,
+        )
+    per_process = session_capacity()
+    if per_process is not None:
+        per = " per worker" if workers > 1 else ""
+        console.print(
+            f"  up to {per_process} sessions at once{per} (the open-file limit)", highlight=False
+        )
     # The caps count the gateway's sessions, whichever worker serves them.
     session_slots = SessionSlots()
     if workers == 1:

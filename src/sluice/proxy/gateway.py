@@ -14,6 +14,7 @@ from sluice.config import Config, ConnectionSpec
 from sluice.credentials.vault import Vault, resolve_credential
 from sluice.errors import CredentialError
 from sluice.proxy.cancel import CancelRegistry
+from sluice.proxy.memory import MemoryTrimmer
 from sluice.proxy.pool import BackendPool
 from sluice.proxy.slots import SessionSlots
 from sluice.store.db import Store
@@ -36,6 +37,8 @@ class Gateway:
     pools: dict[str, BackendPool] = field(default_factory=dict)
     # Shared by the workers of `serve --workers N`: made before they fork.
     session_slots: SessionSlots = field(default_factory=SessionSlots)
+    # Returns the heap's free memory to the OS after a burst of sessions ends.
+    memory: MemoryTrimmer = field(default_factory=MemoryTrimmer)
     _store_threads: ThreadPoolExecutor | None = None
 
     async def in_store(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -123,7 +123,12 @@ class PostgresListener:
     def _spawn(self, receiver: _ClientReceiver) -> None:
         task = asyncio.get_running_loop().create_task(self._handle(receiver))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.gateway.memory.opened()
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self.gateway.memory.closed()
 
     async def close(self) -> None:
         for session in list(self.sessions):

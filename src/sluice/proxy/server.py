@@ -95,6 +95,7 @@ async def serve(
         server.close()
         await listener.close()
         await server.wait_closed()
+        gateway.memory.close()
         # Session logs sealed on the way out are fsynced before audit closes:
         # a failed fsync is audited.
         await asyncio.to_thread(FINISHER.drain)

@@ -19,6 +19,7 @@ from rich.progress import Progress
 
 from sluice.config import Config
 from sluice.devservers.postgres import Role, ThrowawayPostgres
+from sluice.devservers.watchdog import Watchdog
 
 DEMO_DB = "shop"
 DEMO_ROLE = "shop_app"
@@ -131,6 +132,8 @@ def run_demo(*, port: int, rows: int) -> None:
     os.environ["SLUICE_DEMO_PASSWORD"] = password
     with (
         tempfile.TemporaryDirectory(prefix="sluice-demo-") as tmp,
+        # Its store, master key and tokens go too if the demo is killed.
+        Watchdog.start(remove=Path(tmp)),
         ThrowawayPostgres(
             roles=(Role(name=DEMO_ROLE, password=password),), databases=(DEMO_DB,)
         ) as pg,

@@ -82,6 +82,12 @@ class Watchdog:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(5)
 
+    def __enter__(self) -> Watchdog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
 
 def _wait_for_exit(pidfd: int) -> None:
     poller = select.poll()

@@ -156,6 +156,15 @@ def fsync_of(suffix: str, replacement: Callable[[int], None]) -> Iterator[list[i
         os.fsync = real_fsync
 
 
+def process_running(pid: int) -> bool:
+    """Whether `pid` is running: not gone, and not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def fd_is_open_on(fd: int | str, path: Path) -> bool:
     """Descriptor `fd` of this process is open on `path`."""
     try:

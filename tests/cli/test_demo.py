@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from sluice.devservers.postgres import free_port
+from tests.helpers import process_running
 
 STARTUP_TIMEOUT = 90.0
 GONE_TIMEOUT = 30.0
@@ -34,14 +35,6 @@ def scratch() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _start_demo(scratch: Path) -> tuple[subprocess.Popen[str], str, int]:
@@ -102,7 +95,7 @@ def test_the_demo_masks_blocks_and_leaves_nothing_behind(
     if stop == signal.SIGTERM:
         assert proc.returncode == 0
     deadline = time.monotonic() + GONE_TIMEOUT
-    while (_alive(postmaster) or any(scratch.iterdir())) and time.monotonic() < deadline:
+    while (process_running(postmaster) or any(scratch.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(postmaster), "the demo's PostgreSQL outlived it"
+    assert not process_running(postmaster), "the demo's PostgreSQL outlived it"
     assert not any(scratch.iterdir()), sorted(p.name for p in scratch.iterdir())

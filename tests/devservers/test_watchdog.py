@@ -11,17 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sluice.devservers.watchdog import Watchdog
+from tests.helpers import process_running
 
 GONE_TIMEOUT = 30.0
-
-
-def _alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _eventually(check: Callable[[], bool]) -> bool:
@@ -58,10 +50,10 @@ def test_a_killed_test_run_leaves_no_postgres_behind() -> None:
         "print('ready', flush=True)\n"
         "time.sleep(600)\n"
     )
-    assert _alive(int(postmaster))
+    assert process_running(int(postmaster))
     owner.kill()  # SIGKILL: no finalizer, no atexit
     owner.wait()
-    assert _eventually(lambda: not _alive(int(postmaster))), "postgres outlived its owner"
+    assert _eventually(lambda: not process_running(int(postmaster))), "postgres outlived its owner"
     assert _eventually(lambda: not Path(root).exists()), "its directory was left behind"
 
 
@@ -78,7 +70,7 @@ def test_a_killed_owner_takes_its_process_group_down(tmp_path: Path) -> None:
     )
     owner.send_signal(signal.SIGTERM)  # Python's default: exit without finalizers
     owner.wait()
-    assert _eventually(lambda: not _alive(int(server)))
+    assert _eventually(lambda: not process_running(int(server)))
     assert _eventually(lambda: not tmp_path.exists())
 
 
@@ -89,8 +81,8 @@ def test_a_released_watchdog_leaves_everything_as_it_was(tmp_path: Path) -> None
     try:
         watchdog = Watchdog.start(kill_group=server.pid, remove=keep)
         watchdog.release()
-        assert not _alive(watchdog.pid)
-        assert _alive(server.pid)
+        assert not process_running(watchdog.pid)
+        assert process_running(server.pid)
         assert keep.is_dir()
     finally:
         server.kill()

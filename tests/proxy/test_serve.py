@@ -82,6 +82,18 @@ def wait_until_up(port: int, proc: subprocess.Popen[str]) -> None:
     raise AssertionError("sluice serve did not come up")
 
 
+def serve_with_open_files(config: Path, soft: int, hard: int) -> subprocess.Popen[str]:
+    """`sluice serve` started under these limits on open files."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sluice", "-c", str(config), "serve"],
+        env={**os.environ, "SERVE_TEST_PASSWORD": APP_PASSWORD},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    )
+
+
 @pytest.fixture
 def served(
     pg: ThrowawayPostgres, tmp_path: Path, request: pytest.FixtureRequest
@@ -235,14 +247,7 @@ def test_serve_lifts_the_open_file_limit_to_the_hard_one(
     config = tmp_path / "sluice.yaml"
     write_config(config, pg, port, "allow-all")
     token = json.loads(cli(config, "tokens", "create", "--user", "agent", "--json").stdout)["token"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sluice", "-c", str(config), "serve"],
-        env={**os.environ, "SERVE_TEST_PASSWORD": APP_PASSWORD},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
-    )
+    proc = serve_with_open_files(config, soft, hard)
     try:
         wait_until_up(port, proc)
         limits = Path(f"/proc/{proc.pid}/limits").read_text()
@@ -272,14 +277,7 @@ def test_a_process_takes_no_more_sessions_than_its_descriptors_allow(
     config = tmp_path / "sluice.yaml"
     write_config(config, pg, port, "allow-all", {"max_sessions": 1000})
     token = json.loads(cli(config, "tokens", "create", "--user", "agent", "--json").stdout)["token"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sluice", "-c", str(config), "serve"],
-        env={**os.environ, "SERVE_TEST_PASSWORD": APP_PASSWORD},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (files, files)),
-    )
+    proc = serve_with_open_files(config, files, files)
     held: list[psycopg.Connection[tuple[object, ...]]] = []
     try:
         wait_until_up(port, proc)

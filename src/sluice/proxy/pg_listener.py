@@ -200,7 +200,7 @@ class PostgresListener:
         counted across its worker processes.
         """
         if self.capacity is not None and len(self._tasks) > self.capacity:
-            self._refuse_at_capacity(self.capacity, "the open-file limit")
+            self._refuse_at_capacity(self.capacity, "the open-file limit (ulimit -n, LimitNOFILE=)")
         configured = self.gateway.config.limits.max_sessions
         if configured is not None:
             counted.session = self._shared_count(
@@ -223,8 +223,7 @@ class PostgresListener:
         raise ClientRejected(
             f"the gateway is serving its maximum of {cap} sessions",
             sqlstate="53300",
-            hint="try again shortly; the operator can raise limits.max_sessions "
-            "or the open-file limit",
+            hint=f"try again shortly; the operator can raise {setting}",
         )
 
     def _claim_user_slot(self, identity: Identity, counted: _Counted) -> None:

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sluice.errors import AuthenticationError, StoreError
 from sluice.events import Identity
 from sluice.identity.tokens import generate_token, hash_token, token_id_of
+from sluice.store.direct import DirectConnections, DirectStatement
 from sluice.store.models import Base, CredentialRow, SessionRow, TokenRow
 
 LAST_USED_PRECISION = dt.timedelta(minutes=1)
@@ -95,7 +96,7 @@ class TokenInfo:
         return "active"
 
     @classmethod
-    def of(cls, row: TokenRow | Row[Any]) -> TokenInfo:
+    def of(cls, row: TokenRow | Row[Any] | _Token) -> TokenInfo:
         return cls(
             token_id=row.id,
             user=row.user,
@@ -182,6 +183,11 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # The per-session calls skip SQLAlchemy's execution machinery on a
+        # SQLite file (see sluice.store.direct); elsewhere they use Core.
+        self._direct: _DirectCalls | None = (
+            _DirectCalls(self.engine) if _is_sqlite_file(self.engine) else None
+        )
 
     def _safe_url(self) -> str:
         return (
@@ -202,6 +208,8 @@ class Store:
             raise StoreError(f"cannot migrate the store {self._safe_url()}: {exc}") from exc
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.connections.close()
         self.engine.dispose()
 
     @property
@@ -275,29 +283,14 @@ class Store:
                 hint="pass a token from `sluice tokens create` as the password",
             )
         digest = hash_token(plaintext)
-        with self._core() as conn:
-            row = conn.execute(_TOKEN_BY_HASH, {"secret_hash": digest}).first()
-            if row is None:
-                raise AuthenticationError(
-                    "unknown Sluice token",
-                    hint="check the token, or create one with `sluice tokens create`",
-                )
-            info = TokenInfo.of(row)
-            if info.status == "revoked":
-                raise AuthenticationError(
-                    f"Sluice token {info.token_id} was revoked",
-                    hint="ask for a new token",
-                )
-            if info.status == "expired":
-                raise AuthenticationError(
-                    f"Sluice token {info.token_id} expired at {info.expires_at:%Y-%m-%d %H:%M} UTC",
-                    hint="ask for a new token",
-                )
-            now = utcnow()
-            # A write per connection would serialise logins on the store;
-            # "last used" to the minute is what an operator needs.
-            if info.last_used_at is None or now - info.last_used_at > LAST_USED_PRECISION:
-                conn.execute(_TOKEN_USED, {"token_id": info.token_id, "last_used_at": now})
+        if self._direct is not None:
+            info = self._direct.authenticate(digest)
+        else:
+            with self._core() as conn:
+                info = usable_token(conn.execute(_TOKEN_BY_HASH, {"secret_hash": digest}).first())
+                now = utcnow()
+                if needs_last_used(info, now):
+                    conn.execute(_TOKEN_USED, {"token_id": info.token_id, "last_used_at": now})
         identity = Identity(user=info.user, groups=info.groups, token_id=info.token_id)
         return identity, info
 
@@ -313,22 +306,23 @@ class Store:
         client_addr: str,
         started_at: dt.datetime,
     ) -> None:
+        values = {
+            "id": session_id,
+            "user": identity.user,
+            "groups": list(identity.groups),
+            "connection": connection,
+            "protocol": protocol,
+            "client_addr": client_addr,
+            "started_at": started_at,
+            "bytes_from_client": 0,
+            "bytes_to_client": 0,
+            "statements": 0,
+        }
+        if self._direct is not None:
+            self._direct.execute(self._direct.session_start, values)
+            return
         with self._core() as conn:
-            conn.execute(
-                _SESSION_START,
-                {
-                    "id": session_id,
-                    "user": identity.user,
-                    "groups": list(identity.groups),
-                    "connection": connection,
-                    "protocol": protocol,
-                    "client_addr": client_addr,
-                    "started_at": started_at,
-                    "bytes_from_client": 0,
-                    "bytes_to_client": 0,
-                    "statements": 0,
-                },
-            )
+            conn.execute(_SESSION_START, values)
 
     def end_session(
         self,
@@ -341,19 +335,20 @@ class Store:
         end_reason: str,
         end_detail: str | None = None,
     ) -> None:
+        values = {
+            "session_id": session_id,
+            "ended_at": ended_at,
+            "bytes_from_client": bytes_from_client,
+            "bytes_to_client": bytes_to_client,
+            "statements": statements,
+            "end_reason": end_reason,
+            "end_detail": end_detail,
+        }
+        if self._direct is not None:
+            self._direct.execute(self._direct.session_end, values)
+            return
         with self._core() as conn:
-            conn.execute(
-                _SESSION_END,
-                {
-                    "session_id": session_id,
-                    "ended_at": ended_at,
-                    "bytes_from_client": bytes_from_client,
-                    "bytes_to_client": bytes_to_client,
-                    "statements": statements,
-                    "end_reason": end_reason,
-                    "end_detail": end_detail,
-                },
-            )
+            conn.execute(_SESSION_END, values)
 
     def list_sessions(
         self,
@@ -444,3 +439,108 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def usable_token(row: TokenRow | Row[Any] | _Token | None) -> TokenInfo:
+    """The token of a row found by its hash, or AuthenticationError: unknown,
+    revoked or expired."""
+    if row is None:
+        raise AuthenticationError(
+            "unknown Sluice token",
+            hint="check the token, or create one with `sluice tokens create`",
+        )
+    info = TokenInfo.of(row)
+    if info.status == "revoked":
+        raise AuthenticationError(
+            f"Sluice token {info.token_id} was revoked",
+            hint="ask for a new token",
+        )
+    if info.status == "expired":
+        raise AuthenticationError(
+            f"Sluice token {info.token_id} expired at {info.expires_at:%Y-%m-%d %H:%M} UTC",
+            hint="ask for a new token",
+        )
+    return info
+
+
+def needs_last_used(info: TokenInfo, now: dt.datetime) -> bool:
+    """Whether to write the token's "last used" time: a write per connection
+    would serialise logins on the store, and to the minute is what an
+    operator needs."""
+    return info.last_used_at is None or now - info.last_used_at > LAST_USED_PRECISION
+
+
+def _is_sqlite_file(engine: Engine) -> bool:
+    database = engine.url.database or ""
+    return (
+        engine.dialect.name == "sqlite"
+        and database not in ("", ":memory:")
+        and "mode=memory" not in database
+        and engine.url.query.get("mode") != "memory"
+    )
+
+
+class _Token:
+    """A fetched token row by column name, as `TokenInfo.of` reads it."""
+
+    id: str
+    user: str
+    groups: list[str]
+    description: str
+    created_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        for column, value in zip(_TOKENS.columns.keys(), values, strict=True):
+            setattr(self, column, value)
+
+
+class _DirectCalls:
+    """The per-session statements on DB-API connections (sluice.store.direct)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.connections = DirectConnections(engine)
+        self.token_by_hash = DirectStatement(
+            _TOKEN_BY_HASH, engine, result_types=[c.type for c in _TOKENS.columns]
+        )
+        self.token_used = DirectStatement(_TOKEN_USED, engine)
+        self.session_start = DirectStatement(
+            _SESSION_START,
+            engine,
+            parameters=[
+                "id",
+                "user",
+                "groups",
+                "connection",
+                "protocol",
+                "client_addr",
+                "started_at",
+                "bytes_from_client",
+                "bytes_to_client",
+                "statements",
+            ],
+        )
+        self.session_end = DirectStatement(_SESSION_END, engine)
+
+    def execute(self, statement: DirectStatement, values: dict[str, Any]) -> None:
+        self.connections.run(
+            lambda cursor: cursor.execute(statement.sql, statement.parameters(values))
+        )
+
+    def authenticate(self, digest: str) -> TokenInfo:
+        def work(cursor: Any) -> TokenInfo:
+            find = self.token_by_hash
+            cursor.execute(find.sql, find.parameters({"secret_hash": digest}))
+            raw = cursor.fetchone()
+            info = usable_token(None if raw is None else _Token(find.row(raw)))
+            now = utcnow()
+            if needs_last_used(info, now):
+                used = self.token_used
+                values = {"token_id": info.token_id, "last_used_at": now}
+                cursor.execute(used.sql, used.parameters(values))
+            return info
+
+        info: TokenInfo = self.connections.run(work)
+        return info

@@ -4,6 +4,7 @@ the same rows as SQLAlchemy Core writes, errors that leave the store usable."""
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -193,3 +194,32 @@ def test_sqlite_in_memory_keeps_core() -> None:
         assert store._direct is None  # one connection holds the tables: the pool's
     finally:
         store.close()
+
+
+def test_a_forked_worker_opens_its_own_connection(url: str, direct: Store) -> None:
+    """A SQLite connection must not be used on both sides of a fork: the
+    child gets a copy of the parent's, whose locks and cache the parent owns."""
+    session_life(direct, "parent-before")  # the parent's thread now holds a connection
+    parent_connection = id(_held_connection(direct))
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_child_sessions, args=(direct, parent_connection))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0  # 3: the child reused the parent's connection
+    session_life(direct, "parent-after")
+    assert id(_held_connection(direct)) == parent_connection
+    assert set(raw_rows(url, "sessions")) == {"parent-before", "child", "parent-after"}
+
+
+def _held_connection(store: Store) -> Any:
+    assert store._direct is not None
+    return store._direct.connections._local.connection
+
+
+def _child_sessions(store: Store, parent_connection: int) -> None:
+    store.after_fork()
+    session_life(store, "child")
+    reused = id(_held_connection(store)) == parent_connection
+    store.close()
+    if reused:
+        raise SystemExit(3)

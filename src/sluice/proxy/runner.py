@@ -66,8 +66,7 @@ def tune_gc() -> None:
 
 
 def _worker(state: CliState, reuse_port: bool, session_slots: SessionSlots) -> None:
-    # A forked worker must not reuse the parent's database connections.
-    state.store.engine.dispose(close=False)
+    state.store.after_fork()
     gateway = build_gateway(state.config, store=state.store, session_slots=session_slots)
     tune_gc()
     run(gateway, reuse_port=reuse_port, config_path=state.resolved_config_path)

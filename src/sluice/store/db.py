@@ -212,6 +212,13 @@ class Store:
             self._direct.connections.close()
         self.engine.dispose()
 
+    def after_fork(self) -> None:
+        """In a forked worker: leave the parent's database connections to the
+        parent (closing or reusing them would break its transactions)."""
+        self.engine.dispose(close=False)
+        if self._direct is not None:
+            self._direct.connections.forget()
+
     @property
     def writer_threads(self) -> int:
         """Threads worth giving the store's calls: SQLite has one writer at a

@@ -134,6 +134,13 @@ class DirectConnections:
             connection.rollback()
         connection.invalidate()
 
+    def forget(self) -> None:
+        """In a forked child: drop the parent's connections without touching
+        them (they stay the parent's); the child's calls open their own."""
+        self._local = threading.local()
+        self._lock = threading.Lock()  # another parent thread may have held it
+        self._open = []
+
     def close(self) -> None:
         """Give every thread's connection back; later calls raise StoreError."""
         with self._lock:

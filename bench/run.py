@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import report
 from bench.targets import BenchSetupError, Endpoint, Lab
 from bench.workloads import (
+    IDLE_LARGE_ROWS,
     IDLE_SESSIONS,
     LITERALS_SCRIPT,
     Sample,
@@ -179,7 +180,8 @@ class Runner:
                 f"idle: {IDLE_SESSIONS} sessions opened 8 at a time and held; per session is "
                 "the growth from half of them to all (RSS, descriptors). pgbouncer keeps its "
                 "server connections between clients, so from the second repetition its "
-                "clients reuse them: one descriptor each."
+                "clients reuse them: one descriptor each. In the second case each session "
+                f"first reads a {IDLE_LARGE_ROWS}-row result (about 1.2 MB) of customers_clean."
             )
         console.print("Starting Sluice: pass-through ...")
         self._sluice("sluice-pass", recording=False)
@@ -353,6 +355,14 @@ class Runner:
         if self.wants("idle"):
             held = [n for n in order if n in ("pgbouncer", "sluice-pass", "sluice-governed")]
             add("idle", f"{IDLE_SESSIONS}-sessions", held, idle_sessions)
+            add(
+                "idle",
+                f"{IDLE_SESSIONS}-sessions-after-{IDLE_LARGE_ROWS}-rows",
+                held,
+                partial(
+                    idle_sessions, query=f"SELECT * FROM customers_clean LIMIT {IDLE_LARGE_ROWS}"
+                ),
+            )
         if self.wants("approval") and "sluice-governed" in self.config_files:
             from sluice.config import load_config
 

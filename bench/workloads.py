@@ -36,6 +36,8 @@ RSS_SAMPLE_SECONDS = 0.1
 # Sessions held open at once by the idle-sessions workload (pgbouncer's
 # default_pool_size in the lab is 100: more would wait for a server there).
 IDLE_SESSIONS = 100
+IDLE_LARGE_ROWS = 5000
+"""Rows of the large result each session of the second idle case reads first."""
 # How long the bench waits for a held statement to show up as a request.
 APPROVAL_APPEAR_TIMEOUT = 10.0
 
@@ -356,9 +358,9 @@ def stream(
 # Idle sessions: what holding a session costs the gateway
 
 
-def _open_idle(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
+def _open_idle(dsn: str, query: str) -> psycopg.Connection[tuple[object, ...]]:
     conn = psycopg.connect(dsn, autocommit=True, connect_timeout=30)
-    conn.execute("SELECT 1").fetchall()
+    conn.execute(query).fetchall()
     return conn
 
 
@@ -370,10 +372,14 @@ def _open_files(pid: int) -> int:
     return sum(proc.num_fds() for proc in (root, *root.children(recursive=True)))
 
 
-def idle_sessions(endpoint: Endpoint, *, sessions: int = IDLE_SESSIONS) -> dict[str, float]:
-    """Open `sessions` sessions (8 at a time; each runs `SELECT 1`) and hold
-    them: what the gateway holds per session, memory and descriptors, the
-    figures that size a gateway for agents that keep connections open.
+def idle_sessions(
+    endpoint: Endpoint, *, sessions: int = IDLE_SESSIONS, query: str = "SELECT 1"
+) -> dict[str, float]:
+    """Open `sessions` sessions (8 at a time; each runs `query` and reads its
+    result) and hold them: what the gateway holds per session, memory and
+    descriptors, the figures that size a gateway for agents that keep
+    connections open. With a large result for `query`, what a session keeps
+    of the buffers that carried it.
 
     Per session is read off the second half of the sessions (held RSS at
     `sessions` minus at half of them), so what the first sessions grow once
@@ -385,7 +391,9 @@ def idle_sessions(endpoint: Endpoint, *, sessions: int = IDLE_SESSIONS) -> dict[
     try:
         with ThreadPoolExecutor(8) as connectors:
             for count in (half, sessions - half):
-                futures = [connectors.submit(_open_idle, endpoint.dsn()) for _ in range(count)]
+                futures = [
+                    connectors.submit(_open_idle, endpoint.dsn(), query) for _ in range(count)
+                ]
                 errors = []
                 for future in futures:
                     try:

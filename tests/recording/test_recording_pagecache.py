@@ -77,7 +77,7 @@ def test_a_small_log_takes_no_descriptor_and_no_thread(tmp_path: Path) -> None:
     releaser = PageCacheReleaser()
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
     before = len(os.listdir("/proc/self/fd"))
-    log = releaser.track(fd)
+    log = releaser.track(tmp_path / "f")
     assert log is not None
     log.wrote(RELEASE_CHUNK_BYTES - 1)
     assert not log.large
@@ -88,17 +88,20 @@ def test_a_small_log_takes_no_descriptor_and_no_thread(tmp_path: Path) -> None:
     assert releaser.drain()
 
 
-def test_a_large_log_gets_its_own_descriptor_once_past_the_first_chunk(tmp_path: Path) -> None:
+def test_a_large_log_holds_no_descriptor_between_jobs(tmp_path: Path) -> None:
+    """The session caps count three descriptors a session (client, backend,
+    log): the thread opens a large log only while a job runs."""
     releaser = PageCacheReleaser()
     path = tmp_path / "f"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    log = releaser.track(fd)
+    os.write(fd, b"x" * RELEASE_CHUNK_BYTES)
+    log = releaser.track(path)
     assert log is not None
     log.wrote(RELEASE_CHUNK_BYTES)
     assert log.large
     assert releaser.drain()
-    os.close(fd)  # the writer is done; the thread's handle stays until the last job
-    assert len(handles_on(path)) == 1
+    assert handles_on(path) == [str(fd)]  # the writer's own, nothing more
+    os.close(fd)  # the writer is done before the last job runs
     log.close()
     assert releaser.drain()
     assert handles_on(path) == []
@@ -123,12 +126,13 @@ def test_a_small_sealed_log_leaves_the_page_cache_after_its_fsync(tmp_path: Path
 
 def test_the_thread_outlives_a_failing_job(tmp_path: Path) -> None:
     releaser = PageCacheReleaser()
-    no_such_fd = 1 << 20  # above any descriptor in use: every call on it fails
-    releaser.submit(no_such_fd, 0, RELEASE_CHUNK_BYTES, False)
-    releaser.submit(no_such_fd, 0, RELEASE_CHUNK_BYTES, True)
+    gone = tmp_path / "deleted-by-retention"  # every job on it fails to open the file
+    releaser.submit(gone, 0, RELEASE_CHUNK_BYTES, False)
+    releaser.submit(gone, 0, RELEASE_CHUNK_BYTES, True)
     assert releaser.drain()
-    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
-    log = releaser.track(fd)
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    log = releaser.track(path)
     assert log is not None
     log.wrote(2 * RELEASE_CHUNK_BYTES)
     os.close(fd)

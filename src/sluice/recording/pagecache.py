@@ -25,6 +25,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 log = logging.getLogger(__name__)
@@ -56,16 +57,17 @@ class ReleasedLog:
     """The page-cache bookkeeping of one log file; fed by its writer's writes.
 
     Most logs never reach RELEASE_CHUNK_BYTES: they cost nothing here, and
-    their pages go when the finisher has fsynced them. A log that does gets
-    a descriptor of its own for the thread (the writer may close its fd
-    while jobs are queued), taken as it passes the first chunk."""
+    their pages go when the finisher has fsynced them. For a log that does,
+    the thread opens the file by its path for each job and closes it again:
+    a session holds no descriptor for it between jobs (the writer's own may
+    be closed while jobs are queued), so a large log costs its session no
+    more descriptors than a small one, which the session caps count on."""
 
-    __slots__ = ("_fd", "_releaser", "_source", "_started", "_written")
+    __slots__ = ("_path", "_releaser", "_started", "_written")
 
-    def __init__(self, releaser: PageCacheReleaser, fd: int) -> None:
+    def __init__(self, releaser: PageCacheReleaser, path: Path) -> None:
         self._releaser = releaser
-        self._source = fd  # the writer's: valid while it calls `wrote`
-        self._fd = -1  # the thread's own handle, once the log is large
+        self._path = path
         self._written = 0
         self._started = 0  # write-back requested up to here
 
@@ -73,36 +75,26 @@ class ReleasedLog:
         """`size` more bytes were appended to the log."""
         self._written += size
         if self._written - self._started >= RELEASE_CHUNK_BYTES:
-            if self._fd < 0:
-                if self._source < 0:
-                    return
-                try:
-                    self._fd = os.dup(self._source)
-                except OSError as exc:  # out of descriptors: the log is written as before
-                    log.debug("page-cache release off for one log: %s", exc)
-                    self._source = -1
-                    return
-            self._releaser.submit(self._fd, self._started, self._written, False)
+            self._releaser.submit(self._path, self._started, self._written, False)
             self._started = self._written
 
     @property
     def large(self) -> bool:
-        """The thread holds a descriptor of this log."""
-        return self._fd >= 0
+        """The thread has had a job for this log."""
+        return self._started > 0
 
     def close(self) -> None:
-        """The log is complete: drop all of it, then close the handle."""
-        self._source = -1
-        if self._fd >= 0:
-            self._releaser.submit(self._fd, self._started, self._written, True)
-            self._fd = -1
+        """The log is complete: drop all of it (a small one: the finisher does)."""
+        if self._started > 0:
+            self._releaser.submit(self._path, self._started, self._written, True)
+            self._started = 0
 
 
 class PageCacheReleaser:
     """One daemon thread per process, started on first use."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[int, int, int, bool] | threading.Event] = (
+        self._jobs: queue.SimpleQueue[tuple[Path, int, int, bool] | threading.Event] = (
             queue.SimpleQueue()
         )
         self._thread: threading.Thread | None = None
@@ -114,15 +106,15 @@ class PageCacheReleaser:
         self._thread = None
         self._lock = threading.Lock()
 
-    def track(self, fd: int) -> ReleasedLog | None:
-        """Bookkeeping for a log just created on `fd`, or None where not supported."""
+    def track(self, path: Path) -> ReleasedLog | None:
+        """Bookkeeping for a log just created at `path`, or None where not supported."""
         if _sync_file_range is None:
             return None
-        return ReleasedLog(self, fd)
+        return ReleasedLog(self, path)
 
-    def submit(self, fd: int, start: int, end: int, last: bool) -> None:
+    def submit(self, path: Path, start: int, end: int, last: bool) -> None:
         self._start()
-        self._jobs.put((fd, start, end, last))
+        self._jobs.put((path, start, end, last))
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until every job submitted so far is done; False on a timeout."""
@@ -153,23 +145,29 @@ class PageCacheReleaser:
             except Exception:  # advice only: never let the thread die
                 log.debug("page-cache release failed", exc_info=True)
 
-    def _release(self, fd: int, start: int, end: int, last: bool) -> None:
+    def _release(self, path: Path, start: int, end: int, last: bool) -> None:
         assert _sync_file_range is not None
-        if last:
-            # Sealed logs are fsynced first, so every page is clean and goes;
-            # a log given up without the fsync keeps its dirty pages (skipped).
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.close(fd)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # deleted (retention) or out of descriptors: advice only
             return
-        _sync_file_range(fd, start, end - start, _SYNC_FILE_RANGE_WRITE)
-        # Everything before the part just started is let go. Pages still being
-        # written are skipped by the kernel and let go by a later job; from
-        # the log's start each time, since the kernel only visits the pages
-        # still cached.
-        if start > 0:
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(fd, 0, start, os.POSIX_FADV_DONTNEED)
+        try:
+            if last:
+                # Sealed logs are fsynced first, so every page is clean and goes;
+                # a log given up without the fsync keeps its dirty pages (skipped).
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                return
+            _sync_file_range(fd, start, end - start, _SYNC_FILE_RANGE_WRITE)
+            # Everything before the part just started is let go. Pages still
+            # being written are skipped by the kernel and let go by a later
+            # job; from the log's start each time, since the kernel only
+            # visits the pages still cached.
+            if start > 0:
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(fd, 0, start, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 RELEASER: Final = PageCacheReleaser()

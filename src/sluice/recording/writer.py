@@ -334,7 +334,7 @@ class Recorder:
         except OSError as exc:
             rec._fail(exc)
             return rec
-        rec._release = RELEASER.track(rec._fd)
+        rec._release = RELEASER.track(path)
         started_at = _now_iso()
         rec._prev = chain.genesis(context.session_id, started_at)
         identity = context.identity

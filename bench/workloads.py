@@ -25,6 +25,8 @@ import psycopg
 from psycopg import pq
 
 from bench.targets import APPROVER_GROUP, APPROVER_USER, Endpoint, gateway_cpu, gateway_rss
+from sluice.config import Limits
+from sluice.proxy.memory import TRIM_DELAY
 
 PGBENCH_SCALE = 10
 CUSTOMER_ROWS = 10_000
@@ -38,6 +40,10 @@ RSS_SAMPLE_SECONDS = 0.1
 IDLE_SESSIONS = 100
 IDLE_LARGE_ROWS = 5000
 """Rows of the large result each session of the second idle case reads first."""
+IDLE_SETTLE_SECONDS = Limits().idle_release_seconds + TRIM_DELAY + 1.0
+"""How long held sessions sit before a reading: long enough for a gateway's
+idle work (Sluice: the TLS read buffers' pages handed back, then a heap
+trim), so the reading is what an idle session holds."""
 # How long the bench waits for a held statement to show up as a request.
 APPROVAL_APPEAR_TIMEOUT = 10.0
 
@@ -402,7 +408,7 @@ def idle_sessions(
                         errors.append(str(exc).strip().splitlines()[0])
                 if errors:
                     raise WorkloadError(f"{len(errors)} of {count} sessions failed: {errors[0]}")
-                time.sleep(0.5)  # the gateway settles (logs opened, buffers sized)
+                time.sleep(IDLE_SETTLE_SECONDS)
                 readings.append((gateway_rss(endpoint.pid), _open_files(endpoint.pid)))
     finally:
         for conn in opened:

@@ -152,6 +152,9 @@ class Limits(_Model):
     auth_timeout: float = Field(default=30.0, gt=0)
     # A client stalled in the middle of one message for this long is dropped.
     message_stall_timeout: float = Field(default=60.0, gt=0)
+    # A session idle this long after a large read hands back the pages of its
+    # TLS read buffers (up to 256 KiB per leg), and the heap is trimmed.
+    idle_release_seconds: float = Field(default=2.0, gt=0)
     # Sessions served at once by the gateway, all its worker processes
     # together; more are refused with SQLSTATE 53300. Each process also
     # holds no more than its open-file limit leaves room for (a session

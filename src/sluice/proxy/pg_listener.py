@@ -566,6 +566,7 @@ class PostgresListener:
             on_finish=on_finish,
             release_backend=self._releaser(conn, handshake),
             parameters=handshake.parameters,
+            on_idle_release=gateway.memory.idle_release,
         )
         self.sessions.add(session)
         client_leftover = client.detach()

@@ -42,6 +42,7 @@ from sluice.protocols.postgres.rows import copydata_run, datarow_run, walk_frame
 from sluice.protocols.postgres.tracker import QueryTracker, StatementChange
 from sluice.proxy.governance import ApprovalOutcome, SessionGovernance
 from sluice.proxy.pg_statements import BackendStatements
+from sluice.proxy.tls_pages import release_read_buffer
 from sluice.recording import RecordingError
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,12 @@ _TRACKED: Final = frozenset(b"123TnCIsVEZ")
 # size of the largest write for the connection's life: a 4 MB row written
 # at once stayed 4 MB per session, resident until the session ended.
 SEND_SLICE: Final = 256 * 1024
+
+# A read this large touched that much of its TLS read buffer (uvloop's, 256
+# KiB per connection); once the session has been idle for the limit
+# `idle_release_seconds` the buffers' pages of both legs go back to the OS
+# (see tls_pages).
+IDLE_RELEASE_READ: Final = 64 * 1024
 
 # Settings the backend reports (ParameterStatus) that change how it reads text.
 STANDARD_STRINGS: Final = "standard_conforming_strings"
@@ -94,6 +101,7 @@ class PgSession:
         on_finish: Callable[[PgSession], None],
         release_backend: Callable[[asyncio.Transport], bool] | None = None,
         parameters: Mapping[str, str] | None = None,
+        on_idle_release: Callable[[int], None] | None = None,
     ):
         self.client = client
         self.backend = backend
@@ -144,6 +152,10 @@ class PgSession:
         self._client_paused_by_backend = False
         self._stall_timer: asyncio.TimerHandle | None = None
         self._last_client_data = 0.0
+        # Set after a large read: hands the TLS read buffers' pages back once idle.
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_mark = 0
+        self._on_idle_release = on_idle_release
         self._closed = False
 
     # Lifecycle
@@ -156,6 +168,9 @@ class PgSession:
         self.end_detail = detail
         if self._stall_timer is not None:
             self._stall_timer.cancel()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._approval_task is not None and not self._approval_task.done():
             self._approval_task.cancel()
         if not self.backend.is_closing():
@@ -212,6 +227,8 @@ class PgSession:
         if self._closed:
             return
         self.bytes_from_client += len(data)
+        if len(data) >= IDLE_RELEASE_READ and self._idle_timer is None:
+            self._arm_idle_release()
         if self._cbuf or self._held is not None:
             if not self._buffer_client(data):
                 return
@@ -775,6 +792,27 @@ class PgSession:
                 self.limits.message_stall_timeout - idle, self._check_stall
             )
 
+    # Buffers of idle sessions
+
+    def _arm_idle_release(self) -> None:
+        self._idle_mark = self.bytes_from_client + self.bytes_to_client
+        self._idle_timer = self.loop.call_later(
+            self.limits.idle_release_seconds, self._release_if_idle
+        )
+
+    def _release_if_idle(self) -> None:
+        """After a large read: once no byte has passed for a while, the TLS
+        read buffers of both legs give their pages back."""
+        self._idle_timer = None
+        if self._closed:
+            return
+        if self.bytes_from_client + self.bytes_to_client != self._idle_mark:
+            self._arm_idle_release()  # still busy: look again later
+            return
+        released = release_read_buffer(self.client) + release_read_buffer(self.backend)
+        if self._on_idle_release is not None:
+            self._on_idle_release(released)
+
     # Backend to client
 
     def backend_data(self, data: bytes) -> None:
@@ -787,6 +825,8 @@ class PgSession:
         """
         if self._closed:
             return
+        if len(data) >= IDLE_RELEASE_READ and self._idle_timer is None:
+            self._arm_idle_release()
         head: bytes | memoryview = b""
         try:
             start = 0

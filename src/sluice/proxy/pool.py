@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import FrameBuffer
 from sluice.protocols.postgres.messages import BackendKeyData
+from sluice.proxy.tls_pages import release_read_buffer
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class BackendPool:
             transport=transport, parameters={**parameters, **resetting.parameters}, key=key
         )
         transport.set_protocol(pooled.idle)
+        release_read_buffer(transport)  # idle until taken: its read buffer's pages go back
         self.resets += 1
         self.idle.append(pooled)
 

@@ -10,6 +10,7 @@ then the fields in order, integers in network byte order.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -307,7 +308,9 @@ def test_bind_rejects_malformed(body: bytes) -> None:
         m.decode_bind(body)
 
 
-_NAMES = st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=8)
+_NAMES = st.text(
+    alphabet=st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=8
+)
 _VALUES = st.lists(st.one_of(st.none(), st.binary(max_size=300)), max_size=6)
 
 
@@ -671,3 +674,27 @@ def test_message_type_constants_match_the_protocol() -> None:
         assert getattr(m, name) == ord(letter), name
     assert (m.PROTOCOL_3_0, m.SSL_REQUEST_CODE) == (196608, 80877103)
     assert (m.GSSENC_REQUEST_CODE, m.CANCEL_REQUEST_CODE) == (80877104, 80877102)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    body=st.binary(max_size=80)
+    | st.builds(
+        lambda name, rest: name + b"\0" + rest,
+        st.binary(max_size=70).map(lambda b: b.replace(b"\0", b"")),
+        st.binary(max_size=10),
+    ),
+    pos=st.integers(min_value=0, max_value=90),
+)
+def test_names_read_as_any_c_string_does(body: bytes, pos: int) -> None:
+    """Names (statements, portals, tags, columns) are found by a loop over
+    their first bytes and texts by a search: the same string, the same end
+    and the same errors either way, short or long, terminated or not."""
+
+    def read(decode: Callable[[bytes, int], tuple[str, int]]) -> tuple[str, int] | str:
+        try:
+            return decode(body, pos)
+        except RemoteProtocolError as exc:
+            return str(exc)
+
+    assert read(m._name) == read(m._cstring)

@@ -124,6 +124,28 @@ def _cstring(body: bytes, pos: int) -> tuple[str, int]:
         raise RemoteProtocolError("string in message is not valid UTF-8") from exc
 
 
+_SHORT_NAME: Final = 32
+"""Statement and portal names, command tags and column names nearly always
+end within this many bytes."""
+
+
+def _name(body: bytes, pos: int) -> tuple[str, int]:
+    """`_cstring` for a name: compiled, a loop over its first bytes finds its
+    end for less than a call of bytes.find (the long ones fall back to it)."""
+    end = pos
+    stop = min(len(body), pos + _SHORT_NAME)
+    while end < stop and body[end] != 0:
+        end += 1
+    if end >= stop:  # not within the first bytes, or past the end
+        return _cstring(body, pos)
+    if end == pos:
+        return "", end + 1
+    try:
+        return body[pos:end].decode(), end + 1
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError("string in message is not valid UTF-8") from exc
+
+
 # Integers read by indexing: compiled (`sluice._compiled`), a byte of `bytes`
 # is a native read, where struct's unpack_from makes a tuple per field. Past
 # the end they raise IndexError, which callers report as a truncated message.
@@ -269,7 +291,7 @@ def query_text(body: bytes) -> str:
 
 
 def decode_parse(body: bytes) -> Parse:
-    name, pos = _cstring(body, 0)
+    name, pos = _name(body, 0)
     sql, pos = _cstring(body, pos)
     if len(body) < pos + 2:
         raise RemoteProtocolError("Parse message truncated")
@@ -282,8 +304,8 @@ def decode_parse(body: bytes) -> Parse:
 
 
 def decode_bind(body: bytes) -> Bind:
-    portal, pos = _cstring(body, 0)
-    statement, pos = _cstring(body, pos)
+    portal, pos = _name(body, 0)
+    statement, pos = _name(body, pos)
     try:
         pos += 2 + 2 * _u16(body, pos)  # the parameters' format codes
         nparams = _u16(body, pos)
@@ -312,8 +334,8 @@ def bind_parameters(body: bytes) -> tuple[tuple[int, ...], list[bytes | None]]:
     Separate from `decode_bind`, which every Bind goes through: the values
     are only copied out where a Bind is recorded.
     """
-    _, pos = _cstring(body, 0)
-    _, pos = _cstring(body, pos)
+    _, pos = _name(body, 0)
+    _, pos = _name(body, pos)
     formats, values, _ = _parameters(body, pos, "Bind")
     return formats, values
 
@@ -385,7 +407,7 @@ def decode_execute(body: bytes) -> Execute:
 
 def execute_portal(body: bytes) -> str:
     """`decode_execute(body).portal`, without the message object (per execution)."""
-    portal, pos = _cstring(body, 0)
+    portal, pos = _name(body, 0)
     if len(body) != pos + 4:
         raise RemoteProtocolError("Execute message has the wrong length")
     return portal
@@ -394,7 +416,7 @@ def execute_portal(body: bytes) -> str:
 def _decode_target(body: bytes, what: str) -> tuple[str, str]:
     if not body or body[0:1] not in (b"S", b"P"):
         raise RemoteProtocolError(f"{what} must target 'S' (statement) or 'P' (portal)")
-    name, pos = _cstring(body, 1)
+    name, pos = _name(body, 1)
     if pos != len(body):
         raise RemoteProtocolError(f"trailing bytes in {what}")
     return chr(body[0]), name
@@ -491,7 +513,7 @@ def decode_backend_key(body: bytes) -> BackendKeyData:
 
 
 def decode_parameter_status(body: bytes) -> tuple[str, str]:
-    name, pos = _cstring(body, 0)
+    name, pos = _name(body, 0)
     value, _ = _cstring(body, pos)
     return name, value
 
@@ -557,7 +579,7 @@ def decode_row_description(body: bytes) -> list[FieldDescription]:
         pos = 2
         result = []
         for _ in range(count):
-            name, pos = _cstring(body, pos)
+            name, pos = _name(body, pos)
             table, col, typ, size, mod, fmt = struct.unpack_from("!IhIhih", body, pos)
             pos += 18
             result.append(
@@ -622,7 +644,7 @@ def decode_notification(body: bytes) -> tuple[int, str, str]:
     if len(body) < 4:
         raise RemoteProtocolError("NotificationResponse truncated")
     (pid,) = _I32.unpack_from(body, 0)
-    channel, pos = _cstring(body, 4)
+    channel, pos = _name(body, 4)
     payload, _ = _cstring(body, pos)
     return pid, channel, payload
 
@@ -652,5 +674,5 @@ def command_complete(tag: str) -> bytes:
 
 
 def decode_command_complete(body: bytes) -> str:
-    tag, _ = _cstring(body, 0)
+    tag, _ = _name(body, 0)
     return tag

@@ -181,3 +181,31 @@ def test_a_session_idle_after_a_large_result_hands_back_its_buffers(
             assert memory.idle_releases == 2
     finally:
         thread.stop()
+
+
+def test_a_pooled_backend_parks_without_its_read_buffer_pages(
+    pg: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    """A backend session handed to the pool after a large result is idle
+    until the next client takes it: its read buffer's pages go at once."""
+    config = base_config(pg, tmp_path / "gw")
+    raw = config.model_dump(mode="json")
+    raw["connections"][0]["pool"] = {"size": 1}
+    thread = GatewayThread(type(config).model_validate(raw)).start()
+    try:
+        assert thread.gateway is not None
+        query = "SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 20000) g"
+        with psycopg.connect(thread.dsn(thread.token())) as conn:
+            assert len(conn.execute(query).fetchall()) == 20000
+        deadline = time.monotonic() + 10
+        while not thread.gateway.pools["app"].idle and time.monotonic() < deadline:
+            time.sleep(0.02)
+        parked = thread.gateway.pools["app"].idle[0].transport
+        buffer = thread.call(lambda: tls_pages._read_buffer(parked))
+        assert buffer is not None
+        assert _resident_pages(buffer)[0] == 0
+        with psycopg.connect(thread.dsn(thread.token())) as conn:  # and it serves again
+            assert len(conn.execute(query).fetchall()) == 20000
+        assert thread.gateway.pools["app"].reuses == 1
+    finally:
+        thread.stop()

@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 MADV_DONTNEED: Final = 4  # Linux's value
 PAGE_SIZE: Final = mmap.PAGESIZE
 
-_WHOLE_BUFFER: Final = 1 << 30
-"""Asked of `get_buffer`: uvloop caps a request at the buffer's own size and
-then returns the buffer as it is, without reallocating it."""
+_ANY_BUFFER: Final = 1
+"""Asked of `get_buffer`: a request no larger than the buffer makes uvloop
+return the whole buffer as it is; it never reallocates for it."""
 
 
 def _madvise() -> Callable[[int, int, int], int] | None:
@@ -56,7 +56,7 @@ def _read_buffer(transport: asyncio.BaseTransport) -> memoryview | None:
         get_buffer = getattr(protocol, "get_buffer", None)
         if get_buffer is None:
             return None
-        view = get_buffer(_WHOLE_BUFFER)
+        view = get_buffer(_ANY_BUFFER)
     except Exception:  # a closed transport, or a uvloop that works otherwise
         return None
     if not isinstance(view, memoryview) or view.readonly or not view.c_contiguous:

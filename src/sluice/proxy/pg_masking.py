@@ -560,11 +560,9 @@ class PgSessionMasking:
         masked, stats = plan.mask_rows(rows)
         if stats.values:
             self._stats = stats if self._stats is None else self._stats + stats
-        changed = [
-            (indexes[j], new)
-            for j, (old, new) in enumerate(zip(rows, masked, strict=True))
-            if old is not new
-        ]
+        if len(masked) != len(rows):
+            raise MaskingError("masking returned a different number of rows")
+        changed = [(indexes[j], masked[j]) for j in range(len(rows)) if rows[j] is not masked[j]]
         if not changed:
             return None
         try:

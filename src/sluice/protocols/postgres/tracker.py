@@ -390,7 +390,7 @@ def _with_formats(
             type_oid=f.type_oid,
             type_size=f.type_size,
             type_modifier=f.type_modifier,
-            format=fmt,
+            format=chosen[i],
         )
-        for f, fmt in zip(fields, chosen, strict=True)
+        for i, f in enumerate(fields)  # `chosen` has one code per field
     ]

@@ -31,9 +31,7 @@ def _resident_pages(view: memoryview) -> tuple[int, int]:
     """(resident, all) whole pages of `view`, from mincore(2)."""
     mincore = ctypes.CDLL(None, use_errno=True).mincore
     mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
-    address = ctypes.addressof(ctypes.c_char.from_buffer(view))
-    start = -(-address // PAGE) * PAGE
-    end = (address + view.nbytes) // PAGE * PAGE
+    start, end = tls_pages.whole_pages(view)
     pages = (end - start) // PAGE
     vector = ctypes.create_string_buffer(pages)
     assert mincore(ctypes.c_void_p(start), ctypes.c_size_t(end - start), vector) == 0

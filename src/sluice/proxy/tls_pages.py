@@ -64,6 +64,15 @@ def _read_buffer(transport: asyncio.BaseTransport) -> memoryview | None:
     return view
 
 
+def whole_pages(view: memoryview) -> tuple[int, int]:
+    """The addresses of the first whole page inside a writable `view` and of
+    the end of its last one (equal when no whole page lies inside it)."""
+    address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+    start = -(-address // PAGE_SIZE) * PAGE_SIZE
+    end = max(start, (address + view.nbytes) // PAGE_SIZE * PAGE_SIZE)
+    return start, end
+
+
 def release_read_buffer(transport: asyncio.BaseTransport) -> int:
     """Hand back the whole pages of `transport`'s TLS read buffer.
 
@@ -77,11 +86,9 @@ def release_read_buffer(transport: asyncio.BaseTransport) -> int:
     if view is None:
         return 0
     try:
-        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        start, end = whole_pages(view)
     except (TypeError, ValueError):
         return 0
-    start = -(-address // PAGE_SIZE) * PAGE_SIZE  # the first whole page inside it
-    end = (address + view.nbytes) // PAGE_SIZE * PAGE_SIZE
     if end <= start:
         return 0
     if _MADVISE(start, end - start, MADV_DONTNEED) != 0:

@@ -14,8 +14,10 @@ from pglast.parser import scan
 from sluice.policy.prepared import (
     _SEARCH_PATH_WORDS,
     _SEARCH_PATH_WORDS_RE,
+    mentions_any,
     mentions_prepared,
     mentions_words,
+    py_mentions_any,
 )
 from sluice.policy.sql import (
     KNOWN_KINDS,
@@ -521,6 +523,65 @@ def test_the_search_path_prefilter_answers_as_its_regex(text: str) -> None:
     for sample in (text, text.upper(), text.lower()):
         expected = reference.search(sample) is not None
         assert mentions_words(sample, _SEARCH_PATH_WORDS, _SEARCH_PATH_WORDS_RE) == expected
+
+
+# Words of the pre-filters and their letters in other cases; `\u212a` (Kelvin)
+# and `\u017f` (long s) fold to ASCII letters, so non-ASCII goes to the regex.
+_WORD_ALPHABET = "prepaREXECUTdlocisPEXAD_&u ;search\u017f\u212a\u00e9\x00"
+_WORDS = st.lists(st.text(alphabet="prepaexcutdlosiRE_&u", min_size=0, max_size=8), max_size=6).map(
+    tuple
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=_WORD_ALPHABET, max_size=40), _WORDS)
+def test_the_compiled_word_prefilter_answers_as_the_python_one(
+    text: str, words: tuple[str, ...]
+) -> None:
+    """Capital letters in a word never match, as in `sql.lower()`."""
+    assert mentions_any(text, words) == py_mentions_any(text, words)
+    if text.isascii():
+        low = text.lower()
+        assert mentions_any(text, words) == any(word in low for word in words)
+    else:
+        assert mentions_any(text, words) is None
+
+
+def test_the_compiled_word_prefilter_is_built_where_a_compiler_is() -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the Python pre-filter is used")
+    assert mentions_any is not py_mentions_any
+
+
+@pytest.mark.parametrize(
+    ("sql", "found"),
+    [
+        ("SELECT 1", False),
+        ("PREPARE", True),  # the whole text
+        ("x ExEcUtE", True),  # at the end
+        ("execut", False),  # cut short at the end
+        ("DEALLOCATEdiscard", True),
+        ("SELECT * FROM t WHERE a = 'prep are'", False),
+    ],
+)
+def test_the_word_prefilter_finds_words_in_any_case(sql: str, found: bool) -> None:
+    words = ("prepare", "execute", "deallocate", "discard")
+    assert mentions_any(sql, words) is found
+    assert mentions_words(sql, words, re.compile("|".join(words), re.IGNORECASE)) is found
+
+
+def test_the_word_prefilter_refuses_what_it_cannot_read() -> None:
+    with pytest.raises(TypeError):
+        mentions_any(b"SELECT", ("select",))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        mentions_any("SELECT", ["select"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ASCII"):
+        mentions_any("SELECT", ("s\u00e9lect",))
+    # Over 32 words: no answer here, the caller's regex gives it.
+    assert mentions_any("SELECT", tuple(f"w{i}" for i in range(33))) is None
+    many = (*(f"w{i}" for i in range(40)), "lect")
+    assert mentions_words("SELECT", many, re.compile("|".join(many), re.IGNORECASE)) is True
+    assert mentions_any("SELECT", (*(f"w{i}" for i in range(31)), "lect")) is True
 
 
 B = "\\"

@@ -15,6 +15,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 /* The characters of _PLAIN_TEXT: [A-Za-z0-9_ \t\n\r\f\v,.=<>()*;+\-/%!|&^~:\[\]@#] */
@@ -217,16 +218,91 @@ done:
     return result;
 }
 
+/* mentions_any(sql, words) -> bool | None
+ *
+ * `any(word in sql.lower() for word in words)` for an ASCII `sql`, in one
+ * pass and without the lowered copy. None when `sql` is not ASCII (Unicode
+ * case folding can make ASCII words of other letters) or there are more than
+ * 32 words: the caller asks its regex. `words` are ASCII strings, compared as given
+ * (lower case: a word with a capital letter never matches, as with
+ * `sql.lower()`). Every statement is asked this several times on the hot
+ * path (sluice.policy.prepared.mentions_words).
+ */
+#define MAX_WORDS 32
+
+static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "mentions_any() takes a str and a tuple of str");
+        return NULL;
+    }
+    PyObject *sql = args[0];
+    PyObject *words = args[1];
+    if (PyUnicode_READY(sql) < 0)
+        return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(words);
+    if (count > MAX_WORDS)
+        Py_RETURN_NONE; /* the caller's regex answers */
+    const unsigned char *word[MAX_WORDS];
+    Py_ssize_t length[MAX_WORDS];
+    uint32_t first[128] = {0}; /* per first character: the words that begin with it */
+    int empty = 0;              /* "" is in every text */
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *item = PyTuple_GET_ITEM(words, k);
+        if (!PyUnicode_Check(item) || PyUnicode_READY(item) < 0 || !PyUnicode_IS_ASCII(item)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "mentions_any() words are ASCII strings");
+            return NULL;
+        }
+        word[k] = (const unsigned char *)PyUnicode_DATA(item);
+        length[k] = PyUnicode_GET_LENGTH(item);
+        if (length[k] == 0)
+            empty = 1;
+        else
+            first[word[k][0]] |= (uint32_t)1 << k;
+    }
+    if (!PyUnicode_IS_ASCII(sql))
+        Py_RETURN_NONE;
+    if (empty)
+        Py_RETURN_TRUE;
+    const unsigned char *text = (const unsigned char *)PyUnicode_DATA(sql);
+    Py_ssize_t size = PyUnicode_GET_LENGTH(sql);
+    for (Py_ssize_t pos = 0; pos < size; pos++) {
+        unsigned char c = text[pos];
+        uint32_t candidates = first[(c >= 'A' && c <= 'Z') ? c + 32 : c];
+        while (candidates) {
+            int k = __builtin_ctz(candidates);
+            candidates &= candidates - 1;
+            Py_ssize_t n = length[k];
+            if (n > size - pos)
+                continue;
+            Py_ssize_t i = 1;
+            while (i < n) {
+                unsigned char t = text[pos + i];
+                if (((t >= 'A' && t <= 'Z') ? t + 32 : t) != word[k][i])
+                    break;
+                i++;
+            }
+            if (i == n)
+                Py_RETURN_TRUE;
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef methods[] = {
     {"plain_key", plain_key, METH_O,
      "plain_key(sql) -> str | None: the verdict cache key of a plain text (numbers zeroed)."},
     {"literal_key", literal_key, METH_O,
      "literal_key(sql) -> str | None: a plain text with standard literals blanked."},
+    {"mentions_any", (PyCFunction)(void (*)(void))mentions_any, METH_FASTCALL,
+     "mentions_any(sql, words) -> bool | None: a lower-case word of `words` in ASCII `sql`, "
+     "in any letter case (None: not ASCII, or over 32 words)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_sqlkey", "Compiled statement cache key of the policy engine.", -1,
+    PyModuleDef_HEAD_INIT, "_sqlkey", "Compiled statement cache key and word pre-filter of the policy engine.", -1,
     methods,
 };
 

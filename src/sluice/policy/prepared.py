@@ -8,7 +8,7 @@ runs; the decision function only reads it (it is a `Mapping`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 from sluice.policy.sql import Deallocate, Prepare, classify
@@ -71,23 +71,38 @@ _SESSION_WORDS: Final = ("prepare", "execute", "deallocate", "discard")
 _SESSION_WORDS_RE: Final = re.compile("|".join(_SESSION_WORDS), re.IGNORECASE)
 
 
-_LAST_LOWERED: Final[list[tuple[str, str | None]]] = [("", "")]
-"""The last text asked about, and its lower case (None if not ASCII): a
-statement is asked about several word lists on its way through. In a Final
-list: compiled, a static, where a rebound global is a module-dict lookup."""
+def py_mentions_any(sql: str, words: tuple[str, ...]) -> bool | None:
+    """Whether ASCII `sql` holds one of the lower-case `words` in any letter
+    case; None when `sql` is not ASCII (Unicode case folding can spell ASCII
+    letters with others: `\u212a` is a K), and the caller asks its regex. The
+    compiled version also answers None for over 32 words."""
+    if not sql.isascii():
+        return None
+    low = sql.lower()
+    return any(word in low for word in words)
+
+
+def _compiled_mentions_any() -> Callable[[str, tuple[str, ...]], bool | None]:
+    try:  # compiled when a compiler was there at install; same answers (tests/policy)
+        from sluice.policy._sqlkey import mentions_any as compiled
+    except ImportError:
+        return py_mentions_any
+    return compiled
+
+
+# Final: compiled, a static, where a module global is a dict lookup per call.
+mentions_any: Final = _compiled_mentions_any()
 
 
 def mentions_words(sql: str, words: tuple[str, ...], pattern: re.Pattern[str]) -> bool:
-    """Whether `sql` holds any of `words` (lower case), in any letter case."""
-    last, low = _LAST_LOWERED[0]  # one tuple: consistent across threads
-    if sql is not last:
-        low = sql.lower() if sql.isascii() else None
-        _LAST_LOWERED[0] = (sql, low)
-    if low is not None:  # the usual case: plain substring tests, same answer as the regex
-        for word in words:  # noqa: SIM110 - a loop: cheaper than any() over a generator
-            if word in low:
-                return True
-        return False
+    """Whether `sql` holds any of `words` (lower case), in any letter case.
+
+    `pattern` is the words' case-insensitive regex, asked only of texts
+    that are not ASCII.
+    """
+    found = mentions_any(sql, words)
+    if found is not None:  # the usual case: plain substring tests, same answer as the regex
+        return found
     return pattern.search(sql) is not None
 
 

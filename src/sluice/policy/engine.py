@@ -84,6 +84,23 @@ from sluice.policy.sql import (
 )
 from sluice.policy.verdict import Allow, Block, MaskPlan, RequireApproval, Verdict
 
+# Enum members bound once: compiled, `Enum.MEMBER` is an attribute lookup
+# through the enum's metaclass at every use (about 800 instructions on 3.11).
+_ACTION_ALLOW: Final = RuleAction.ALLOW
+_ACTION_BLOCK: Final = RuleAction.BLOCK
+_ACTION_MASK: Final = RuleAction.MASK
+_ACTION_REQUIRE_APPROVAL: Final = RuleAction.REQUIRE_APPROVAL
+_CATEGORY_PROCEDURAL: Final = Category.PROCEDURAL
+_CATEGORY_UNPARSABLE: Final = Category.UNPARSABLE
+_MATCH_MAYBE: Final = Match.MAYBE
+_MATCH_NO: Final = Match.NO
+_ORIGIN_EXECUTE: Final = QueryOrigin.EXECUTE
+_ORIGIN_FUNCTION_CALL: Final = QueryOrigin.FUNCTION_CALL
+_ORIGIN_ONE_SHOT: Final = QueryOrigin.ONE_SHOT
+_ORIGIN_PARSE: Final = QueryOrigin.PARSE
+_ORIGIN_SIMPLE: Final = QueryOrigin.SIMPLE
+_PROTOCOL_POSTGRES: Final = Protocol.POSTGRES
+
 ENGINE_ERROR_RULE: Final = "engine-error"
 DEFAULT_RULE: Final = "default"
 UNKNOWN_PREPARED_RULE: Final = "unknown-prepared-statement"
@@ -347,16 +364,16 @@ class PolicyEngine:
     ) -> _VerdictKeys | None:
         """The cache keys of the verdict for a query: for its text up to its
         numbers, and (None without string literals) up to numbers and literals."""
-        if origin is QueryOrigin.EXECUTE:
+        if origin is _ORIGIN_EXECUTE:
             # A Bind of a statement judged at its Parse: the statement's own text
             # is all there is to judge, as for a Parse of that text.
             if prepared is None or prepared.get(statement_name or "") != sql:
                 return None
-        elif origin not in (QueryOrigin.SIMPLE, QueryOrigin.PARSE, QueryOrigin.ONE_SHOT):
+        elif origin not in (_ORIGIN_SIMPLE, _ORIGIN_PARSE, _ORIGIN_ONE_SHOT):
             return None
         if len(sql) > MAX_CACHED_SQL_CHARS:
             return None
-        if origin is QueryOrigin.EXECUTE or origin is QueryOrigin.PARSE:
+        if origin is _ORIGIN_EXECUTE or origin is _ORIGIN_PARSE:
             prepared_keys = self._prepared_keys
             # A membership test, not a sentinel default: compiled code makes a
             # Final tuple anew where it is used, so `is` would never match.
@@ -406,10 +423,10 @@ class PolicyEngine:
             session_id="policy-test",
             identity=identity,
             connection=connection,
-            protocol=Protocol.POSTGRES,
+            protocol=_PROTOCOL_POSTGRES,
             client_addr="",
         )
-        event = QueryRequested(context=context, sql=sql, origin=QueryOrigin.ONE_SHOT)
+        event = QueryRequested(context=context, sql=sql, origin=_ORIGIN_ONE_SHOT)
         return self.explain(event, policy_name=policy_name, prepared=prepared)
 
     def replay(
@@ -434,9 +451,9 @@ class PolicyEngine:
                 d.statement.changes_search_path for d in explanation.statements
             ):
                 search_path_changed = True
-            if query.origin is QueryOrigin.PARSE:
+            if query.origin is _ORIGIN_PARSE:
                 prepared.parse(query.statement_name or "", query.sql)
-            elif query.origin in {QueryOrigin.SIMPLE, QueryOrigin.ONE_SHOT}:
+            elif query.origin in {_ORIGIN_SIMPLE, _ORIGIN_ONE_SHOT}:
                 prepared.observe(query.sql)
         return tuple(results)
 
@@ -449,7 +466,7 @@ class PolicyEngine:
             reason = f"unknown policy {policy_name!r}; blocked to be safe"
             return Explanation(verdict=Block(rule=ENGINE_ERROR_RULE, reason=reason))
         texts = [event.sql]
-        if event.origin is QueryOrigin.EXECUTE:
+        if event.origin is _ORIGIN_EXECUTE:
             name = event.statement_name or ""
             stored = prepared.get(name)
             texts = [t for t in (stored, event.sql) if t is not None and t.strip()]
@@ -476,7 +493,7 @@ class PolicyEngine:
                 if any(d.statement.changes_search_path for d in judged):
                     ambiguous = True
         if not decisions:
-            if event.origin in {QueryOrigin.EXECUTE, QueryOrigin.FUNCTION_CALL}:
+            if event.origin in {_ORIGIN_EXECUTE, _ORIGIN_FUNCTION_CALL}:
                 reason = f"{event.origin.value} event without any SQL to judge; blocked"
                 return Explanation(verdict=Block(rule=EMPTY_QUERY_RULE, reason=reason))
             verdict: Verdict = Allow(rule=EMPTY_QUERY_RULE, reason="empty query")
@@ -523,8 +540,8 @@ def _compile_rule(
     rule: RuleSpec, declared_in: str, compiling: str, approvers: list[str]
 ) -> CompiledRule:
     action = RuleAction(rule.action)
-    groups = tuple(rule.approvers or approvers) if action is RuleAction.REQUIRE_APPROVAL else ()
-    if action is RuleAction.REQUIRE_APPROVAL and not groups:
+    groups = tuple(rule.approvers or approvers) if action is _ACTION_REQUIRE_APPROVAL else ()
+    if action is _ACTION_REQUIRE_APPROVAL and not groups:
         raise PolicyError(
             f"policy {compiling!r}: rule {rule.name!r} (from {declared_in!r}) requires approval "
             "but names no approvers; set `approvers` on the rule or the policy"
@@ -660,13 +677,13 @@ def _judge_one(
         if not rule.subjects.include(identity):
             continue
         match = rule.match(statement, ambiguous=ambiguous)
-        if match is Match.NO:
+        if match is _MATCH_NO:
             continue
-        if rule.action is RuleAction.MASK:
+        if rule.action is _ACTION_MASK:
             masks.append(rule)
             continue
-        if match is Match.MAYBE:
-            if rule.action is not RuleAction.ALLOW:
+        if match is _MATCH_MAYBE:
+            if rule.action is not _ACTION_ALLOW:
                 may_apply.append(
                     StatementDecision(
                         statement=statement,
@@ -687,7 +704,7 @@ def _judge_one(
         return [decision, *may_apply]
     what = describe(statement)
     verdict: Verdict
-    if policy.default is RuleAction.ALLOW:
+    if policy.default is _ACTION_ALLOW:
         reason = f'no rule of policy "{policy.name}" matched {what}; the default allows it'
         verdict = Allow(rule=DEFAULT_RULE, reason=reason, mask=_mask_plan(masks))
     else:
@@ -716,9 +733,9 @@ def _rule_verdict(
     why = f": {rule.reason}" if rule.reason else ""
     if unsure:
         why += _UNSURE
-    if rule.action is RuleAction.BLOCK:
+    if rule.action is _ACTION_BLOCK:
         return Block(rule=rule.name, reason=f'rule "{rule.name}" blocked {what}{why}')
-    if rule.action is RuleAction.REQUIRE_APPROVAL:
+    if rule.action is _ACTION_REQUIRE_APPROVAL:
         return RequireApproval(
             rule=rule.name,
             reason=f'rule "{rule.name}" requires approval for {what}{why}',
@@ -749,7 +766,7 @@ def describe(statement: StatementInfo, *, as_written: bool = False) -> str:
     With `as_written`, unqualified table names are shown as they are (their
     schema is not known) instead of in `public`.
     """
-    if statement.category is Category.UNPARSABLE:
+    if statement.category is _CATEGORY_UNPARSABLE:
         return f"unparsable SQL ({statement.error})"
     parts = [statement.kind.replace("_", " ").upper()]
     tables = sorted(
@@ -761,7 +778,7 @@ def describe(statement: StatementInfo, *, as_written: bool = False) -> str:
         shown = ", ".join(tables[:_MAX_NAMES_IN_REASON])
         more = len(tables) - _MAX_NAMES_IN_REASON
         parts.append(f"on {shown}" + (f" and {more} more" if more > 0 else ""))
-    if statement.unvetted_functions and statement.category is Category.PROCEDURAL:
+    if statement.unvetted_functions and statement.category is _CATEGORY_PROCEDURAL:
         calls = sorted(statement.unvetted_functions)[:_MAX_NAMES_IN_REASON]
         listed = ", ".join(name if name.startswith("operator(") else f"{name}()" for name in calls)
         parts.append(f"calling {listed}, not known to be read-only")

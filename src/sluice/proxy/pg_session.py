@@ -45,6 +45,13 @@ from sluice.proxy.pg_statements import BackendStatements
 from sluice.proxy.tls_pages import release_read_buffer
 from sluice.recording import RecordingError
 
+# Enum members bound once: compiled, `Enum.MEMBER` is an attribute lookup
+# through the enum's metaclass at every use (about 800 instructions on 3.11).
+_ORIGIN_EXECUTE: Final = QueryOrigin.EXECUTE
+_ORIGIN_FUNCTION_CALL: Final = QueryOrigin.FUNCTION_CALL
+_ORIGIN_PARSE: Final = QueryOrigin.PARSE
+_ORIGIN_SIMPLE: Final = QueryOrigin.SIMPLE
+
 log = logging.getLogger(__name__)
 
 
@@ -339,11 +346,11 @@ class PgSession:
         if kind == m.QUERY:
             text = m.query_text(body)
             self.statements += 1
-            verdict = self._judge(text, QueryOrigin.SIMPLE, None)
+            verdict = self._judge(text, _ORIGIN_SIMPLE, None)
             return self._act(verdict, kind, body, raw, out, sql=text)
         if kind == m.PARSE:
             parse = m.decode_parse(body)
-            verdict = self._judge(parse.sql, QueryOrigin.PARSE, parse.name or None)
+            verdict = self._judge(parse.sql, _ORIGIN_PARSE, parse.name or None)
             return self._act(verdict, kind, body, raw, out, sql=parse.sql, parse=parse)
         if kind == m.BIND:
             bind = m.decode_bind(body)
@@ -354,7 +361,7 @@ class PgSession:
                 return self._act(refused, kind, body, raw, out, sql=sql or "", bind=bind)
             if sql is not None:
                 if name:
-                    verdict = self._judge(sql, QueryOrigin.EXECUTE, name)
+                    verdict = self._judge(sql, _ORIGIN_EXECUTE, name)
                     if not isinstance(verdict, Allow):
                         return self._act(verdict, kind, body, raw, out, sql=sql, bind=bind)
                 else:  # the unnamed statement was judged at its Parse
@@ -397,7 +404,7 @@ class PgSession:
             self.statements += 1
             call = m.decode_function_call(body)
             sql = f"-- fast-path function call of function oid {call.oid}"
-            verdict = self._judge(sql, QueryOrigin.FUNCTION_CALL, None)
+            verdict = self._judge(sql, _ORIGIN_FUNCTION_CALL, None)
             if isinstance(verdict, Allow) and self.governance.masking is not None:
                 # Its result comes back as one bare value, outside any masking.
                 verdict = Block(
@@ -476,11 +483,11 @@ class PgSession:
         self._tracker.on_bind(bind.portal, bind.statement, bind.result_formats)
 
     def _judge(self, sql: str, origin: QueryOrigin, name: str | None) -> Verdict:
-        if (not sql.isascii() or "\\" in sql) and origin is not QueryOrigin.EXECUTE:
+        if (not sql.isascii() or "\\" in sql) and origin is not _ORIGIN_EXECUTE:
             ambiguous = self._read_otherwise(sql)
             if ambiguous is not None:
                 return Block(rule="ambiguous-sql", reason=ambiguous)
-        if origin is not QueryOrigin.EXECUTE and self.governance.judges:
+        if origin is not _ORIGIN_EXECUTE and self.governance.judges:
             unsettled = self._statements.ambiguous_in(sql, self._syncs_sent)
             if unsettled is not None:
                 return Block(rule=AMBIGUOUS_STATEMENT_RULE, reason=_ambiguous_reason(unsettled))
@@ -1196,12 +1203,12 @@ def _origin_of(
     kind: int, parse: m.Parse | None, bind: m.Bind | None
 ) -> tuple[QueryOrigin, str | None]:
     if kind == m.PARSE:
-        return QueryOrigin.PARSE, (parse.name if parse else None) or None
+        return _ORIGIN_PARSE, (parse.name if parse else None) or None
     if kind == m.BIND:
-        return QueryOrigin.EXECUTE, (bind.statement if bind else None) or None
+        return _ORIGIN_EXECUTE, (bind.statement if bind else None) or None
     if kind == m.FUNCTION_CALL:
-        return QueryOrigin.FUNCTION_CALL, None
-    return QueryOrigin.SIMPLE, None
+        return _ORIGIN_FUNCTION_CALL, None
+    return _ORIGIN_SIMPLE, None
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

@@ -58,6 +58,7 @@ TRAILER_TAIL: Final = b'"}\n'
 TRAILER_LEN: Final = len(TRAILER_HEAD) + HASH_HEX_LEN + len(TRAILER_TAIL)
 
 _HEX: Final = re.compile(rb"[0-9a-f]{64}")
+_DUMPS: Final = orjson.dumps  # bound once: compiled, a module attribute is looked up per use
 SESSION_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 """Session ids become file names: no separators, no leading dot."""
 
@@ -214,7 +215,7 @@ def encode_record(body: dict[str, Any], chain: Chain) -> tuple[bytes, str]:
     """Serialise one record; returns the full line and its digest."""
     # orjson: compact UTF-8 JSON, control characters escaped, several times
     # faster than the standard library on this hot path.
-    return seal_record(memoryview(orjson.dumps(body))[:-1], chain)  # no closing brace, no copy
+    return seal_record(memoryview(_DUMPS(body))[:-1], chain)  # no closing brace, no copy
 
 
 def seal_record(content: bytes | memoryview, chain: Chain) -> tuple[bytes, str]:

@@ -43,6 +43,12 @@ from sluice.recording.records import RecordKind
 
 log = logging.getLogger(__name__)
 
+# Bound once: compiled, a module attribute is looked up at every use.
+_DUMPS: Final = orjson.dumps
+_TIME_NS: Final = time.time_ns
+_B64: Final = pybase64.b64encode
+_B64_TEXT: Final = pybase64.b64encode_as_string
+
 # Record kinds as plain strings: the hot path serialises them per record.
 _APPROVAL: Final = RecordKind.APPROVAL.value
 _BIND: Final = RecordKind.BIND.value
@@ -84,7 +90,11 @@ def _now_wall() -> bytes:
     so the text is reused within the same millisecond, and the date and time
     up to the second within the same second.
     """
-    millis = time.time_ns() // 1_000_000
+    return _wall_text(_TIME_NS() // 1_000_000)
+
+
+def _wall_text(millis: int) -> bytes:
+    """`_now_wall` at `millis` since the epoch."""
     cache = _wall_cache
     if millis != cache[0]:
         seconds, fraction = divmod(millis, 1000)
@@ -111,7 +121,7 @@ members: the common members, then the record's own (`_members`)."""
 def _members(kind: str, fields: dict[str, Any]) -> bytes:
     """A record's own members as JSON, without the braces."""
     try:
-        return orjson.dumps(fields)[1:-1]
+        return _DUMPS(fields)[1:-1]
     except (TypeError, ValueError) as exc:
         raise RecordingError(f"cannot encode {kind} record: {exc}") from None
 
@@ -520,7 +530,7 @@ class Recorder:
             # they are: a large record is never copied whole into another.
             members = _members(_ROWS, _wire_fields(rows, formats))[:-1]  # open: `"wire":"`
             head = self._record_head(_ROWS, members, self._elapsed())
-            wire = pybase64.b64encode(chunk)  # SIMD; 3.6x binascii here
+            wire = _B64(chunk)  # SIMD; 3.6x binascii here
             size = len(head) + len(wire) + len(_WIRE_TAIL) + TRAILER_LEN
             if self._size + size > self._max_bytes:
                 self._capped = True
@@ -594,7 +604,7 @@ class Recorder:
                 {
                     "direction": direction,
                     "bytes": size,
-                    "data": pybase64.b64encode_as_string(chunk),
+                    "data": _B64_TEXT(chunk),
                 },
             )
             if self._size + len(line) > self._max_bytes:
@@ -621,7 +631,7 @@ class Recorder:
         if self._wire and not self._capped:
             data, count, formats = self._take_wire()
             fields = {"tag": tag, **_wire_fields(count, formats)}
-            fields["wire"] = pybase64.b64encode_as_string(data)  # SIMD; 3.6x binascii here
+            fields["wire"] = _B64_TEXT(data)  # SIMD; 3.6x binascii here
             line, digest = self._encode(_COMPLETE, fields)
             if self._size + len(line) <= self._max_bytes and len(line) <= MAX_RECORD_BYTES:
                 self._commit(line, digest)

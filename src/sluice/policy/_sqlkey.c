@@ -220,15 +220,51 @@ done:
 
 /* mentions_any(sql, words) -> bool | None
  *
- * `any(word in sql.lower() for word in words)` for an ASCII `sql`, in one
- * pass and without the lowered copy. None when `sql` is not ASCII (Unicode
- * case folding can make ASCII words of other letters) or there are more than
- * 32 words: the caller asks its regex. `words` are ASCII strings, compared as given
- * (lower case: a word with a capital letter never matches, as with
- * `sql.lower()`). Every statement is asked this several times on the hot
- * path (sluice.policy.prepared.mentions_words).
+ * `any(word in sql.lower() for word in words)` for an ASCII `sql`; None when
+ * `sql` is not ASCII (Unicode case folding can make ASCII words of other
+ * letters: the caller asks its regex). `words` is a tuple of ASCII strings,
+ * compared as given (lower case: a word with a capital letter never matches,
+ * as with `sql.lower()`).
+ *
+ * A statement is asked this several times on its way through, with a few
+ * word lists (sluice.policy.prepared.mentions_words). The lower case of the
+ * last text asked about is kept, with the answers given for it: the same
+ * text (the same object) is lowered once, and a list asked again is answered
+ * from memory. Everything here runs under the GIL, in one go.
  */
-#define MAX_WORDS 32
+#define KEPT_ANSWERS 8
+
+static PyObject *kept_sql;                /* the last text asked about (a reference) */
+static char *kept_lower;                  /* its lower case */
+static PyObject *kept_words[KEPT_ANSWERS]; /* word lists asked about it (references) */
+static int kept_found[KEPT_ANSWERS];
+static int kept_count;
+
+static void forget_kept(void)
+{
+    for (int i = 0; i < kept_count; i++)
+        Py_CLEAR(kept_words[i]);
+    kept_count = 0;
+    Py_CLEAR(kept_sql);
+    PyMem_Free(kept_lower);
+    kept_lower = NULL;
+}
+
+/* Whether `a` and `b` hold the same word objects: a compiled caller may build
+ * its constant tuple anew per call, but from the same interned strings. */
+static int same_words(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    Py_ssize_t n = PyTuple_GET_SIZE(a);
+    if (PyTuple_GET_SIZE(b) != n)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyTuple_GET_ITEM(a, i) != PyTuple_GET_ITEM(b, i))
+            return 0;
+    }
+    return 1;
+}
 
 static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -238,15 +274,7 @@ static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     PyObject *sql = args[0];
     PyObject *words = args[1];
-    if (PyUnicode_READY(sql) < 0)
-        return NULL;
     Py_ssize_t count = PyTuple_GET_SIZE(words);
-    if (count > MAX_WORDS)
-        Py_RETURN_NONE; /* the caller's regex answers */
-    const unsigned char *word[MAX_WORDS];
-    Py_ssize_t length[MAX_WORDS];
-    uint32_t first[128] = {0}; /* per first character: the words that begin with it */
-    int empty = 0;              /* "" is in every text */
     for (Py_ssize_t k = 0; k < count; k++) {
         PyObject *item = PyTuple_GET_ITEM(words, k);
         if (!PyUnicode_Check(item) || PyUnicode_READY(item) < 0 || !PyUnicode_IS_ASCII(item)) {
@@ -254,40 +282,44 @@ static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t 
                 PyErr_SetString(PyExc_ValueError, "mentions_any() words are ASCII strings");
             return NULL;
         }
-        word[k] = (const unsigned char *)PyUnicode_DATA(item);
-        length[k] = PyUnicode_GET_LENGTH(item);
-        if (length[k] == 0)
-            empty = 1;
-        else
-            first[word[k][0]] |= (uint32_t)1 << k;
     }
+    if (PyUnicode_READY(sql) < 0)
+        return NULL;
     if (!PyUnicode_IS_ASCII(sql))
         Py_RETURN_NONE;
-    if (empty)
-        Py_RETURN_TRUE;
-    const unsigned char *text = (const unsigned char *)PyUnicode_DATA(sql);
     Py_ssize_t size = PyUnicode_GET_LENGTH(sql);
-    for (Py_ssize_t pos = 0; pos < size; pos++) {
-        unsigned char c = text[pos];
-        uint32_t candidates = first[(c >= 'A' && c <= 'Z') ? c + 32 : c];
-        while (candidates) {
-            int k = __builtin_ctz(candidates);
-            candidates &= candidates - 1;
-            Py_ssize_t n = length[k];
-            if (n > size - pos)
-                continue;
-            Py_ssize_t i = 1;
-            while (i < n) {
-                unsigned char t = text[pos + i];
-                if (((t >= 'A' && t <= 'Z') ? t + 32 : t) != word[k][i])
-                    break;
-                i++;
-            }
-            if (i == n)
-                Py_RETURN_TRUE;
+    if (sql != kept_sql) {
+        char *lower = PyMem_Malloc((size_t)size + 1);
+        if (lower == NULL)
+            return PyErr_NoMemory();
+        const unsigned char *text = (const unsigned char *)PyUnicode_DATA(sql);
+        for (Py_ssize_t i = 0; i < size; i++) {
+            unsigned char c = text[i];
+            lower[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+        }
+        forget_kept();
+        Py_INCREF(sql);
+        kept_sql = sql;
+        kept_lower = lower;
+    } else {
+        for (int i = 0; i < kept_count; i++) {
+            if (same_words(kept_words[i], words))
+                return PyBool_FromLong(kept_found[i]);
         }
     }
-    Py_RETURN_FALSE;
+    int found = 0;
+    for (Py_ssize_t k = 0; k < count && !found; k++) {
+        PyObject *item = PyTuple_GET_ITEM(words, k);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(item);
+        found = n == 0 || (n <= size && memmem(kept_lower, (size_t)size, PyUnicode_DATA(item),
+                                                 (size_t)n) != NULL);
+    }
+    if (kept_count < KEPT_ANSWERS) {
+        Py_INCREF(words);
+        kept_words[kept_count] = words;
+        kept_found[kept_count++] = found;
+    }
+    return PyBool_FromLong(found);
 }
 
 static PyMethodDef methods[] = {
@@ -297,7 +329,7 @@ static PyMethodDef methods[] = {
      "literal_key(sql) -> str | None: a plain text with standard literals blanked."},
     {"mentions_any", (PyCFunction)(void (*)(void))mentions_any, METH_FASTCALL,
      "mentions_any(sql, words) -> bool | None: a lower-case word of `words` in ASCII `sql`, "
-     "in any letter case (None: not ASCII, or over 32 words)."},
+     "in any letter case (None: not ASCII)."},
     {NULL, NULL, 0, NULL},
 };
 

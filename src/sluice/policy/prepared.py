@@ -74,8 +74,7 @@ _SESSION_WORDS_RE: Final = re.compile("|".join(_SESSION_WORDS), re.IGNORECASE)
 def py_mentions_any(sql: str, words: tuple[str, ...]) -> bool | None:
     """Whether ASCII `sql` holds one of the lower-case `words` in any letter
     case; None when `sql` is not ASCII (Unicode case folding can spell ASCII
-    letters with others: `\u212a` is a K), and the caller asks its regex. The
-    compiled version also answers None for over 32 words."""
+    letters with others: `\u212a` is a K), and the caller asks its regex."""
     if not sql.isascii():
         return None
     low = sql.lower()

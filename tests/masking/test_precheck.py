@@ -151,3 +151,62 @@ def test_custom_detectors_disable_the_precheck() -> None:
     check = RegionPrecheck([*DETECTORS, regex_detector("emp", r"\bEMP-\d{6}\b")])
     assert not check.usable
     assert check.may_contain(b"anything")
+
+
+def test_each_thread_scans_with_a_scratch_of_its_own() -> None:
+    """A hyperscan scratch serves one scan at a time: the first thread keeps
+    one without a thread-local, every other thread gets its own, and all of
+    them scan as the first does, at the same time."""
+    import threading
+
+    import hyperscan
+
+    from sluice.masking.precheck import ThreadScratch
+
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=[rb"secret"], ids=[0])
+    scratches = ThreadScratch(db)
+    mine = scratches.get()
+    assert scratches.get() is mine
+    seen: dict[int, object] = {}
+    barrier = threading.Barrier(4)
+
+    def scan(n: int) -> None:
+        scratch = scratches.get()
+        barrier.wait()
+        hits: list[int] = []
+
+        def on_match(idx: int, start: int, end: int, flags: int, ctx: object) -> None:
+            hits.append(end)
+
+        for _ in range(200):
+            db.scan(b"x" * 5000 + b"secret", on_match, 0, None, scratch)
+        assert scratches.get() is scratch
+        assert hits == [5006] * 200
+        seen[n] = scratch
+
+    threads = [threading.Thread(target=scan, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(s) for s in seen.values()} | {id(mine)}) == 5
+    # A scanner and a pre-check scan on several threads at once and agree.
+    scanner = Scanner(list(BUILTIN_DETECTORS.values()))
+    precheck = RegionPrecheck(list(BUILTIN_DETECTORS.values()))
+    text = b"mail ann@example.com or call 555-867-5309"
+    expected = [(f.start, f.end, f.detector) for f in scanner.scan(text)]
+    results: list[bool] = []
+
+    def both() -> None:
+        for _ in range(100):
+            found = [(f.start, f.end, f.detector) for f in scanner.scan(text)]
+            results.append(found == expected and precheck.may_contain(text))
+
+    workers = [threading.Thread(target=both) for _ in range(3)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert expected
+    assert results == [True] * 300

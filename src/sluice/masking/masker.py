@@ -334,7 +334,7 @@ class Masker:
         try:
             raw = text.encode("utf-8", "surrogatepass")
             masked, stats = self.mask_bytes(raw)
-            if not stats:
+            if stats.values <= 0:  # `not stats` is a Python-level __bool__ per message
                 return text, stats
             try:
                 return masked.decode("utf-8", "surrogatepass"), stats

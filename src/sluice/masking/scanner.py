@@ -12,7 +12,6 @@ batch of DataRows costs one scan, and maps findings back to values.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -20,6 +19,7 @@ from typing import Any, Final, Literal
 from sluice.masking import hits
 from sluice.masking.detectors import Detector, Pattern
 from sluice.masking.hits import SEPARATOR, Fast, Finding, RawFinding
+from sluice.masking.precheck import ThreadScratch
 from sluice.masking.validators import CONTEXT_BYTES, Validator
 
 Backend = Literal["hyperscan", "re2", "re"]
@@ -73,7 +73,7 @@ class Scanner:
         self.detectors = tuple(detectors)
         self._entries = _entries(self.detectors)
         self._priority = {d.name: d.priority for d in self.detectors}
-        self._local = threading.local()
+        self._thread_scratch: ThreadScratch | None = None  # with the hyperscan database
         self._hs_db: Any = None
         self._hs_ids: tuple[int, ...] = ()
         self._fast: tuple[Fast, ...] = ()
@@ -103,6 +103,7 @@ class Scanner:
                     flags=hs.HS_FLAG_SOM_LEFTMOST,
                 )
                 self._hs_db = db
+                self._thread_scratch = ThreadScratch(db)
                 self._hs_ids = tuple(ok)
                 self._fast = tuple(
                     (
@@ -137,12 +138,8 @@ class Scanner:
         return "re"
 
     def _scratch(self) -> Any:
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            hs = _hyperscan()
-            scratch = hs.Scratch(self._hs_db)
-            self._local.scratch = scratch
-        return scratch
+        assert self._thread_scratch is not None  # made with the database
+        return self._thread_scratch.get()
 
     def scan(self, buf: bytes) -> list[Finding]:
         """Validated findings in `buf`, sorted, overlaps merged into one span."""

@@ -43,6 +43,26 @@ static inline int is_letter_or_underscore(unsigned char c)
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
 }
 
+/* Whether `text` holds `word` (n > 0 bytes): memchr to each place its first
+ * byte is, then the rest compared. On statement-sized texts this is a few
+ * times cheaper than glibc's generic memmem, whose setup dominates. */
+static int holds(const char *text, Py_ssize_t size, const char *word, Py_ssize_t n)
+{
+    if (n > size)
+        return 0;
+    const char *at = text;
+    const char *last = text + (size - n); /* the last place a match may begin */
+    while (at <= last) {
+        at = memchr(at, word[0], (size_t)(last - at) + 1);
+        if (at == NULL)
+            return 0;
+        if (n == 1 || (at[1] == word[1] && memcmp(at + 2, word + 2, (size_t)(n - 2)) == 0))
+            return 1;
+        at++;
+    }
+    return 0;
+}
+
 /* Whether `text` (lowercased ASCII) holds one of the option words. */
 static int holds_option_word(const char *text, Py_ssize_t size)
 {
@@ -311,8 +331,7 @@ static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t 
     for (Py_ssize_t k = 0; k < count && !found; k++) {
         PyObject *item = PyTuple_GET_ITEM(words, k);
         Py_ssize_t n = PyUnicode_GET_LENGTH(item);
-        found = n == 0 || (n <= size && memmem(kept_lower, (size_t)size, PyUnicode_DATA(item),
-                                                 (size_t)n) != NULL);
+        found = n == 0 || holds(kept_lower, size, PyUnicode_DATA(item), n);
     }
     if (kept_count < KEPT_ANSWERS) {
         Py_INCREF(words);

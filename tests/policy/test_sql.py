@@ -587,6 +587,23 @@ def test_the_word_prefilter_answers_from_memory_as_it_did_at_first() -> None:
     assert mentions_any("".join(["SELECT 1 -- ", "execute"]), ("execute",)) is True
 
 
+def test_the_word_prefilter_survives_a_text_whose_release_asks_it_again() -> None:
+    """Freeing the text it kept may run Python code (a str subclass's
+    __del__) that asks again: the memory stays whole and the answers right."""
+    answers: list[bool | None] = []
+
+    class Asking(str):
+        def __del__(self) -> None:
+            answers.append(mentions_any("x EXECUTE y", ("execute",)))
+            answers.append(mentions_any("nothing here", ("execute",)))
+
+    assert mentions_any(Asking("PREPARE s AS SELECT 1"), ("prepare",)) is True
+    assert mentions_any("SELECT 2", ("prepare", "execute")) is False  # releases the subclass
+    assert answers == [True, False]
+    assert mentions_any("SELECT 2", ("prepare", "execute")) is False
+    assert mentions_any("EXECUTE s", ("execute",)) is True
+
+
 def test_the_word_prefilter_refuses_what_it_cannot_read() -> None:
     with pytest.raises(TypeError):
         mentions_any(b"SELECT", ("select",))  # type: ignore[arg-type]

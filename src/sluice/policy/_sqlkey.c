@@ -15,7 +15,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <stdint.h>
 #include <string.h>
 
 /* The characters of _PLAIN_TEXT: [A-Za-z0-9_ \t\n\r\f\v,.=<>()*;+\-/%!|&^~:\[\]@#] */
@@ -260,14 +259,15 @@ static PyObject *kept_words[KEPT_ANSWERS]; /* word lists asked about it (referen
 static int kept_found[KEPT_ANSWERS];
 static int kept_count;
 
-static void forget_kept(void)
+/* Releases a text and the word lists kept for it: called once the new ones
+ * are in place and the answer is found, since freeing an object may run
+ * Python code (a str subclass's __del__) that calls back in here. */
+static void release_kept(PyObject *sql, char *lower, PyObject **words, int count)
 {
-    for (int i = 0; i < kept_count; i++)
-        Py_CLEAR(kept_words[i]);
-    kept_count = 0;
-    Py_CLEAR(kept_sql);
-    PyMem_Free(kept_lower);
-    kept_lower = NULL;
+    PyMem_Free(lower);
+    for (int i = 0; i < count; i++)
+        Py_DECREF(words[i]);
+    Py_XDECREF(sql);
 }
 
 /* Whether `a` and `b` hold the same word objects: a compiled caller may build
@@ -308,6 +308,10 @@ static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (!PyUnicode_IS_ASCII(sql))
         Py_RETURN_NONE;
     Py_ssize_t size = PyUnicode_GET_LENGTH(sql);
+    PyObject *old_sql = NULL; /* what was kept for the text before, released at the end */
+    char *old_lower = NULL;
+    PyObject *old_words[KEPT_ANSWERS];
+    int old_count = 0;
     if (sql != kept_sql) {
         char *lower = PyMem_Malloc((size_t)size + 1);
         if (lower == NULL)
@@ -317,10 +321,14 @@ static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t 
             unsigned char c = text[i];
             lower[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
         }
-        forget_kept();
+        old_sql = kept_sql;
+        old_lower = kept_lower;
+        old_count = kept_count;
+        memcpy(old_words, kept_words, sizeof(PyObject *) * (size_t)kept_count);
         Py_INCREF(sql);
         kept_sql = sql;
         kept_lower = lower;
+        kept_count = 0;
     } else {
         for (int i = 0; i < kept_count; i++) {
             if (same_words(kept_words[i], words))
@@ -338,6 +346,7 @@ static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t 
         kept_words[kept_count] = words;
         kept_found[kept_count++] = found;
     }
+    release_kept(old_sql, old_lower, old_words, old_count);
     return PyBool_FromLong(found);
 }
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import hostspeed
 from bench.workloads import Sample
 
 # Column order of every table and plot.
@@ -344,6 +345,11 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
             else ""
         )
         + ".  ",
+        *(
+            [hostspeed.describe(m["host_speed_at_start"], m.get("host_speed_at_end")) + ".  "]
+            if m.get("host_speed_at_start")
+            else []
+        ),
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".  ",
         f"Mode: {'quick' if run['args']['quick'] else 'full'}, {run['args']['repeat']} "
         f"repetition(s), {run['args']['seconds']} s per pgbench run; values are medians; "

@@ -25,7 +25,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench import report
+from bench import hostspeed, report
 from bench.targets import BenchSetupError, Endpoint, Lab
 from bench.workloads import (
     IDLE_LARGE_ROWS,
@@ -455,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     stamp = now_stamp()
     machine = report.machine_info()
+    machine["host_speed_at_start"] = hostspeed.probe()
     ticks_at_start = report.cpu_ticks()
     samples: list[Sample] = []
     with Lab(keep_logs=out / f"logs-{stamp}") as lab:
@@ -489,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                         progress.advance(task)
     finished = dt.datetime.now(dt.UTC)
     machine["steal_percent"] = report.steal_percent(ticks_at_start, report.cpu_ticks())
+    machine["host_speed_at_end"] = hostspeed.probe()
     run = {
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),

@@ -97,7 +97,7 @@ def describe(at_start: dict[str, float] | None, at_end: dict[str, float] | None)
         return f"{shown} / {last:g} {unit}" if last is not None else f"{shown} {unit}"
 
     return (
-        f"host speed at start / end: SHA-256 {pair('sha256_gb_s', 'GB/s')}, "
+        f"Host speed at start / end: SHA-256 {pair('sha256_gb_s', 'GB/s')}, "
         f"memory copy {pair('copy_gb_s', 'GB/s')}, "
         f"a fixed Python loop {pair('python_us', 'µs')} at best, "
         f"{pair('python_median_us', 'µs')} median (compare runs by these: "

@@ -22,7 +22,7 @@ def test_the_report_line_pairs_start_and_end() -> None:
     assert "memory copy 12.5 / 6 GB/s" in line
     assert "1400 / 2800 µs at best" in line
     assert "1500 / 5000 µs median" in line
-    assert describe(start, None).startswith("host speed at start / end: SHA-256 2.6 GB/s")
+    assert describe(start, None).startswith("Host speed at start / end: SHA-256 2.6 GB/s")
     assert describe(None, end) == ""
 
 
@@ -40,6 +40,6 @@ def test_a_run_without_probes_reports_no_speed_line() -> None:
         "versions": {},
         "args": {"quick": True, "repeat": 1, "seconds": 1.0},
     }
-    assert "host speed" not in markdown(run, [], [])
+    assert "Host speed" not in markdown(run, [], [])
     machine["host_speed_at_start"] = {"sha256_gb_s": 2.0}
-    assert "host speed at start / end: SHA-256 2 GB/s" in markdown(run, [], [])
+    assert "Host speed at start / end: SHA-256 2 GB/s" in markdown(run, [], [])

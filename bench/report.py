@@ -304,17 +304,57 @@ def _jsonable(value: object) -> object:
     return str(value)
 
 
+def paired_ratios(goal: Goal, samples: list[Sample]) -> list[float]:
+    """A ratio goal's ratio in each repetition: the target against its
+    reference measured in the same repetition (minutes apart at most), so
+    a slow spell of the host that spans both cancels out. Empty for
+    absolute goals."""
+    if goal.reference is None:
+        return []
+    by_rep: dict[int, dict[str, float]] = defaultdict(dict)
+    for sample in samples:
+        if (
+            sample.error is None
+            and sample.workload == goal.workload
+            and sample.case == goal.case
+            and sample.target in (goal.target, goal.reference)
+            and goal.metric in sample.metrics
+        ):
+            by_rep[sample.rep][sample.target] = sample.metrics[goal.metric]
+    ratios = []
+    for rep in sorted(by_rep):
+        mine, base = by_rep[rep].get(goal.target), by_rep[rep].get(goal.reference)
+        if mine is not None and base:
+            ratios.append(mine / base)
+    return ratios
+
+
 def goal_rows(
-    goal_list: list[Goal], summaries: list[Summary], *, masking_inactive: set[str]
+    goal_list: list[Goal],
+    summaries: list[Summary],
+    *,
+    masking_inactive: set[str],
+    samples: list[Sample] | None = None,
 ) -> list[dict[str, Any]]:
-    """Each goal judged; goals about masking on a target that masked nothing get a caveat."""
+    """Each goal judged (on the medians), with its ratio per repetition when
+    `samples` are given; goals about masking on a target that masked
+    nothing get a caveat."""
     rows = []
     for goal in goal_list:
         status, value = judge(goal, summaries)
         caveat = None
         if goal.workload == "large-results" and goal.target in masking_inactive:
             caveat = "masking not applied by the gateway"
-        rows.append({**asdict(goal), "status": status, "value": value, "caveat": caveat})
+        per_rep = paired_ratios(goal, samples) if samples is not None else []
+        rows.append(
+            {
+                **asdict(goal),
+                "status": status,
+                "value": value,
+                "caveat": caveat,
+                "per_repetition": per_rep,
+            }
+        )
     return rows
 
 
@@ -358,10 +398,21 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
     ]
     if run.get("notes"):
         lines += ["**Notes**", ""] + [f"- {n}" for n in run["notes"]] + [""]
-    lines += ["## Goals", "", "| goal | measured | status |", "|---|---|---|"]
+    lines += [
+        "## Goals",
+        "",
+        "Ratios of the medians; with several repetitions, the range of the ratio "
+        "within each one (target and reference measured minutes apart) follows.",
+        "",
+        "| goal | measured | status |",
+        "|---|---|---|",
+    ]
     for g in goal_list:
         value = g["value"]
         shown = "-" if value is None else (f"{value:.2f}x" if g["reference"] else f"{value:.1f}")
+        per_rep = g.get("per_repetition") or []
+        if len(per_rep) > 1:
+            shown += f" (per repetition {min(per_rep):.2f}x-{max(per_rep):.2f}x)"
         status = f"**{g['status']}**" + (f" ({g['caveat']})" if g.get("caveat") else "")
         lines.append(f"| {g['text']} | {shown} | {status} |")
     lines.append("")

@@ -514,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         report.goals(stream_rows=settings.stream_rows),
         summaries,
         masking_inactive=runner.masking_inactive,
+        samples=samples,
     )
     json_path = out / f"run-{stamp}.json"
     report.write_json(json_path, run, samples, summaries, goal_list)

@@ -53,7 +53,7 @@ class _Record:
 
 
 def _python_loop() -> int:
-    """About 2 ms of interpreter work on a small working set."""
+    """A few milliseconds of interpreter work on a small working set."""
     table: dict[str, int] = {}
     total = 0
     for i in range(4000):

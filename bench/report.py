@@ -305,13 +305,13 @@ def _jsonable(value: object) -> object:
 
 
 def paired_ratios(goal: Goal, samples: list[Sample]) -> list[float]:
-    """A ratio goal's ratio in each repetition: the target against its
-    reference measured in the same repetition (minutes apart at most), so
-    a slow spell of the host that spans both cancels out. Empty for
-    absolute goals."""
+    """A ratio goal's ratio in each repetition (each slice of one, with
+    `bench.run --slices`): the target against its reference measured in
+    the same one, minutes or seconds apart, so a slow spell of the host
+    that spans both cancels out. Empty for absolute goals."""
     if goal.reference is None:
         return []
-    by_rep: dict[int, dict[str, float]] = defaultdict(dict)
+    by_rep: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
     for sample in samples:
         if (
             sample.error is None
@@ -320,7 +320,7 @@ def paired_ratios(goal: Goal, samples: list[Sample]) -> list[float]:
             and sample.target in (goal.target, goal.reference)
             and goal.metric in sample.metrics
         ):
-            by_rep[sample.rep][sample.target] = sample.metrics[goal.metric]
+            by_rep[(sample.rep, sample.slice)][sample.target] = sample.metrics[goal.metric]
     ratios = []
     for rep in sorted(by_rep):
         mine, base = by_rep[rep].get(goal.target), by_rep[rep].get(goal.reference)
@@ -392,7 +392,9 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
         ),
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".  ",
         f"Mode: {'quick' if run['args']['quick'] else 'full'}, {run['args']['repeat']} "
-        f"repetition(s), {run['args']['seconds']} s per pgbench run; values are medians; "
+        f"repetition(s), {run['args']['seconds']} s per pgbench measurement"
+        + (f" in {run['args']['slices']} slices" if run["args"].get("slices", 1) > 1 else "")
+        + "; values are medians; "
         "targets run round-robin within each repetition.",
         "",
     ]
@@ -401,8 +403,9 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
     lines += [
         "## Goals",
         "",
-        "Ratios of the medians; with several repetitions, the range of the ratio "
-        "within each one (target and reference measured minutes apart) follows.",
+        "Ratios of the medians; with several repetitions (or slices), the ratio "
+        "within each one (target and reference measured minutes or seconds apart) "
+        "follows: their median and range.",
         "",
         "| goal | measured | status |",
         "|---|---|---|",
@@ -412,7 +415,10 @@ def markdown(run: dict[str, Any], summaries: list[Summary], goal_list: list[dict
         shown = "-" if value is None else (f"{value:.2f}x" if g["reference"] else f"{value:.1f}")
         per_rep = g.get("per_repetition") or []
         if len(per_rep) > 1:
-            shown += f" (per repetition {min(per_rep):.2f}x-{max(per_rep):.2f}x)"
+            shown += (
+                f" (paired {statistics.median(per_rep):.2f}x, "
+                f"{min(per_rep):.2f}x-{max(per_rep):.2f}x over {len(per_rep)})"
+            )
         status = f"**{g['status']}**" + (f" ({g['caveat']})" if g.get("caveat") else "")
         lines.append(f"| {g['text']} | {shown} | {status} |")
     lines.append("")

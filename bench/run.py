@@ -4,6 +4,8 @@ Starts a throwaway PostgreSQL (TLS, SCRAM), pgbouncer (session mode, TLS both
 ways) and Sluice as subprocesses (pass-through, governed, column masking), then
 runs every workload against every target round-robin within each repetition,
 so that drift (other jobs on the machine, thermal) affects all targets alike.
+With `--slices N` each pgbench measurement is cut into N shorter ones that
+alternate between the targets, for hosts whose speed changes within seconds.
 Writes bench/results/run-<timestamp>.json, latest.md and PNG plots.
 """
 
@@ -66,6 +68,7 @@ class Settings:
     quick: bool
     repeat: int
     seconds: float  # per pgbench run
+    slices: int  # pgbench runs per measurement, alternating between targets
     fetch_seconds: float  # per large-results run
     stream_rows: int
     approval_rounds: int
@@ -83,6 +86,7 @@ class Job:
     case: str
     target: Endpoint
     run: Callable[[], Result]
+    slice: int = 0
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -106,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "--seconds", type=float, help="seconds per pgbench run (default 10, 3 with --quick)"
     )
     parser.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help="cut each pgbench measurement into N runs of seconds/N (at least 1 s each) that "
+        "alternate between the targets; each is paired with its reference's (default 1)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})"
     )
     args = parser.parse_args(argv)
@@ -120,10 +131,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     if repeat < 1:
         parser.error("--repeat must be at least 1")
+    seconds = args.seconds or (3.0 if args.quick else 10.0)
+    if args.slices < 1 or seconds / args.slices < 1:
+        parser.error(f"--slices must be between 1 and {int(seconds)}: a slice runs at least 1 s")
     return Settings(
         quick=args.quick,
         repeat=repeat,
-        seconds=args.seconds or (3.0 if args.quick else 10.0),
+        seconds=seconds,
+        slices=args.slices,
         fetch_seconds=1.0 if args.quick else 5.0,
         stream_rows=1_000_000 if args.quick else 10_000_000,
         approval_rounds=20 if args.quick else 50,
@@ -297,33 +312,38 @@ class Runner:
         ep = self.endpoints
         jobs: list[Job] = []
 
-        def add(workload: str, case: str, targets: list[str], fn: Measure) -> None:
+        def add(workload: str, case: str, targets: list[str], fn: Measure, slice_: int = 0) -> None:
             for name in targets:
                 if name in ep:
                     target = ep[name]
                     jobs.append(
-                        Job(workload=workload, case=case, target=target, run=partial(fn, target))
+                        Job(
+                            workload=workload,
+                            case=case,
+                            target=target,
+                            run=partial(fn, target),
+                            slice=slice_,
+                        )
                     )
+
+        def add_sliced(case: str, targets: list[str], **pgbench_args: Any) -> None:
+            # Every other slice in reverse, so no target always runs right after another.
+            for k in range(s.slices):
+                add(
+                    "pgbench-S",
+                    case,
+                    targets if k % 2 == 0 else targets[::-1],
+                    partial(pgbench, seconds=s.seconds / s.slices, **pgbench_args),
+                    k,
+                )
 
         main = [n for n in order if n not in ("sluice-colmask", "sluice-pooled")]
         order = [n for n in order if n != "uvloop-pipe"]  # the pipe runs pgbench only
         if self.wants("pgbench"):
             for clients in (1, 8):
                 for mode in ("simple", "extended", "prepared"):
-                    add(
-                        "pgbench-S",
-                        f"c{clients}-{mode}",
-                        main,
-                        partial(pgbench, clients=clients, mode=mode, seconds=s.seconds),
-                    )
-            add(
-                "pgbench-S",
-                "c8-literals",
-                main,
-                partial(
-                    pgbench, clients=8, mode="simple", seconds=s.seconds, script=LITERALS_SCRIPT
-                ),
-            )
+                    add_sliced(f"c{clients}-{mode}", main, clients=clients, mode=mode)
+            add_sliced("c8-literals", main, clients=8, mode="simple", script=LITERALS_SCRIPT)
         if self.wants("large"):
             for table in ("clean", "pii"):
                 full = f"customers_{table}"
@@ -408,6 +428,7 @@ class Runner:
             case=job.case,
             target=job.target.name,
             rep=rep,
+            slice=job.slice,
             metrics=metrics,
             error=error,
             series=series,
@@ -498,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": settings.quick,
             "repeat": settings.repeat,
             "seconds": settings.seconds,
+            "slices": settings.slices,
             "fetch_seconds": settings.fetch_seconds,
             "stream_rows": settings.stream_rows,
             "approval_rounds": settings.approval_rounds,

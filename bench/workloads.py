@@ -63,6 +63,7 @@ class Sample:
     metrics: dict[str, float]
     error: str | None = None
     series: list[tuple[float, float]] | None = None  # (seconds, RSS MB) for streams
+    slice: int = 0  # which run of a measurement cut into slices (bench.run --slices)
 
 
 # Data

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 from bench.report import Goal, goal_rows, markdown, paired_ratios, summarize
+from bench.run import parse_args
 from bench.workloads import Sample
 
 GOAL = Goal(
@@ -67,8 +68,27 @@ def test_the_report_shows_the_range_only_with_several_repetitions() -> None:
     }
     row = {**dataclasses.asdict(GOAL), "status": "MISS", "value": 0.47, "caveat": None}
     several = markdown(run, [], [{**row, "per_repetition": [0.65, 0.58]}])
-    assert "| 0.47x (per repetition 0.58x-0.65x) | **MISS** |" in several
+    assert "| 0.47x (paired 0.61x, 0.58x-0.65x over 2) | **MISS** |" in several
     one = markdown(run, [], [{**row, "per_repetition": [0.65]}])
     assert "| 0.47x | **MISS** |" in one
     older = markdown(run, [], [row])  # runs written before the field existed
     assert "| 0.47x | **MISS** |" in older
+
+
+def test_slices_of_one_repetition_pair_with_their_own_slice() -> None:
+    samples = [
+        _sample("pgbouncer", 0, 1000.0),
+        _sample("sluice-governed", 0, 600.0),
+        dataclasses.replace(_sample("pgbouncer", 0, 500.0), slice=1),
+        dataclasses.replace(_sample("sluice-governed", 0, 350.0), slice=1),
+    ]
+    assert paired_ratios(GOAL, samples) == pytest.approx([0.6, 0.7])
+
+
+def test_slices_are_checked_against_the_seconds_they_cut() -> None:
+    settings = parse_args(["--seconds", "8", "--slices", "4"])
+    assert (settings.seconds, settings.slices) == (8.0, 4)
+    assert parse_args([]).slices == 1
+    for bad in (["--seconds", "8", "--slices", "9"], ["--slices", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)

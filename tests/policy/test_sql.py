@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -585,6 +586,22 @@ def test_the_word_prefilter_answers_from_memory_as_it_did_at_first() -> None:
     assert mentions_any("".join(["SELECT 1 -- ", "execute"]), ("execute",)) is True
     assert mentions_any("SELECT 1", ("execute",)) is False
     assert mentions_any("".join(["SELECT 1 -- ", "execute"]), ("execute",)) is True
+
+
+def test_the_word_prefilter_keeps_no_long_text() -> None:
+    """A statement may be tens of MB: past 64 Ki characters it is answered
+    without being kept (no reference to it, no lower-case copy) and the
+    text kept before stays kept."""
+    short = "".join(["SELECT 1 -- ", "EXECUTE"])
+    assert mentions_any(short, ("execute",)) is True
+    for found, tail in ((True, " PREPARE s"), (False, " nothing")):
+        long = "x" * (64 * 1024) + tail
+        references = sys.getrefcount(long)
+        assert mentions_any(long, ("prepare",)) is found
+        assert mentions_any(long, ("prepare",)) is found
+        assert sys.getrefcount(long) == references
+    assert mentions_any(short, ("execute",)) is True
+    assert mentions_any(short, ("prepare",)) is False
 
 
 def test_the_word_prefilter_survives_a_text_whose_release_asks_it_again() -> None:

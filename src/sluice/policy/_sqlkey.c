@@ -252,6 +252,9 @@ done:
  * from memory. Everything here runs under the GIL, in one go.
  */
 #define KEPT_ANSWERS 8
+/* A longer text is answered without being kept: a statement may be tens of
+ * MB, and the process would hold it and its lower case until the next one. */
+#define KEPT_MAX_CHARS (64 * 1024)
 
 static PyObject *kept_sql;                /* the last text asked about (a reference) */
 static char *kept_lower;                  /* its lower case */
@@ -284,6 +287,19 @@ static int same_words(PyObject *a, PyObject *b)
             return 0;
     }
     return 1;
+}
+
+/* Whether lower-case `lower` holds one of `words` (checked ASCII strings). */
+static int holds_any(const char *lower, Py_ssize_t size, PyObject *words)
+{
+    Py_ssize_t count = PyTuple_GET_SIZE(words);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *item = PyTuple_GET_ITEM(words, k);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(item);
+        if (n == 0 || holds(lower, size, PyUnicode_DATA(item), n))
+            return 1;
+    }
+    return 0;
 }
 
 static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -321,6 +337,11 @@ static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t 
             unsigned char c = text[i];
             lower[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
         }
+        if (size > KEPT_MAX_CHARS) {
+            int found = holds_any(lower, size, words);
+            PyMem_Free(lower);
+            return PyBool_FromLong(found);
+        }
         old_sql = kept_sql;
         old_lower = kept_lower;
         old_count = kept_count;
@@ -335,12 +356,7 @@ static PyObject *mentions_any(PyObject *self, PyObject *const *args, Py_ssize_t 
                 return PyBool_FromLong(kept_found[i]);
         }
     }
-    int found = 0;
-    for (Py_ssize_t k = 0; k < count && !found; k++) {
-        PyObject *item = PyTuple_GET_ITEM(words, k);
-        Py_ssize_t n = PyUnicode_GET_LENGTH(item);
-        found = n == 0 || holds(kept_lower, size, PyUnicode_DATA(item), n);
-    }
+    int found = holds_any(kept_lower, size, words);
     if (kept_count < KEPT_ANSWERS) {
         Py_INCREF(words);
         kept_words[kept_count] = words;

@@ -217,9 +217,14 @@ def _held_connection(store: Store) -> Any:
 
 
 def _child_sessions(store: Store, parent_connection: int) -> None:
+    # Held here, the inherited copy keeps its address: compared by id() after
+    # it was dropped, a new connection made at the same address looked reused.
+    inherited = _held_connection(store)
+    if id(inherited) != parent_connection:
+        raise SystemExit(4)
     store.after_fork()
     session_life(store, "child")
-    reused = id(_held_connection(store)) == parent_connection
+    reused = _held_connection(store) is inherited
     store.close()
     if reused:
         raise SystemExit(3)

@@ -17,11 +17,15 @@ import asyncio
 import cProfile
 import pstats
 import random
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Final
 
+import sluice
 from sluice.config import Config
 from sluice.events import Identity, Protocol, SessionContext
 from sluice.protocols.postgres import messages as m
@@ -186,6 +190,20 @@ def _round_trip() -> tuple[bytes, bytes]:
     return query, response
 
 
+_PACKAGE_DIR: Final = str(Path(sluice.__file__).resolve().parent)
+
+
+def _python_calls_into(found: set[str]) -> Callable[[FrameType, str, object], None]:
+    """A `sys.setprofile` hook adding to `found` each `sluice` function run as Python code."""
+
+    def hook(frame: FrameType, event: str, arg: object) -> None:
+        code = frame.f_code
+        if event == "call" and code.co_filename.startswith(_PACKAGE_DIR):
+            found.add(f"{Path(code.co_filename).name}:{code.co_firstlineno} {code.co_qualname}")
+
+    return hook
+
+
 async def _run(
     target: str,
     n: int,
@@ -195,8 +213,13 @@ async def _run(
     pii: bool = False,
     prepared: bool = False,
     literals: str = "same",
+    interpreted: set[str] | None = None,
 ) -> tuple[float, float]:
-    """Microseconds per round trip, and of those the client message's."""
+    """Microseconds per round trip, and of those the client message's.
+
+    With `interpreted`, the measured round trips add to it the functions of
+    the `sluice` package they run as Python code (not compiled) instead.
+    """
     with tempfile.TemporaryDirectory(prefix="sluice-hotpath-") as tmp:
         data_dir = Path(tmp)
         config = _config(target, data_dir)
@@ -240,6 +263,8 @@ async def _run(
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             profiler.enable()
+        if interpreted is not None:
+            sys.setprofile(_python_calls_into(interpreted))
         clock = time.perf_counter
         client_side = 0.0
         start = clock()
@@ -251,6 +276,7 @@ async def _run(
             for read in reads:
                 session.backend_data(read)
         elapsed = clock() - start
+        sys.setprofile(None)
         if profiler is not None:
             profiler.disable()
             pstats.Stats(profiler).sort_stats(sort).print_stats(40)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import sluice
-from sluice._compiled import HOT_MODULES, INTERPRETED_ENV, built_path
+from sluice._compiled import HOT_MODULES, INTERPRETED_ENV, built_path, hot_path_mode
 
 SRC = Path(sluice.__file__).resolve().parent.parent
 
@@ -86,3 +87,28 @@ def test_the_sources_can_be_asked_for(package_copy: Path) -> None:
     if built_path(HOT_MODULES[0]) is not None:
         assert mode == f"interpreted ({INTERPRETED_ENV}=1)"
     assert "RuntimeWarning" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "literals", "prepared"),
+    [
+        ("governed", "numbers", False),
+        ("governed", "strings", False),
+        ("governed", "same", True),
+        ("norecord", "same", False),
+    ],
+)
+def test_a_round_trip_runs_no_interpreted_function_of_the_package(
+    target: str, literals: str, prepared: bool
+) -> None:
+    """A call from compiled code into a Python function costs the live gateway
+    about a microsecond per statement: everything a round trip reaches is compiled."""
+    if hot_path_mode() != "compiled (mypyc)":
+        pytest.skip(f"the hot path runs {hot_path_mode()}")
+    from bench.hotpath import _run
+
+    interpreted: set[str] = set()
+    asyncio.run(
+        _run(target, 300, False, literals=literals, prepared=prepared, interpreted=interpreted)
+    )
+    assert interpreted == set()

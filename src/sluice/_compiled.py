@@ -28,11 +28,14 @@ HOT_MODULES: Final = (
     "sluice.audit.sinks.file",
     "sluice.audit.stamps",
     "sluice.masking.masker",
+    "sluice.masking.model",
+    "sluice.masking.pgtypes",
     "sluice.masking.precheck",
     "sluice.masking.scanner",
     "sluice.policy.engine",
     "sluice.policy.prepared",
     "sluice.policy.secrets",
+    "sluice.policy.textkeys",
     "sluice.protocols.postgres.framing",
     "sluice.protocols.postgres.messages",
     "sluice.protocols.postgres.tracker",
@@ -41,6 +44,7 @@ HOT_MODULES: Final = (
     "sluice.proxy.pg_session",
     "sluice.proxy.pg_statements",
     "sluice.recording.format",
+    "sluice.recording.pagecache",
     "sluice.recording.writer",
 )
 """What runs per statement and per result batch, in the order of the data path."""

@@ -84,7 +84,7 @@ def test_a_small_log_takes_no_descriptor_and_no_thread(tmp_path: Path) -> None:
     assert len(os.listdir("/proc/self/fd")) == before
     os.close(fd)
     log.close()  # nothing for the thread: the finisher drops a small log's pages
-    assert releaser._thread is None
+    assert releaser._worker is None
     assert releaser.drain()
 
 
@@ -138,5 +138,5 @@ def test_the_thread_outlives_a_failing_job(tmp_path: Path) -> None:
     os.close(fd)
     log.close()
     assert releaser.drain()
-    assert releaser._thread is not None
-    assert releaser._thread.is_alive()
+    assert releaser._worker is not None
+    assert releaser._worker.is_alive()

@@ -77,11 +77,10 @@ from sluice.policy.sql import (
     Execute,
     Prepare,
     StatementInfo,
-    TextKeys,
     classify,
     merge_execution,
-    text_keys,
 )
+from sluice.policy.textkeys import TextKeys, text_keys
 from sluice.policy.verdict import Allow, Block, MaskPlan, RequireApproval, Verdict
 
 # Enum members bound once: compiled, `Enum.MEMBER` is an attribute lookup

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Final
+from typing import Final, TypeVar, overload
 
 from sluice.policy.sql import Deallocate, Prepare, classify
 
 MAX_PREPARED_STATEMENTS: Final = 10_000
 """Per-session bound on remembered statements; the oldest is forgotten first,
 and EXECUTE of a forgotten statement is blocked (fail closed)."""
+
+
+_T = TypeVar("_T")
 
 
 class PreparedStatements(Mapping[str, str]):
@@ -38,6 +41,16 @@ class PreparedStatements(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._texts)
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+
+    @overload
+    def get(self, name: str, /, default: _T) -> str | _T: ...
+
+    def get(self, name: str, /, default: object = None) -> object:
+        """`Mapping.get`, compiled: the inherited one runs interpreted (once per execution)."""
+        return self._texts.get(name, default)
 
     def parse(self, name: str, sql: str) -> None:
         """Protocol Parse: remember `sql` under `name` (replacing the unnamed one)."""

@@ -61,7 +61,8 @@ from sluice.masking.pgtypes import (
 )
 from sluice.masking.strategies import Strategy
 from sluice.policy.prepared import mentions_words
-from sluice.policy.sql import SIDE_CHANNEL_FUNCTIONS, classify, text_keys
+from sluice.policy.sql import SIDE_CHANNEL_FUNCTIONS, classify
+from sluice.policy.textkeys import text_keys
 from sluice.policy.verdict import Allow
 from sluice.protocols.postgres import messages as m
 from sluice.protocols.postgres.framing import frame

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import Final
+from typing import Final, TypeVar, overload
 
 from sluice.policy.prepared import MAX_PREPARED_STATEMENTS, mentions_prepared
 from sluice.policy.sql import Deallocate, Execute, Prepare, classify
@@ -42,6 +42,9 @@ _ABSENT: Final = None
 _UNKNOWN: Final = "\x00"
 """What the unnamed statement holds after a Parse of it failed or was skipped:
 a text the server may still hold, or none. No SQL text contains a NUL."""
+
+
+_T = TypeVar("_T")
 
 
 class Change:
@@ -136,6 +139,16 @@ class BackendStatements(Mapping[str, str]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._view
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+
+    @overload
+    def get(self, name: str, /, default: _T) -> str | _T: ...
+
+    def get(self, name: str, /, default: object = None) -> object:
+        """`Mapping.get`, compiled: the inherited one runs interpreted."""
+        return self._view.get(name, default)
 
     def text(self, name: str) -> str | None:
         """The text the next message meets under `name`, or None."""

@@ -97,13 +97,13 @@ class PageCacheReleaser:
         self._jobs: queue.SimpleQueue[tuple[Path, int, int, bool] | threading.Event] = (
             queue.SimpleQueue()
         )
-        self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def after_fork(self) -> None:
         """A forked child has no thread and none of the parent's jobs."""
         self._jobs = queue.SimpleQueue()
-        self._thread = None
+        self._worker = None
         self._lock = threading.Lock()
 
     def track(self, path: Path) -> ReleasedLog | None:
@@ -118,21 +118,21 @@ class PageCacheReleaser:
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until every job submitted so far is done; False on a timeout."""
-        if self._thread is None:
+        if self._worker is None:
             return True
         done = threading.Event()
         self._jobs.put(done)
         return done.wait(timeout)
 
     def _start(self) -> None:
-        if self._thread is None:
+        if self._worker is None:
             with self._lock:
-                if self._thread is None:
+                if self._worker is None:
                     thread = threading.Thread(
                         target=self._run, name="sluice-log-release", daemon=True
                     )
                     thread.start()
-                    self._thread = thread
+                    self._worker = thread
 
     def _run(self) -> None:
         while True:

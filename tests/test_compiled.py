@@ -95,6 +95,7 @@ def test_the_sources_can_be_asked_for(package_copy: Path) -> None:
         ("governed", "numbers", False),
         ("governed", "strings", False),
         ("governed", "same", True),
+        ("colmask", "numbers", False),
         ("norecord", "same", False),
     ],
 )

@@ -624,3 +624,58 @@ def test_a_relation_made_after_the_catalog_was_read_is_opaque(
     finally:
         with psycopg.connect(direct, autocommit=True) as conn:
             conn.execute("DROP VIEW late_view")
+
+
+def test_the_audit_names_the_profiles_a_rule_attached(
+    pg: ThrowawayPostgres, tmp_path: Path
+) -> None:
+    """A mask rule's profiles join the session's for the rest of it; each
+    result's masking.applied event names the profiles in force when it came."""
+    config = base_config(
+        pg,
+        tmp_path,
+        policy="agent",
+        masking=("detect",),
+        masking_profiles=[
+            {"name": "detect", "content": True, "detectors": ["all"]},
+            {"name": "names", "columns": [{"match": "public.people.name", "strategy": "redact"}]},
+        ],
+        policies=[
+            {
+                "name": "agent",
+                "extends": "ai-agent",
+                "rules": [
+                    {
+                        "name": "mask-names",
+                        "when": {"tables": ["public.people"]},
+                        "action": "mask",
+                        "mask_profiles": ["names"],
+                    }
+                ],
+            }
+        ],
+    )
+    thread = GatewayThread(config).start()
+    try:
+        with psycopg.connect(thread.dsn(thread.token()), autocommit=True) as conn:
+            assert conn.execute(f"SELECT '{PEOPLE[0][1]}'").fetchone() == ("[REDACTED:email]",)
+            assert conn.execute("SELECT name FROM people WHERE id = 1").fetchone() == (
+                "[REDACTED]",
+            )
+    finally:
+        thread.stop()
+    events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    applied = [e for e in events if e["type"] == "masking.applied"]
+    assert [e["profiles"] for e in applied] == [["detect"], ["detect", "names"]]
+    assert [e["counts"] for e in applied] == [
+        [
+            {"column": "?column?", "detector": "*", "count": 1},
+            {"column": "*", "detector": "email", "count": 1},
+        ],
+        [{"column": "name", "detector": "*", "count": 1}],
+    ]
+    started = next(e for e in events if e["type"] == "session.start")
+    for event in applied:
+        assert event["session_id"] == started["session_id"]
+        assert event["identity"] == started["identity"]
+        assert event["connection"] == "app"

@@ -32,7 +32,7 @@ from pglast import ast
 from pglast.stream import RawStream
 from pydantic import ValidationError
 
-from sluice.audit import AuditLog, MaskingApplied, MaskingCount, context_fields
+from sluice.audit import AuditLog, EventLines, MaskingApplied, MaskingCount, context_fields
 from sluice.config import Config, section_error
 from sluice.errors import ConfigError
 from sluice.events import SessionContext
@@ -366,6 +366,7 @@ class PgSessionMasking:
         self.catalog = catalog
         self._profiles: tuple[str, ...] = tuple(dict.fromkeys(profiles))
         self.masker: Masker = engine.masker(self._profiles)
+        self._applied_lines = self._masking_applied_lines()
         self._precheck = self.masker.region_precheck
         self._shape: ResultShape | None = None
         self._shape_prechecks = False
@@ -385,6 +386,11 @@ class PgSessionMasking:
     @property
     def profiles(self) -> tuple[str, ...]:
         return self._profiles
+
+    def _masking_applied_lines(self) -> EventLines:
+        """A result's masking counts as audit lines, without event objects
+        (see EventLines), for the session's current profiles."""
+        return EventLines(MaskingApplied, **context_fields(self.context), profiles=self._profiles)
 
     def search_path_changed(self) -> None:
         """The session changed its search_path: from now on an unqualified table
@@ -411,6 +417,7 @@ class PgSessionMasking:
         extra = verdict.mask.profiles if verdict.mask else ()
         if any(p not in self._profiles for p in extra):
             self._profiles = tuple(dict.fromkeys((*self._profiles, *extra)))
+            self._applied_lines = self._masking_applied_lines()
             self.masker = self.engine.masker(self._profiles)
             self._precheck = self.masker.region_precheck
             self._shape = None
@@ -622,9 +629,7 @@ class PgSessionMasking:
             MaskingCount(column=column, detector=detector, count=n)
             for (column, detector), n in _pairs(stats)
         )
-        self.audit.emit(
-            MaskingApplied(**context_fields(self.context), profiles=self._profiles, counts=counts)
-        )
+        self.audit.emit_lines(self._applied_lines, {"counts": counts})
 
     # Messages
 

@@ -77,7 +77,8 @@ _SECOND: Final[list[tuple[int, str]]] = [(-1, "")]
 def utc_now_text() -> str:
     """Now, as `format_timestamp(utc_now())` gives it, without a datetime:
     the text up to the second is made once a second."""
-    seconds, nanos = divmod(_NS(), 1_000_000_000)
+    now: int = _NS()
+    seconds = now // 1_000_000_000  # native integer arithmetic: divmod() is a generic call
     second = _SECOND[0]
     if second[0] != seconds:
         # format_timestamp's own text, up to the fraction's digits
@@ -85,7 +86,7 @@ def utc_now_text() -> str:
         second = _SECOND[0] = (seconds, text)
     # str() of a 7-digit number, less its leading 1: the zero-padded
     # microseconds for a fraction of the cost of a format spec.
-    return second[1] + str(1_000_000 + nanos // 1000)[1:] + "Z"
+    return second[1] + str(1_000_000 + now // 1000 % 1_000_000)[1:] + "Z"
 
 
 def format_timestamp(ts: dt.datetime) -> str:

@@ -97,14 +97,14 @@ def _wall_text(millis: int) -> bytes:
     """`_now_wall` at `millis` since the epoch."""
     cache = _wall_cache
     if millis != cache[0]:
-        seconds, fraction = divmod(millis, 1000)
+        seconds = millis // 1000  # native integer arithmetic: divmod() is a generic call
         if seconds != cache[2]:
             stamp = dt.datetime.fromtimestamp(seconds, dt.UTC)
             cache[2] = seconds
             # without "+00:00"
             cache[3] = stamp.isoformat(timespec="seconds")[:-6].encode("ascii")
         cache[0] = millis
-        cache[1] = cache[3] + _MILLIS_TEXT[fraction]
+        cache[1] = cache[3] + _MILLIS_TEXT[millis % 1000]
     text: bytes = cache[1]
     return text
 

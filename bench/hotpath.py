@@ -263,20 +263,23 @@ async def _run(
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             profiler.enable()
-        if interpreted is not None:
+        if interpreted is not None:  # the same hook as cProfile's: one or the other
             sys.setprofile(_python_calls_into(interpreted))
         clock = time.perf_counter
         client_side = 0.0
         start = clock()
-        for i in range(n):
-            query = queries[i % len(queries)]
-            before = clock()
-            session.client_data(query)
-            client_side += clock() - before
-            for read in reads:
-                session.backend_data(read)
+        try:
+            for i in range(n):
+                query = queries[i % len(queries)]
+                before = clock()
+                session.client_data(query)
+                client_side += clock() - before
+                for read in reads:
+                    session.backend_data(read)
+        finally:
+            if interpreted is not None:
+                sys.setprofile(None)
         elapsed = clock() - start
-        sys.setprofile(None)
         if profiler is not None:
             profiler.disable()
             pstats.Stats(profiler).sort_stats(sort).print_stats(40)

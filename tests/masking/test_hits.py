@@ -172,6 +172,29 @@ def test_the_compiled_collector_refuses_bad_hits() -> None:
         _hits.validate(collector, b"", FAST, _window, [], 5)  # 5 entries for n = 2
 
 
+def test_the_compiled_collector_is_made_from_positional_arguments_only() -> None:
+    """Its constructor takes (n, use_end) without an argument tuple: each one
+    is checked, and `use_end` keys the hit's end instead of its start."""
+    if not hits.COMPILED:
+        pytest.skip("not built")
+    with pytest.raises(TypeError, match="positional"):
+        _hits.Collector()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional"):
+        _hits.Collector(2, True, 3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional"):
+        _hits.Collector(n=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        _hits.Collector("2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must be positive"):
+        _hits.Collector(-1, True)
+    by_start, by_end = _hits.Collector(3), _hits.Collector(3, True)
+    for collector in (by_start, by_end):
+        collector(1, 4, 9, 0, None)
+    rows = [0, 5, 8]  # three rows: the start (4) lies in the first, the end (9) in the third
+    assert hits.rows_holding(by_start, rows) == [0]
+    assert hits.rows_holding(by_end, rows) == [2]
+
+
 PRIORITY = {"a": 10, "b": 50, "c": 10, "s": 90, "t": 85}
 
 

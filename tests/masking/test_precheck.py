@@ -99,6 +99,18 @@ def test_every_detector_example_is_flagged_in_its_row(detector: str, text: str, 
     assert 1 in candidates, (detector, candidates)
 
 
+@pytest.mark.parametrize("pii", PII)
+def test_a_single_row_is_flagged_exactly_when_it_holds_a_match(pii: str) -> None:
+    """One row (most statements' results) takes the scan that stops at the
+    first match; it answers as the scan collecting every match end does."""
+    clean = encode_data_row([b"order shipped", b"gold tier"])
+    dirty = encode_data_row([b"1", f"note: {pii}".encode()])
+    assert PRECHECK.candidate_rows(clean, [0]) == []
+    assert PRECHECK.candidate_rows(dirty, [0]) == [0]
+    # The same row after a clean one goes through the collecting scan.
+    assert PRECHECK.candidate_rows(clean + dirty, [0, len(clean)]) == [1]
+
+
 def test_a_keyword_inside_a_word_does_not_flag_a_row() -> None:
     """'aws' in a name is no AWS secret without the 40-character run after it."""
     names = [b"Gloria Dawson", b"Lawson, Shaw and Laws", b"jaws draws straws"]

@@ -84,6 +84,39 @@ static PyObject *collector_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     return (PyObject *)self;
 }
 
+/* Collector(n, use_end=False) without the argument tuple: once per scan. */
+static PyObject *collector_vectorcall_new(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (kwnames != NULL || nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "Collector(n, use_end=False) takes one or two positional arguments");
+        return NULL;
+    }
+    long long n = PyLong_AsLongLong(args[0]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n <= 0) {
+        PyErr_SetString(PyExc_ValueError, "the number of patterns must be positive");
+        return NULL;
+    }
+    int use_end = 0;
+    if (nargs == 2) {
+        use_end = PyObject_IsTrue(args[1]);
+        if (use_end < 0)
+            return NULL;
+    }
+    PyTypeObject *tp = (PyTypeObject *)type;
+    Collector *self = (Collector *)tp->tp_alloc(tp, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = collector_call;
+    self->n = n;
+    self->use_end = use_end;
+    self->keys = NULL;
+    self->len = self->cap = 0;
+    return (PyObject *)self;
+}
+
 static void collector_dealloc(PyObject *op)
 {
     PyMem_Free(((Collector *)op)->keys);
@@ -104,6 +137,7 @@ static PyTypeObject CollectorType = {
     .tp_basicsize = sizeof(Collector),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = collector_new,
+    .tp_vectorcall = collector_vectorcall_new,
     .tp_dealloc = collector_dealloc,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Collector, vectorcall),

@@ -105,6 +105,11 @@ class RegionPrecheck:
         """
         if self._every_scratch is None:
             return None
+        if len(starts) == 1 and starts[0] == 0:
+            # One row holds every match: the scan that stops at the first one
+            # answers, without collecting ends (a single-row result, as most
+            # statements' are).
+            return [0] if self.may_contain(buf) else []
         scratch = self._every_scratch.get()
         ends = hits.Collector(self._patterns, True)
         try:

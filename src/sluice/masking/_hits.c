@@ -63,12 +63,8 @@ static PyObject *collector_call(PyObject *op, PyObject *const *args, size_t narg
     Py_RETURN_NONE;
 }
 
-static PyObject *collector_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+static PyObject *collector_make(PyTypeObject *type, long long n, int use_end)
 {
-    long long n;
-    int use_end = 0;
-    if (!PyArg_ParseTuple(args, "L|p:Collector", &n, &use_end))
-        return NULL;
     if (n <= 0) {
         PyErr_SetString(PyExc_ValueError, "the number of patterns must be positive");
         return NULL;
@@ -84,6 +80,15 @@ static PyObject *collector_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     return (PyObject *)self;
 }
 
+static PyObject *collector_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    long long n;
+    int use_end = 0;
+    if (!PyArg_ParseTuple(args, "L|p:Collector", &n, &use_end))
+        return NULL;
+    return collector_make(type, n, use_end);
+}
+
 /* Collector(n, use_end=False) without the argument tuple: once per scan. */
 static PyObject *collector_vectorcall_new(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -95,26 +100,13 @@ static PyObject *collector_vectorcall_new(PyObject *type, PyObject *const *args,
     long long n = PyLong_AsLongLong(args[0]);
     if (n == -1 && PyErr_Occurred())
         return NULL;
-    if (n <= 0) {
-        PyErr_SetString(PyExc_ValueError, "the number of patterns must be positive");
-        return NULL;
-    }
     int use_end = 0;
     if (nargs == 2) {
         use_end = PyObject_IsTrue(args[1]);
         if (use_end < 0)
             return NULL;
     }
-    PyTypeObject *tp = (PyTypeObject *)type;
-    Collector *self = (Collector *)tp->tp_alloc(tp, 0);
-    if (self == NULL)
-        return NULL;
-    self->vectorcall = collector_call;
-    self->n = n;
-    self->use_end = use_end;
-    self->keys = NULL;
-    self->len = self->cap = 0;
-    return (PyObject *)self;
+    return collector_make((PyTypeObject *)type, n, use_end);
 }
 
 static void collector_dealloc(PyObject *op)

@@ -16,6 +16,7 @@ from sluice.protocols.postgres.rows import datarow_run
 from sluice.protocols.postgres.tracker import ResultShape
 from sluice.proxy import pg_masking as pg_masking_module
 from sluice.proxy.pg_masking import DENSE_MIN_ROWS, DENSE_SKIP_BATCHES, PgSessionMasking
+from tests.masking.test_detectors import POSITIVE
 
 ENGINE = MaskingEngine(
     MaskingSpec.model_validate(
@@ -275,3 +276,31 @@ def test_data_errors_under_column_rules_lose_the_values_they_quote() -> None:
     # Other classes quote names, not values: they go as they are.
     missing = m.error_response("42P01", 'relation "payroll" does not exist')[5:]
     assert fields(missing)["M"] == 'relation "payroll" does not exist'
+
+
+class CountingMayContain(RegionPrecheck):
+    """A session's pre-check, counting the whole-buffer checks."""
+
+    checks = 0
+
+    def may_contain(self, buf: bytes | memoryview) -> bool:
+        self.checks += 1
+        return super().may_contain(buf)
+
+
+@pytest.mark.parametrize(("detector", "text", "span"), POSITIVE)
+def test_a_statement_text_is_masked_whatever_the_precheck_says_first(
+    detector: str, text: str, span: str
+) -> None:
+    """Statement texts go through the pre-check before the scanner: every
+    detector's example in a literal is still masked, and a clean text comes
+    back as it was, decided by the pre-check alone."""
+    session = masking()
+    assert session._precheck is not None
+    counting = CountingMayContain(session.masker.scanner.detectors)
+    session._precheck = counting
+    sql = f"SELECT * FROM notes WHERE body = $q${text}$q$ AND id = 48213"  # the text verbatim
+    assert span not in session.mask_statement(sql), detector
+    clean = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213"
+    assert session.mask_statement(clean) is clean
+    assert counting.checks == 2

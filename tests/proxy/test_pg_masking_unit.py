@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from sluice.audit import AuditLog
 from sluice.events import Identity, Protocol, SessionContext
-from sluice.masking import MaskingEngine, MaskingSpec
+from sluice.masking import MaskingEngine, MaskingError, MaskingSpec
 from sluice.masking import lineage as lineage_module
 from sluice.masking.precheck import RegionPrecheck
 from sluice.protocols.postgres import messages as m
@@ -304,3 +304,17 @@ def test_a_statement_text_is_masked_whatever_the_precheck_says_first(
     clean = "SELECT abalance FROM pgbench_accounts WHERE aid = 48213"
     assert session.mask_statement(clean) is clean
     assert counting.checks == 2
+
+
+class FailingPrecheck(RegionPrecheck):
+    def may_contain(self, buf: bytes | memoryview) -> bool:
+        raise RuntimeError("scratch lost")
+
+
+def test_a_failing_statement_precheck_is_a_masking_error() -> None:
+    """The pre-check failing on a statement's text refuses it as masking
+    does (masking-required), never returning the text unmasked."""
+    session = masking()
+    session._precheck = FailingPrecheck(session.masker.scanner.detectors)
+    with pytest.raises(MaskingError, match="RuntimeError"):
+        session.mask_statement("SELECT 'jane@example.com'")

@@ -448,8 +448,13 @@ class PgSessionMasking:
         pays both.
         """
         check = self._precheck
-        if check is not None and not check.may_contain(sql.encode("utf-8", "surrogatepass")):
-            return sql
+        if check is not None:
+            try:
+                clean = not check.may_contain(sql.encode("utf-8", "surrogatepass"))
+            except Exception as exc:  # a masking failure, as mask_text reports its own
+                raise MaskingError(f"masking failed: {type(exc).__name__}") from exc
+            if clean:
+                return sql
         masked, _ = self.masker.mask_text(sql)
         return masked
 

@@ -291,3 +291,47 @@ def test_copydata_runs_give_the_same_answer_on_any_input(
             except ValueError as exc:
                 outcomes.append(str(exc))
         assert all(o == outcomes[0] for o in outcomes)
+
+
+@pytest.mark.skipif(not rows.COMPILED, reason="the compiled loops are not built")
+def test_the_compiled_walkers_check_their_arguments() -> None:
+    """They take positional arguments without a tuple (METH_FASTCALL) and
+    check them as the argument parser did: any bytes-like buffer, indexes as
+    integers, and nothing held after an error."""
+    run = frame(b"D", b"\x00\x00") + frame(b"Z", b"I")
+    walkers: list[tuple[Callable[..., object], tuple[object, ...]]] = [
+        (_speedups.datarow_run, (run, 0, len(run))),
+        (_speedups.copydata_run, (run, 0, len(run))),
+        (_speedups.walk_frames, (run, 0, len(run), b"")),
+    ]
+    for walker, good in walkers:
+        first = walker(*good)
+        for buffer in (bytearray(run), memoryview(run)):
+            assert walker(buffer, *good[1:]) == first
+        with pytest.raises(TypeError, match="takes exactly"):
+            walker(*good[:-1])
+        with pytest.raises(TypeError, match="takes exactly"):
+            walker(*good, 0)
+        with pytest.raises(TypeError, match="bytes-like"):
+            walker(run.decode("latin-1"), *good[1:])
+        with pytest.raises(TypeError):
+            walker(run, "0", *good[2:])
+        with pytest.raises(OverflowError):
+            walker(run, 0, 1 << 70, *good[3:])
+        with pytest.raises(ValueError, match="out of range"):
+            walker(run, -1, *good[2:])
+    walk_untyped: Callable[..., object] = _speedups.walk_frames
+    with pytest.raises(TypeError, match="bytes-like"):
+        walk_untyped(run, 0, len(run), "Z")
+    # A buffer is not left exported after an error: a bytearray can still grow.
+    growing = bytearray(run)
+    with pytest.raises(ValueError, match="out of range"):
+        _speedups.walk_frames(growing, len(run) + 1, len(run), b"")
+    with pytest.raises(TypeError, match="bytes-like"):
+        walk_untyped(growing, 0, len(run), "Z")
+    growing += b"more"
+    # Both versions answer alike for the same input (the Python one, as reference).
+    assert _speedups.walk_frames(run, 0, len(run), b"") == rows.py_walk_frames(
+        run, 0, len(run), b""
+    )
+    assert _speedups.datarow_run(run, 0, len(run)) == rows.py_datarow_run(run, 0, len(run))

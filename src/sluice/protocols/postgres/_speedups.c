@@ -37,13 +37,52 @@ static inline void write_u32(unsigned char *p, uint32_t v)
  * caller's general frame walk deals with those.
  */
 /*
- * The arguments of a run walk: (buf, pos, size), with `size` clamped to the
- * buffer and `pos` checked against it. On failure the buffer is released and
- * an exception is set; on success the caller releases `view`.
+ * The walkers below are called once per read or per result, so they take
+ * their arguments the vectorcall way (METH_FASTCALL): no argument tuple is
+ * built, no format string parsed, and their results are built directly.
  */
-static int parse_run_args(PyObject *args, Py_buffer *view, Py_ssize_t *pos, Py_ssize_t *size)
+static int arg_count(const char *name, Py_ssize_t nargs, Py_ssize_t expected)
 {
-    if (!PyArg_ParseTuple(args, "y*nn", view, pos, size))
+    if (nargs == expected)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes exactly %zd arguments (%zd given)", name, expected,
+                 nargs);
+    return -1;
+}
+
+/* An index argument, as the "n" format takes it. */
+static int index_arg(PyObject *arg, Py_ssize_t *out)
+{
+    *out = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* (n, obj), stealing `obj` whatever happens. */
+static PyObject *index_and(Py_ssize_t n, PyObject *obj)
+{
+    PyObject *number = PyLong_FromSsize_t(n);
+    PyObject *pair = number == NULL ? NULL : PyTuple_New(2);
+    if (pair == NULL) {
+        Py_XDECREF(number);
+        Py_DECREF(obj);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(pair, 0, number);
+    PyTuple_SET_ITEM(pair, 1, obj);
+    return pair;
+}
+
+/*
+ * The arguments of a run walk: (buf, pos, size), `buf` any bytes-like object
+ * (as the "y*" format takes it), `size` clamped to the buffer and `pos`
+ * checked against it. On failure nothing is held and an exception is set; on
+ * success the caller releases `view`.
+ */
+static int parse_run_args(const char *name, PyObject *const *args, Py_ssize_t nargs,
+                          Py_buffer *view, Py_ssize_t *pos, Py_ssize_t *size)
+{
+    if (arg_count(name, nargs, 3) < 0 || index_arg(args[1], pos) < 0 ||
+        index_arg(args[2], size) < 0 || PyObject_GetBuffer(args[0], view, PyBUF_SIMPLE) < 0)
         return -1;
     if (*size > view->len)
         *size = view->len;
@@ -55,11 +94,11 @@ static int parse_run_args(PyObject *args, Py_buffer *view, Py_ssize_t *pos, Py_s
     return 0;
 }
 
-static PyObject *datarow_run(PyObject *self, PyObject *args)
+static PyObject *datarow_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
     Py_ssize_t pos, size;
-    if (parse_run_args(args, &view, &pos, &size) < 0)
+    if (parse_run_args("datarow_run", args, nargs, &view, &pos, &size) < 0)
         return NULL;
     const unsigned char *buf = (const unsigned char *)view.buf;
     PyObject *starts = PyList_New(0);
@@ -83,7 +122,7 @@ static PyObject *datarow_run(PyObject *self, PyObject *args)
         pos += 1 + (Py_ssize_t)length;
     }
     PyBuffer_Release(&view);
-    return Py_BuildValue("(nN)", pos, starts);
+    return index_and(pos, starts);
 }
 
 /*
@@ -94,11 +133,11 @@ static PyObject *datarow_run(PyObject *self, PyObject *args)
  * after the other (the COPY data without the frame headers). Stops, without
  * raising, where datarow_run does.
  */
-static PyObject *copydata_run(PyObject *self, PyObject *args)
+static PyObject *copydata_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
     Py_ssize_t pos, size;
-    if (parse_run_args(args, &view, &pos, &size) < 0)
+    if (parse_run_args("copydata_run", args, nargs, &view, &pos, &size) < 0)
         return NULL;
     const unsigned char *buf = (const unsigned char *)view.buf;
     Py_ssize_t start = pos, total = 0;
@@ -122,7 +161,7 @@ static PyObject *copydata_run(PyObject *self, PyObject *args)
         at += 5 + body;
     }
     PyBuffer_Release(&view);
-    return Py_BuildValue("(nN)", pos, payloads);
+    return index_and(pos, payloads);
 }
 
 /*
@@ -449,12 +488,17 @@ done:
  * below 4 or a frame whose type is in `stop_kinds`. Counts ReadyForQuery
  * frames and returns the status byte of the last (0 if none).
  */
-static PyObject *walk_frames(PyObject *self, PyObject *args)
+static PyObject *walk_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view, stops;
     Py_ssize_t pos, size;
-    if (!PyArg_ParseTuple(args, "y*nny*", &view, &pos, &size, &stops))
+    if (arg_count("walk_frames", nargs, 4) < 0 || index_arg(args[1], &pos) < 0 ||
+        index_arg(args[2], &size) < 0 || PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
+    if (PyObject_GetBuffer(args[3], &stops, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     PyObject *result = NULL;
     if (size > view.len)
         size = view.len;
@@ -477,7 +521,19 @@ static PyObject *walk_frames(PyObject *self, PyObject *args)
         }
         pos += 1 + (Py_ssize_t)length;
     }
-    result = Py_BuildValue("(nli)", pos, readies, status);
+    PyObject *end = PyLong_FromSsize_t(pos);
+    PyObject *count = end == NULL ? NULL : PyLong_FromLong(readies);
+    PyObject *last = count == NULL ? NULL : PyLong_FromLong(status);
+    result = last == NULL ? NULL : PyTuple_New(3);
+    if (result == NULL) {
+        Py_XDECREF(end);
+        Py_XDECREF(count);
+        Py_XDECREF(last);
+        goto done;
+    }
+    PyTuple_SET_ITEM(result, 0, end);
+    PyTuple_SET_ITEM(result, 1, count);
+    PyTuple_SET_ITEM(result, 2, last);
 done:
     PyBuffer_Release(&stops);
     PyBuffer_Release(&view);
@@ -485,11 +541,11 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"datarow_run", datarow_run, METH_VARARGS,
+    {"datarow_run", (PyCFunction)(void (*)(void))datarow_run, METH_FASTCALL,
      "datarow_run(buf, pos, size) -> (end, starts): walk a run of complete DataRow frames."},
-    {"copydata_run", copydata_run, METH_VARARGS,
+    {"copydata_run", (PyCFunction)(void (*)(void))copydata_run, METH_FASTCALL,
      "copydata_run(buf, pos, size) -> (end, payloads): walk a run of complete CopyData frames."},
-    {"walk_frames", walk_frames, METH_VARARGS,
+    {"walk_frames", (PyCFunction)(void (*)(void))walk_frames, METH_FASTCALL,
      "walk_frames(buf, pos, size, stop_kinds) -> (pos, readies, status)."},
     {"decode_rows", decode_rows, METH_VARARGS,
      "decode_rows(region, starts, indexes) -> the values of those rows."},

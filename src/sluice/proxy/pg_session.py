@@ -959,25 +959,25 @@ class PgSession:
                 continue
             if kind in _TRACKED:
                 if kind == 84:  # 'T'
-                    tracker.on_server(kind, bytes(buf[pos + 5 : end]))
+                    tracker.on_server(kind, _bytes_of(buf, pos + 5, end))
                 else:
                     if kind == 90:  # 'Z'
                         self._on_ready(buf[pos + 5 : end])
                     elif kind == 69:  # 'E'
-                        replacement = self._on_error(bytes(buf[pos + 5 : end]))
+                        replacement = self._on_error(_bytes_of(buf, pos + 5, end))
                         if replacement is not None:
                             parts.append(_span(buf, copied, pos))
                             parts.append(replacement)
                             copied = end
                     elif kind == 86:  # 'V' FunctionCallResponse
                         governance.function_result(
-                            bytes(buf[pos + 5 : end]), tracker.function_result_format()
+                            _bytes_of(buf, pos + 5, end), tracker.function_result_format()
                         )
                     tracker.on_server(kind)
                     if kind in (67, 73, 115):  # 'C', 'I', 's'
-                        governance.result_done(bytes(buf[pos + 5 : end]))
+                        governance.result_done(_bytes_of(buf, pos + 5, end))
             elif kind in (78, 65) and governance.masks_messages:  # 'N', 'A'
-                replacement = governance.process_message(kind, bytes(buf[pos + 5 : end]))
+                replacement = governance.process_message(kind, _bytes_of(buf, pos + 5, end))
                 parts.append(_span(buf, copied, pos))
                 parts.append(replacement)
                 copied = end
@@ -994,9 +994,9 @@ class PgSession:
                 copied = pos
                 continue
             elif kind == 72 and governance.handles_copy:  # 'H' CopyOutResponse
-                governance.copy_out_started(bytes(buf[pos + 5 : end]), tracker.current_sql())
+                governance.copy_out_started(_bytes_of(buf, pos + 5, end), tracker.current_sql())
             elif kind == 71 and governance.handles_copy:  # 'G' CopyInResponse
-                governance.copy_in_started(bytes(buf[pos + 5 : end]), tracker.current_sql())
+                governance.copy_in_started(_bytes_of(buf, pos + 5, end), tracker.current_sql())
             elif kind == 99 and governance.handles_copy:  # 'c' CopyDone
                 tail = governance.copy_out_done()
                 if tail:
@@ -1004,7 +1004,7 @@ class PgSession:
                     parts.append(tail)
                     copied = pos
             elif kind == 83:  # 'S' ParameterStatus
-                status = bytes(buf[pos + 5 : end])
+                status = _bytes_of(buf, pos + 5, end)
                 self._parameter_status(status)
                 replacement = governance.mask_parameter_status(status)
                 if replacement is not None:
@@ -1035,7 +1035,7 @@ class PgSession:
             end = frame_end(buf, pos, size, MAX_SERVER_MESSAGE)  # raises on a bad length
             if end < 0:
                 break
-            replacement = self._on_error(bytes(buf[pos + 5 : end]))  # the one stop kind
+            replacement = self._on_error(_bytes_of(buf, pos + 5, end))  # the one stop kind
             if replacement is not None:
                 parts.append(_span(buf, copied, pos))
                 parts.append(replacement)

@@ -218,6 +218,34 @@ def test_the_hot_path_readers_agree_with_the_decoders() -> None:
             reader(body)
 
 
+def _query_text_by_the_general_path(body: bytes) -> str:
+    sql, pos = m._cstring(body, 0)
+    if pos != len(body):
+        raise RemoteProtocolError("trailing bytes after Query string")
+    return sql
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    body=st.one_of(
+        st.binary(max_size=40),
+        st.lists(st.sampled_from([b"a", b"\0", b"\xff", b"\xc3\xa9", b"\xc3"]), max_size=12).map(
+            b"".join
+        ),
+    )
+)
+def test_the_query_text_fast_path_answers_as_the_general_path(body: bytes) -> None:
+    """The same text, or the same error, for any body: the fast path only
+    takes a body whose one NUL ends it."""
+    outcomes: list[object] = []
+    for read in (m.query_text, _query_text_by_the_general_path):
+        try:
+            outcomes.append(read(body))
+        except RemoteProtocolError as exc:
+            outcomes.append(("error", str(exc)))
+    assert outcomes[0] == outcomes[1]
+
+
 def test_bind_parameters_with_formats_null_and_binary() -> None:
     assert m.bind_parameters(body_of(BIND, b"B")) == ((0, 1), [None, b"\x00\x00\x00\x2a"])
     assert m.bind_parameters(body_of(BIND_UNNAMED_TEXT, b"B")) == ((0,), [b"hi"])

@@ -284,6 +284,18 @@ def decode_query(body: bytes) -> Query:
 
 def query_text(body: bytes) -> str:
     """`decode_query(body).sql`, without the message object (per statement)."""
+    last = len(body) - 1
+    if last > 0 and body[last] == 0:
+        # The usual message: its one NUL ends it. Checked without bytes.find
+        # (compiled, a method call with an argument tuple); anything else,
+        # an invalid text included, takes the general path and its errors.
+        try:
+            sql = body[:last].decode()
+        except UnicodeDecodeError:
+            pass
+        else:
+            if "\0" not in sql:
+                return sql
     sql, pos = _cstring(body, 0)
     if pos != len(body):
         raise RemoteProtocolError("trailing bytes after Query string")

@@ -55,15 +55,15 @@ def hotpath_env() -> dict[str, str]:
     return {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", HASH_SEED)}
 
 
-def _instructions(round_trips: int, hotpath_args: list[str]) -> int:
-    """Instructions callgrind counted over a whole `bench.hotpath` run."""
+def _instructions(round_trips: int, hotpath_args: list[str], module: str) -> int:
+    """Instructions callgrind counted over a whole run of `module` (`bench.hotpath`)."""
     argv = [
         "valgrind",
         "--tool=callgrind",
         "--callgrind-out-file=/dev/null",
         sys.executable,
         "-m",
-        "bench.hotpath",
+        module,
         "--n",
         str(round_trips),
         *hotpath_args,
@@ -77,9 +77,9 @@ def _instructions(round_trips: int, hotpath_args: list[str]) -> int:
     return count
 
 
-def per_round_trip(hotpath_args: list[str], extra: int) -> float:
-    short = _instructions(SHORT_RUN, hotpath_args)
-    long = _instructions(SHORT_RUN + extra, hotpath_args)
+def per_round_trip(hotpath_args: list[str], extra: int, module: str = "bench.hotpath") -> float:
+    short = _instructions(SHORT_RUN, hotpath_args, module)
+    long = _instructions(SHORT_RUN + extra, hotpath_args, module)
     return (long - short) / extra
 
 
@@ -98,6 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         "--literals", choices=LITERALS, default="same", help="as bench.hotpath --literals"
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="count bench.tlsping instead: a TLS round trip over loopback on uvloop "
+        "(two reads and two writes), which the hot path runs without",
+    )
+    parser.add_argument(
+        "--standard",
+        action="store_true",
+        help="with --tls: the standard library's ssl.SSLObject instead of the gateway's",
+    )
+    parser.add_argument(
         "--extra",
         type=int,
         default=2000,
@@ -106,18 +117,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.extra < 100:
         parser.error("--extra must be at least 100")
+    if args.standard and not args.tls:
+        parser.error("--standard goes with --tls")
     if shutil.which("valgrind") is None:
         print("valgrind was not found; install it with `apt-get install valgrind`", file=sys.stderr)
         return 2
-    hotpath_args = ["--target", args.target, "--literals", args.literals]
-    if args.prepared:
-        hotpath_args.append("--prepared")
+    if args.tls:
+        module, hotpath_args = "bench.tlsping", ["--standard"] if args.standard else []
+        label = f"TLS, {'standard' if args.standard else 'gateway'} SSL objects"
+    else:
+        module = "bench.hotpath"
+        hotpath_args = ["--target", args.target, "--literals", args.literals]
+        if args.prepared:
+            hotpath_args.append("--prepared")
+        label = f"{args.target}{' prepared' if args.prepared else ''}"
     try:
-        count = per_round_trip(hotpath_args, args.extra)
+        count = per_round_trip(hotpath_args, args.extra, module)
     except InstructionsError as exc:
         print(exc, file=sys.stderr)
         return 1
-    label = f"{args.target}{' prepared' if args.prepared else ''}"
     print(f"{label}: {count:,.0f} instructions per round trip")
     return 0
 
